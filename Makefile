@@ -1,0 +1,55 @@
+# procedge — every command a new user needs. Python 3.11+, Debian/Ubuntu.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PROCEDGE_DATA ?= $(abspath ../shared/data)
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+.PHONY: help setup mosquitto demo test train convert lint bench clean
+
+help:
+	@echo "make demo     - train, convert, run the edge daemon on a simulated fault (few minutes)"
+	@echo "make test     - the test suite (real Mosquitto, real training, real LiteRT)"
+	@echo "make train    - train the models in configs/ into artifacts/runs"
+	@echo "make convert  - convert artifacts/runs/* into verified bundles in artifacts/bundles"
+	@echo "make bench    - benchmarks under bench/ (tables on stdout, JSON in bench/results)"
+	@echo "make lint     - ruff"
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[train,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Mosquitto via apt where absent and we are root; otherwise say how.
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing mosquitto (apt)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto) >/dev/null; \
+	else echo "NOTE: mosquitto not installed and not root: sudo apt-get install -y mosquitto"; fi
+
+demo: setup mosquitto
+	$(BIN)/python -m procedge demo
+
+test: setup mosquitto
+	$(BIN)/python -m pytest -q
+
+train: setup
+	@for c in configs/*.yaml; do $(BIN)/python -m procedge train $$c --output-dir artifacts/runs || exit 1; done
+
+convert: setup
+	$(BIN)/python -m procedge convert artifacts/runs/* --out artifacts/bundles
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf artifacts .pytest_cache

@@ -1,0 +1,187 @@
+"""Model bundle format v1: the one contract between the workstation and the gateway.
+
+A bundle is a directory (or a ``.zip`` of one) holding ``model.tflite``, ``manifest.json`` and
+any reports. The manifest says everything the edge needs to feed the model exactly as training
+did (tags, period, window, scaler) and lists a SHA-256 for every other file; the manifest's own
+hash covers its content, so a bundle that was corrupted or edited is refused with the file named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.tflite"
+
+Task = Literal["forecast", "anomaly", "image"]
+QuantMode = Literal["fp32", "fp16", "dynamic", "int8", "int16x8"]
+
+
+class BundleError(RuntimeError):
+    """A bundle that must not be loaded; the message names the offending file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TagSpec(_Strict):
+    name: str = Field(description="Tag name as published on the raw topic.")
+    unit: str = Field(default="", description="Engineering unit, e.g. 'degC'.")
+
+
+class InputSpec(_Strict):
+    tags: list[TagSpec] = Field(description="Ordered model inputs (column order of the window).")
+    period_s: float = Field(gt=0, description="Sampling period of the aligned grid, seconds.")
+    window: int = Field(gt=0, description="Window length L in grid steps.")
+    stride: int = Field(default=1, gt=0, description="Run the model every `stride` grid steps.")
+    max_gap_s: float = Field(ge=0, description="Longest hold of a last value; beyond, invalid.")
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [t.name for t in self.tags]
+
+
+class ScalerSpec(_Strict):
+    """Per-tag standardisation fitted on training rows only."""
+
+    mean: list[float]
+    scale: list[float]
+
+
+class OutputSpec(_Strict):
+    horizon: int = Field(default=0, ge=0, description="Forecast steps H (0 for non-forecasts).")
+    targets: list[str] = Field(default_factory=list, description="Forecast target tags.")
+
+
+class ThresholdSpec(_Strict):
+    """Anomaly alarm limits on the reconstruction score, calibrated on normal data."""
+
+    raise_at: float = Field(description="Score at or above which a window is anomalous.")
+    clear_at: float = Field(description="Score below which an active alarm clears (deadband).")
+    on_delay: int = Field(default=1, ge=1, description="Consecutive anomalous windows to raise.")
+    off_delay: int = Field(default=1, ge=1, description="Consecutive normal windows to clear.")
+    rule: str = Field(default="", description="How the limit was calibrated.")
+
+
+class Manifest(_Strict):
+    format_version: int = FORMAT_VERSION
+    name: str
+    version: str = Field(description="Bundle version, published by the daemon.")
+    task: Task
+    family: str = Field(description="Model family from the training registry, e.g. 'dense_ae'.")
+    input: InputSpec
+    scaler: ScalerSpec
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    thresholds: ThresholdSpec | None = None
+    quantization: QuantMode
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Held-out metrics per variant: {'keras': .., 'edge': ..}."
+    )
+    training_data_sha256: str = Field(description="Fingerprint of the training rows.")
+    created_at: str = Field(default_factory=lambda: utc_now_iso())
+    files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file.")
+    manifest_sha256: str = Field(default="", description="SHA-256 of this manifest without it.")
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest_digest(data: dict[str, Any]) -> str:
+    body = {k: v for k, v in data.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_bundle(directory: Path, manifest: Manifest) -> Path:
+    """Hash every file already in ``directory`` and write the manifest that seals them."""
+    directory = Path(directory)
+    if not (directory / MODEL_FILE).is_file():
+        raise BundleError(f"{directory / MODEL_FILE}: missing")
+    files = {
+        p.relative_to(directory).as_posix(): sha256_file(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    data = manifest.model_copy(update={"files": files, "manifest_sha256": ""}).model_dump()
+    data["manifest_sha256"] = _manifest_digest(data)
+    (directory / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
+def pack_bundle(directory: Path, archive: Path) -> Path:
+    """Write the bundle directory as a single ``.zip`` for shipping."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(Path(directory).rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(directory).as_posix())
+    return archive
+
+
+class Bundle:
+    """A verified bundle on disk: the manifest plus the path of the model file."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = root
+        self.manifest = manifest
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / MODEL_FILE
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Load and verify; raise :class:`BundleError` naming the file that fails."""
+        root = Path(path)
+        if root.is_file() and zipfile.is_zipfile(root):
+            root = _extract(root)
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path}: missing")
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{manifest_path}: unsupported format_version")
+        if data.get("manifest_sha256") != _manifest_digest(data):
+            raise BundleError(f"{manifest_path}: content does not match its SHA-256")
+        manifest = Manifest.model_validate(data)
+        if MODEL_FILE not in manifest.files:
+            raise BundleError(f"{root / MODEL_FILE}: not listed in the manifest")
+        for name, expected in manifest.files.items():
+            file = root / name
+            if not file.is_file():
+                raise BundleError(f"{file}: listed in the manifest but missing")
+            if sha256_file(file) != expected:
+                raise BundleError(f"{file}: SHA-256 does not match the manifest")
+        return cls(root, manifest)
+
+
+def _extract(archive: Path) -> Path:
+    target = Path(tempfile.mkdtemp(prefix="procedge-bundle-"))
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            if member.startswith("/") or ".." in Path(member).parts:
+                shutil.rmtree(target, ignore_errors=True)
+                raise BundleError(f"{archive}: unsafe path {member!r} in archive")
+        zf.extractall(target)
+    return target

@@ -1,0 +1,82 @@
+"""The LiteRT interpreter behind one bundle: float windows in, float outputs out.
+
+Prefers ``ai-edge-litert``; falls back to the legacy ``tflite-runtime`` (numpy<2, slower int8
+kernels, no hybrid dynamic-range ops). Quantized inputs/outputs are (de)quantized here, so the
+rest of the gateway only ever sees float32 in engineering-scaled units.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+try:  # the maintained runtime
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # pragma: no cover - legacy gateways only
+    from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+
+
+class EdgeModel:
+    """One loaded ``.tflite`` model; call :meth:`predict` with a batch of float windows."""
+
+    def __init__(self, model_path: str | Path, num_threads: int = 1):
+        self.path = Path(model_path)
+        self._interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
+        self._interp.allocate_tensors()
+        self._input = self._interp.get_input_details()[0]
+        self._outputs = self._interp.get_output_details()
+        # Fused LSTM kernels keep state in variable tensors between invokes: reset every time.
+        self._stateful = "UNIDIRECTIONAL_SEQUENCE_LSTM" in self.op_names()
+        dynamic = int(self._input["shape_signature"][0]) == -1
+        self._batched = dynamic and not self._stateful
+        self._batch = int(self._input["shape"][0])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(d) for d in self._input["shape"][1:])
+
+    def ops(self) -> list[dict]:
+        return list(self._interp._get_ops_details())
+
+    def op_names(self) -> set[str]:
+        return {op["op_name"] for op in self.ops()}
+
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run a batch ``x`` (N, *input_shape); returns every output as float32 (N, ...)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
+        if not self._batched:  # fixed batch of one (recurrent loops, fused LSTM)
+            results = [self._invoke(x[i : i + 1]) for i in range(len(x))]
+            return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+        if len(x) != self._batch:
+            self._interp.resize_tensor_input(self._input["index"], [len(x), *self.input_shape])
+            self._interp.allocate_tensors()
+            self._input = self._interp.get_input_details()[0]
+            self._outputs = self._interp.get_output_details()
+            self._batch = len(x)
+        return self._invoke(x)
+
+    def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
+        if self._stateful:
+            self._interp.reset_all_variables()
+        self._interp.set_tensor(self._input["index"], _quantize(x, self._input))
+        self._interp.invoke()
+        return [_dequantize(self._interp.get_tensor(o["index"]), o) for o in self._outputs]
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

@@ -1,0 +1,158 @@
+"""Aligning irregular tag samples to a fixed grid and cutting windows — one code path for
+training (whole history at once) and the gateway (incrementally, in :class:`GridBuffer`).
+
+A grid point ``t`` (a multiple of the period) takes each tag's last sample at or before ``t``
+(sample-and-hold, as historians interpolate "previous value"), unless that sample is older than
+``max_gap_s``: then the value is NaN and every window containing it is invalid. Data is never
+invented across a gap.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+
+
+def grid_between(start_s: float, end_s: float, period_s: float) -> np.ndarray:
+    """Grid points (multiples of the period) in ``[start_s, end_s]``."""
+    first = math.ceil(start_s / period_s - 1e-9)
+    last = math.floor(end_s / period_s + 1e-9)
+    return np.arange(first, last + 1, dtype=np.float64) * period_s
+
+
+def hold_resample(
+    sample_ts: np.ndarray, sample_values: np.ndarray, grid: np.ndarray, max_gap_s: float
+) -> np.ndarray:
+    """Value of one tag at each grid point: last sample at or before it, NaN if too old."""
+    sample_ts = np.asarray(sample_ts, dtype=np.float64)
+    values = np.asarray(sample_values, dtype=np.float64)
+    ok = np.isfinite(values) & np.isfinite(sample_ts)
+    sample_ts, values = sample_ts[ok], values[ok]
+    idx = np.searchsorted(sample_ts, grid, side="right") - 1
+    out = np.full(grid.shape, np.nan)
+    has = idx >= 0
+    age = grid[has] - sample_ts[idx[has]]
+    fresh = age <= max_gap_s + 1e-9
+    out[np.flatnonzero(has)[fresh]] = values[idx[has]][fresh]
+    return out
+
+
+def sliding_windows(
+    rows: np.ndarray, window: int, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """All complete windows of ``rows`` (N, F) → (windows (M, L, F), index of each last row).
+
+    Windows holding a NaN (a gap) are dropped, exactly as the gateway drops them.
+    """
+    rows = np.asarray(rows, dtype=np.float32)
+    if len(rows) < window:
+        return np.empty((0, window, rows.shape[1]), np.float32), np.empty(0, dtype=np.int64)
+    view = np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).transpose(0, 2, 1)
+    ends = np.arange(window - 1, len(rows))
+    keep = (np.arange(len(view)) % stride == 0) & np.isfinite(view).all(axis=(1, 2))
+    return np.ascontiguousarray(view[keep]), ends[keep]
+
+
+def forecast_pairs(
+    rows: np.ndarray, window: int, horizon: int, target_columns: list[int], stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (M, L, F) and targets (M, H, T) from rows; pairs touching a gap are dropped."""
+    rows = np.asarray(rows, dtype=np.float32)
+    both, _ = sliding_windows(rows, window + horizon, stride)
+    return both[:, :window, :], both[:, window:, :][:, :, target_columns]
+
+
+class GridBuffer:
+    """Incremental version of :func:`hold_resample` + :func:`sliding_windows` for live data.
+
+    Push samples as they arrive; :meth:`windows` yields ``(grid_time, window)`` for each grid
+    point that is final. A point is final once every tag has reported at or past it, or once
+    any tag is ``lateness_s`` past it (so a dead sensor cannot stall the others: its value
+    ages past ``max_gap_s`` and the window becomes NaN, i.e. invalid).
+    """
+
+    def __init__(
+        self,
+        tags: list[str],
+        period_s: float,
+        window: int,
+        max_gap_s: float,
+        stride: int = 1,
+        lateness_s: float | None = None,
+    ):
+        self.tags = list(tags)
+        self.period_s = period_s
+        self.window = window
+        self.max_gap_s = max_gap_s
+        self.stride = stride
+        self.lateness_s = period_s if lateness_s is None else lateness_s
+        self._samples: dict[str, list[tuple[float, float]]] = {t: [] for t in self.tags}
+        self._rows: deque[np.ndarray] = deque(maxlen=window)
+        self._next_t: float | None = None
+        self._steps = 0
+        self.late_samples = 0
+        self.skipped_points = 0
+
+    def push(self, tag: str, ts: float, value: float) -> bool:
+        """Add one sample; return False (and count it) if it is too late to be used."""
+        if self._next_t is not None and ts <= self._next_t - self.period_s + 1e-9:
+            self.late_samples += 1
+            return False
+        samples = self._samples[tag]
+        if not samples or ts > samples[-1][0]:
+            samples.append((ts, value))
+        else:  # out of order or duplicate timestamp: keep sorted, last write wins
+            i = bisect.bisect_left(samples, (ts, -math.inf))
+            if i < len(samples) and samples[i][0] == ts:
+                samples[i] = (ts, value)
+            else:
+                samples.insert(i, (ts, value))
+        if self._next_t is None:
+            self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
+        return True
+
+    def _final_until(self) -> float:
+        latest = [s[-1][0] for s in self._samples.values() if s]
+        if not latest:
+            return -math.inf
+        all_reported = min(latest) if len(latest) == len(self.tags) else -math.inf
+        return max(all_reported, max(latest) - self.lateness_s)
+
+    def windows(self) -> Iterator[tuple[float, np.ndarray]]:
+        """Yield ``(grid_time, window (L, F))`` for newly final points; NaN marks a gap."""
+        if self._next_t is None:
+            return
+        until = self._final_until()
+        pending = math.floor((until - self._next_t) / self.period_s + 1e-9) + 1
+        if pending > self.window + 1:  # long silence: only the last windows can be valid
+            skip = pending - (self.window + 1)
+            self._next_t += skip * self.period_s
+            self.skipped_points += skip
+            self._rows.clear()
+        while self._next_t <= until + 1e-9:
+            t = self._next_t
+            row = np.array([self._value_at(tag, t) for tag in self.tags], dtype=np.float32)
+            self._rows.append(row)
+            self._next_t = t + self.period_s
+            self._steps += 1
+            if len(self._rows) == self.window and self._steps % self.stride == 0:
+                yield t, np.stack(self._rows)
+        self._prune()
+
+    def _value_at(self, tag: str, t: float) -> float:
+        samples = self._samples[tag]
+        i = bisect.bisect_right(samples, (t, math.inf)) - 1
+        if i < 0 or t - samples[i][0] > self.max_gap_s + 1e-9:
+            return math.nan
+        return samples[i][1]
+
+    def _prune(self) -> None:
+        """Keep only the last sample before the next grid point, and what follows it."""
+        for tag, samples in self._samples.items():
+            i = bisect.bisect_right(samples, (self._next_t, math.inf)) - 1
+            if i > 0:
+                self._samples[tag] = samples[i:]

@@ -1,0 +1,90 @@
+"""Training configuration (YAML), validated strictly: a typo is an error naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimulatorSource(_Strict):
+    steps: int = Field(default=6000, gt=0, description="Samples to simulate.")
+    seed: int = Field(default=0, description="Random seed of the plant's disturbances.")
+
+
+class DataConfig(_Strict):
+    source: Literal["simulator", "historian"] = Field(
+        default="simulator", description="Built-in plant simulator, or a historian export."
+    )
+    path: Path | None = Field(default=None, description="CSV or Parquet export (historian).")
+    timestamp_column: str = Field(default="timestamp", description="Column with timestamps.")
+    tags: list[str] | None = Field(default=None, description="Tag columns; default: all.")
+    units: dict[str, str] = Field(default_factory=dict, description="Unit per tag.")
+    simulator: SimulatorSource = Field(default_factory=SimulatorSource)
+
+    @model_validator(mode="after")
+    def _path_for_historian(self) -> DataConfig:
+        if self.source == "historian" and self.path is None:
+            raise ValueError("data.path is required when data.source is 'historian'")
+        return self
+
+
+class WindowConfig(_Strict):
+    period_s: float = Field(default=5.0, gt=0, description="Grid period the data is aligned to.")
+    length: int = Field(default=24, gt=1, description="Window length L in grid steps.")
+    stride: int = Field(default=1, gt=0, description="Steps between windows at the edge.")
+    max_gap_s: float = Field(default=15.0, ge=0, description="Longest hold before data is a gap.")
+
+
+class SplitConfig(_Strict):
+    """Chronological split: train, then validation, then test; never shuffled across."""
+
+    train: float = Field(default=0.7, gt=0, lt=1)
+    val: float = Field(default=0.15, gt=0, lt=1)
+
+
+class FitConfig(_Strict):
+    epochs: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=64, gt=0)
+    patience: int = Field(default=5, ge=0, description="Early-stopping patience (epochs).")
+    learning_rate: float = Field(default=1e-3, gt=0)
+    seed: int = Field(default=0, description="Seeds Python, numpy and the backend.")
+
+
+class ThresholdConfig(_Strict):
+    quantile: float = Field(default=0.995, gt=0, lt=1, description="Of normal val scores.")
+    margin: float = Field(default=1.2, gt=0, description="Multiplies the quantile.")
+    clear_ratio: float = Field(default=0.8, gt=0, le=1, description="clear_at = ratio·raise_at.")
+    on_delay: int = Field(default=3, ge=1, description="Anomalous windows in a row to raise.")
+    off_delay: int = Field(default=3, ge=1, description="Normal windows in a row to clear.")
+
+
+class TrainConfig(_Strict):
+    name: str = Field(description="Model name; also the bundle and MQTT topic name.")
+    task: Literal["forecast", "anomaly"]
+    family: str = Field(description="Registry name, e.g. 'tcn' or 'dense_ae'.")
+    model: dict[str, Any] = Field(default_factory=dict, description="Family keyword arguments.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    window: WindowConfig = Field(default_factory=WindowConfig)
+    horizon: int = Field(default=6, gt=0, description="Forecast steps H.")
+    targets: list[str] = Field(default_factory=list, description="Forecast targets; default all.")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    fit: FitConfig = Field(default_factory=FitConfig)
+    threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate; errors name the file and the field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid training config\n{exc}") from exc

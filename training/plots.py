@@ -1,0 +1,59 @@
+"""PNG plots a process engineer would rather look at than read (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from edge_runtime.bundle import ThresholdSpec  # noqa: E402
+
+
+def learning_curve(history: dict[str, list[float]], path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key in ("loss", "val_loss"):
+        if key in history:
+            ax.plot(np.arange(1, len(history[key]) + 1), history[key], label=key)
+    ax.set(xlabel="epoch", ylabel="loss (MSE, scaled)", yscale="log", title=f"{title}: learning")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def forecast_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str], path: Path,
+                       step: int = 0) -> Path:
+    """One panel per target: actual vs forecast at horizon step ``step`` over the test set."""
+    fig, axes = plt.subplots(len(targets), 1, figsize=(8, 2.2 * len(targets)), squeeze=False)
+    for i, (ax, tag) in enumerate(zip(axes[:, 0], targets, strict=True)):
+        ax.plot(y_true[:, step, i], label="actual", lw=1)
+        ax.plot(y_pred[:, step, i], label=f"forecast (t+{step + 1})", lw=1)
+        ax.set_ylabel(f"{tag}\n(scaled)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right")
+    axes[-1, 0].set_xlabel("test window")
+    return _save(fig, path)
+
+
+def score_vs_threshold(scores: np.ndarray, labels: np.ndarray, spec: ThresholdSpec,
+                       path: Path) -> Path:
+    """Anomaly score over time, alarm limits, labelled anomalies shaded."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(scores, lw=1, label="score")
+    ax.axhline(spec.raise_at, color="r", ls="--", label="raise")
+    ax.axhline(spec.clear_at, color="orange", ls=":", label="clear")
+    ax.fill_between(np.arange(len(scores)), 0, 1, where=np.asarray(labels, bool), alpha=0.15,
+                    color="red", transform=ax.get_xaxis_transform(), label="labelled anomaly")
+    ax.set(yscale="log", xlabel="window", ylabel="reconstruction MSE")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

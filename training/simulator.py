@@ -1,0 +1,110 @@
+"""A heated stirred tank under PI temperature control — the plant procedge trains on when no
+historian export is given (tests, demo, CI).
+
+Physics: gravity outflow ``F_out = k·sqrt(h)``; level ``A·dh/dt = F_in − F_out``; energy balance
+``dT/dt = F_in/V·(T_in − T) + Q/(ρ·c_p·V)``; bottom pressure is hydrostatic. Inlet flow and
+inlet temperature wander (Ornstein–Uhlenbeck + slow cycles), the temperature set-point steps
+now and then. Sensor faults corrupt the *reported* values only, from ``start_s`` on:
+``drift`` (ramp), ``step`` (offset), ``stuck`` (frozen at the last good value).
+Only numpy: the simulator also runs where the gateway runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+TAGS: list[tuple[str, str]] = [
+    ("flow_in", "m3/h"),
+    ("level", "m"),
+    ("temperature", "degC"),
+    ("pressure", "kPa"),
+    ("heater_power", "kW"),
+]
+NOISE = np.array([0.08, 0.004, 0.05, 0.05, 1.0])
+EPOCH_2026 = 1767225600.0  # 2026-01-01T00:00:00Z
+
+AREA_M2 = 0.5
+RHO_CP = 4180.0  # kJ/(m3·K)
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: Literal["drift", "step", "stuck"]
+    tag: str
+    start_s: float = 0.0  # seconds after the start of the run
+    magnitude: float = 0.0  # drift: units per second; step: units; stuck: unused
+
+
+@dataclass
+class SimulatedRun:
+    timestamps: np.ndarray  # epoch seconds, shape (N,)
+    values: np.ndarray  # (N, F) reported measurements
+    tags: list[tuple[str, str]] = field(default_factory=lambda: list(TAGS))
+    faulty: np.ndarray | None = None  # (N,) True where a fault corrupts a reported value
+
+    @property
+    def tag_names(self) -> list[str]:
+        return [name for name, _ in self.tags]
+
+
+def simulate(
+    steps: int,
+    period_s: float = 5.0,
+    seed: int = 0,
+    start_epoch_s: float = EPOCH_2026,
+    faults: list[Fault] | tuple[Fault, ...] = (),
+) -> SimulatedRun:
+    """Simulate ``steps`` samples ``period_s`` apart (explicit Euler, 1 s sub-steps)."""
+    rng = np.random.default_rng(seed)
+    substeps = max(1, int(round(period_s)))
+    dt = period_s / substeps
+    k_out = 12.0 / np.sqrt(1.5)  # 12 m3/h leaves at 1.5 m
+    h, temp, integral = 1.5, 60.0, 1100.0
+    flow_dev, tin_dev, setpoint = 0.0, 0.0, 60.0
+    out = np.empty((steps, len(TAGS)))
+    for i in range(steps):
+        t = i * period_s
+        if rng.random() < period_s / 900.0:  # a new set-point every ~15 min
+            setpoint = float(rng.uniform(55.0, 65.0))
+        for _ in range(substeps):
+            flow_dev += -flow_dev * dt / 120.0 + 0.08 * np.sqrt(dt) * rng.normal()
+            tin_dev += -tin_dev * dt / 600.0 + 0.05 * np.sqrt(dt) * rng.normal()
+            f_in = 12.0 + 2.0 * np.sin(2 * np.pi * t / 1800.0) + flow_dev
+            t_in = 20.0 + 3.0 * np.sin(2 * np.pi * t / 3600.0) + tin_dev
+            volume = AREA_M2 * h
+            error = setpoint - temp
+            demand = 40.0 * error + 0.5 * (integral + error * dt)
+            if 0.0 < demand < 1500.0:  # anti-windup: integrate only while unsaturated
+                integral += error * dt
+            power = float(np.clip(demand, 0.0, 1500.0))
+            f_out = k_out * np.sqrt(max(h, 1e-3))
+            h = max(h + (f_in - f_out) / 3600.0 / AREA_M2 * dt, 0.05)
+            temp += (f_in / 3600.0 / volume * (t_in - temp) + power / (RHO_CP * volume)) * dt
+        pressure = 101.325 + 9.81 * h
+        out[i] = [f_in, h, temp, pressure, power]
+    out += rng.normal(size=out.shape) * NOISE
+    timestamps = start_epoch_s + np.arange(steps) * period_s
+    faulty = _inject(out, timestamps - start_epoch_s, faults)
+    return SimulatedRun(timestamps, out, list(TAGS), faulty)
+
+
+def _inject(values: np.ndarray, elapsed_s: np.ndarray, faults) -> np.ndarray:
+    names = [name for name, _ in TAGS]
+    faulty = np.zeros(len(values), dtype=bool)
+    for fault in faults:
+        col = names.index(fault.tag)
+        on = elapsed_s >= fault.start_s
+        if not on.any():
+            continue
+        first = int(np.argmax(on))
+        if fault.kind == "drift":
+            values[on, col] += fault.magnitude * (elapsed_s[on] - fault.start_s)
+        elif fault.kind == "step":
+            values[on, col] += fault.magnitude
+        elif fault.kind == "stuck":
+            values[on, col] = values[max(first - 1, 0), col]
+        faulty |= on
+    return faulty

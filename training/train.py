@@ -1,0 +1,182 @@
+"""Train one model from a :class:`TrainConfig` and write a run directory the converter reads.
+
+Run directory: ``model.keras``, ``training.json`` (the bundle manifest minus what conversion
+adds), ``heldout.npz`` (test windows, for parity and edge metrics), ``representative.npz``
+(training windows for int8 calibration), and PNG plots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from edge_runtime.alarms import replay
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, ThresholdSpec
+from edge_runtime.scaling import StandardScaler
+from edge_runtime.scoring import anomaly_scores, quantile_threshold
+from edge_runtime.windowing import forecast_pairs, sliding_windows
+from training import plots
+from training.config import TrainConfig
+from training.historian import GridData, load_grid
+from training.metrics import detection_metrics, regression_metrics
+from training.registry import get_family
+from training.simulator import Fault, simulate
+
+log = logging.getLogger(__name__)
+REPRESENTATIVE_WINDOWS = 256
+QUANT_HEADROOM = 1.5
+
+
+@dataclass
+class Splits:
+    """Row ranges; validation and test start ``window`` rows early so their first window's
+    input may reach back (as the ETT protocol does) while their targets never overlap."""
+
+    train: slice
+    val: slice
+    test: slice
+
+
+def chronological_splits(n_rows: int, window: int, train: float, val: float) -> Splits:
+    train_end = int(n_rows * train)
+    val_end = int(n_rows * (train + val))
+    return Splits(
+        slice(0, train_end),
+        slice(max(train_end - window, 0), val_end),
+        slice(max(val_end - window, 0), n_rows),
+    )
+
+
+def train(config: TrainConfig) -> Path:
+    """Train, evaluate on the test split, and write the run directory; returns its path."""
+    keras.utils.set_random_seed(config.fit.seed)
+    family = get_family(config.family, config.task)
+    data = load_grid(config.data, config.window)
+    splits = chronological_splits(
+        len(data.rows), config.window.length, config.split.train, config.split.val
+    )
+    scaler = StandardScaler.fit(data.rows[splits.train])
+    scaled = scaler.transform(data.rows)
+    run_dir = Path(config.output_dir) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    draft = _draft_manifest(config, data, scaler, splits)
+    if config.task == "forecast":
+        metrics = _train_forecaster(config, family, data, scaled, splits, run_dir, draft)
+    else:
+        metrics = _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, draft)
+    draft["metrics"] = {"keras": metrics}
+    (run_dir / "training.json").write_text(json.dumps(draft, indent=2) + "\n")
+    log.info("trained %s (%s): %s", config.name, config.family, metrics)
+    return run_dir
+
+
+def _draft_manifest(config: TrainConfig, data: GridData, scaler: StandardScaler, splits) -> dict:
+    w = config.window
+    spec = InputSpec(
+        tags=[TagSpec(name=t, unit=u) for t, u in zip(data.tags, data.units, strict=True)],
+        period_s=w.period_s, window=w.length, stride=w.stride, max_gap_s=w.max_gap_s,
+    )
+    return {
+        "name": config.name,
+        "task": config.task,
+        "family": config.family,
+        "input": spec.model_dump(),
+        "scaler": scaler.to_spec().model_dump(),
+        "training_data_sha256": data.fingerprint(splits.train.stop),
+    }
+
+
+def _fit(model: keras.Model, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
+    model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss="mse")
+    history = model.fit(
+        x, y, validation_data=(val_x, val_y), epochs=config.fit.epochs,
+        batch_size=config.fit.batch_size, shuffle=True, verbose=0,
+        callbacks=[
+            keras.callbacks.EarlyStopping(patience=config.fit.patience,
+                                          restore_best_weights=True),
+            keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
+        ],
+    )
+    model.save(run_dir / "model.keras")
+    plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
+    return model
+
+
+def _train_forecaster(config, family, data, scaled, splits, run_dir, draft) -> dict[str, float]:
+    targets = config.targets or data.tags
+    cols = [data.tags.index(t) for t in targets]
+    L, H = config.window.length, config.horizon
+    x, y = forecast_pairs(scaled[splits.train], L, H, cols)
+    val_x, val_y = forecast_pairs(scaled[splits.val], L, H, cols)
+    test_x, test_y = forecast_pairs(scaled[splits.test], L, H, cols)
+    model = family.build(L, len(data.tags), H, len(cols), target_columns=cols, **config.model)
+    model = _fit(model, config, x, y, val_x, val_y, run_dir)
+    pred = model.predict(test_x, verbose=0)
+    persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
+    metrics = regression_metrics(test_y, pred)
+    metrics["persistence_mse"] = regression_metrics(test_y, persistence)["mse"]
+    np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
+    _save_representative(run_dir, x, config.fit.seed)
+    draft["output"] = OutputSpec(horizon=H, targets=targets).model_dump()
+    plots.forecast_vs_actual(test_y, pred, targets, run_dir / "forecast_vs_actual.png")
+    return metrics
+
+
+def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, draft):
+    L = config.window.length
+    x, _ = sliding_windows(scaled[splits.train], L)
+    val_x, _ = sliding_windows(scaled[splits.val], L)
+    test_x, _ = sliding_windows(scaled[splits.test], L)
+    model = family.build(L, len(data.tags), **config.model)
+    model = _fit(model, config, x, x, val_x, val_x, run_dir)
+    t = config.threshold
+    limit = quantile_threshold(anomaly_scores(val_x, model.predict(val_x, verbose=0)),
+                               t.quantile, t.margin)
+    spec = ThresholdSpec(
+        raise_at=limit, clear_at=limit * t.clear_ratio, on_delay=t.on_delay, off_delay=t.off_delay,
+        rule=f"{t.quantile} quantile of validation scores x {t.margin}",
+    )
+    draft["thresholds"] = spec.model_dump()
+    test_scores = anomaly_scores(test_x, model.predict(test_x, verbose=0))
+    metrics = {"test_far": 100.0 * float(replay(spec, test_scores).mean())}
+    labels = np.zeros(len(test_x), dtype=bool)
+    if config.data.source == "simulator":  # a labelled fault run from the same plant
+        fault_x, labels_f = _fault_windows(config, data, scaler)
+        test_x, labels = np.concatenate([test_x, fault_x]), np.concatenate([labels, labels_f])
+        scores_f = anomaly_scores(fault_x, model.predict(fault_x, verbose=0))
+        metrics |= detection_metrics(labels_f, replay(spec, scores_f))
+        plots.score_vs_threshold(scores_f, labels_f, spec, run_dir / "fault_scores.png")
+    np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
+    _save_representative(run_dir, x, config.fit.seed)
+    return metrics
+
+
+def _fault_windows(config: TrainConfig, data: GridData, scaler: StandardScaler):
+    """Windows of a fresh simulated run with a temperature drift, labelled per window."""
+    steps = 1200
+    period = config.window.period_s
+    run = simulate(steps, period, seed=config.data.simulator.seed + 1000,
+                   faults=[Fault("drift", "temperature", steps * period / 2, 0.01)])
+    cols = [run.tag_names.index(t) for t in data.tags]
+    windows, ends = sliding_windows(scaler.transform(run.values[:, cols]), config.window.length)
+    return windows, run.faulty[ends]
+
+
+def _save_representative(run_dir: Path, train_x: np.ndarray, seed: int) -> None:
+    """int8 calibration windows: a random sample, the windows holding each tag's extremes, and
+    those two stretched by ``QUANT_HEADROOM`` — a plant drifts past its training range, and an
+    input clipped by int8 is silently wrong, while a slightly coarser step is not."""
+    flat = train_x.reshape(len(train_x), -1, train_x.shape[-1])
+    extremes = np.concatenate([flat.max(axis=1).argmax(axis=0), flat.min(axis=1).argmin(axis=0)])
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(train_x), size=min(REPRESENTATIVE_WINDOWS, len(train_x)),
+                        replace=False)
+    pick = np.unique(np.concatenate([extremes, sample]))
+    stretched = train_x[extremes] * QUANT_HEADROOM
+    windows = np.concatenate([train_x[pick], stretched])
+    np.savez_compressed(run_dir / "representative.npz", x=windows)
