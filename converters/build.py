@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from converters.latency import window_latency_ms
+from converters.optimize import run_tfmot
 from converters.parity import Budgets, check_parity, keras_reference
-from converters.tflite import ConversionError, convert_many
+from converters.tflite import ConversionError, check_builtin_ops, convert_many
 from edge_runtime.bundle import (
     MODEL_FILE,
     Bundle,
@@ -36,22 +37,35 @@ LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastes
 def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER,
           budgets: Budgets | None = None, budget: float | None = None, int8_io: bool = False,
           sign_key: Path | None = None, version: str | None = None, route: str = "auto",
-          keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK) -> tuple[
-              Bundle, dict]:
+          keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK,
+          qat: bool = False, prune: float | None = None) -> tuple[Bundle, dict]:
     """Convert every candidate, measure, choose, and write ``out_dir/<name>-<mode>``.
-    Raises :class:`ConversionError` (and writes nothing) when no candidate passes."""
+    Raises :class:`ConversionError` (and writes nothing) when no candidate passes.
+    ``prune``: prune to that sparsity first, then convert the pruned model; ``qat``: the int8
+    candidate comes from quantization-aware fine-tuning instead of post-training quantization."""
     import keras
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
-    keras_path = Path(keras_path or run_dir / "model.keras")
+    original = run_dir / "model.keras"  # the float model every candidate is judged against
+    keras_path = Path(keras_path or original)
     draft = json.loads((run_dir / "training.json").read_text())
     rep_path = run_dir / "representative.npz"
     staging = Path(tempfile.mkdtemp(prefix=f"{draft['name']}-", dir=_ensure(out_dir)))
     try:
-        infos = convert_many(keras_path, staging / "candidates", tuple(candidates), rep_path,
-                             int8_io, route)
+        optimized = {}
+        if prune:
+            optimized["prune"] = run_tfmot(keras_path, rep_path, staging / "tfmot", sparsity=prune)
+            keras_path = Path(optimized["prune"].pop("path"))
+        ptq = tuple(m for m in candidates if not (qat and m == "int8"))
+        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, int8_io, route)
+        if qat and "int8" in candidates:
+            info = optimized["qat"] = run_tfmot(keras_path, rep_path, staging / "candidates",
+                                                qat=True)
+            info["path"] = str(staging / "candidates" / "int8.tflite")
+            info["ops"] = check_builtin_ops(Path(info["path"]))
+            infos = {"int8": info} | infos
         heldout = dict(np.load(run_dir / "heldout.npz"))
-        model = keras.models.load_model(keras_path, compile=False, safe_mode=False)
+        model = keras.models.load_model(original, compile=False, safe_mode=False)
         reference = keras_reference(model, heldout)
         spec = ThresholdSpec(**draft["thresholds"]) if draft.get("thresholds") else None
         rows = [_measure(info, model, heldout, reference, draft["task"], spec, budget, budgets)
@@ -60,7 +74,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         report = {"run_dir": str(run_dir), "keras_model": str(keras_path),
                   "budgets": asdict((budgets or Budgets()).with_task_budget(
                       draft["task"], budget, "masks" in heldout)),
-                  "int8_io": int8_io, "candidates": rows, "choice": choice, "why": why}
+                  "int8_io": int8_io, "optimization": optimized, "candidates": rows,
+                  "choice": choice, "why": why}
         if choice is None:
             raise ConversionError(f"no mode passed the parity gate for {draft['name']}; "
                                   "nothing shipped:\n" + markdown_table(rows))

@@ -36,14 +36,9 @@ def _cmd_convert(args) -> None:
              "classifier_accuracy_points": args.accuracy, "segmentation_iou_points": args.iou}
     budgets = Budgets(**{k: v for k, v in given.items() if v is not None})
     for run_dir in args.run_dirs:
-        keras_path = None
-        if args.qat or args.prune:
-            from converters.optimize import optimize
-
-            keras_path = optimize(run_dir, qat=args.qat, sparsity=args.prune)
         bundle, report = build(run_dir, args.out, candidates, budgets=budgets, budget=args.budget,
                                int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
-                               keras_path=keras_path)
+                               qat=args.qat, prune=args.prune)
         print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
