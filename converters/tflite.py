@@ -36,6 +36,12 @@ def convert_many(keras_path: Path, out_dir: Path, modes: tuple[str, ...],
         if mode not in results and len(modes) > 1:
             results |= _run_worker(keras_path, out_dir, (mode,), representative, int8_io, route,
                                    timeout_s)
+        if "killed by" in results.get(mode, {}).get("error", "") and route == "auto":
+            # A crash on the preferred route (a recurrent loop in int8): the unrolled twin.
+            retry = _run_worker(keras_path, out_dir, (mode,), representative, int8_io, "unroll",
+                                timeout_s)
+            if "error" not in retry[mode]:
+                results[mode] = retry[mode] | {"failed_routes": [results[mode]["error"]]}
     for mode, info in results.items():
         path = out_dir / f"{mode}.tflite"
         if "error" not in info:
