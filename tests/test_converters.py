@@ -115,3 +115,17 @@ def test_flatbuffer_with_flex_op_is_refused_without_loading_it(tmp_path):
     path.write_bytes(converter.convert())
     with pytest.raises(ConversionError, match="FlexCumprod"):
         check_builtin_ops(path)
+
+
+def test_int8_with_integer_io_runs_through_the_edge_model(forecast_run, tmp_path):
+    import keras
+
+    out = tmp_path / "io.tflite"
+    info = convert(forecast_run / "model.keras", out, "int8",
+                   representative=forecast_run / "representative.npz", int8_io=True)
+    assert info["route"] == "keras"
+    edge = EdgeModel(out)
+    assert edge._input["dtype"] == np.int8 and edge._outputs[0]["dtype"] == np.int8
+    x = np.load(forecast_run / "heldout.npz")["x"][:64]
+    ref = keras.models.load_model(forecast_run / "model.keras").predict(x, verbose=0)
+    assert np.mean(np.abs(edge.predict(x)[0] - ref)) < 0.1
