@@ -64,6 +64,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
             info["path"] = str(staging / "candidates" / "int8.tflite")
             info["ops"] = check_builtin_ops(Path(info["path"]))
             infos = {"int8": info} | infos
+        version = version or _version(keras_path)
+        shutil.rmtree(staging / "tfmot", ignore_errors=True)  # the pruned model is not shipped
         heldout = dict(np.load(run_dir / "heldout.npz"))
         model = keras.models.load_model(original, compile=False, safe_mode=False)
         reference = keras_reference(model, heldout)
@@ -71,7 +73,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         rows = [_measure(info, model, heldout, reference, draft["task"], spec, budget, budgets)
                 for info in infos.values()]
         choice, why = choose(rows, latency_slack)
-        report = {"run_dir": str(run_dir), "keras_model": str(keras_path),
+        report = {"run_dir": str(run_dir),
+                  "keras_model": f"{original} pruned" if prune else str(keras_path),
                   "budgets": asdict((budgets or Budgets()).with_task_budget(
                       draft["task"], budget, "masks" in heldout)),
                   "int8_io": int8_io, "optimization": optimized, "candidates": rows,
@@ -90,7 +93,7 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         metrics = {"training": draft.pop("metrics")["keras"], "keras": row["parity"]["keras"],
                    "edge": row["parity"]["edge"]}
         quantized = choice in ("int8", "int16x8")
-        manifest = Manifest(**draft, version=version or _version(keras_path),
+        manifest = Manifest(**draft, version=version,
                             quantization=choice, metrics=metrics,
                             representative_sha256=_fingerprint(rep_path) if quantized else "")
         write_bundle(staging, manifest)
