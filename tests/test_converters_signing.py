@@ -102,3 +102,14 @@ def test_edge_config_takes_a_public_key_relative_to_the_file(tmp_path):
         "models:\n  - {name: m, bundle: b, public_key: keys/builder.pub.pem}\n")
     config = load_edge_config(tmp_path / "edge.yaml")
     assert config.models[0].public_key == (tmp_path / "keys/builder.pub.pem").resolve()
+
+
+def test_daemon_refuses_an_unsigned_bundle_when_its_config_has_a_key(tmp_path, keys):
+    from edge_runtime.daemon import EdgeDaemon
+
+    (_, public), _ = keys
+    _bundle(tmp_path / "b")
+    (tmp_path / "edge.yaml").write_text(
+        f"models:\n  - {{name: m, bundle: b, public_key: {public.name}}}\n")
+    with pytest.raises(BundleError, match="unsigned"):
+        EdgeDaemon(load_edge_config(tmp_path / "edge.yaml"))
