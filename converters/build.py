@@ -1,49 +1,175 @@
-"""Run directory → verified bundle: convert, prove parity, seal with hashes."""
+"""Run directory → verified bundle: convert the candidate modes, measure each through the LiteRT
+interpreter (task metric and latency per window), ship the best one that passes the parity gate.
+
+The bundle carries the evidence: ``parity.json`` (the shipped model vs Keras), and
+``conversion.json`` / ``conversion.md`` (every candidate, the choice and why).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from converters.parity import check_parity
-from converters.tflite import ConversionError, convert
-from edge_runtime.bundle import MODEL_FILE, Bundle, Manifest, ThresholdSpec, write_bundle
+from converters.latency import window_latency_ms
+from converters.optimize import run_tfmot
+from converters.parity import Budgets, check_parity, keras_reference
+from converters.tflite import ConversionError, check_builtin_ops, convert_many
+from edge_runtime.bundle import (
+    MODEL_FILE,
+    Bundle,
+    Manifest,
+    ThresholdSpec,
+    sign_bundle,
+    write_bundle,
+)
+
+# Smallest first (the order ties are broken in).
+AUTO_ORDER = ("int8", "int16x8", "dynamic", "fp16", "fp32")
+LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastest and still win
 
 
-def build_bundle(run_dir: Path, out_dir: Path, mode: str = "int8", version: str | None = None,
-                 budget: float | None = None) -> Bundle:
-    """Convert ``run_dir``'s model in ``mode``; ship it only if the parity gate passes."""
+def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER,
+          budgets: Budgets | None = None, budget: float | None = None, int8_io: bool = False,
+          sign_key: Path | None = None, version: str | None = None, route: str = "auto",
+          keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK,
+          qat: bool = False, prune: float | None = None) -> tuple[Bundle, dict]:
+    """Convert every candidate, measure, choose, and write ``out_dir/<name>-<mode>``.
+    Raises :class:`ConversionError` (and writes nothing) when no candidate passes.
+    ``prune``: prune to that sparsity first, then convert the pruned model; ``qat``: the int8
+    candidate comes from quantization-aware fine-tuning instead of post-training quantization."""
     import keras
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
+    original = run_dir / "model.keras"  # the float model every candidate is judged against
+    keras_path = Path(keras_path or original)
     draft = json.loads((run_dir / "training.json").read_text())
+    rep_path = run_dir / "representative.npz"
     staging = Path(tempfile.mkdtemp(prefix=f"{draft['name']}-", dir=_ensure(out_dir)))
     try:
-        convert(run_dir / "model.keras", staging / MODEL_FILE, mode,
-                representative=run_dir / "representative.npz")
+        optimized = {}
+        if prune:
+            optimized["prune"] = run_tfmot(keras_path, rep_path, staging / "tfmot", sparsity=prune)
+            keras_path = Path(optimized["prune"].pop("path"))
+        ptq = tuple(m for m in candidates if not (qat and m == "int8"))
+        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, int8_io, route)
+        if qat and "int8" in candidates:
+            info = optimized["qat"] = run_tfmot(keras_path, rep_path, staging / "candidates",
+                                                qat=True)
+            info["path"] = str(staging / "candidates" / "int8.tflite")
+            info["ops"] = check_builtin_ops(Path(info["path"]))
+            infos = {"int8": info} | infos
+        version = version or _version(keras_path)
+        shutil.rmtree(staging / "tfmot", ignore_errors=True)  # the pruned model is not shipped
         heldout = dict(np.load(run_dir / "heldout.npz"))
-        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+        model = keras.models.load_model(original, compile=False, safe_mode=False)
+        reference = keras_reference(model, heldout)
         spec = ThresholdSpec(**draft["thresholds"]) if draft.get("thresholds") else None
-        report = check_parity(model, staging / MODEL_FILE, heldout, draft["task"], spec, budget)
-        (staging / "parity.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
-        if not report.passed:
-            raise ConversionError(f"{mode} fails the parity gate: {'; '.join(report.reasons)}")
-        metrics = {"training": draft.pop("metrics")["keras"], "keras": report.keras,
-                   "edge": report.edge}
-        manifest = Manifest(**draft, version=version or _version(run_dir), quantization=mode,
-                            metrics=metrics)
+        rows = [_measure(info, model, heldout, reference, draft["task"], spec, budget, budgets)
+                for info in infos.values()]
+        choice, why = choose(rows, latency_slack)
+        report = {"run_dir": str(run_dir),
+                  "keras_model": f"{original} pruned" if prune else str(keras_path),
+                  "budgets": asdict((budgets or Budgets()).with_task_budget(
+                      draft["task"], budget, "masks" in heldout)),
+                  "int8_io": int8_io, "optimization": optimized, "candidates": rows,
+                  "choice": choice, "why": why}
+        if choice is None:
+            raise ConversionError(f"no mode passed the parity gate for {draft['name']}; "
+                                  "nothing shipped:\n" + markdown_table(rows))
+        row = next(r for r in rows if r["mode"] == choice)
+        shutil.move(row["path"], staging / MODEL_FILE)
+        for r in rows:
+            r.pop("path", None)
+        shutil.rmtree(staging / "candidates")
+        (staging / "parity.json").write_text(json.dumps(row["parity"], indent=2) + "\n")
+        (staging / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
+        (staging / "conversion.md").write_text(render_markdown(draft["name"], report))
+        metrics = {"training": draft.pop("metrics")["keras"], "keras": row["parity"]["keras"],
+                   "edge": row["parity"]["edge"]}
+        quantized = choice in ("int8", "int16x8")
+        manifest = Manifest(**draft, version=version,
+                            quantization=choice, metrics=metrics,
+                            representative_sha256=_fingerprint(rep_path) if quantized else "")
         write_bundle(staging, manifest)
-        final = out_dir / f"{draft['name']}-{mode}"
+        if sign_key is not None:
+            sign_bundle(staging, sign_key)
+        final = out_dir / f"{draft['name']}-{choice}"
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
-        return Bundle.load(final)
+        return Bundle.load(final), report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _measure(info: dict, model, heldout, reference, task, spec, budget, budgets) -> dict:
+    """One candidate's row: size, ops, parity against float, latency per window."""
+    row = {"mode": info["mode"], "route": info.get("route"), "passed": False}
+    if "error" in info:
+        return row | {"reasons": [info["error"]]}
+    path = Path(info["path"])
+    parity = check_parity(model, path, heldout, task, spec, budget, budgets, reference)
+    latency = window_latency_ms(path, heldout["x"][0])
+    return row | {
+        "passed": parity.passed, "reasons": parity.reasons, "bytes": path.stat().st_size,
+        "edge_p50_ms": latency["p50_ms"], "edge_p99_ms": latency["p99_ms"],
+        "ops": info["ops"], "failed_routes": info.get("failed_routes", []),
+        "parity": parity.as_dict(), "path": str(path),
+    }
+
+
+def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK) -> tuple[str | None, str]:
+    """Among passing candidates: the smallest whose median latency is within ``latency_slack``
+    of the fastest — by measurement, since int8 is slower than float for some models."""
+    passing = [r for r in rows if r["passed"]]
+    if not passing:
+        return None, "no candidate stayed within the budget"
+    fastest = min(r["edge_p50_ms"] for r in passing)
+    quick = [r for r in passing if r["edge_p50_ms"] <= fastest * (1 + latency_slack)]
+    best = min(quick, key=lambda r: (r["bytes"], r["edge_p50_ms"]))
+    slower = [r["mode"] for r in passing if r not in quick]
+    why = (f"{best['mode']}: {best['bytes']} bytes, {best['edge_p50_ms']:.3f} ms/window; "
+           f"smallest of the passing modes within {latency_slack:.0%} of the fastest "
+           f"({fastest:.3f} ms)")
+    if slower:
+        why += f"; passing but slower: {', '.join(slower)}"
+    return best["mode"], why
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| mode | route | passed | bytes | edge p50 ms | edge p99 ms | metric keras → edge "
+             "| reasons |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        p = r.get("parity", {})
+        metric = ", ".join(f"{k} {p['keras'][k]:.4g}→{v:.4g}" for k, v in p.get("edge", {}).items()
+                           if k in p.get("keras", {}))
+        lines.append(f"| {r['mode']} | {r.get('route') or '-'} | {'yes' if r['passed'] else 'no'}"
+                     f" | {r.get('bytes', '-')} | {_fmt(r.get('edge_p50_ms'))} | "
+                     f"{_fmt(r.get('edge_p99_ms'))} | {metric} | {'; '.join(r['reasons'])} |")
+    return "\n".join(lines)
+
+
+def render_markdown(name: str, report: dict) -> str:
+    budgets = ", ".join(f"{k}={v}" for k, v in report["budgets"].items())
+    table = markdown_table(report["candidates"])
+    return (f"# Conversion of {name}\n\nBudgets: {budgets}\n\n{table}"
+            f"\n\n**Choice: {report['choice']}** — {report['why']}\n")
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _fingerprint(npz: Path) -> str:
+    """SHA-256 of the calibration windows' values (not of the zip, which holds timestamps)."""
+    x = np.ascontiguousarray(np.load(npz)["x"], dtype=np.float32)
+    return hashlib.sha256(str(x.shape).encode() + x.tobytes()).hexdigest()
 
 
 def _ensure(path: Path) -> Path:
@@ -51,27 +177,33 @@ def _ensure(path: Path) -> Path:
     return path
 
 
-def _version(run_dir: Path) -> str:
+def _version(keras_path: Path) -> str:
     """Version = short hash of the trained weights, so a retrained model is a new version."""
     from edge_runtime.bundle import sha256_file
 
-    return sha256_file(run_dir / "model.keras")[:12]
+    return sha256_file(keras_path)[:12]
 
 
-# Smallest first; the first mode that passes the parity gate ships.
-AUTO_ORDER = ("int8", "int16x8", "dynamic", "fp16", "fp32")
+def build_bundle(run_dir: Path, out_dir: Path, mode: str = "int8", version: str | None = None,
+                 budget: float | None = None, **options) -> Bundle:
+    """One fixed mode; shipped only if it passes the parity gate."""
+    return build(run_dir, out_dir, (mode,), budget=budget, version=version, **options)[0]
 
 
 def build_auto(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER,
-               budget: float | None = None) -> tuple[Bundle, list[str]]:
-    """Try each mode in order; return the first bundle that passes and a line per attempt."""
-    attempts: list[str] = []
-    for mode in candidates:
-        try:
-            bundle = build_bundle(run_dir, out_dir, mode, budget=budget)
-        except ConversionError as exc:
-            attempts.append(f"{mode}: rejected — {str(exc).splitlines()[0]}")
-            continue
-        attempts.append(f"{mode}: passed the parity gate — shipped")
-        return bundle, attempts
-    raise ConversionError("no mode passed the parity gate:\n  " + "\n  ".join(attempts))
+               budget: float | None = None, **options) -> tuple[Bundle, list[str]]:
+    """Measure every candidate; return the chosen bundle and one line per candidate."""
+    bundle, report = build(run_dir, out_dir, candidates, budget=budget, **options)
+    return bundle, summary_lines(report)
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = []
+    for r in report["candidates"]:
+        if r["passed"]:
+            state = "passed" + (" — shipped" if r["mode"] == report["choice"] else "")
+            lines.append(f"{r['mode']}: {state} ({r['bytes']} B, {r['edge_p50_ms']:.3f} ms, "
+                         f"route {r['route']})")
+        else:
+            lines.append(f"{r['mode']}: rejected — {'; '.join(r['reasons'])}")
+    return lines + [f"choice: {report['why']}"]

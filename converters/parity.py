@@ -1,9 +1,15 @@
 """Does the edge model still agree with the Keras model? Measured on held-out windows through
-the LiteRT interpreter, with the task's own metric, before anything is shipped."""
+the LiteRT interpreter, with the task's own metric, before anything is shipped.
+
+Held-out data (``heldout.npz`` of a run): ``x`` always; forecasts ``y``; anomaly ``labels``
+(per window, may be all False); image classifiers ``labels`` (class index per image, model
+outputs class scores (N, C)); segmentation ``masks`` (N, H, W) of 0/1, model outputs (N, H, W, 1)
+probabilities or (N, H, W, C) class scores.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -13,10 +19,25 @@ from edge_runtime.interpreter import EdgeModel
 from edge_runtime.scoring import anomaly_scores
 from training.metrics import detection_metrics, regression_metrics
 
-# Default budgets: how much worse than float the edge model may be.
-FORECAST_MSE_REL = 0.02  # +2 % MSE
-ANOMALY_F1_POINTS = 0.01  # −1 point of F1
 ANOMALY_AGREEMENT = 0.99  # share of windows with the same alarm state
+
+
+@dataclass
+class Budgets:
+    """How much worse than float an edge model may be (points as fractions: 0.01 = 1 point)."""
+
+    forecast_mse_rel: float = 0.02  # +2 % MSE
+    anomaly_f1_points: float = 0.01  # −1 point of F1
+    classifier_accuracy_points: float = 0.005  # −0.5 point of accuracy
+    segmentation_iou_points: float = 0.01  # −1 point of IoU
+
+    def with_task_budget(self, task: str, value: float | None, segmentation: bool = False):
+        """Override the budget of ``task``'s own metric (the CLI's single ``--budget``)."""
+        if value is None:
+            return self
+        key = {"forecast": "forecast_mse_rel", "anomaly": "anomaly_f1_points"}.get(task) or (
+            "segmentation_iou_points" if segmentation else "classifier_accuracy_points")
+        return Budgets(**(asdict(self) | {key: value}))
 
 
 @dataclass
@@ -32,24 +53,59 @@ class ParityReport:
         return self.__dict__.copy()
 
 
+def keras_reference(keras_model, heldout: dict[str, np.ndarray]) -> np.ndarray:
+    """Float outputs on the held-out windows (computed once, shared by every candidate)."""
+    x = heldout["x"].astype(np.float32)
+    return np.asarray(keras_model.predict(x, verbose=0, batch_size=256))
+
+
 def check_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], task: str,
-                 thresholds: ThresholdSpec | None = None, budget: float | None = None
+                 thresholds: ThresholdSpec | None = None, budget: float | None = None,
+                 budgets: Budgets | None = None, reference: np.ndarray | None = None
                  ) -> ParityReport:
     x = heldout["x"].astype(np.float32)
-    ref = np.asarray(keras_model.predict(x, verbose=0, batch_size=256))
+    ref = keras_reference(keras_model, heldout) if reference is None else reference
     got = EdgeModel(tflite_path).predict(x)[0]
     err = np.abs(ref - got)
+    b = (budgets or Budgets()).with_task_budget(task, budget, "masks" in heldout)
     if task == "forecast":
-        keras_m = regression_metrics(heldout["y"], ref)
-        edge_m = regression_metrics(heldout["y"], got)
-        limit = keras_m["mse"] * (1 + (FORECAST_MSE_REL if budget is None else budget))
-        reasons = [] if edge_m["mse"] <= limit else [
-            f"edge MSE {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f})"]
-    else:
+        keras_m, edge_m, reasons = _forecast_parity(heldout["y"], ref, got, b.forecast_mse_rel)
+    elif task == "anomaly":
         keras_m, edge_m, reasons = _anomaly_parity(x, ref, got, heldout["labels"], thresholds,
-                                                   ANOMALY_F1_POINTS if budget is None else budget)
+                                                   b.anomaly_f1_points)
+    elif "masks" in heldout:
+        keras_m, edge_m, reasons = _score_parity(
+            "iou", _iou(heldout["masks"], ref), _iou(heldout["masks"], got),
+            b.segmentation_iou_points)
+    else:
+        labels = heldout["labels"]
+        keras_m, edge_m, reasons = _score_parity(
+            "accuracy", float(np.mean(ref.argmax(-1) == labels)),
+            float(np.mean(got.argmax(-1) == labels)), b.classifier_accuracy_points)
     return ParityReport(not reasons, keras_m, edge_m, float(err.max()), float(err.mean()),
                         reasons)
+
+
+def _forecast_parity(y, ref, got, rel: float):
+    keras_m, edge_m = regression_metrics(y, ref), regression_metrics(y, got)
+    limit = keras_m["mse"] * (1 + rel)
+    reasons = [] if edge_m["mse"] <= limit else [
+        f"edge MSE {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f} "
+        f"+{rel:.0%})"]
+    return keras_m, edge_m, reasons
+
+
+def _score_parity(name: str, keras_v: float, edge_v: float, points: float):
+    reasons = [] if edge_v >= keras_v - points else [
+        f"edge {name} {edge_v:.4f} < float {keras_v:.4f} - {points:.4f}"]
+    return {name: keras_v}, {name: edge_v}, reasons
+
+
+def _iou(masks: np.ndarray, out: np.ndarray) -> float:
+    pred = out[..., 0] >= 0.5 if out.shape[-1] == 1 else out.argmax(-1) > 0
+    truth = np.asarray(masks).reshape(pred.shape) > 0
+    union = np.sum(pred | truth)
+    return float(np.sum(pred & truth) / union) if union else 1.0
 
 
 def _anomaly_parity(x, ref, got, labels, spec: ThresholdSpec, f1_budget: float):
@@ -65,7 +121,8 @@ def _anomaly_parity(x, ref, got, labels, spec: ThresholdSpec, f1_budget: float):
     metrics[1]["alarm_agreement"] = agreement
     reasons = []
     if "f1" in metrics[0] and metrics[1]["f1"] < metrics[0]["f1"] - f1_budget:
-        reasons.append(f"edge F1 {metrics[1]['f1']:.3f} < float {metrics[0]['f1']:.3f} - budget")
+        reasons.append(f"edge F1 {metrics[1]['f1']:.3f} < float {metrics[0]['f1']:.3f} "
+                       f"- {f1_budget:.3f}")
     if agreement < ANOMALY_AGREEMENT:
         reasons.append(f"alarm states agree on {agreement:.1%} of windows (< 99 %)")
     return metrics[0], metrics[1], reasons

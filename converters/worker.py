@@ -1,24 +1,65 @@
-"""Child process that runs the TFLite converter for one model and mode.
+"""Child process that runs the TFLite converter for one model and one or more modes.
 
 Kept in its own process because the converter can crash (SIGSEGV on int8 recurrent loops)
 or grow memory across conversions; the parent turns either into a clear error.
-Usage: python -m converters.worker KERAS_PATH OUT_PATH MODE [REPRESENTATIVE_NPZ] [--int8-io]
+
+Recurrent models never reach the converter as they are (a Keras 3 LSTM/GRU with a dynamic
+batch fails, with batch 1 its int8 crashes): the worker converts a twin instead, per layer type:
+
+* LSTM only (also inside Bidirectional): a tf-keras twin with batch 1 → the fused
+  ``UNIDIRECTIONAL_SEQUENCE_LSTM`` kernel, full int8, smallest file. The edge runs it one window
+  at a time and resets its state before each invoke (``EdgeModel``). 16x8 has no fused kernel.
+* GRU / SimpleRNN (no fused kernel), or when the fused route fails: a Keras 3 clone with
+  ``unroll=True`` — every mode, dynamic batch, size grows with the window length.
+
+Usage: python -m converters.worker KERAS_PATH OUT_DIR MODE[,MODE...] [REPRESENTATIVE_NPZ]
+       [--int8-io] [--route auto|keras|fused|unroll]
+Writes OUT_DIR/<mode>.tflite and prints one JSON line per mode as soon as it is done.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
+ROUTES = ("auto", "keras", "fused", "unroll")
+TWIN_TOLERANCE = 1e-4
+# A route whose converted model is off by more than this (mean |edge - keras| / mean |keras| on
+# calibration windows) hands over to the next route: e.g. a fused Bidirectional LSTM in int8.
+ROUTE_REL_ERROR = 0.1
 
-def convert(keras_path: Path, out_path: Path, mode: str, rep_path: Path | None,
-            int8_io: bool = False) -> None:
-    import keras
+
+def routes_for(kinds: set[str]) -> list[str]:
+    """Routes to try, best first, for a model holding recurrent layers ``kinds``."""
+    if not kinds:
+        return ["keras"]
+    if kinds == {"LSTM"}:
+        return ["fused", "unroll"]
+    return ["unroll"]
+
+
+def conversion_model(model, route: str):
+    """The model the converter sees on ``route`` (the original or a checked twin)."""
+    from converters import twin
+
+    if route == "keras":
+        return model, 0.0
+    made = twin.tf_keras_twin(model, batch_size=1) if route == "fused" else (
+        twin.unrolled_clone(model))
+    diff = twin.max_abs_diff(model, made, tuple(model.inputs[0].shape[1:]))
+    if not diff <= TWIN_TOLERANCE:
+        raise ValueError(f"{route} twin differs from the model by {diff:.2e}")
+    return made, diff
+
+
+def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = False) -> bytes:
+    """Run TFLiteConverter on a (Keras 3 or tf-keras) model: builtin ops only, never Flex."""
     import tensorflow as tf
 
-    model = keras.models.load_model(keras_path, compile=False)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     ops = tf.lite.OpsSet
     converter.target_spec.supported_ops = [ops.TFLITE_BUILTINS]  # never Flex, never custom
@@ -27,9 +68,8 @@ def convert(keras_path: Path, out_path: Path, mode: str, rep_path: Path | None,
     if mode == "fp16":
         converter.target_spec.supported_types = [tf.float16]
     if mode in ("int8", "int16x8"):
-        if rep_path is None:
-            raise SystemExit(f"mode {mode} needs representative data")
-        windows = np.load(rep_path)["x"].astype(np.float32)
+        if windows is None:
+            raise ValueError(f"mode {mode} needs representative data")
         converter.representative_dataset = lambda: ([w[None]] for w in windows)
         converter.target_spec.supported_ops = (
             [ops.TFLITE_BUILTINS_INT8] if mode == "int8"
@@ -39,14 +79,104 @@ def convert(keras_path: Path, out_path: Path, mode: str, rep_path: Path | None,
             io_type = tf.int8 if mode == "int8" else tf.int16
             converter.inference_input_type = io_type
             converter.inference_output_type = io_type
-    out_path.write_bytes(converter.convert())
+    return converter.convert()
+
+
+def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8_io: bool,
+                route: str) -> dict:
+    """Convert on the first route that works and stays close to the model; the result names
+    it and why earlier routes were passed over."""
+    tried: list[str] = []
+    routes = routes_for(kinds) if route == "auto" else [route]
+    fallback = None
+    for candidate in routes:
+        try:
+            made, diff = conversion_model(model, candidate)
+            if candidate == "fused" and mode in ("int8", "int16x8"):
+                _refuse_while_loop(made)
+            data = to_tflite(made, mode, windows, int8_io)
+        except Exception as exc:  # a route that fails hands over to the next one
+            tried.append(f"{candidate}: {explain(exc)}")
+            continue
+        info = {"mode": mode, "route": candidate, "recurrent": sorted(kinds),
+                "twin_max_abs_diff": diff, "failed_routes": list(tried)}
+        rel = _relative_error(model, data, windows) if len(routes) > 1 else None
+        info["route_rel_error"] = rel
+        if rel is None or rel <= ROUTE_REL_ERROR:
+            out_path.write_bytes(data)
+            return info
+        tried.append(f"{candidate}: relative error {rel:.3f} > {ROUTE_REL_ERROR}")
+        if fallback is None or rel < fallback[0]["route_rel_error"]:
+            fallback = (info, data)
+    if fallback is not None:  # every route is off: ship the closest, the parity gate decides
+        out_path.write_bytes(fallback[1])
+        return fallback[0] | {"failed_routes": tried}
+    return {"mode": mode, "error": "; ".join(tried)}
+
+
+def _refuse_while_loop(made) -> None:
+    """A fused twin may keep a WHILE loop (e.g. a decoder LSTM fed an initial state); int8
+    calibration of a loop crashes the converter (SIGSEGV), so check in float first."""
+    import tempfile
+
+    from converters.ops import model_ops
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+        tmp.write(to_tflite(made, "fp32", None))
+        tmp.flush()
+        if "WHILE" in model_ops(tmp.name):
+            raise ValueError("the fused twin keeps a WHILE loop; quantizing it would crash")
+
+
+def _relative_error(model, data: bytes, windows) -> float | None:
+    """mean |LiteRT - Keras| / mean |Keras| on up to 32 calibration windows."""
+    import tempfile
+
+    from edge_runtime.interpreter import EdgeModel
+
+    if windows is None:
+        return None
+    x = windows[:32]
+    ref = np.asarray(model.predict(x, verbose=0))
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        got = EdgeModel(tmp.name).predict(x)[0]
+    return float(np.mean(np.abs(got - ref)) / (np.mean(np.abs(ref)) or 1.0))
+
+
+def explain(exc: Exception) -> str:
+    """One line; for ops the builtin set lacks, the op names (the converter buries them)."""
+    text = str(exc)
+    flex = re.findall(r"TF Select ops: ([^\n]+)", text)
+    named = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    if flex or named:
+        ops = ", ".join(named) or flex[0].strip()
+        return (f"needs TensorFlow op(s) that are not LiteRT builtins: {ops} (Flex/Select TF ops "
+                "cannot run on the gateway; replace them in the model)")
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def main(argv: list[str]) -> None:
+    import keras
+
+    from converters.twin import recurrent_kinds
+
+    route = "auto"
+    if "--route" in argv:
+        route = argv[argv.index("--route") + 1]
+        argv = [a for a in argv if a not in ("--route", route)]
     args = [a for a in argv if not a.startswith("--")]
-    keras_path, out_path, mode = Path(args[0]), Path(args[1]), args[2]
-    rep = Path(args[3]) if len(args) > 3 else None
-    convert(keras_path, out_path, mode, rep, int8_io="--int8-io" in argv)
+    keras_path, out_dir, modes = Path(args[0]), Path(args[1]), args[2].split(",")
+    windows = np.load(args[3])["x"].astype(np.float32) if len(args) > 3 else None
+    # The run directory is the user's own training output: its Lambda layers are trusted.
+    model = keras.models.load_model(keras_path, compile=False, safe_mode=False)
+    kinds = recurrent_kinds(model)
+    for mode in modes:
+        info = convert_one(model, kinds, out_dir / f"{mode}.tflite", mode, windows,
+                           "--int8-io" in argv, route)
+        print(json.dumps(info), flush=True)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ A bundle is a directory (or a ``.zip`` of one) holding ``model.tflite``, ``manif
 any reports. The manifest says everything the edge needs to feed the model exactly as training
 did (tags, period, window, scaler) and lists a SHA-256 for every other file; the manifest's own
 hash covers its content, so a bundle that was corrupted or edited is refused with the file named.
+An optional Ed25519 signature of ``manifest.json`` (``manifest.sig``) proves who built it: a
+gateway configured with a public key refuses unsigned bundles and bundles signed by anyone else.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
+SIGNATURE = "manifest.sig"
 
 Task = Literal["forecast", "anomaly", "image"]
 QuantMode = Literal["fp32", "fp16", "dynamic", "int8", "int16x8"]
@@ -89,6 +92,8 @@ class Manifest(_Strict):
         default_factory=dict, description="Held-out metrics per variant: {'keras': .., 'edge': ..}."
     )
     training_data_sha256: str = Field(description="Fingerprint of the training rows.")
+    representative_sha256: str = Field(
+        default="", description="Fingerprint of the int8 calibration windows (if quantized).")
     created_at: str = Field(default_factory=lambda: utc_now_iso())
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file.")
     manifest_sha256: str = Field(default="", description="SHA-256 of this manifest without it.")
@@ -119,7 +124,7 @@ def write_bundle(directory: Path, manifest: Manifest) -> Path:
     files = {
         p.relative_to(directory).as_posix(): sha256_file(p)
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST
+        if p.is_file() and p.name not in (MANIFEST, SIGNATURE)
     }
     data = manifest.model_copy(update={"files": files, "manifest_sha256": ""}).model_dump()
     data["manifest_sha256"] = _manifest_digest(data)
@@ -148,14 +153,17 @@ class Bundle:
         return self.root / MODEL_FILE
 
     @classmethod
-    def load(cls, path: str | Path) -> Bundle:
-        """Load and verify; raise :class:`BundleError` naming the file that fails."""
+    def load(cls, path: str | Path, public_key: str | Path | None = None) -> Bundle:
+        """Load and verify (and check the signature when ``public_key`` is given); raise
+        :class:`BundleError` naming the file that fails."""
         root = Path(path)
         if root.is_file() and zipfile.is_zipfile(root):
             root = _extract(root)
         manifest_path = root / MANIFEST
         if not manifest_path.is_file():
             raise BundleError(f"{manifest_path}: missing")
+        if public_key is not None:
+            verify_signature(root, Path(public_key))
         try:
             data = json.loads(manifest_path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -174,6 +182,35 @@ class Bundle:
             if sha256_file(file) != expected:
                 raise BundleError(f"{file}: SHA-256 does not match the manifest")
         return cls(root, manifest)
+
+
+def sign_bundle(directory: Path, private_key: Path) -> Path:
+    """Sign ``manifest.json`` with an Ed25519 private key (PEM); writes ``manifest.sig``."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(Path(private_key).read_bytes(), password=None)
+    signature = key.sign((Path(directory) / MANIFEST).read_bytes())
+    (Path(directory) / SIGNATURE).write_bytes(signature)
+    return Path(directory) / SIGNATURE
+
+
+def verify_signature(root: Path, public_key: Path) -> None:
+    """Refuse a bundle whose manifest is unsigned or not signed by ``public_key``'s owner."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    sig_path = root / SIGNATURE
+    if not sig_path.is_file():
+        raise BundleError(f"{sig_path}: missing, and a public key is configured (unsigned)")
+    key = load_pem_public_key(Path(public_key).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise BundleError(f"{public_key}: not an Ed25519 public key")
+    try:
+        key.verify(sig_path.read_bytes(), (root / MANIFEST).read_bytes())
+    except InvalidSignature as exc:
+        raise BundleError(f"{sig_path}: signature does not match {MANIFEST} "
+                          f"for key {public_key}") from exc
 
 
 def _extract(archive: Path) -> Path:

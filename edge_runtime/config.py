@@ -44,6 +44,8 @@ class ModelConfig(_Strict):
     name: str = Field(description="Name used in topics; default the bundle's name.")
     bundle: Path = Field(description="Bundle directory or .zip.")
     threads: int = Field(default=1, ge=1, description="Interpreter threads.")
+    public_key: Path | None = Field(
+        default=None, description="Ed25519 public key (PEM): refuse unsigned or foreign bundles.")
 
 
 class EdgeConfig(_Strict):
@@ -70,4 +72,6 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
     for model in config.models:  # bundle paths are relative to the config file
         if not model.bundle.is_absolute():
             model.bundle = (path.parent / model.bundle).resolve()
+        if model.public_key is not None and not model.public_key.is_absolute():
+            model.public_key = (path.parent / model.public_key).resolve()
     return config

@@ -30,7 +30,7 @@ MALFORMED_LOG_INTERVAL_S = 60.0
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig):
         self.config = config
-        self.pipelines = [ModelPipeline(m.name, Bundle.load(m.bundle), m.threads)
+        self.pipelines = [ModelPipeline(m.name, Bundle.load(m.bundle, m.public_key), m.threads)
                           for m in config.models]
         self.routes = self._route_topics()
         self.metrics = DaemonMetrics()

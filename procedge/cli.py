@@ -26,14 +26,20 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_convert(args) -> None:
-    from converters.build import build_auto, build_bundle
+    from converters.build import AUTO_ORDER, build, summary_lines
+    from converters.parity import Budgets
 
+    candidates = AUTO_ORDER if args.mode == "auto" else (args.mode,)
+    if args.candidates:
+        candidates = tuple(args.candidates.split(","))
+    given = {"forecast_mse_rel": args.forecast_mse, "anomaly_f1_points": args.anomaly_f1,
+             "classifier_accuracy_points": args.accuracy, "segmentation_iou_points": args.iou}
+    budgets = Budgets(**{k: v for k, v in given.items() if v is not None})
     for run_dir in args.run_dirs:
-        if args.mode == "auto":
-            bundle, attempts = build_auto(run_dir, args.out, budget=args.budget)
-            print("\n".join(f"  {line}" for line in attempts))
-        else:
-            bundle = build_bundle(run_dir, args.out, args.mode, budget=args.budget)
+        bundle, report = build(run_dir, args.out, candidates, budgets=budgets, budget=args.budget,
+                               int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
+                               qat=args.qat, prune=args.prune)
+        print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
               + "  ".join(f"edge {k}={v:.4g}" for k, v in edge.items()))
@@ -118,8 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["auto", "fp32", "fp16", "dynamic", "int8", "int16x8"],
                    help="quantization; auto = smallest mode that passes the parity gate")
     p.add_argument("--out", type=Path, default=Path("artifacts/bundles"))
-    p.add_argument("--budget", type=float, help="parity budget (forecast: relative MSE "
-                   "increase, default 0.02; anomaly: F1 points as a fraction, default 0.01)")
+    p.add_argument("--budget", type=float, help="parity budget of the run's own task metric "
+                   "(forecast: relative MSE increase, default 0.02; anomaly: F1 points as a "
+                   "fraction, default 0.01; classifier accuracy 0.005; segmentation IoU 0.01)")
+    p.add_argument("--forecast-mse", type=float, help="forecast budget: relative MSE increase")
+    p.add_argument("--anomaly-f1", type=float, help="anomaly budget: F1 drop (fraction)")
+    p.add_argument("--accuracy", type=float, help="classifier budget: accuracy drop (fraction)")
+    p.add_argument("--iou", type=float, help="segmentation budget: IoU drop (fraction)")
+    p.add_argument("--candidates", help="auto: comma-separated modes to measure "
+                   "(default int8,int16x8,dynamic,fp16,fp32)")
+    p.add_argument("--int8-io", action="store_true", help="int8/int16x8 with integer I/O")
+    p.add_argument("--route", default="auto", choices=["auto", "keras", "fused", "unroll"],
+                   help="recurrent layers: auto = fused LSTM via tf-keras, else unroll")
+    p.add_argument("--sign-key", type=Path, help="Ed25519 private key (PEM) to sign bundles")
+    p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning first "
+                   "(tf-keras + tensorflow-model-optimization; dense and conv families)")
+    p.add_argument("--prune", type=float, metavar="SPARSITY",
+                   help="magnitude pruning to SPARSITY (0-1) before conversion")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("run", help="run the edge daemon")

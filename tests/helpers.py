@@ -25,6 +25,7 @@ def train_tiny_tank_models(out: Path) -> dict[str, Path]:
     bundles = {}
     for name in ("tank_anomaly", "tank_forecast"):
         run_dir = train(tiny_config(name, out))
-        bundle, _ = build_auto(run_dir, out / "bundles")
+        # Two candidates keep the shared fixture fast; the converter tests cover all modes.
+        bundle, _ = build_auto(run_dir, out / "bundles", candidates=("int8", "fp16"))
         bundles[name] = bundle.root
     return bundles
