@@ -47,8 +47,10 @@ def last_value_skip(inputs, window: int, horizon: int, target_columns: list[int]
 
 
 def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int]):
-    """Flat features → (N, H, T) delta, plus the last-value skip."""
-    out = layers.Reshape((horizon, targets))(layers.Dense(horizon * targets)(x))
+    """Flat features → (N, H, T) delta, plus the last-value skip. The delta layer starts at
+    zero, so an untrained model is exactly persistence and training only learns the change."""
+    delta = layers.Dense(horizon * targets, kernel_initializer="zeros", name="delta")(x)
+    out = layers.Reshape((horizon, targets))(delta)
     return layers.Add(name="forecast")([out, last_value_skip(inputs, window, horizon, cols)])
 
 
@@ -64,17 +66,28 @@ def _pick_channels(x, features: int, cols: list[int]):
 # ----------------------------------------------------------------------------- linear family
 
 
-def _time_linear(x, horizon: int, name: str):
+def _time_linear(x, horizon: int, name: str, init: str = "last"):
     """Channel-independent linear map over time: (N, L, C) → (N, H, C), weights shared by all
-    channels (DLinear's ``individual=False``)."""
+    channels (DLinear's ``individual=False``). ``init="last"`` starts every step at the last
+    input value (persistence); ``"glorot"`` is Keras' default random start."""
     x = layers.Permute((2, 1))(x)  # (N, C, L)
-    x = layers.Dense(horizon, name=name)(x)  # (N, C, H)
+    window = x.shape[-1]
+    if init == "last":
+        kernel = np.zeros((window, horizon), np.float32)
+        kernel[-1] = 1.0
+        initializer = keras.initializers.Constant(kernel)
+    elif init == "glorot":
+        initializer = "glorot_uniform"
+    else:
+        raise ValueError(f"init must be 'last' or 'glorot', not {init!r}")
+    x = layers.Dense(horizon, kernel_initializer=initializer, name=name)(x)  # (N, C, H)
     return layers.Permute((2, 1))(x)
 
 
 @register("forecast", "linear")
 def linear(window: int, features: int, horizon: int, targets: int,
-           target_columns: list[int] | None = None, subtract_last: bool = False):
+           target_columns: list[int] | None = None, subtract_last: bool = False,
+           init: str = "last"):
     """One linear layer over time per channel (LTSF "Linear"; NLinear with subtract_last)."""
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
@@ -82,7 +95,7 @@ def linear(window: int, features: int, horizon: int, targets: int,
     if subtract_last:  # NLinear: forecast relative to the last value, add it back
         last = layers.UpSampling1D(window)(layers.Cropping1D((window - 1, 0))(inputs))
         x = layers.Subtract()([inputs, last])
-    y = _time_linear(x, horizon, "time_linear")
+    y = _time_linear(x, horizon, "time_linear", init)
     if subtract_last:
         y = layers.Add()([y, layers.UpSampling1D(horizon)(
             layers.Cropping1D((window - 1, 0))(inputs))])
@@ -105,14 +118,14 @@ def moving_average(x, window: int, kernel: int):
 
 @register("forecast", "dlinear")
 def dlinear(window: int, features: int, horizon: int, targets: int,
-            target_columns: list[int] | None = None, kernel: int = 25):
+            target_columns: list[int] | None = None, kernel: int = 25, init: str = "last"):
     """DLinear: moving-average trend + seasonal remainder, one linear map over time each."""
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
     trend = moving_average(inputs, window, min(kernel, window))
     seasonal = layers.Subtract(name="seasonal")([inputs, trend])
-    y = layers.Add()([_time_linear(seasonal, horizon, "seasonal_linear"),
-                      _time_linear(trend, horizon, "trend_linear")])
+    y = layers.Add()([_time_linear(seasonal, horizon, "seasonal_linear", init),
+                      _time_linear(trend, horizon, "trend_linear", init)])
     return keras.Model(inputs, _pick_channels(y, features, cols), name="dlinear")
 
 
@@ -184,7 +197,8 @@ def seq2seq(window: int, features: int, horizon: int, targets: int,
     att = layers.AdditiveAttention if attention == "additive" else layers.Attention
     context, _ = att(name="attention")([dec_seq, enc_seq], return_attention_scores=True)
     x = layers.Concatenate()([dec_seq, context])
-    delta = layers.Dense(len(cols))(layers.Dense(units, activation="tanh")(x))
+    delta = layers.Dense(len(cols), kernel_initializer="zeros", name="delta")(
+        layers.Dense(units, activation="tanh")(x))
     skip = last_value_skip(inputs, window, horizon, cols)
     return keras.Model(inputs, layers.Add(name="forecast")([delta, skip]), name="seq2seq")
 
@@ -253,9 +267,10 @@ def tcn(window: int, features: int, horizon: int, targets: int,
             y = layers.Dropout(dropout)(y)
         x = layers.Add()([x, y])
     last = layers.Flatten()(layers.Cropping1D((window - 1, 0), name="last_step")(x))
-    out = layers.Reshape((horizon, targets))(layers.Dense(horizon * targets)(last))
     if target_columns is not None:
-        out = layers.Add()([out, last_value_skip(inputs, window, horizon, target_columns)])
+        return keras.Model(inputs, _head(last, horizon, targets, inputs, window,
+                                         list(target_columns)), name="tcn")
+    out = layers.Reshape((horizon, targets))(layers.Dense(horizon * targets)(last))
     return keras.Model(inputs, out, name="tcn")
 
 
