@@ -66,39 +66,46 @@ def _pick_channels(x, features: int, cols: list[int]):
 # ----------------------------------------------------------------------------- linear family
 
 
-def _time_linear(x, horizon: int, name: str, init: str = "last"):
+def _time_linear(x, horizon: int, name: str, init: str):
     """Channel-independent linear map over time: (N, L, C) → (N, H, C), weights shared by all
-    channels (DLinear's ``individual=False``). ``init="last"`` starts every step at the last
-    input value (persistence); ``"glorot"`` is Keras' default random start."""
+    channels (DLinear's ``individual=False``). ``init``: ``"last"`` starts every step at the last
+    input value (persistence), ``"zeros"`` at zero, ``"glorot"`` is Keras' random start."""
     x = layers.Permute((2, 1))(x)  # (N, C, L)
     window = x.shape[-1]
     if init == "last":
         kernel = np.zeros((window, horizon), np.float32)
         kernel[-1] = 1.0
         initializer = keras.initializers.Constant(kernel)
-    elif init == "glorot":
-        initializer = "glorot_uniform"
+    elif init in ("zeros", "glorot"):
+        initializer = "zeros" if init == "zeros" else "glorot_uniform"
     else:
-        raise ValueError(f"init must be 'last' or 'glorot', not {init!r}")
+        raise ValueError(f"init must be 'last', 'zeros' or 'glorot', not {init!r}")
     x = layers.Dense(horizon, kernel_initializer=initializer, name=name)(x)  # (N, C, H)
     return layers.Permute((2, 1))(x)
+
+
+def _repeat_last(inputs, window: int, steps: int):
+    """(N, L, C) → (N, steps, C): the last row, repeated."""
+    return layers.UpSampling1D(steps)(layers.Cropping1D((window - 1, 0))(inputs))
+
+
+def _linear_init(init: str | None, subtract_last: bool) -> str:
+    return init or ("zeros" if subtract_last else "last")
 
 
 @register("forecast", "linear")
 def linear(window: int, features: int, horizon: int, targets: int,
            target_columns: list[int] | None = None, subtract_last: bool = False,
-           init: str = "last"):
+           init: str | None = None):
     """One linear layer over time per channel (LTSF "Linear"; NLinear with subtract_last)."""
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
     x = inputs
     if subtract_last:  # NLinear: forecast relative to the last value, add it back
-        last = layers.UpSampling1D(window)(layers.Cropping1D((window - 1, 0))(inputs))
-        x = layers.Subtract()([inputs, last])
-    y = _time_linear(x, horizon, "time_linear", init)
+        x = layers.Subtract()([inputs, _repeat_last(inputs, window, window)])
+    y = _time_linear(x, horizon, "time_linear", _linear_init(init, subtract_last))
     if subtract_last:
-        y = layers.Add()([y, layers.UpSampling1D(horizon)(
-            layers.Cropping1D((window - 1, 0))(inputs))])
+        y = layers.Add()([y, _repeat_last(inputs, window, horizon)])
     return keras.Model(inputs, _pick_channels(y, features, cols), name="linear")
 
 
@@ -118,14 +125,28 @@ def moving_average(x, window: int, kernel: int):
 
 @register("forecast", "dlinear")
 def dlinear(window: int, features: int, horizon: int, targets: int,
-            target_columns: list[int] | None = None, kernel: int = 25, init: str = "last"):
-    """DLinear: moving-average trend + seasonal remainder, one linear map over time each."""
+            target_columns: list[int] | None = None, kernel: int = 25,
+            subtract_last: bool = True, init: str | None = None):
+    """DLinear: moving-average trend + seasonal remainder, one linear map over time each.
+
+    ``subtract_last`` (default) feeds the window minus its last value and adds that value back
+    through an exact skip. The function class is the same (still linear in the window), but
+    the learned weights no longer carry a large persistence spike at the last step, which
+    int8 weight quantization would otherwise resolve too coarsely for the small weights.
+    ``subtract_last=False`` is the paper's plain DLinear.
+    """
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
-    trend = moving_average(inputs, window, min(kernel, window))
-    seasonal = layers.Subtract(name="seasonal")([inputs, trend])
+    x = inputs
+    if subtract_last:
+        x = layers.Subtract()([inputs, _repeat_last(inputs, window, window)])
+    trend = moving_average(x, window, min(kernel, window))
+    seasonal = layers.Subtract(name="seasonal")([x, trend])
+    init = _linear_init(init, subtract_last)
     y = layers.Add()([_time_linear(seasonal, horizon, "seasonal_linear", init),
                       _time_linear(trend, horizon, "trend_linear", init)])
+    if subtract_last:
+        y = layers.Add()([y, _repeat_last(inputs, window, horizon)])
     return keras.Model(inputs, _pick_channels(y, features, cols), name="dlinear")
 
 
