@@ -24,9 +24,11 @@ from training.train import train
 FORECASTERS = sorted(f.name for f in families("forecast"))
 # Kept small so each family trains in seconds; recurrent models unroll this window. Seed 0
 # keeps the test split inside the training range (int8 clips what calibration never saw).
-SMALL = {"tcn": {"filters": 8, "dilations": [1, 2, 4]}, "lstm": {"units": [8]},
+SMALL = {"dlinear": {"subtract_last": True, "init": "zeros"},
+         "tcn": {"filters": 8, "dilations": [1, 2, 4]}, "lstm": {"units": [8]},
          "gru": {"units": [8]}, "bilstm": {"units": [8]}, "seq2seq": {"units": 8},
          "transformer": {"d_model": 8, "heads": 2, "ff": 16, "blocks": 1}}
+CANDIDATES = ("int8", "dynamic", "fp32")  # auto order, minus 16x8/fp16 to stay fast
 MEAN_ABS_TOL, P99_ABS_TOL, MAX_ABS_TOL = 0.05, 0.25, 1.0
 
 
@@ -55,7 +57,8 @@ def test_train_convert_run_matches_keras(family, tmp_path):
     if offline:
         with pytest.raises(OfflineOnlyError, match="offline-only"):
             build_auto(run_dir, tmp_path / "bundles")
-    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", allow_offline=offline)
+    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES,
+                                  allow_offline=offline)
     heldout = np.load(run_dir / "heldout.npz")
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     ref = model.predict(heldout["x"], verbose=0)
@@ -66,5 +69,6 @@ def test_train_convert_run_matches_keras(family, tmp_path):
     assert err.mean() <= MEAN_ABS_TOL, detail
     assert np.quantile(err, 0.99) <= P99_ABS_TOL, detail
     assert err.max() <= MAX_ABS_TOL, detail
+    print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
     edge, keras_m = bundle.manifest.metrics["edge"], bundle.manifest.metrics["keras"]
     assert edge["mse"] <= keras_m["mse"] * 1.02 + 1e-9
