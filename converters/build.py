@@ -38,7 +38,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
           budgets: Budgets | None = None, budget: float | None = None, int8_io: bool = False,
           sign_key: Path | None = None, version: str | None = None, route: str = "auto",
           keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK,
-          qat: bool = False, prune: float | None = None) -> tuple[Bundle, dict]:
+          qat: bool = False, prune: float | None = None, allow_offline: bool = False
+          ) -> tuple[Bundle, dict]:
     """Convert every candidate, measure, choose, and write ``out_dir/<name>-<mode>``.
     Raises :class:`ConversionError` (and writes nothing) when no candidate passes.
     ``prune``: prune to that sparsity first, then convert the pruned model; ``qat``: the int8
@@ -49,6 +50,7 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
     original = run_dir / "model.keras"  # the float model every candidate is judged against
     keras_path = Path(keras_path or original)
     draft = json.loads((run_dir / "training.json").read_text())
+    refuse_offline_only(draft, allow_offline)
     rep_path = run_dir / "representative.npz"
     staging = Path(tempfile.mkdtemp(prefix=f"{draft['name']}-", dir=_ensure(out_dir)))
     try:
@@ -170,6 +172,26 @@ def _fingerprint(npz: Path) -> str:
     """SHA-256 of the calibration windows' values (not of the zip, which holds timestamps)."""
     x = np.ascontiguousarray(np.load(npz)["x"], dtype=np.float32)
     return hashlib.sha256(str(x.shape).encode() + x.tobytes()).hexdigest()
+
+
+class OfflineOnlyError(ValueError):
+    """The family needs data a live window does not have; not for deployment."""
+
+
+def refuse_offline_only(draft: dict, allow_offline: bool) -> None:
+    """A family marked offline-only (e.g. BiLSTM) is not bundled unless the user insists."""
+    from training.registry import get_family
+
+    family = draft.get("family", "")
+    try:
+        offline = get_family(family).offline_only
+    except KeyError:
+        return
+    if offline and not allow_offline:
+        raise OfflineOnlyError(
+            f"model family {family!r} is offline-only (it reads each window backwards, which "
+            "a live forecast cannot do): refused for deployment; pass allow_offline=True to "
+            "build it for offline evaluation")
 
 
 def _ensure(path: Path) -> Path:

@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # benchmark name → module with ``main(argv)``; each prints a table and can write --json.
-EVALS: dict[str, str] = {}
+EVALS: dict[str, str] = {
+    "ett": "training.evaluation.ett",
+}
 
 
 def _cmd_eval(args) -> None:

@@ -57,3 +57,13 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def attention_heatmap(weights: np.ndarray, path: Path, title: str) -> Path:
+    """Attention of each forecast step (rows) over the input window (columns), one window."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    image = ax.imshow(weights, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set(xlabel="input step (oldest → newest)", ylabel="forecast step",
+           title=f"{title}: attention weights")
+    fig.colorbar(image, ax=ax)
+    return _save(fig, path)

@@ -1,0 +1,308 @@
+"""``procedge eval ett``: forecasting on ETT with the published protocol, float and edge.
+
+The protocol (``$PROCEDGE_DATA/ett/README.md``, pinned from the Informer / DLinear / PatchTST
+loaders): rows split 8640 / 2880 / 2880 for hourly files, ×4 for 15-minute files (detected from
+the timestamps); validation and test start ``L`` rows early; a StandardScaler fitted on the
+train rows only; stride-1 windows; MSE and MAE on the scaled values over every test window,
+horizon step and predicted channel. Persistence is scored in the same run and must reproduce
+the published Repeat baseline (ETTh1, H=96: 1.294 / 0.713) or the command fails.
+
+Each model is trained on the train rows (early stopping on the validation rows), converted
+with the same bundle builder the gateway gets (the parity gate uses validation windows, so the
+test rows choose nothing), and the bundle is run on the test windows through the LiteRT
+interpreter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec
+from edge_runtime.scaling import StandardScaler
+from edge_runtime.windowing import forecast_pairs
+from training.metrics import regression_metrics
+
+HOURLY_BORDERS = (8640, 11520, 14400)  # 12 / 4 / 4 months of 30 days, in rows
+# Published Repeat baseline (DLinear paper: 1.295 / 0.713; the data README measures 1.294).
+PROTOCOL_CHECKS = {("ETTh1", 96, "M"): (1.294, 0.713)}
+CHECK_TOL = 0.0015
+BASELINES = ("persistence", "seasonal_naive")
+# Fit settings per family on ETT; DLinear's are the paper's (lr 0.005, batch 32).
+FIT_DEFAULTS = {
+    "linear": {"learning_rate": 0.005, "batch_size": 32},
+    "dlinear": {"learning_rate": 0.005, "batch_size": 32},
+}
+FIT_BASE = {"epochs": 10, "patience": 3, "learning_rate": 0.001, "batch_size": 64}
+
+
+class ProtocolError(RuntimeError):
+    """The harness does not reproduce the published baseline: split or scaling is wrong."""
+
+
+@dataclass
+class EttFile:
+    name: str  # file stem, e.g. ETTh1
+    columns: list[str]
+    values: np.ndarray  # (N, C) float64, every column but the timestamp
+    period_s: float
+    borders: tuple[int, int, int]  # train end, val end, test end (rows)
+
+
+@dataclass
+class Prepared:
+    columns: list[str]  # model inputs
+    targets: list[str]
+    target_columns: list[int]
+    scaler: StandardScaler
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    train_sha256: str
+
+
+def load_ett(path: Path) -> EttFile:
+    """Read an ETT-format CSV; hourly vs 15-minute from the median timestamp step."""
+    frame = pd.read_csv(path)
+    stamps = pd.to_datetime(frame.pop("date"))
+    step = float(stamps.diff().dt.total_seconds().median())
+    factor = {3600.0: 1, 900.0: 4}.get(step)
+    if factor is None:
+        raise ValueError(f"{path}: sampling step {step:.0f} s is neither 1 h nor 15 min")
+    borders = tuple(b * factor for b in HOURLY_BORDERS)
+    if len(frame) < borders[-1]:
+        raise ValueError(f"{path}: {len(frame)} rows, the protocol needs {borders[-1]}")
+    return EttFile(Path(path).stem, list(frame.columns), frame.to_numpy(np.float64), step,
+                   borders)
+
+
+def prepare(data: EttFile, features: str, target: str, window: int, horizon: int) -> Prepared:
+    """Scale on train rows only; cut stride-1 windows for each part (val/test L rows early)."""
+    if target not in data.columns:
+        raise ValueError(f"target {target!r} not in {data.columns}")
+    columns = [target] if features == "S" else list(data.columns)
+    targets = [target] if features in ("S", "MS") else list(columns)
+    values = data.values[:, [data.columns.index(c) for c in columns]]
+    train_end, val_end, test_end = data.borders
+    scaler = StandardScaler.fit(values[:train_end])
+    scaled = scaler.transform(values)
+    cols = [columns.index(t) for t in targets]
+    parts = [(0, train_end), (train_end - window, val_end), (val_end - window, test_end)]
+    pairs = [forecast_pairs(scaled[a:b], window, horizon, cols) for a, b in parts]
+    digest = hashlib.sha256(np.ascontiguousarray(values[:train_end]).tobytes()).hexdigest()
+    return Prepared(columns, targets, cols, scaler, *pairs, train_sha256=digest)
+
+
+def persistence(x: np.ndarray, cols: list[int], horizon: int) -> np.ndarray:
+    """Repeat the last observed value ("Repeat" in the DLinear paper)."""
+    return np.repeat(x[:, -1:, cols], horizon, axis=1)
+
+
+def seasonal_naive(x: np.ndarray, cols: list[int], horizon: int, period: int) -> np.ndarray:
+    """Repeat the last full season: step h takes the value ``period`` steps before it."""
+    if x.shape[1] < period:
+        raise ValueError(f"seasonal_naive needs input length >= period {period}")
+    idx = x.shape[1] - period + (np.arange(horizon) % period)
+    return x[:, idx][:, :, cols]
+
+
+def check_protocol(dataset: str, horizon: int, features: str, mse: float, mae: float) -> str:
+    """Persistence depends only on H (not L): compare with the published figure, fail loudly."""
+    expected = PROTOCOL_CHECKS.get((dataset, horizon, features))
+    if expected is None:
+        return "no published persistence figure for this setting: not checked"
+    if abs(mse - expected[0]) > CHECK_TOL or abs(mae - expected[1]) > CHECK_TOL:
+        raise ProtocolError(
+            f"persistence gives MSE {mse:.4f} / MAE {mae:.4f} on {dataset} H={horizon} "
+            f"{features}, published {expected[0]} / {expected[1]}: the split or scaling drifted")
+    return f"persistence matches the published {expected[0]} / {expected[1]}"
+
+
+# ------------------------------------------------------------------------- one model, trained
+
+
+def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s: float,
+                run_dir: Path, fit: dict, model_kw: dict, name: str) -> tuple[object, float]:
+    """Train on train windows, early-stop on validation windows; write a run directory that
+    ``converters.build`` reads (validation windows as the parity set). Returns (model, s)."""
+    import keras
+
+    from training.config import TrainConfig
+    from training.registry import get_family
+    from training.train import _fit, _save_representative
+
+    config = TrainConfig.model_validate({
+        "name": name, "task": "forecast", "family": family, "model": model_kw,
+        "window": {"period_s": period_s, "length": window, "max_gap_s": period_s},
+        "horizon": horizon, "targets": prep.targets, "fit": fit, "output_dir": str(run_dir),
+    })
+    keras.utils.set_random_seed(config.fit.seed)
+    builder = get_family(family, "forecast")
+    model = builder.build(window, len(prep.columns), horizon, len(prep.targets),
+                          target_columns=prep.target_columns, **model_kw)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    model = _fit(model, config, *prep.train, *prep.val, run_dir)
+    seconds = time.perf_counter() - start
+    val_x, val_y = prep.val
+    val_metrics = regression_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256))
+    np.savez_compressed(run_dir / "heldout.npz", x=val_x, y=val_y)
+    _save_representative(run_dir, prep.train[0], config.fit.seed)
+    draft = {
+        "name": name, "task": "forecast", "family": family,
+        "input": InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
+                           window=window, stride=1, max_gap_s=period_s).model_dump(),
+        "scaler": prep.scaler.to_spec().model_dump(),
+        "output": OutputSpec(horizon=horizon, targets=prep.targets).model_dump(),
+        "training_data_sha256": prep.train_sha256,
+        "metrics": {"keras": {f"val_{k}": v for k, v in val_metrics.items()}},
+    }
+    (run_dir / "training.json").write_text(json.dumps(draft, indent=2) + "\n")
+    return model, seconds
+
+
+def edge_predict(run_dir: Path, out_dir: Path, mode: str, x: np.ndarray):
+    """Build the bundle (auto: smallest mode passing the parity gate on validation windows)
+    and run ``x`` through the LiteRT interpreter. Returns (predictions, mode, attempts)."""
+    from converters.build import build_auto, build_bundle
+    from edge_runtime.interpreter import EdgeModel
+
+    if mode == "auto":  # offline evaluation: offline-only families (bilstm) are allowed here
+        bundle, attempts = build_auto(run_dir, out_dir, allow_offline=True)
+    else:
+        bundle = build_bundle(run_dir, out_dir, mode, allow_offline=True)
+        attempts = [f"{mode}: passed the parity gate"]
+    pred = EdgeModel(bundle.model_path).predict(x)[0]
+    return pred, bundle.manifest.quantization, attempts
+
+
+# ------------------------------------------------------------------------------------- CLI
+
+
+def default_csv() -> Path:
+    root = os.environ.get("PROCEDGE_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return base / "ett" / "ETTh1.csv"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="procedge eval ett", description=__doc__.splitlines()[0])
+    p.add_argument("--csv", type=Path, help="ETT-format CSV (default $PROCEDGE_DATA/ett/ETTh1.csv)")
+    p.add_argument("--horizon", type=int, default=96, help="forecast steps H")
+    p.add_argument("--input-len", type=int, default=336, help="look-back window L")
+    p.add_argument("--features", choices=["M", "S", "MS"], default="M")
+    p.add_argument("--target", default="OT", help="target column for S / MS")
+    p.add_argument("--model", action="append", default=[],
+                   help="forecast family to train (repeatable); none = baselines only")
+    p.add_argument("--model-args", type=json.loads, default={},
+                   help='JSON keyword arguments for the family builder, e.g. \'{"kernel": 25}\'')
+    p.add_argument("--mode", default="auto",
+                   choices=["auto", "none", "fp32", "fp16", "dynamic", "int8", "int16x8"],
+                   help="edge conversion; none = Keras only")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("artifacts/eval/ett"),
+                   help="run directories and bundles go here")
+    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    return p
+
+
+def _fit_settings(family: str, args) -> dict:
+    fit = FIT_BASE | FIT_DEFAULTS.get(family, {}) | {"seed": args.seed}
+    overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "patience": args.patience}
+    return fit | {k: v for k, v in overrides.items() if v is not None}
+
+
+def _row(model: str, variant: str, mode: str, metrics: dict, windows: int, **extra) -> dict:
+    return {"model": model, "variant": variant, "mode": mode, "mse": metrics["mse"],
+            "mae": metrics["mae"], "windows": windows, **extra}
+
+
+def run(args) -> dict:
+    data = load_ett(args.csv or default_csv())
+    L, H = args.input_len, args.horizon
+    prep = prepare(data, args.features, args.target, L, H)
+    test_x, test_y = prep.test
+    expected_windows = data.borders[2] - data.borders[1] - H + 1
+    if len(test_x) != expected_windows:
+        raise ProtocolError(f"{len(test_x)} test windows, the protocol gives {expected_windows}")
+    rows = []
+    persist = regression_metrics(test_y, persistence(test_x, prep.target_columns, H))
+    check = check_protocol(data.name, H, args.features, persist["mse"], persist["mae"])
+    rows.append(_row("persistence", "numpy", "float64", persist, len(test_x)))
+    period = int(round(86400 / data.period_s))  # one day
+    if period <= L:  # one season fits in the window
+        naive = seasonal_naive(test_x, prep.target_columns, H, period)
+        rows.append(_row("seasonal_naive", "numpy", "float64",
+                         regression_metrics(test_y, naive), len(test_x)))
+    tag = f"{data.name}_{args.features}_L{L}_H{H}"
+    timing = {}
+    for family in args.model:
+        run_dir = args.out / tag / family
+        shutil.rmtree(run_dir, ignore_errors=True)
+        name = f"ett_{tag}_{family}".lower()
+        model, seconds = train_model(family, prep, L, H, data.period_s, run_dir,
+                                     _fit_settings(family, args), args.model_args, name)
+        timing[family] = round(seconds, 1)
+        pred = model.predict(test_x, verbose=0, batch_size=256)
+        rows.append(_row(family, "keras", "float32", regression_metrics(test_y, pred),
+                         len(test_x)))
+        _plots(run_dir, model, family, test_x, test_y, pred, prep.targets)
+        if args.mode != "none":
+            edge, mode, attempts = edge_predict(run_dir, args.out / tag / "bundles", args.mode,
+                                                test_x)
+            rows.append(_row(family, "edge", mode, regression_metrics(test_y, edge),
+                             len(test_x)))
+            timing[f"{family}_conversion"] = attempts
+    return {"dataset": data.name, "horizon": H, "input_len": L, "features": args.features,
+            "results": rows, "protocol_check": check, "train_seconds": timing,
+            "split_rows": list(data.borders), "period_s": data.period_s}
+
+
+def _plots(run_dir: Path, model, family: str, x, y, pred, targets: list[str]) -> None:
+    from training import plots
+
+    plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png")
+    from training.forecasters import attention_model
+
+    weights_model = attention_model(model)
+    if weights_model is not None:
+        weights = weights_model.predict(x[:1], verbose=0)[0]
+        plots.attention_heatmap(weights, run_dir / "attention.png", family)
+
+
+def format_table(result: dict) -> str:
+    head = (f"{result['dataset']}  features={result['features']}  L={result['input_len']}  "
+            f"H={result['horizon']}  period={result['period_s']:.0f}s  "
+            f"split rows={result['split_rows']}")
+    lines = [head, f"{'model':<16}{'variant':<9}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
+             f"{'train_s':>9}"]
+    for r in result["results"]:
+        secs = result["train_seconds"].get(r["model"]) if r["variant"] == "keras" else None
+        lines.append(f"{r['model']:<16}{r['variant']:<9}{r['mode']:<10}{r['mse']:>8.4f}"
+                     f"{r['mae']:>8.4f}{r['windows']:>9}{'' if secs is None else secs:>9}")
+    lines.append(f"protocol check: {result['protocol_check']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    result = run(args)
+    print(format_table(result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
