@@ -163,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # benchmark name → module with ``main(argv)``; each prints a table and can write --json.
-EVALS: dict[str, str] = {}
+EVALS: dict[str, str] = {
+    "skab": "training.evaluation.skab",
+    "tep": "training.evaluation.tep",
+}
 
 
 def _cmd_eval(args) -> None:

@@ -57,3 +57,16 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def contribution_bar(per_tag_error: np.ndarray, tags: list[str], path: Path,
+                     title: str) -> Path:
+    """Share of one window's reconstruction error per tag, largest first (the alarm's hint)."""
+    err = np.asarray(per_tag_error, np.float64)
+    order = np.argsort(err)[::-1]
+    share = err[order] / (err.sum() or 1.0)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(tags) + 1.2))
+    ax.barh([tags[i] for i in order][::-1], share[::-1] * 100)
+    ax.set(xlabel="share of reconstruction error (%)", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)
