@@ -150,9 +150,10 @@ def main(argv: list[str]) -> None:
         log.warning("%s done (%d/%d, %.0f s)", f.path, i + 1, len(files), time.time() - start)
     rows = [{"model": m, "variant": v, "mode": mode, **pool.metrics()}
             for (m, v, mode), pool in pools.items()]
-    print(f"SKAB: {len(files)} files under {args.root}, {sum(len(f.rows) - TRAIN_ROWS for f in files)}"
-          f" test rows, {sum(int(f.changepoint[TRAIN_ROWS:].sum()) for f in files)} change points,"
-          f" {time.time() - start:.0f} s")
+    n_test = sum(len(f.rows) - TRAIN_ROWS for f in files)
+    n_cp = sum(int(f.changepoint[TRAIN_ROWS:].sum()) for f in files)
+    print(f"SKAB: {len(files)} files under {args.root}, {n_test} test rows, {n_cp} change"
+          f" points, {time.time() - start:.0f} s")
     common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
     common.write_json(args.json, rows, vars(s) | {"calib_rows": args.calib_rows,
                                                   "files": [str(f.path) for f in files]})
