@@ -44,6 +44,7 @@ class Settings:
     on_delay: int = 1
     pca_variance: float = 0.9
     model_kw: dict = field(default_factory=dict)
+    edge_families: tuple[str, ...] = DEEP_FAMILIES  # convert these to the edge
 
     def spec(self, normal_scores: np.ndarray) -> ThresholdSpec:
         return thresholds.calibrate(
@@ -60,6 +61,8 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float) -> 
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--edge-mode", default="int8", choices=["int8", "int16x8", "dynamic",
                                                             "fp16", "fp32", "none"])
+    p.add_argument("--edge-families", default=",".join(DEEP_FAMILIES),
+                   help="families also converted and scored in LiteRT (slow: one per file)")
     p.add_argument("--rule", default="quantile", choices=["quantile", "kde"])
     p.add_argument("--level", type=float, default=level, help="calibration quantile level")
     p.add_argument("--margin", type=float, default=1.0, help="limit = margin x level point")
@@ -79,7 +82,8 @@ def settings_from_args(args) -> Settings:
         edge_mode=args.edge_mode, rule=args.rule, level=args.level, margin=args.margin,
         ewma_alpha=args.ewma, vote_k=args.vote[0], vote_n=args.vote[1],
         on_delay=args.on_delay, pca_variance=args.pca_variance,
-        model_kw=json.loads(args.model_kw))
+        model_kw=json.loads(args.model_kw),
+        edge_families=tuple(f for f in args.edge_families.split(",") if f))
 
 
 def fit_family(name: str, train_rows: np.ndarray, s: Settings):

@@ -40,14 +40,15 @@ class SkabFile:
     changepoint: np.ndarray  # (N,) bool
 
 
-def load_skab(root: Path) -> list[SkabFile]:
+def load_skab(root: Path, exclude: tuple[str, ...] = ()) -> list[SkabFile]:
+    """Every labelled CSV under ``root``; ``exclude`` drops tag columns by name."""
     files = []
     for path in sorted(Path(root).rglob("*.csv")):
         df = pd.read_csv(path, sep=";", index_col="datetime", parse_dates=True)
         if not set(LABELS) <= set(df.columns):
             log.info("skip %s: no anomaly/changepoint labels", path)
             continue
-        tags = [c for c in df.columns if c not in LABELS]
+        tags = [c for c in df.columns if c not in LABELS and c not in exclude]
         times = (df.index - df.index[0]).total_seconds().to_numpy()
         files.append(SkabFile(path, tags, df[tags].to_numpy(np.float64), times,
                               df["anomaly"].to_numpy() > 0, df["changepoint"].to_numpy() > 0))
@@ -93,7 +94,7 @@ def evaluate_file(f: SkabFile, s: common.Settings, pools: dict, edge: common.Edg
         pools.setdefault((name, "keras", "float32"), Pool()).add(f, flags)
         if plot_dir is not None:
             _plots(f, name, ks, spec, flags, plot_dir)
-        if s.edge_mode != "none":
+        if s.edge_mode != "none" and name in s.edge_families:
             es = common.edge_scores(edge(model, rows[:fit_end], s.window, s.seed), rows,
                                     s.window)
             pools.setdefault((name, "edge", s.edge_mode), Pool()).add(
@@ -137,10 +138,12 @@ def main(argv: list[str]) -> None:
     p.add_argument("--calib-rows", type=int, default=0,
                    help="calibrate on the last N of the 400 normal rows (0: on all 400)")
     p.add_argument("--plot-files", type=int, default=1, help="plot the first N files")
+    p.add_argument("--exclude-tags", default="", help="comma list of tag columns to drop")
     common.add_settings_args(p, window=30, level=0.99)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
-    files = load_skab(args.root)
+    exclude = tuple(t for t in args.exclude_tags.split(",") if t)
+    files = load_skab(args.root, exclude)
     pools: dict = {}
     edge = common.EdgeConverter(s.edge_mode)
     start = time.time()
@@ -155,5 +158,6 @@ def main(argv: list[str]) -> None:
     print(f"SKAB: {len(files)} files under {args.root}, {n_test} test rows, {n_cp} change"
           f" points, {time.time() - start:.0f} s")
     common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
-    common.write_json(args.json, rows, vars(s) | {"calib_rows": args.calib_rows,
-                                                  "files": [str(f.path) for f in files]})
+    meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude,
+            "files": [str(f.path) for f in files]}
+    common.write_json(args.json, rows, vars(s) | meta)

@@ -79,7 +79,7 @@ class Scorer:
             return
         model = common.fit_family(name, fit, s)
         self.variants.append(("keras", "float32", model))
-        if s.edge_mode != "none":
+        if s.edge_mode != "none" and name in s.edge_families:
             self.variants.append(("edge", s.edge_mode, edge(model, fit, s.window, s.seed)))
 
     def stats(self, obj, rows: np.ndarray) -> list[np.ndarray]:
