@@ -64,3 +64,31 @@ def test_vae_ships_its_deterministic_mean_path(plant):
     np.testing.assert_allclose(shipped.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-6)
     assert model.losses, "the KL term must be a training loss"
+
+
+def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
+    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing, the edge
+    applies it, and every result names tags ranked by their share of the error, with units."""
+    from converters.build import build_bundle
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.smoothing import smooth_scores
+    from tests.helpers import tiny_config
+    from training.train import train
+
+    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4})
+    config.threshold.ewma_alpha, config.threshold.vote_k, config.threshold.vote_n = 0.5, 2, 3
+    bundle = build_bundle(train(config), tmp_path / "bundles", "int8")
+    spec = bundle.manifest.thresholds
+    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (0.5, 2, 3)
+
+    pipe = ModelPipeline("tank", bundle)
+    windows = np.load(next((tmp_path / "runs").rglob("heldout.npz")))["x"][-40:]
+    raw, smoothed = [], []
+    for i, w in enumerate(windows):
+        out = pipe.infer(1767225600.0 + 5 * i, pipe.scaler.inverse(w))[0].payload
+        raw.append(out["raw_score"])
+        smoothed.append(out["score"])
+        shares = [c["share"] for c in out["contributions"]]
+        assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1) < 1e-3
+        assert {c["unit"] for c in out["contributions"]} >= {"degC"}
+    np.testing.assert_allclose(smoothed, smooth_scores(spec, np.array(raw)), rtol=1e-9)

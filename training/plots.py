@@ -39,10 +39,13 @@ def forecast_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str
 
 
 def score_vs_threshold(scores: np.ndarray, labels: np.ndarray, spec: ThresholdSpec,
-                       path: Path) -> Path:
-    """Anomaly score over time, alarm limits, labelled anomalies shaded."""
+                       path: Path, filtered: np.ndarray | None = None) -> Path:
+    """Anomaly score over time, alarm limits, labelled anomalies shaded; ``filtered`` is the
+    EWMA/k-of-n score the limits apply to, when smoothing is on."""
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.plot(scores, lw=1, label="score")
+    ax.plot(scores, lw=1, label="score", alpha=0.5 if filtered is not None else 1.0)
+    if filtered is not None:
+        ax.plot(filtered, lw=1.2, color="k", label="filtered score")
     ax.axhline(spec.raise_at, color="r", ls="--", label="raise")
     ax.axhline(spec.clear_at, color="orange", ls=":", label="clear")
     ax.fill_between(np.arange(len(scores)), 0, 1, where=np.asarray(labels, bool), alpha=0.15,

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from edge_runtime.scaling import StandardScaler
+from edge_runtime.smoothing import smooth_scores
 from training.evaluation import common
 from training.metrics import detection_metrics
 from training.nab import NabTally, changepoints_from_flags, nab_tally
@@ -124,7 +125,11 @@ def _plots(f: SkabFile, name: str, ks: common.RowScores, spec, flags: np.ndarray
 
     stem = f"{f.path.parent.name}_{f.path.stem}_{name}"
     plot_dir.mkdir(parents=True, exist_ok=True)
-    plots.score_vs_threshold(ks.score, f.anomaly, spec, plot_dir / f"{stem}_score.png")
+    filtered = np.full(len(ks.score), np.nan)
+    ok = np.isfinite(ks.score)
+    filtered[ok] = smooth_scores(spec, ks.score[ok])
+    plots.score_vs_threshold(ks.score, f.anomaly, spec, plot_dir / f"{stem}_score.png",
+                             filtered)
     alarms = np.flatnonzero(flags[TRAIN_ROWS:])
     if len(alarms):
         t = TRAIN_ROWS + alarms[0]
