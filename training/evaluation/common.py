@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,11 @@ class EdgeConverter:
         convert(run / "model.keras", run / "model.tflite", self.mode,
                 representative=run / "representative.npz")
         return EdgeModel(run / "model.tflite")
+
+
+    def close(self) -> None:
+        """Remove the converted models (they are rebuilt on every run)."""
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def edge_scores(edge, rows: np.ndarray, window: int) -> RowScores:

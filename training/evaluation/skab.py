@@ -156,6 +156,7 @@ def main(argv: list[str]) -> None:
         plot_dir = args.plots if args.plots and i < args.plot_files else None
         evaluate_file(f, s, pools, edge, args.calib_rows, plot_dir)
         log.warning("%s done (%d/%d, %.0f s)", f.path, i + 1, len(files), time.time() - start)
+    edge.close()
     rows = [{"model": m, "variant": v, "mode": mode, **pool.metrics()}
             for (m, v, mode), pool in pools.items()]
     n_test = sum(len(f.rows) - TRAIN_ROWS for f in files)

@@ -122,6 +122,7 @@ def evaluate(data: TepData, s: common.Settings, levels: list[float]) -> list[dic
                 if lead_alarms:
                     row["far_lead"] = 100.0 * float(np.concatenate(lead_alarms).mean())
                 results.append(row)
+    edge.close()
     return results
 
 
