@@ -75,6 +75,10 @@ class ThresholdSpec(_Strict):
     on_delay: int = Field(default=1, ge=1, description="Consecutive anomalous windows to raise.")
     off_delay: int = Field(default=1, ge=1, description="Consecutive normal windows to clear.")
     rule: str = Field(default="", description="How the limit was calibrated.")
+    ewma_alpha: float = Field(default=1.0, gt=0, le=1,
+                              description="EWMA weight of the newest score (1 = no smoothing).")
+    vote_k: int = Field(default=1, ge=1, description="k of the last n scores must pass a limit.")
+    vote_n: int = Field(default=1, ge=1, description="n of the k-of-n vote (1 = no vote).")
 
 
 class Manifest(_Strict):

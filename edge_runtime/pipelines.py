@@ -18,6 +18,7 @@ from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.scoring import anomaly_scores, contributions, reconstruction_errors
+from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.windowing import GridBuffer
 
 
@@ -40,6 +41,7 @@ class ModelPipeline:
         self.buffer = GridBuffer(self.tags, m.input.period_s, m.input.window,
                                  m.input.max_gap_s, m.input.stride)
         self.alarm = AlarmLogic(m.thresholds) if m.thresholds else None
+        self.score_filter = ScoreFilter(m.thresholds) if m.thresholds else None
         self.alarm_id = f"{name}.anomaly"
         self.windows_built = 0
         self.windows_dropped_gap = 0
@@ -83,11 +85,13 @@ class ModelPipeline:
         }
 
     def _anomaly(self, base: dict[str, Any], x: np.ndarray, y: np.ndarray) -> list[Output]:
-        score = float(anomaly_scores(x, y)[0])
+        raw_score = float(anomaly_scores(x, y)[0])
+        score = self.score_filter.update(raw_score)  # EWMA + k-of-n, as evaluated
         ranked = [{"tag": tag, "share": round(share, 4), "unit": self.units[tag]}
                   for tag, share in contributions(reconstruction_errors(x, y)[0], self.tags)]
         spec = self.bundle.manifest.thresholds
-        result = base | {"score": score, "threshold": spec.raise_at, "contributions": ranked}
+        result = base | {"score": score, "raw_score": raw_score, "threshold": spec.raise_at,
+                         "contributions": ranked}
         outputs = [Output("inference", result | {"alarm_active": self.alarm.active})]
         transition = self.alarm.update(score)
         if transition:

@@ -90,8 +90,11 @@ def mosquitto(port: int | None = None, extra_config: str = "", workdir: Path | N
 def amqtt_broker(port: int | None = None):
     """Fallback: amqtt in a background thread of this process (MQTT 3.1.1, demo only)."""
     import asyncio
+    import logging
 
     from amqtt.broker import Broker as AmqttBroker
+
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)  # chatty about normal shutdowns
 
     port = port or free_port()
     loop = asyncio.new_event_loop()
@@ -101,9 +104,8 @@ def amqtt_broker(port: int | None = None):
     broker = AmqttBroker(config, loop=loop)
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout=10)
+    asyncio.run_coroutine_threadsafe(broker.start(), loop).result(timeout=10)  # listening
     try:
-        _wait_for_port(port, None, timeout_s=10)
         yield Broker("127.0.0.1", port, "amqtt")
     finally:
         asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(timeout=10)

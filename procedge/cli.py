@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 # benchmark name → module with ``main(argv)``; each prints a table and can write --json.
 EVALS: dict[str, str] = {
     "ett": "training.evaluation.ett",
+    "skab": "training.evaluation.skab",
+    "tep": "training.evaluation.tep",
 }
 
 

@@ -39,10 +39,13 @@ def forecast_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str
 
 
 def score_vs_threshold(scores: np.ndarray, labels: np.ndarray, spec: ThresholdSpec,
-                       path: Path) -> Path:
-    """Anomaly score over time, alarm limits, labelled anomalies shaded."""
+                       path: Path, filtered: np.ndarray | None = None) -> Path:
+    """Anomaly score over time, alarm limits, labelled anomalies shaded; ``filtered`` is the
+    EWMA/k-of-n score the limits apply to, when smoothing is on."""
     fig, ax = plt.subplots(figsize=(8, 3))
-    ax.plot(scores, lw=1, label="score")
+    ax.plot(scores, lw=1, label="score", alpha=0.5 if filtered is not None else 1.0)
+    if filtered is not None:
+        ax.plot(filtered, lw=1.2, color="k", label="filtered score")
     ax.axhline(spec.raise_at, color="r", ls="--", label="raise")
     ax.axhline(spec.clear_at, color="orange", ls=":", label="clear")
     ax.fill_between(np.arange(len(scores)), 0, 1, where=np.asarray(labels, bool), alpha=0.15,
@@ -66,4 +69,17 @@ def attention_heatmap(weights: np.ndarray, path: Path, title: str) -> Path:
     ax.set(xlabel="input step (oldest → newest)", ylabel="forecast step",
            title=f"{title}: attention weights")
     fig.colorbar(image, ax=ax)
+    return _save(fig, path)
+
+
+def contribution_bar(per_tag_error: np.ndarray, tags: list[str], path: Path,
+                     title: str) -> Path:
+    """Share of one window's reconstruction error per tag, largest first (the alarm's hint)."""
+    err = np.asarray(per_tag_error, np.float64)
+    order = np.argsort(err)[::-1]
+    share = err[order] / (err.sum() or 1.0)
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(tags) + 1.2))
+    ax.barh([tags[i] for i in order][::-1], share[::-1] * 100)
+    ax.set(xlabel="share of reconstruction error (%)", title=title)
+    ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)

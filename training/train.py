@@ -15,17 +15,18 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.alarms import replay
-from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, ThresholdSpec
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec
 from edge_runtime.scaling import StandardScaler
-from edge_runtime.scoring import anomaly_scores, quantile_threshold
+from edge_runtime.scoring import anomaly_scores
 from edge_runtime.windowing import forecast_pairs, sliding_windows
 from training import plots
+from training.autoencoders import edge_model
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
 from training.metrics import detection_metrics, regression_metrics
 from training.registry import get_family
 from training.simulator import Fault, simulate
+from training.thresholds import alarm_flags, calibrate
 
 log = logging.getLogger(__name__)
 REPRESENTATIVE_WINDOWS = 256
@@ -102,7 +103,7 @@ def _fit(model: keras.Model, config: TrainConfig, x, y, val_x, val_y, run_dir: P
             keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
         ],
     )
-    model.save(run_dir / "model.keras")
+    edge_model(model).save(run_dir / "model.keras")  # a VAE ships decoder(mean)
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
     return model
 
@@ -135,21 +136,18 @@ def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, dr
     model = family.build(L, len(data.tags), **config.model)
     model = _fit(model, config, x, x, val_x, val_x, run_dir)
     t = config.threshold
-    limit = quantile_threshold(anomaly_scores(val_x, model.predict(val_x, verbose=0)),
-                               t.quantile, t.margin)
-    spec = ThresholdSpec(
-        raise_at=limit, clear_at=limit * t.clear_ratio, on_delay=t.on_delay, off_delay=t.off_delay,
-        rule=f"{t.quantile} quantile of validation scores x {t.margin}",
-    )
+    spec = calibrate(anomaly_scores(val_x, model.predict(val_x, verbose=0)), t.rule,
+                     t.quantile, t.margin, t.clear_ratio, t.on_delay, t.off_delay,
+                     t.ewma_alpha, t.vote_k, t.vote_n)
     draft["thresholds"] = spec.model_dump()
     test_scores = anomaly_scores(test_x, model.predict(test_x, verbose=0))
-    metrics = {"test_far": 100.0 * float(replay(spec, test_scores).mean())}
+    metrics = {"test_far": 100.0 * float(alarm_flags(spec, test_scores).mean())}
     labels = np.zeros(len(test_x), dtype=bool)
     if config.data.source == "simulator":  # a labelled fault run from the same plant
         fault_x, labels_f = _fault_windows(config, data, scaler)
         test_x, labels = np.concatenate([test_x, fault_x]), np.concatenate([labels, labels_f])
         scores_f = anomaly_scores(fault_x, model.predict(fault_x, verbose=0))
-        metrics |= detection_metrics(labels_f, replay(spec, scores_f))
+        metrics |= detection_metrics(labels_f, alarm_flags(spec, scores_f))
         plots.score_vs_threshold(scores_f, labels_f, spec, run_dir / "fault_scores.png")
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     _save_representative(run_dir, x, config.fit.seed)

@@ -1,0 +1,1 @@
+"""Benchmark evaluations (``procedge eval NAME``): each module has ``main(argv)``."""

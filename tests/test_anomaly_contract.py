@@ -1,0 +1,94 @@
+"""Contract every anomaly family passes: trains tiny on the simulator, saves a graph the
+converter's child process can load, converts to int8 with builtin ops, runs in LiteRT, and its
+scores and alarms agree with the Keras model's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converters.tflite import check_builtin_ops
+from edge_runtime.scaling import StandardScaler
+from training.evaluation import common
+from training.registry import families
+from training.simulator import Fault, simulate
+
+FAMILIES = sorted(f.name for f in families("anomaly"))
+WINDOW = 8
+
+
+@pytest.fixture(scope="module")
+def plant():
+    """Scaled normal rows to train on, and a run with a step fault on the temperature."""
+    normal = simulate(600, 5.0, seed=1).values
+    faulty = simulate(300, 5.0, seed=2, faults=[Fault("step", "temperature", 750.0, 12.0)])
+    scaler = StandardScaler.fit(normal)
+    return scaler.transform(normal), scaler.transform(faulty.values), faulty.faulty
+
+
+def test_every_issue_family_is_registered():
+    assert {"dense_ae", "denoising_ae", "conv_ae", "lstm_ae", "vae"} <= set(FAMILIES)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_trains_converts_and_agrees_in_litert(name, plant, tmp_path):
+    normal, faulty, labels = plant
+    s = common.Settings(families=[name], window=WINDOW, epochs=8, batch_size=64)
+    model = common.fit_family(name, normal, s)
+    edge = common.EdgeConverter("int8", tmp_path)(model, normal, WINDOW, seed=0)
+    assert not {n for n in check_builtin_ops(edge.path) if n.startswith("Flex")}
+
+    ks = common.keras_scores(model, faulty, WINDOW).score
+    es = common.edge_scores(edge, faulty, WINDOW).score
+    ok = np.isfinite(ks)
+    assert np.array_equal(ok, np.isfinite(es))
+    rel = np.abs(es[ok] - ks[ok]) / np.maximum(ks[ok], 1e-6)
+    assert np.median(rel) < 0.15, f"{name}: int8 scores off by {np.median(rel):.1%} (median)"
+    assert np.corrcoef(np.log(ks[ok]), np.log(es[ok]))[0, 1] > 0.9
+
+    spec = s.spec(common.keras_scores(model, normal, WINDOW).score[WINDOW - 1:])
+    kf, ef = common.flags_from(spec, ks), common.flags_from(spec, es)
+    assert np.mean(kf == ef) > 0.95
+    assert kf[labels].mean() > 0.8, f"{name} misses a 12-degree (4.5 sigma) step on the temperature"
+
+
+def test_vae_ships_its_deterministic_mean_path(plant):
+    from training.autoencoders import KLSampling, edge_model
+
+    normal, _, _ = plant
+    s = common.Settings(families=["vae"], window=WINDOW, epochs=2)
+    model = common.fit_family("vae", normal, s)
+    shipped = edge_model(model)
+    assert not any(isinstance(layer, KLSampling) for layer in shipped.layers)
+    x = common.sliding_windows(normal[:50], WINDOW)[0]
+    np.testing.assert_allclose(shipped.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-6)
+    assert model.losses, "the KL term must be a training loss"
+
+
+def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
+    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing, the edge
+    applies it, and every result names tags ranked by their share of the error, with units."""
+    from converters.build import build_bundle
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.smoothing import smooth_scores
+    from tests.helpers import tiny_config
+    from training.train import train
+
+    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4})
+    config.threshold.ewma_alpha, config.threshold.vote_k, config.threshold.vote_n = 0.5, 2, 3
+    bundle = build_bundle(train(config), tmp_path / "bundles", "int8")
+    spec = bundle.manifest.thresholds
+    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (0.5, 2, 3)
+
+    pipe = ModelPipeline("tank", bundle)
+    windows = np.load(next((tmp_path / "runs").rglob("heldout.npz")))["x"][-40:]
+    raw, smoothed = [], []
+    for i, w in enumerate(windows):
+        out = pipe.infer(1767225600.0 + 5 * i, pipe.scaler.inverse(w))[0].payload
+        raw.append(out["raw_score"])
+        smoothed.append(out["score"])
+        shares = [c["share"] for c in out["contributions"]]
+        assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1) < 1e-3
+        assert {c["unit"] for c in out["contributions"]} >= {"degC"}
+    np.testing.assert_allclose(smoothed, smooth_scores(spec, np.array(raw)), rtol=1e-9)

@@ -1,0 +1,104 @@
+"""Pure-logic checks of the anomaly scoring pieces: NAB, PCA T²/SPE, calibration, smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.smoothing import ScoreFilter, smooth_scores
+from training.nab import NabTally, changepoints_from_flags, nab_tally, scaled_sigmoid
+from training.pca_monitor import PCAMonitor
+from training.thresholds import alarm_flags, calibrate, kde_quantile
+
+T = np.arange(600, dtype=float)  # one row per second
+
+
+def _cp(*idx):
+    cp = np.zeros(len(T), bool)
+    cp[list(idx)] = True
+    return cp
+
+
+def test_nab_perfect_null_and_normalisation():
+    truth = _cp(100, 400)
+    perfect = nab_tally(T, truth, truth)
+    assert perfect.raw == pytest.approx(2.0)
+    assert perfect.normalised() == pytest.approx(100.0)
+    null = nab_tally(T, truth, np.zeros(len(T), bool))
+    assert null.raw == pytest.approx(-2.0) and null.normalised() == pytest.approx(0.0)
+
+
+def test_nab_late_detection_earns_less_and_only_first_counts():
+    truth = _cp(100)
+    early, late = nab_tally(T, truth, _cp(105)), nab_tally(T, truth, _cp(150))
+    assert 0 < late.raw < early.raw < 1
+    # a second detection inside the same window changes nothing
+    assert nab_tally(T, truth, _cp(105, 110)).raw == pytest.approx(early.raw)
+    # the window is to the RIGHT: a detection just before the change point is a false positive
+    assert nab_tally(T, truth, _cp(95)).raw == pytest.approx(-0.11 - 1.0)
+
+
+def test_nab_false_positives_cost_more_far_from_a_window():
+    truth = _cp(100)
+    near = nab_tally(T, truth, _cp(105, 170))  # 10 s after the window's end
+    far = nab_tally(T, truth, _cp(105, 500))  # > 3 window lengths after: full -A_fp
+    hit = nab_tally(T, truth, _cp(105)).raw
+    assert hit - 0.11 == pytest.approx(far.raw)
+    assert far.raw < near.raw < hit
+    assert scaled_sigmoid(-1.0) == pytest.approx(0.9866, abs=1e-4) and scaled_sigmoid(0) == 0
+    pooled = NabTally(1, 2, -2) + NabTally(-2, 2, -2)
+    assert pooled.normalised() == pytest.approx(100 * (-1 + 4) / 8)
+
+
+def test_changepoints_are_flag_switches():
+    flags = np.array([0, 0, 1, 1, 1, 0, 0], bool)
+    assert changepoints_from_flags(flags).tolist() == [0, 0, 1, 0, 0, 1, 0]
+
+
+def test_pca_t2_spe_and_contributions_name_the_broken_tag():
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(2000, 2))
+    rows = latent @ rng.normal(size=(2, 6)) + 0.05 * rng.normal(size=(2000, 6))
+    pca = PCAMonitor.fit(rows, variance=0.95)
+    assert pca.components.shape[0] == 2
+    t2 = pca.t2(rows)
+    assert t2.mean() == pytest.approx(2.0, rel=0.1)  # E[T²] = number of components
+    broken = rows[:10].copy()
+    broken[:, 4] += 3.0  # breaks the correlation structure → SPE, and tag 4 dominates it
+    assert pca.spe(broken).min() > np.quantile(pca.spe(rows), 0.999)
+    share = pca.spe_contributions(broken) / pca.spe(broken)[:, None]
+    assert (share.argmax(axis=1) == 4).all()
+    np.testing.assert_allclose(pca.spe_contributions(broken).sum(1), pca.spe(broken))
+
+
+def test_calibration_rules():
+    rng = np.random.default_rng(1)
+    scores = rng.exponential(1.0, 5000)
+    spec = calibrate(scores, "quantile", 0.99, margin=1.5)
+    assert spec.raise_at == pytest.approx(1.5 * np.quantile(scores, 0.99))
+    assert kde_quantile(scores, 0.99) == pytest.approx(np.log(100), rel=0.1)
+    assert "0.99 quantile" in spec.rule
+    assert alarm_flags(spec, scores).mean() < 0.01
+
+
+def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():
+    spec = ThresholdSpec(raise_at=1.0, clear_at=1.0, ewma_alpha=0.5, vote_k=2, vote_n=3)
+    scores = np.array([0, 4, 0, 0, 4, 4, 0, 0, 0], float)
+    f = ScoreFilter(spec)
+    streamed = [f.update(s) for s in scores]
+    np.testing.assert_allclose(streamed, smooth_scores(spec, scores))
+    ewma = [0, 2, 1, 0.5, 2.25, 3.125, 1.5625, 0.78125, 0.390625]
+    votes = [0.0] + [sorted(ewma[max(0, i - 2):i + 1])[-2] for i in range(1, 9)]
+    np.testing.assert_allclose(streamed, votes)
+    # k-of-n: a lone spike never raises; two of three above the limit do
+    lone = ThresholdSpec(raise_at=1.0, clear_at=1.0, vote_k=2, vote_n=3)
+    assert not alarm_flags(lone, np.array([0, 5, 0, 0, 0.0])).any()
+    assert alarm_flags(lone, np.array([0, 5, 0, 5, 0.0])).tolist() == [0, 0, 0, 1, 0]
+
+
+def test_threshold_spec_defaults_keep_old_bundles_valid():
+    spec = ThresholdSpec(raise_at=1.0, clear_at=0.8)
+    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (1.0, 1, 1)
+    scores = np.array([0.5, 2.0, 0.1])
+    np.testing.assert_array_equal(smooth_scores(spec, scores), scores)

@@ -1,0 +1,182 @@
+"""What the anomaly benchmarks share: fit a family on normal rows, score every row with the
+Keras model and with its converted edge model (LiteRT), the PCA reference, and JSON rows.
+
+A row's score is the score of the window that ends at that row, so a flag at row t only uses
+data up to t (as the gateway would).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.scoring import reconstruction_errors
+from edge_runtime.windowing import sliding_windows
+from training import thresholds
+
+DEEP_FAMILIES = ("dense_ae", "denoising_ae", "conv_ae", "lstm_ae", "vae")
+PCA_NAME = "pca_t2_spe"
+
+
+@dataclass
+class Settings:
+    """Model and alarm settings shared by every file of one benchmark run."""
+
+    families: list[str]
+    window: int = 30
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    edge_mode: str = "int8"  # or "none"
+    rule: thresholds.Rule = "quantile"
+    level: float = 0.99
+    margin: float = 1.0
+    ewma_alpha: float = 1.0
+    vote_k: int = 1
+    vote_n: int = 1
+    on_delay: int = 1
+    pca_variance: float = 0.9
+    model_kw: dict = field(default_factory=dict)
+    edge_families: tuple[str, ...] = DEEP_FAMILIES  # convert these to the edge
+
+    def spec(self, normal_scores: np.ndarray) -> ThresholdSpec:
+        return thresholds.calibrate(
+            normal_scores, self.rule, self.level, self.margin, on_delay=self.on_delay,
+            ewma_alpha=self.ewma_alpha, vote_k=self.vote_k, vote_n=self.vote_n)
+
+
+def add_settings_args(p: argparse.ArgumentParser, window: int, level: float) -> None:
+    p.add_argument("--families", default=",".join((*DEEP_FAMILIES, PCA_NAME)),
+                   help=f"comma list of {DEEP_FAMILIES} and {PCA_NAME}")
+    p.add_argument("--window", type=int, default=window)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--edge-mode", default="int8", choices=["int8", "int16x8", "dynamic",
+                                                            "fp16", "fp32", "none"])
+    p.add_argument("--edge-families", default=",".join(DEEP_FAMILIES),
+                   help="families also converted and scored in LiteRT (slow: one per file)")
+    p.add_argument("--rule", default="quantile", choices=["quantile", "kde"])
+    p.add_argument("--level", type=float, default=level, help="calibration quantile level")
+    p.add_argument("--margin", type=float, default=1.0, help="limit = margin x level point")
+    p.add_argument("--ewma", type=float, default=1.0, help="EWMA alpha (1 = off)")
+    p.add_argument("--vote", type=int, nargs=2, default=(1, 1), metavar=("K", "N"))
+    p.add_argument("--on-delay", type=int, default=1)
+    p.add_argument("--pca-variance", type=float, default=0.9)
+    p.add_argument("--model-kw", default="{}", help="JSON keyword arguments of the family")
+    p.add_argument("--json", type=Path, help="write {'results': [...]} here")
+    p.add_argument("--plots", type=Path, help="directory for PNG plots")
+
+
+def settings_from_args(args) -> Settings:
+    return Settings(
+        families=[f for f in args.families.split(",") if f], window=args.window,
+        epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        edge_mode=args.edge_mode, rule=args.rule, level=args.level, margin=args.margin,
+        ewma_alpha=args.ewma, vote_k=args.vote[0], vote_n=args.vote[1],
+        on_delay=args.on_delay, pca_variance=args.pca_variance,
+        model_kw=json.loads(args.model_kw),
+        edge_families=tuple(f for f in args.edge_families.split(",") if f))
+
+
+def fit_family(name: str, train_rows: np.ndarray, s: Settings):
+    """A fresh model of family ``name`` fitted on windows of scaled normal rows."""
+    import keras
+
+    from training.registry import get_family
+
+    keras.utils.set_random_seed(s.seed)
+    x, _ = sliding_windows(train_rows, s.window)
+    model = get_family(name, "anomaly").build(s.window, train_rows.shape[1], **s.model_kw)
+    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
+    model.fit(x, x, epochs=s.epochs, batch_size=s.batch_size, shuffle=True, verbose=0,
+              callbacks=[keras.callbacks.EarlyStopping("loss", patience=8,
+                                                       restore_best_weights=True)])
+    return model
+
+
+@dataclass
+class RowScores:
+    """Score and per-tag error of the window ending at each row (NaN before the first)."""
+
+    score: np.ndarray  # (N,)
+    per_tag: np.ndarray  # (N, F)
+
+
+def _row_scores(rows: np.ndarray, windows: np.ndarray, ends: np.ndarray,
+                recon: np.ndarray) -> RowScores:
+    per_tag = np.full(rows.shape, np.nan)
+    per_tag[ends] = reconstruction_errors(windows, recon)
+    return RowScores(per_tag.mean(axis=1), per_tag)
+
+
+def keras_scores(model, rows: np.ndarray, window: int) -> RowScores:
+    windows, ends = sliding_windows(rows, window)
+    return _row_scores(rows, windows, ends, model.predict(windows, verbose=0, batch_size=512))
+
+
+class EdgeConverter:
+    """Save the shipped graph, convert it (child process, builtin ops) and load it in LiteRT."""
+
+    def __init__(self, mode: str, workdir: Path | None = None):
+        self.mode = mode
+        self.root = Path(workdir or tempfile.mkdtemp(prefix="procedge-eval-"))
+        self.count = 0
+
+    def __call__(self, model, train_rows: np.ndarray, window: int, seed: int):
+        from converters.tflite import convert
+        from edge_runtime.interpreter import EdgeModel
+        from training.autoencoders import edge_model
+        from training.train import _save_representative
+
+        self.count += 1
+        run = self.root / f"m{self.count}"
+        run.mkdir(parents=True, exist_ok=True)
+        edge_model(model).save(run / "model.keras")
+        x, _ = sliding_windows(train_rows, window)
+        _save_representative(run, x, seed)  # same int8 calibration recipe as the trainer
+        convert(run / "model.keras", run / "model.tflite", self.mode,
+                representative=run / "representative.npz")
+        return EdgeModel(run / "model.tflite")
+
+
+    def close(self) -> None:
+        """Remove the converted models (they are rebuilt on every run)."""
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def edge_scores(edge, rows: np.ndarray, window: int) -> RowScores:
+    windows, ends = sliding_windows(rows, window)
+    return _row_scores(rows, windows, ends, edge.predict(windows)[0])
+
+
+def flags_from(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:
+    """Alarm flag per row; rows without a score (first window-1) are normal."""
+    valid = np.isfinite(scores)
+    out = np.zeros(len(scores), dtype=bool)
+    out[valid] = thresholds.alarm_flags(spec, scores[valid])
+    return out
+
+
+def write_json(path: Path | None, rows: list[dict], meta: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"results": rows, "settings": meta}, indent=2) + "\n")
+
+
+def print_table(rows: list[dict], keys: list[str]) -> None:
+    head = ["model", "variant", "mode", *keys]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [str(r[k]) if not isinstance(r[k], float) else f"{r[k]:.3f}" for k in head]
+        print("| " + " | ".join(cells) + " |")

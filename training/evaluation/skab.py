@@ -1,0 +1,169 @@
+"""``procedge eval skab --root PATH``: SKAB's published protocol (data README).
+
+For every ``;``-separated CSV under the root (recursively; files without ``anomaly`` labels,
+such as ``anomaly-free.csv``, are skipped): the first 400 rows fit a fresh scaler and model,
+the rest is test. Test parts of all files are pooled: F1/FAR/MAR on ``anomaly`` (one confusion
+matrix) and the NAB standard score on ``changepoint`` (60 s windows to the right of each true
+change point; detected change points = switches of the anomaly flag). The Keras float model and
+its converted edge model (LiteRT) are scored with the same alarm limits, next to PCA T²+SPE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from edge_runtime.scaling import StandardScaler
+from edge_runtime.smoothing import smooth_scores
+from training.evaluation import common
+from training.metrics import detection_metrics
+from training.nab import NabTally, changepoints_from_flags, nab_tally
+from training.pca_monitor import PCAMonitor
+
+log = logging.getLogger(__name__)
+TRAIN_ROWS = 400
+LABELS = ("anomaly", "changepoint")
+
+
+@dataclass
+class SkabFile:
+    path: Path
+    tags: list[str]
+    rows: np.ndarray  # (N, F) engineering units
+    times_s: np.ndarray  # (N,)
+    anomaly: np.ndarray  # (N,) bool
+    changepoint: np.ndarray  # (N,) bool
+
+
+def load_skab(root: Path, exclude: tuple[str, ...] = ()) -> list[SkabFile]:
+    """Every labelled CSV under ``root``; ``exclude`` drops tag columns by name."""
+    files = []
+    for path in sorted(Path(root).rglob("*.csv")):
+        df = pd.read_csv(path, sep=";", index_col="datetime", parse_dates=True)
+        if not set(LABELS) <= set(df.columns):
+            log.info("skip %s: no anomaly/changepoint labels", path)
+            continue
+        tags = [c for c in df.columns if c not in LABELS and c not in exclude]
+        times = (df.index - df.index[0]).total_seconds().to_numpy()
+        files.append(SkabFile(path, tags, df[tags].to_numpy(np.float64), times,
+                              df["anomaly"].to_numpy() > 0, df["changepoint"].to_numpy() > 0))
+    if not files:
+        raise FileNotFoundError(f"no labelled SKAB CSV under {root}")
+    return files
+
+
+@dataclass
+class Pool:
+    """Test-part flags and labels of every file, pooled per (model, variant)."""
+
+    labels: list[np.ndarray] = field(default_factory=list)
+    flags: list[np.ndarray] = field(default_factory=list)
+    nab: NabTally = field(default_factory=NabTally)
+
+    def add(self, f: SkabFile, flags: np.ndarray) -> None:
+        test = slice(TRAIN_ROWS, None)
+        self.labels.append(f.anomaly[test])
+        self.flags.append(flags[test])
+        self.nab = self.nab + nab_tally(f.times_s[test], f.changepoint[test],
+                                        changepoints_from_flags(flags[test]))
+
+    def metrics(self) -> dict[str, float]:
+        m = detection_metrics(np.concatenate(self.labels), np.concatenate(self.flags))
+        return m | {"nab_standard": self.nab.normalised()}
+
+
+def evaluate_file(f: SkabFile, s: common.Settings, pools: dict, edge: common.EdgeConverter,
+                  calib_rows: int, plot_dir: Path | None) -> None:
+    scaler = StandardScaler.fit(f.rows[:TRAIN_ROWS])
+    rows = scaler.transform(f.rows)
+    fit_end = TRAIN_ROWS - calib_rows
+    for name in s.families:
+        if name == common.PCA_NAME:
+            flags = _pca_flags(rows, fit_end, s)
+            pools.setdefault((name, "numpy", "float64"), Pool()).add(f, flags)
+            continue
+        model = common.fit_family(name, rows[:fit_end], s)
+        ks = common.keras_scores(model, rows, s.window)
+        spec = s.spec(_calibration_scores(ks.score, fit_end, calib_rows))
+        flags = common.flags_from(spec, ks.score)
+        pools.setdefault((name, "keras", "float32"), Pool()).add(f, flags)
+        if plot_dir is not None:
+            _plots(f, name, ks, spec, flags, plot_dir)
+        if s.edge_mode != "none" and name in s.edge_families:
+            es = common.edge_scores(edge(model, rows[:fit_end], s.window, s.seed), rows,
+                                    s.window)
+            pools.setdefault((name, "edge", s.edge_mode), Pool()).add(
+                f, common.flags_from(spec, es.score))
+
+
+def _calibration_scores(scores: np.ndarray, fit_end: int, calib_rows: int) -> np.ndarray:
+    """Normal scores for the limit: the held-apart tail of the 400 rows, or (calib_rows=0)
+    the training rows themselves (the published SKAB rule)."""
+    part = scores[fit_end:TRAIN_ROWS] if calib_rows else scores[:TRAIN_ROWS]
+    return part[np.isfinite(part)]
+
+
+def _pca_flags(rows: np.ndarray, fit_end: int, s: common.Settings) -> np.ndarray:
+    """T² or SPE above its own limit (each calibrated like the deep models' score)."""
+    pca = PCAMonitor.fit(rows[:fit_end], s.pca_variance)
+    calib = slice(fit_end, TRAIN_ROWS) if fit_end < TRAIN_ROWS else slice(0, TRAIN_ROWS)
+    flags = np.zeros(len(rows), dtype=bool)
+    for stat in (pca.t2(rows), pca.spe(rows)):
+        flags |= common.flags_from(s.spec(stat[calib]), stat)
+    return flags
+
+
+def _plots(f: SkabFile, name: str, ks: common.RowScores, spec, flags: np.ndarray,
+           plot_dir: Path) -> None:
+    from training import plots
+
+    stem = f"{f.path.parent.name}_{f.path.stem}_{name}"
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    filtered = np.full(len(ks.score), np.nan)
+    ok = np.isfinite(ks.score)
+    filtered[ok] = smooth_scores(spec, ks.score[ok])
+    plots.score_vs_threshold(ks.score, f.anomaly, spec, plot_dir / f"{stem}_score.png",
+                             filtered)
+    alarms = np.flatnonzero(flags[TRAIN_ROWS:])
+    if len(alarms):
+        t = TRAIN_ROWS + alarms[0]
+        plots.contribution_bar(ks.per_tag[t], f.tags, plot_dir / f"{stem}_contrib.png",
+                               f"{stem}: first alarm (row {t})")
+
+
+def main(argv: list[str]) -> None:
+    p = argparse.ArgumentParser(prog="procedge eval skab", description=__doc__.splitlines()[0])
+    p.add_argument("--root", type=Path, required=True, help="folder of SKAB CSV files")
+    p.add_argument("--calib-rows", type=int, default=0,
+                   help="calibrate on the last N of the 400 normal rows (0: on all 400)")
+    p.add_argument("--plot-files", type=int, default=1, help="plot the first N files")
+    p.add_argument("--exclude-tags", default="", help="comma list of tag columns to drop")
+    common.add_settings_args(p, window=30, level=0.99)
+    args = p.parse_args(argv)
+    s = common.settings_from_args(args)
+    exclude = tuple(t for t in args.exclude_tags.split(",") if t)
+    files = load_skab(args.root, exclude)
+    pools: dict = {}
+    edge = common.EdgeConverter(s.edge_mode)
+    start = time.time()
+    for i, f in enumerate(files):
+        plot_dir = args.plots if args.plots and i < args.plot_files else None
+        evaluate_file(f, s, pools, edge, args.calib_rows, plot_dir)
+        log.warning("%s done (%d/%d, %.0f s)", f.path, i + 1, len(files), time.time() - start)
+    edge.close()
+    rows = [{"model": m, "variant": v, "mode": mode, **pool.metrics()}
+            for (m, v, mode), pool in pools.items()]
+    n_test = sum(len(f.rows) - TRAIN_ROWS for f in files)
+    n_cp = sum(int(f.changepoint[TRAIN_ROWS:].sum()) for f in files)
+    print(f"SKAB: {len(files)} files under {args.root}, {n_test} test rows, {n_cp} change"
+          f" points, {time.time() - start:.0f} s")
+    common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
+    meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude,
+            "files": [str(f.path) for f in files]}
+    common.write_json(args.json, rows, vars(s) | meta)
