@@ -22,6 +22,8 @@ import yaml
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 UNS = "procedge/demo/area1/tank1"
+# The autoencoder ships as full int8; the forecaster's mode is chosen by measurement.
+DEMO_MODES = {"tank_anomaly": ("int8",)}
 
 
 @dataclass
@@ -99,7 +101,7 @@ def stop_daemon(process: subprocess.Popen) -> int:
 
 def train_and_convert(workdir: Path) -> dict[str, Path]:
     """Train both demo models and convert them; returns bundle path per model name."""
-    from converters.build import build_auto
+    from converters.build import AUTO_ORDER, build_auto
     from training.config import load_train_config
     from training.train import train
 
@@ -110,7 +112,8 @@ def train_and_convert(workdir: Path) -> dict[str, Path]:
         t0 = time.monotonic()
         run_dir = train(config)
         print(f"  trained {name} ({config.family}) in {time.monotonic() - t0:.0f} s")
-        bundle, attempts = build_auto(run_dir, workdir / "bundles")
+        bundle, attempts = build_auto(run_dir, workdir / "bundles",
+                                      candidates=DEMO_MODES.get(name, AUTO_ORDER))
         for line in attempts:
             print(f"    convert {line}")
         bundles[name] = bundle.root
