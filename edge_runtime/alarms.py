@@ -67,6 +67,7 @@ NORMAL = "normal"
 UNACK = "active_unacknowledged"
 ACKED = "active_acknowledged"
 RTN_UNACK = "returned_unacknowledged"
+PRIORITIES = ("low", "medium", "high", "urgent")
 COMMANDS = ("ack", "shelve", "unshelve", "out_of_service", "return_to_service")
 
 
@@ -145,8 +146,10 @@ class Alarm:
         return self._emit(transition, source_s, now_s, force=starts_chatter)
 
     def on_score(self, record: dict, priority: str, source_s: float, now_s: float) -> list[dict]:
-        """A window while active: an ``update`` event when the priority changes."""
-        if not self.condition_active or priority == self.priority:
+        """A window while active: an ``update`` event when the priority escalates (a priority
+        that falls back is not announced: that would flood operators near a boundary)."""
+        if not self.condition_active or PRIORITIES.index(priority) <= PRIORITIES.index(
+                self.priority):
             return []
         self.priority = priority
         self.context = _context(record)

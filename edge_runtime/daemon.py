@@ -94,7 +94,7 @@ class EdgeDaemon:
     # -- start-up -------------------------------------------------------------------------
     def _load_pipeline(self, model: ModelConfig, bundle: Bundle) -> ModelPipeline:
         pipeline = ModelPipeline(model.name, bundle, model.threads)
-        shape = (1, *pipeline.model.input_shape[1:])
+        shape = (1, *pipeline.model.input_shape)
         pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
         return pipeline
 

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.alarms import (ACKED, NORMAL, RTN_UNACK, UNACK, Alarm, AlarmLogic,
-                                 AlarmPolicy, replay)
+from edge_runtime.alarms import (
+    ACKED,
+    NORMAL,
+    RTN_UNACK,
+    UNACK,
+    Alarm,
+    AlarmLogic,
+    AlarmPolicy,
+    replay,
+)
 from edge_runtime.bundle import ThresholdSpec
 
 SPEC = ThresholdSpec(raise_at=1.0, clear_at=0.8, on_delay=2, off_delay=2)
