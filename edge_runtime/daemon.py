@@ -335,10 +335,14 @@ class EdgeDaemon:
         t1 = time.perf_counter()
         for pipeline, tag in targets:
             gaps_before = pipeline.windows_dropped_gap
+            late_before = pipeline.buffer.late_samples
             for ts, value in samples:
                 for output in pipeline.push(tag, ts, value):
                     self._route_output(pipeline, output, out, changed)
             self.metrics.observe_pipeline(pipeline, pipeline.windows_dropped_gap - gaps_before)
+            if pipeline.buffer.late_samples > late_before:  # too late for the window grid
+                self.metrics.rejected.labels(reason="late").inc(
+                    pipeline.buffer.late_samples - late_before)
         self.metrics.stage.labels(stage="pre").observe(t1 - t0)
         self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
 
