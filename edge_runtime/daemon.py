@@ -196,6 +196,7 @@ class EdgeDaemon:
         self.client.loop_stop()
         if self._http is not None:
             self._http.shutdown()
+            self._http.server_close()
         left = self.outbox.depth
         self.outbox.close()
         log.info("stopped; %d message(s) left in the outbox for the next start", left)
