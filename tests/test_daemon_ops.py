@@ -185,3 +185,13 @@ def test_hot_reload_good_and_tampered(tmp_path: Path, broker, bundles):
     finally:
         daemon.stop(drain_timeout_s=2)
         watch.close()
+
+
+def test_shared_subscription_topics(tmp_path: Path, bundles):
+    config = edge_config(tmp_path, 1, bundles)
+    config["mqtt"] |= {"shared_group": "plant1"}
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    subs = [t for t, _ in daemon._subscriptions()]
+    assert f"$share/plant1/{UNS}/raw/temperature" in subs
+    assert "edge/gwtest/cmd/#" in subs  # commands stay addressed to this gateway
+    daemon.outbox.close()
