@@ -195,3 +195,10 @@ def test_shared_subscription_topics(tmp_path: Path, bundles):
     assert f"$share/plant1/{UNS}/raw/temperature" in subs
     assert "edge/gwtest/cmd/#" in subs  # commands stay addressed to this gateway
     daemon.outbox.close()
+
+
+def test_sample_gateway_config_is_valid():
+    from edge_runtime.config import load_edge_config
+
+    config = load_edge_config(Path(__file__).parent.parent / "deploy" / "gateway.yaml")
+    assert config.mqtt.require_tls and config.outbox.synchronous == "FULL"
