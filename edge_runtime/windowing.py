@@ -83,6 +83,7 @@ class GridBuffer:
         max_gap_s: float,
         stride: int = 1,
         lateness_s: float | None = None,
+        max_catchup: int = 10_000,
     ):
         self.tags = list(tags)
         self.period_s = period_s
@@ -90,6 +91,7 @@ class GridBuffer:
         self.max_gap_s = max_gap_s
         self.stride = stride
         self.lateness_s = period_s if lateness_s is None else lateness_s
+        self.max_catchup = max(max_catchup, window)
         self._samples: dict[str, list[tuple[float, float]]] = {t: [] for t in self.tags}
         self._rows: deque[np.ndarray] = deque(maxlen=window)
         self._next_t: float | None = None
@@ -128,8 +130,8 @@ class GridBuffer:
             return
         until = self._final_until()
         pending = math.floor((until - self._next_t) / self.period_s + 1e-9) + 1
-        if pending > self.window + 1:  # long silence: only the last windows can be valid
-            skip = pending - (self.window + 1)
+        if pending > self.max_catchup:  # a clock jump: don't grind through days of grid
+            skip = pending - self.window
             self._next_t += skip * self.period_s
             self.skipped_points += skip
             self._rows.clear()
