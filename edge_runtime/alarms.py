@@ -228,5 +228,6 @@ class Alarm:
 
 
 def _context(record: dict) -> dict:
-    keys = ("model", "version", "quantization", "score", "threshold", "contributions", "source")
+    keys = ("model", "version", "quantization", "ts", "score", "threshold", "contributions",
+            "source")
     return {k: record[k] for k in keys if k in record}
