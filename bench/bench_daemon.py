@@ -43,7 +43,6 @@ from edge_runtime.payloads import iso_ms, parse_timestamp  # noqa: E402
 from procedge.broker import free_port, mosquitto  # noqa: E402
 
 UNS = "bench/site/area/tank"
-TAGS = ["temperature", "level", "inflow", "outflow", "heater_power"]
 PERIOD = 5.0
 
 BARE = r"""
@@ -77,7 +76,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Bench:
-    def __init__(self, bundles: Path, workdir: Path, port: int):
+    def __init__(self, bundles: Path, workdir: Path, port: int, synchronous: str = "FULL"):
         self.workdir, self.port = workdir, port
         anomaly = next(sorted(bundles.glob("tank_anomaly-*")).__iter__())
         forecast = next(sorted(bundles.glob("tank_forecast-*")).__iter__())
@@ -88,7 +87,7 @@ class Bench:
             "models": [{"name": "tank_anomaly", "bundle": str(anomaly.resolve())},
                        {"name": "tank_anomaly_b", "bundle": str(anomaly.resolve())},
                        {"name": "tank_forecast", "bundle": str(forecast.resolve())}],
-            "outbox": {"path": str(workdir / "outbox.sqlite")},
+            "outbox": {"path": str(workdir / "outbox.sqlite"), "synchronous": synchronous},
             "metrics_port": self.metrics_port, "log_level": "WARNING",
         }
         self.config_path = workdir / "edge.yaml"
@@ -100,6 +99,10 @@ class Bench:
         self.t0 = time.time() - 20 * 86_400  # the synthetic grid starts 20 days ago
         self.t0 -= self.t0 % PERIOD
         self.step = 0
+        from training.simulator import simulate  # numpy only: plant-like values
+
+        run = simulate(20_000, PERIOD, seed=5, start_epoch_s=self.t0)
+        self.tags, self.rows = run.tag_names, np.round(run.values, 4)
 
     def metric(self, name: str) -> float:
         text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
@@ -127,32 +130,39 @@ class Bench:
 
     def publish_steps(self, pub: mqtt.Client, n_msgs: int, rate: float | None) -> float:
         """Publish n_msgs samples (whole steps of 5 tags); returns the seconds taken."""
-        rng = np.random.default_rng(self.step)
         start = time.perf_counter()
         sent = 0
         while sent < n_msgs:
             t = self.t0 + self.step * PERIOD
             self.step += 1
-            for k, tag in enumerate(TAGS):
+            row = self.rows[self.step % len(self.rows)]
+            for k, tag in enumerate(self.tags):
                 if rate:
                     delay = start + sent / rate - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
                 now = time.time()
-                if k == len(TAGS) - 1:
+                if k == len(self.tags) - 1:
                     with self.lock:
                         self.step_sent[t] = now
-                body = {"v": round(20 + float(rng.normal()), 4), "ts": iso_ms(t), "pt": now}
+                body = {"v": float(row[k]), "ts": iso_ms(t), "pt": now}
                 info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
                 while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                     time.sleep(0.001)
                     info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
                 sent += 1
+            self.step += 1
         return time.perf_counter() - start
 
     def wait_daemon(self, total: int, timeout_s: float = 600) -> float:
+        print(f"  waiting for the daemon to reach {total} messages", file=sys.stderr, flush=True)
         deadline = time.monotonic() + timeout_s
+        last_print = time.monotonic()
         while self.metric("procedge_messages_total") < total:
+            if time.monotonic() - last_print > 5:
+                last_print = time.monotonic()
+                print(f"  ... {self.metric('procedge_messages_total'):.0f}, outbox "
+                      f"{self.metric('procedge_outbox_depth'):.0f}", file=sys.stderr, flush=True)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"daemon stuck at {self.metric('procedge_messages_total')}")
             time.sleep(0.02)
@@ -178,13 +188,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", type=float, default=10, help="per fixed rate")
     ap.add_argument("--total", type=int, default=1_000_000,
                     help="messages in all; the rest is sent at the lowest rate to watch RSS")
+    ap.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                    help="outbox durability: FULL survives power loss, NORMAL a crash")
+    ap.add_argument("--broker-inflight", type=int, default=1000,
+                    help="Mosquitto max_inflight_messages (its default is 20)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="procedge-bench-"))
     report: dict = {"machine_note": "shared 2-core machine, other jobs running: noisy",
                     "models": 3, "qos": 1}
-    with mosquitto(port=free_port(), workdir=workdir) as broker:
-        bench = Bench(args.bundles, workdir, broker.port)
+    # Mosquitto's default of 20 unacknowledged messages per subscriber throttles a daemon that
+    # acknowledges only after its outbox commit: give the broker a deeper window.
+    extra = f"max_inflight_messages {args.broker_inflight}\n"
+    report["broker_max_inflight_messages"] = args.broker_inflight
+    with mosquitto(port=free_port(), workdir=workdir, extra_config=extra) as broker:
+        bench = Bench(args.bundles, workdir, broker.port, args.synchronous)
+        report["outbox_synchronous"] = args.synchronous
         env = os.environ | {"PYTHONPATH": str(ROOT)}
         daemon = subprocess.Popen([sys.executable, "-m", "procedge", "run", "--config",
                                    str(bench.config_path)], env=env, cwd=ROOT,
@@ -213,6 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
                 time.sleep(0.2)
             time.sleep(0.5)
             report["rss_start_mb"] = bench.rss_mb(daemon.pid)
+            print("daemon connected", file=sys.stderr, flush=True)
             total = 0
 
             # 1. throughput burst

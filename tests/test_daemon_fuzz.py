@@ -19,8 +19,9 @@ from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon, Inbound
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples
 from tests.daemon_support import edge_config
+from training.simulator import TAGS as SIM_TAGS
 
-TAGS = ["temperature", "level", "inflow", "outflow", "heater_power"]
+TAGS = [name for name, _ in SIM_TAGS]
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
