@@ -127,6 +127,8 @@ class EdgeConfig(_Strict):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off.")
     queue_size: int = Field(default=100_000, gt=0, description="Inbound messages held at most.")
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(default="text",
+                                                description="json: one object per line.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)

@@ -36,7 +36,7 @@ from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message, Outbox
-from edge_runtime.payloads import PayloadError, parse_samples, parse_timestamp
+from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
 
 log = logging.getLogger("procedge.edge")
@@ -89,6 +89,7 @@ class EdgeDaemon:
         self._watcher = threading.Thread(target=self._watch, name="procedge-reload", daemon=True)
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
+        self._evictions_reported: dict[int, int] = {}
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -404,8 +405,10 @@ class EdgeDaemon:
             self.metrics.alarms.labels(state=state).set(counts.get(state, 0))
         self.metrics.outbox_depth.set(self.outbox.depth)
         for priority, n in self.outbox.evicted.items():
-            counter = self.metrics.outbox_evicted.labels(priority=str(priority))
-            counter.inc(n - counter._value.get())
+            reported = self._evictions_reported.get(priority, 0)
+            if n > reported:
+                self.metrics.outbox_evicted.labels(priority=str(priority)).inc(n - reported)
+                self._evictions_reported[priority] = n
 
     # -- operator commands ------------------------------------------------------------------
     def _command(self, verb_path: str, item: Inbound, out: list[Message],
@@ -588,8 +591,21 @@ class EdgeDaemon:
         self._wake_sender.set()
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line (``log_format: json``) for journald / log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body = {"ts": iso_ms(record.created), "level": record.levelname,
+                "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return json.dumps(body)
+
+
 def run(config_path: str | Path) -> None:
     config = load_edge_config(config_path)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
     EdgeDaemon(config).run_forever()

@@ -202,3 +202,33 @@ def test_sample_gateway_config_is_valid():
 
     config = load_edge_config(Path(__file__).parent.parent / "deploy" / "gateway.yaml")
     assert config.mqtt.require_tls and config.outbox.synchronous == "FULL"
+
+
+def test_json_log_lines():
+    import logging
+
+    from edge_runtime.daemon import JsonLogFormatter
+
+    record = logging.LogRecord("procedge.edge", logging.WARNING, __file__, 1, "alarm %s", ("x",),
+                               None)
+    line = json.loads(JsonLogFormatter().format(record))
+    assert line["msg"] == "alarm x" and line["level"] == "WARNING" and line["ts"].endswith("Z")
+
+
+def test_full_outbox_keeps_alarms_and_counts_evictions(tmp_path: Path, bundles):
+    """Broker unreachable, outbox bounded: forecasts go first, every alarm event stays."""
+    config = edge_config(tmp_path, 1, bundles, outbox={"max_rows": 30})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    items = samples(labelled_run(400))
+    ref, _ = reference_events(config | {"outbox": {"path": str(tmp_path / "r.sqlite")}},
+                              tmp_path, items)
+    for k in range(0, len(items), 50):
+        daemon._process([Inbound(RAW.format(tag=t), p, time.time()) for t, p in items[k:k + 50]])
+    rows = daemon.outbox.peek(0, 1000)
+    kept = [json.loads(m.payload)["event_id"] for m in rows
+            if "/alarm/" in m.topic and not m.topic.endswith("/state")]
+    assert daemon.outbox.depth == 30
+    assert kept == [e["event_id"] for e in ref]  # all alarm events, in order
+    assert daemon.metrics.value("procedge_outbox_evicted_total", priority="0") > 700
+    assert daemon.metrics.value("procedge_outbox_evicted_total", priority="2") == 0
+    daemon.outbox.close()
