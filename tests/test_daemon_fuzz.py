@@ -109,6 +109,8 @@ def test_out_of_order_and_duplicate_timestamps(bundles, tmp_path_factory, order,
     assert buffers_clean(d)
     messages = total(d, "procedge_messages_total")
     assert messages == 5 * len(steps)
+    late = sum(p.buffer.late_samples for p in d.pipelines.values())
+    assert d.metrics.value("procedge_messages_rejected_total", reason="late") == late
     rows = d.outbox.peek(0, 10**6)
     stamps = [json.loads(m.payload)["ts"] for m in rows if "inference/tank_anomaly" in m.topic]
     assert stamps == sorted(set(stamps))  # one result per grid point, in time order
