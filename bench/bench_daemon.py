@@ -71,6 +71,12 @@ c.loop_forever()
 """
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process: a cost that a busy machine distorts less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
@@ -238,16 +244,22 @@ def main(argv: list[str] | None = None) -> dict:
             # 1. throughput burst
             bare = run_bare(broker.port)
             time.sleep(1.0)
+            cpu0 = cpu_s(daemon.pid), cpu_s(bare.pid)
             t_start = time.time()
             bench.publish_steps(pub, args.burst, rate=None)
             total += args.burst
             t_daemon = bench.wait_daemon(total)
+            cpu1 = cpu_s(daemon.pid), cpu_s(bare.pid)
             b = finish_bare(bare, pub)
             bare_rate = b["count"] / (b["last"] - b["first"])
             daemon_rate = args.burst / (t_daemon - t_start)
             report["throughput"] = {"messages": args.burst, "bare_msg_s": round(bare_rate),
                                     "daemon_msg_s": round(daemon_rate),
-                                    "ratio": round(daemon_rate / bare_rate, 3)}
+                                    "ratio": round(daemon_rate / bare_rate, 3),
+                                    "daemon_cpu_us_per_msg": round(
+                                        (cpu1[0] - cpu0[0]) / args.burst * 1e6),
+                                    "bare_cpu_us_per_msg": round(
+                                        (cpu1[1] - cpu0[1]) / args.burst * 1e6)}
             print(json.dumps(report["throughput"]), flush=True)
 
             # 2. latency at fixed rates

@@ -462,6 +462,7 @@ class EdgeDaemon:
         late_after = self.config.outbox.late_after_s
         while not self._worker_done.is_set():
             self._wake_sender.wait(timeout=0.2)
+            time.sleep(0.001)  # coalesce a burst of PUBACKs into one delete transaction
             self._wake_sender.clear()
             try:
                 self._settle_acks()
