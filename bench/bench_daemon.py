@@ -175,6 +175,18 @@ class Bench:
         return time.time()
 
 
+def find_or_train_bundles() -> Path:
+    for folder in (ROOT / "artifacts" / "demo" / "bundles",
+                   ROOT / "artifacts" / "bench" / "bundles"):
+        if list(folder.glob("tank_anomaly-*")) and list(folder.glob("tank_forecast-*")):
+            return folder
+    print("training two tiny tank models for the benchmark (TensorFlow, ~2 min)", flush=True)
+    from tests.helpers import train_tiny_tank_models
+
+    train_tiny_tank_models(ROOT / "artifacts" / "bench")
+    return ROOT / "artifacts" / "bench" / "bundles"
+
+
 def run_bare(port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BARE, str(port), UNS], stdout=subprocess.PIPE,
                             text=True)
@@ -188,7 +200,9 @@ def finish_bare(bare: subprocess.Popen, pub: mqtt.Client) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--bundles", type=Path, required=True)
+    ap.add_argument("--bundles", type=Path, default=None,
+                    help="folder with tank_anomaly-*/ and tank_forecast-*/ (default: "
+                         "artifacts/demo/bundles, else tiny ones trained into artifacts/bench)")
     ap.add_argument("--burst", type=int, default=50_000, help="messages in the throughput burst")
     ap.add_argument("--rates", type=float, nargs="+", default=[1000, 5000, 10000])
     ap.add_argument("--seconds", type=float, default=10, help="per fixed rate")
@@ -200,6 +214,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="Mosquitto max_inflight_messages (its default is 20)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = ap.parse_args(argv)
+    args.bundles = args.bundles or find_or_train_bundles()
     workdir = Path(tempfile.mkdtemp(prefix="procedge-bench-"))
     report: dict = {"machine_note": "shared 2-core machine, other jobs running: noisy",
                     "models": 3, "qos": 1}
