@@ -182,6 +182,14 @@ def test_hot_reload_good_and_tampered(tmp_path: Path, broker, bundles):
         assert len(stamps) == n and len(set(stamps)) == n  # no window lost across the swap
         assert daemon.metrics.value("procedge_reloads_total", result="refused") == 1
         assert daemon.pipelines["tank_anomaly"].bundle.manifest.version == "v-next"
+        # announced on the command topic instead of dropped into the folder
+        third = copy_bundle(bundles["tank_anomaly"], tmp_path / "third", "v-three")
+        console = commander(broker.port)
+        send(console, "model/load", {"path": str(third), "by": "operator1", "request_id": "m1"})
+        assert reply(watch, "m1")["accepted"] is True
+        assert wait_for(lambda: watch.json("edge/gwtest/status/models")[-1]
+                        .get("tank_anomaly") == "v-three", 20)
+        console.loop_stop()
     finally:
         daemon.stop(drain_timeout_s=2)
         watch.close()
