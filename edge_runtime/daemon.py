@@ -7,8 +7,8 @@ metrics → MQTT → threads. Three threads do the work, none of them inside pah
 - the worker parses, windows, infers, runs the ISA-18.2 alarms and commits everything it
   produced to the SQLite outbox in one transaction per batch; only then does it acknowledge
   the input messages (manual QoS 1 acks), so a SIGKILL never loses an input it consumed;
-- the sender publishes outbox rows in order (a bounded number in flight, 16-bit packet ids)
-  and deletes a row only when its PUBACK arrives.
+- the sender (:mod:`edge_runtime.sender`) publishes outbox rows in order (a bounded number
+  in flight, 16-bit packet ids) and deletes a row only when its PUBACK arrives.
 
 A bundle watcher (optional) verifies, loads and warms up new bundles and hands them to the
 worker, which swaps them in between two messages.
@@ -38,6 +38,7 @@ from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message, Outbox
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
+from edge_runtime.sender import OutboxSender
 
 log = logging.getLogger("procedge.edge")
 MALFORMED_LOG_INTERVAL_S = 60.0
@@ -78,14 +79,10 @@ class EdgeDaemon:
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
-        self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox row, sent at)
-        self._last_sent_row = 0
-        self._wake_sender = threading.Event()
         self._stop = threading.Event()
-        self._worker_done = threading.Event()
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
-        self._sender = threading.Thread(target=self._send, name="procedge-sender", daemon=True)
+        self.sender = OutboxSender(self.client, self.outbox, config.outbox, self.metrics)
+        self.client.on_publish = self.sender.on_publish
         self._watcher = threading.Thread(target=self._watch, name="procedge-reload", daemon=True)
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
@@ -145,7 +142,6 @@ class EdgeDaemon:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
         return client
 
     def start(self) -> None:
@@ -162,7 +158,7 @@ class EdgeDaemon:
             self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
         self._worker.start()
-        self._sender.start()
+        self.sender.start()
         if self.config.reload.models_dir is not None:
             self._seen_bundles = self._scan_bundles()  # what is there at start is not "new"
             self._watcher.start()
@@ -185,10 +181,9 @@ class EdgeDaemon:
         self._worker.join(timeout=30)
         deadline = time.monotonic() + drain_timeout_s
         while self.outbox.depth and self.client.is_connected() and time.monotonic() < deadline:
-            self._wake_sender.set()
+            self.sender.wake.set()
             time.sleep(0.05)
-        self._worker_done.set()
-        self._sender.join(timeout=5)
+        self.sender.stop()
         if self.client.is_connected():
             info = self.client.publish(self._topic("status"), "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -204,7 +199,7 @@ class EdgeDaemon:
 
     def health(self) -> tuple[bool, dict]:
         ok = (self.client.is_connected() and self._worker.is_alive()
-              and self._sender.is_alive())
+              and self.sender.is_alive())
         return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
                     "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
 
@@ -221,7 +216,7 @@ class EdgeDaemon:
             client.publish(self._topic("models"), self._models_status(), qos=1, retain=True)
             self.metrics.connects.inc()
             self.metrics.connected.set(1)
-            self._wake_sender.set()
+            self.sender.wake.set()
             log.info("connected; subscribed to %d topic(s)", len(self.routes) + 1)
         except Exception:
             log.exception("on_connect failed")
@@ -256,10 +251,6 @@ class EdgeDaemon:
                 log.exception("could not enqueue a message")
             with contextlib.suppress(Exception):  # ack anyway, or the broker's window stays blocked
                 client.ack(message.mid, message.qos) if message.qos else None
-
-    def _on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
-        self._acks.put((mid, reason_code))
-        self._wake_sender.set()
 
     # -- worker: inputs → outbox ------------------------------------------------------------
     def _work(self) -> None:
@@ -311,7 +302,7 @@ class EdgeDaemon:
         self.metrics.stage.labels(stage="post").observe(time.perf_counter() - start)
         self._update_gauges()
         if out:
-            self._wake_sender.set()
+            self.sender.wake.set()
 
     def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
         for item in batch:
@@ -457,72 +448,6 @@ class EdgeDaemon:
             out.extend(self._alarm_messages(alarm, events))
         return accepted, reason
 
-    # -- sender: outbox → broker ------------------------------------------------------------
-    def _send(self) -> None:
-        late_after = self.config.outbox.late_after_s
-        while not self._worker_done.is_set():
-            self._wake_sender.wait(timeout=0.2)
-            time.sleep(0.001)  # coalesce a burst of PUBACKs into one delete transaction
-            self._wake_sender.clear()
-            try:
-                self._settle_acks()
-                if self.client.is_connected():
-                    self._resend_stale()
-                    self._fill_window(late_after)
-                self.metrics.outbox_inflight.set(len(self._inflight))
-                self.metrics.outbox_depth.set(self.outbox.depth)
-            except Exception:
-                log.exception("sender error")
-                time.sleep(0.5)
-
-    def _settle_acks(self) -> None:
-        done = []
-        while True:
-            try:
-                mid, reason = self._acks.get_nowait()
-            except queue.Empty:
-                break
-            entry = self._inflight.pop(mid, None)
-            if entry is None:
-                continue  # a status publish, not an outbox row
-            if reason is not None and getattr(reason, "is_failure", False):
-                log.error("broker refused a publish (%s); dropping it", reason)
-                self.metrics.rejected.labels(reason="publish_refused").inc()
-            done.append(entry[0])
-        if done:
-            self.outbox.remove(done)
-            self.metrics.acked.inc(len(done))
-
-    def _resend_stale(self) -> None:
-        """A publish without PUBACK for too long (lost session): send it again, same id."""
-        limit = time.monotonic() - self.config.outbox.resend_after_s
-        stale = [mid for mid, (_, sent) in self._inflight.items() if sent < limit]
-        if stale:
-            rows = [self._inflight.pop(mid)[0] for mid in stale]
-            self._last_sent_row = min(self._last_sent_row, min(rows) - 1)
-            log.warning("%d publish(es) unacknowledged for %.0f s: sending again", len(stale),
-                        self.config.outbox.resend_after_s)
-
-    def _fill_window(self, late_after: float) -> None:
-        room = self.config.outbox.max_inflight - len(self._inflight)
-        if room <= 0:
-            return
-        sending = {row for row, _ in self._inflight.values()}
-        now = time.time()
-        for msg in self.outbox.peek(self._last_sent_row, room):
-            if msg.row in sending:
-                self._last_sent_row = msg.row
-                continue
-            info = self.client.publish(msg.topic, msg.for_sending(now, late_after), qos=1,
-                                       retain=msg.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("publish not queued (%s); will retry", mqtt.error_string(info.rc))
-                return  # keep order: retry from this row later
-            self._inflight[info.mid] = (msg.row, time.monotonic())
-            self._last_sent_row = msg.row
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:
-                return  # paho keeps it and sends it after the reconnect
-
     # -- hot reload -------------------------------------------------------------------------
     def _scan_bundles(self) -> dict[str, float]:
         found = {}
@@ -589,7 +514,7 @@ class EdgeDaemon:
 
     def _reply_now(self, body: dict) -> None:
         self.outbox.put([self._json(self._topic("reply"), body, PRIO_STATUS)])
-        self._wake_sender.set()
+        self.sender.wake.set()
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -49,8 +49,8 @@ class RestartableBroker:
                                         stdout=log, stderr=log)
         self.starts += 1
         _wait_for_port(self.port, self.process, timeout_s=10)
-        time.sleep(0.05)
-        assert self.process.poll() is None, "mosquitto exited after start"
+        time.sleep(0.3)  # still alive? (if another process took the port, mosquitto exits)
+        assert self.process.poll() is None, "mosquitto exited after start (port taken?)"
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
