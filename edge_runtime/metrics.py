@@ -40,9 +40,9 @@ class DaemonMetrics:
                                    "Scaling + LiteRT invoke per window.", ["model"], registry=r,
                                    buckets=_LATENCY_BUCKETS)
         self.stage = Histogram("procedge_stage_seconds",
-                               "Per message: pre (parse), invoke (windows + models), "
-                               "post (alarms + outbox commit, per batch).", ["stage"],
-                               registry=r, buckets=_LATENCY_BUCKETS)
+                               "Per message: pre (parse), invoke (windows + models + alarm "
+                               "logic); per batch: post (states + outbox commit + input acks).",
+                               ["stage"], registry=r, buckets=_LATENCY_BUCKETS)
         self.connects = Counter("procedge_mqtt_connects_total", "Successful (re)connects.",
                                 registry=r)
         self.connect_failures = Counter("procedge_mqtt_connect_failures_total",
