@@ -6,11 +6,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(_Strict):
+    ca_file: Path = Field(description="CA certificate(s) that signed the broker's certificate.")
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(default=None, description="Client private key.")
 
 
 class MqttConfig(_Strict):
@@ -20,6 +26,35 @@ class MqttConfig(_Strict):
     keepalive_s: int = Field(default=30, ge=5, description="MQTT keepalive, seconds.")
     qos: Literal[0, 1] = Field(default=1, description="QoS of subscriptions and publications.")
     protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT version.")
+    persistent_session: bool = Field(
+        default=True, description="Keep the broker session (and QoS 1 backlog) across restarts.")
+    tls: TlsConfig | None = Field(default=None, description="Connect over TLS.")
+    require_tls: bool = Field(default=False, description="Refuse to start without `tls`.")
+    username: str = Field(default="", description="Broker user name.")
+    password_file: Path | None = Field(default=None, description="File holding the password.")
+    password_env: str = Field(default="", description="Environment variable with the password.")
+    shared_group: str = Field(
+        default="", description="Subscribe as $share/<group>/... so daemons split the topics.")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay.")
+
+    @model_validator(mode="after")
+    def _tls_when_required(self) -> MqttConfig:
+        if self.require_tls and self.tls is None:
+            raise ValueError("require_tls is set but no `tls` section: refusing plaintext MQTT")
+        return self
+
+    def password(self) -> str | None:
+        """Read the secret at connect time (never stored in the config, never logged)."""
+        if self.password_file is not None:
+            return self.password_file.read_text().strip()
+        if self.password_env:
+            import os
+
+            if self.password_env not in os.environ:
+                raise ValueError(f"environment variable {self.password_env} is not set")
+            return os.environ[self.password_env]
+        return None
 
 
 class TopicConfig(_Strict):
@@ -29,7 +64,13 @@ class TopicConfig(_Strict):
     raw: str = Field(default="{uns}/raw/{tag}", description="Where each sensor tag arrives.")
     inference: str = Field(default="{uns}/inference/{model}", description="Forecasts, scores.")
     alarm: str = Field(default="{uns}/alarm/{model}/{alarm_id}", description="Alarm events.")
+    alarm_state: str = Field(default="{uns}/alarm/{model}/{alarm_id}/state",
+                             description="Retained ISA-18.2 state of each alarm.")
     status: str = Field(default="edge/{gateway}/status", description="Retained online/offline.")
+    models: str = Field(default="edge/{gateway}/status/models",
+                        description="Retained active bundle version per model.")
+    cmd: str = Field(default="edge/{gateway}/cmd", description="Command prefix (…/cmd/#).")
+    reply: str = Field(default="edge/{gateway}/reply", description="Command replies.")
 
     @field_validator("uns")
     @classmethod
@@ -48,6 +89,38 @@ class ModelConfig(_Strict):
         default=None, description="Ed25519 public key (PEM): refuse unsigned or foreign bundles.")
 
 
+class OutboxConfig(_Strict):
+    path: Path = Field(default=Path("procedge-outbox.sqlite"),
+                       description="SQLite file (relative to the config file).")
+    max_rows: int = Field(default=100_000, gt=0, description="Bound; forecasts evicted first.")
+    synchronous: Literal["NORMAL", "FULL"] = Field(
+        default="FULL", description="FULL survives power loss; NORMAL only a process crash.")
+    late_after_s: float = Field(default=10.0, ge=0,
+                                description="Events sent later than this are historical.")
+    max_inflight: int = Field(default=1000, gt=0, le=60000,
+                              description="Unacknowledged publishes at most (ids are 16 bit).")
+    resend_after_s: float = Field(default=60.0, gt=0,
+                                  description="Re-send a publish unacknowledged this long.")
+
+
+class AlarmConfig(_Strict):
+    max_shelve_s: float = Field(default=8 * 3600, gt=0, description="Longest shelve.")
+    chatter_count: int = Field(default=5, ge=2, description="Raises within the window ...")
+    chatter_window_s: float = Field(default=600, gt=0, description="... that mean chattering.")
+
+
+class CommandConfig(_Strict):
+    allowed: list[str] = Field(
+        default_factory=list,
+        description="Identities (`by` field / MQTT 5 user property `by`) allowed to command; "
+                    "empty = every command refused. The broker ACL on cmd/# is the real gate.")
+
+
+class ReloadConfig(_Strict):
+    models_dir: Path | None = Field(default=None, description="Watched for new bundles.")
+    poll_s: float = Field(default=2.0, gt=0, description="How often to look.")
+
+
 class EdgeConfig(_Strict):
     gateway: str = Field(default="gw1", description="This gateway's name (status topic).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -56,6 +129,12 @@ class EdgeConfig(_Strict):
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off.")
     queue_size: int = Field(default=100_000, gt=0, description="Inbound messages held at most.")
     log_level: str = Field(default="INFO")
+    log_format: Literal["text", "json"] = Field(default="text",
+                                                description="json: one object per line.")
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    commands: CommandConfig = Field(default_factory=CommandConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
 
 
 def load_edge_config(path: str | Path) -> EdgeConfig:
@@ -69,9 +148,22 @@ def load_edge_config(path: str | Path) -> EdgeConfig:
         config = EdgeConfig.model_validate(raw)
     except ValidationError as exc:
         raise ValueError(f"{path}: invalid edge config\n{exc}") from exc
-    for model in config.models:  # bundle paths are relative to the config file
-        if not model.bundle.is_absolute():
-            model.bundle = (path.parent / model.bundle).resolve()
-        if model.public_key is not None and not model.public_key.is_absolute():
-            model.public_key = (path.parent / model.public_key).resolve()
+    return resolve_paths(config, path.parent)
+
+
+def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
+    """Make every relative path relative to ``base`` (the config file's folder)."""
+    def fix(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else (base / p).resolve()
+
+    for model in config.models:
+        model.bundle = fix(model.bundle)
+        model.public_key = fix(model.public_key)
+    config.outbox.path = fix(config.outbox.path)
+    config.reload.models_dir = fix(config.reload.models_dir)
+    m = config.mqtt
+    m.password_file = fix(m.password_file)
+    if m.tls is not None:
+        m.tls.ca_file = fix(m.tls.ca_file)
+        m.tls.cert_file, m.tls.key_file = fix(m.tls.cert_file), fix(m.tls.key_file)
     return config

@@ -1,49 +1,117 @@
-"""The gateway daemon: MQTT in, LiteRT pipelines, forecasts and alarms out.
+"""The gateway daemon: MQTT in, LiteRT pipelines, forecasts and alarms out — nothing lost.
 
-Start-up reads as a sequence: config → bundles (verified) → metrics → MQTT → work loop.
-The MQTT callback only enqueues (a slow model never stalls the network thread); one worker
-thread parses, windows, infers and publishes.
+Start-up reads as a sequence: config → outbox (alarm states restored) → bundles (verified) →
+metrics → MQTT → threads. Three threads do the work, none of them inside paho's callbacks:
+
+- the network thread (paho) only enqueues received messages and PUBACK ids;
+- the worker parses, windows, infers, runs the ISA-18.2 alarms and commits everything it
+  produced to the SQLite outbox in one transaction per batch; only then does it acknowledge
+  the input messages (manual QoS 1 acks), so a SIGKILL never loses an input it consumed;
+- the sender (:mod:`edge_runtime.sender`) publishes outbox rows in order (a bounded number
+  in flight, 16-bit packet ids) and deletes a row only when its PUBACK arrives.
+
+A bundle watcher (optional) verifies, loads and warms up new bundles and hands them to the
+worker, which swaps them in between two messages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
 import signal
+import ssl
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 
-from edge_runtime.bundle import Bundle
-from edge_runtime.config import EdgeConfig, load_edge_config
+from edge_runtime.alarms import COMMANDS, Alarm, AlarmPolicy
+from edge_runtime.bundle import Bundle, BundleError
+from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
 from edge_runtime.metrics import DaemonMetrics
-from edge_runtime.payloads import PayloadError, parse_sample
+from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message, Outbox
+from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
+from edge_runtime.sender import OutboxSender
 
 log = logging.getLogger("procedge.edge")
 MALFORMED_LOG_INTERVAL_S = 60.0
+BATCH = 256  # inbound messages committed (and acknowledged) together
+MAX_COMMAND_BYTES = 4096
+
+
+@dataclass
+class Inbound:
+    topic: str
+    payload: bytes
+    received_s: float
+    mid: int = 0
+    qos: int = 0
+    generation: int = 0
+    by: str = ""  # MQTT 5 user property "by" (commands)
+
+
+@dataclass
+class Swap:
+    """A verified, warmed-up pipeline ready to replace the running one of the same name."""
+
+    pipeline: ModelPipeline
+    source: str
 
 
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig):
         self.config = config
-        self.pipelines = [ModelPipeline(m.name, Bundle.load(m.bundle, m.public_key), m.threads)
-                          for m in config.models]
-        self.routes = self._route_topics()
         self.metrics = DaemonMetrics()
-        self.inbox: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue(config.queue_size)
+        self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
+        self.policy = AlarmPolicy(config.alarms.max_shelve_s, config.alarms.chatter_count,
+                                  config.alarms.chatter_window_s)
+        self.pipelines = {m.name: self._load_pipeline(m, Bundle.load(m.bundle, m.public_key))
+                          for m in config.models}
+        self.alarms = self._restore_alarms()
+        self.routes = self._route_topics()
+        self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
+        self._generation = 0  # bumped on every connect: acks of older messages are void
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
+        self.sender = OutboxSender(self.client, self.outbox, config.outbox, self.metrics)
+        self.client.on_publish = self.sender.on_publish
+        self._watcher = threading.Thread(target=self._watch, name="procedge-reload", daemon=True)
+        self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
+        self._evictions_reported: dict[int, int] = {}
+        self._http = None
 
     # -- start-up -------------------------------------------------------------------------
+    def _load_pipeline(self, model: ModelConfig, bundle: Bundle) -> ModelPipeline:
+        pipeline = ModelPipeline(model.name, bundle, model.threads)
+        shape = (1, *pipeline.model.input_shape)
+        pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
+        return pipeline
+
+    def _restore_alarms(self) -> dict[str, Alarm]:
+        saved = {k[6:]: json.loads(v) for k, v in self.outbox.state().items()
+                 if k.startswith("alarm:")}
+        alarms = {}
+        for pipeline in self.pipelines.values():
+            if pipeline.alarm is None:
+                continue
+            aid = pipeline.alarm_id
+            alarms[aid] = (Alarm.restore(saved[aid], self.policy) if aid in saved
+                           else Alarm(aid, pipeline.name, self.policy))
+            pipeline.alarm.active = alarms[aid].condition_active
+        return alarms
+
     def _route_topics(self) -> dict[str, list[tuple[ModelPipeline, str]]]:
         routes: dict[str, list[tuple[ModelPipeline, str]]] = {}
-        for pipeline in self.pipelines:
+        for pipeline in self.pipelines.values():
             for tag in pipeline.tags:
                 routes.setdefault(self._topic("raw", tag=tag), []).append((pipeline, tag))
         return routes
@@ -54,120 +122,418 @@ class EdgeDaemon:
 
     def _make_client(self) -> mqtt.Client:
         c = self.config.mqtt
-        protocol = mqtt.MQTTv5 if c.protocol == "5" else mqtt.MQTTv311
+        v5 = c.protocol == "5"
+        kwargs: dict[str, Any] = {"protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                                  "manual_ack": True}
+        if not v5:
+            kwargs["clean_session"] = not c.persistent_session
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=c.client_id or f"procedge-{self.config.gateway}",
-                             protocol=protocol)
+                             client_id=c.client_id or f"procedge-{self.config.gateway}", **kwargs)
+        if c.tls is not None:
+            client.tls_set(ca_certs=str(c.tls.ca_file),
+                           certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
+                           keyfile=str(c.tls.key_file) if c.tls.key_file else None,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if c.username:
+            client.username_pw_set(c.username, c.password())
         client.will_set(self._topic("status"), "offline", qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
+        client.max_inflight_messages_set(min(self.config.outbox.max_inflight, 1000))
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         return client
 
     def start(self) -> None:
-        """Connect and start the network and worker threads; returns at once."""
+        """Connect and start the network, worker and sender threads; returns at once."""
         if self.config.metrics_port:
-            self.metrics.serve(self.config.metrics_port)
+            self._http = self.metrics.serve(self.config.metrics_port, self.health)
         c = self.config.mqtt
-        self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
+        if c.protocol == "5":
+            props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0xFFFFFFFF if c.persistent_session else 0
+            self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s,
+                                      clean_start=not c.persistent_session, properties=props)
+        else:
+            self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
         self._worker.start()
-        log.info("started: %d model(s), %d topic(s), broker %s:%d",
-                 len(self.pipelines), len(self.routes), c.host, c.port)
+        self.sender.start()
+        if self.config.reload.models_dir is not None:
+            self._seen_bundles = self._scan_bundles()  # what is there at start is not "new"
+            self._watcher.start()
+        log.info("started: %d model(s), %d topic(s), broker %s:%d%s, outbox %d pending",
+                 len(self.pipelines), len(self.routes), c.host, c.port,
+                 " (TLS)" if c.tls else "", self.outbox.depth)
 
     def run_forever(self) -> None:
-        """Run until SIGTERM or SIGINT, then stop cleanly."""
+        """Run until SIGTERM or SIGINT, then drain and stop cleanly."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
         self._stop.wait()
         self.stop()
 
-    def stop(self) -> None:
+    def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Finish queued inputs, wait (bounded) for the outbox to drain, then say offline."""
         self._stop.set()
         self.inbox.put(None)
-        self._worker.join(timeout=10)
-        info = self.client.publish(self._topic("status"), "offline", qos=1, retain=True)
-        info.wait_for_publish(timeout=2) if self.client.is_connected() else None
+        self._worker.join(timeout=30)
+        deadline = time.monotonic() + drain_timeout_s
+        while self.outbox.depth and self.client.is_connected() and time.monotonic() < deadline:
+            self.sender.wake.set()
+            time.sleep(0.05)
+        self.sender.stop()
+        if self.client.is_connected():
+            info = self.client.publish(self._topic("status"), "offline", qos=1, retain=True)
+            with contextlib.suppress(RuntimeError, ValueError):
+                info.wait_for_publish(timeout=2)
         self.client.disconnect()
         self.client.loop_stop()
-        log.info("stopped")
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+        left = self.outbox.depth
+        self.outbox.close()
+        log.info("stopped; %d message(s) left in the outbox for the next start", left)
+
+    def health(self) -> tuple[bool, dict]:
+        ok = (self.client.is_connected() and self._worker.is_alive()
+              and self.sender.is_alive())
+        return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
+                    "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
 
     # -- MQTT callbacks: tiny and guarded ---------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        if reason_code.is_failure:
-            log.error("broker refused the connection: %s", reason_code)
-            return
-        qos = self.config.mqtt.qos
-        client.subscribe([(topic, qos) for topic in self.routes])  # again on every reconnect
-        client.publish(self._topic("status"), "online", qos=1, retain=True)
-        self.metrics.connects.inc()
-        log.info("connected; subscribed to %d topic(s)", len(self.routes))
+        try:
+            if reason_code.is_failure:
+                self.metrics.connect_failures.inc()
+                log.error("broker refused the connection: %s", reason_code)
+                return
+            self._generation += 1
+            client.subscribe(self._subscriptions())  # again on every reconnect
+            client.publish(self._topic("status"), "online", qos=1, retain=True)
+            client.publish(self._topic("models"), self._models_status(), qos=1, retain=True)
+            self.metrics.connects.inc()
+            self.metrics.connected.set(1)
+            self.sender.wake.set()
+            log.info("connected; subscribed to %d topic(s)", len(self.routes) + 1)
+        except Exception:
+            log.exception("on_connect failed")
+
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        qos, group = self.config.mqtt.qos, self.config.mqtt.shared_group
+        data = [(f"$share/{group}/{t}" if group else t, qos) for t in self.routes]
+        return data + [(self._topic("cmd") + "/#", 1)]
+
+    def _models_status(self) -> str:
+        return json.dumps({n: p.bundle.manifest.version for n, p in self.pipelines.items()})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        self.metrics.connected.set(0)
         if not self._stop.is_set():
+            self.metrics.disconnects.inc()
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            self.inbox.put_nowait((message.topic, message.payload, time.time()))
-        except queue.Full:
-            self.metrics.rejected.labels(reason="queue_full").inc()
-        except Exception:  # a raising callback would kill paho's network thread
-            log.exception("could not enqueue a message")
+            by = ""
+            props = getattr(message, "properties", None)
+            for key, value in getattr(props, "UserProperty", None) or []:
+                if key == "by":
+                    by = value
+            self.inbox.put_nowait(Inbound(message.topic, message.payload, time.time(),
+                                          message.mid, message.qos, self._generation, by))
+        except Exception as exc:  # a raising callback would kill paho's network thread
+            full = isinstance(exc, queue.Full)
+            self.metrics.rejected.labels(reason="queue_full" if full else "bad_message").inc()
+            if not full:
+                log.exception("could not enqueue a message")
+            with contextlib.suppress(Exception):  # ack anyway, or the broker's window stays blocked
+                client.ack(message.mid, message.qos) if message.qos else None
 
-    # -- worker -----------------------------------------------------------------------------
+    # -- worker: inputs → outbox ------------------------------------------------------------
     def _work(self) -> None:
-        while not self._stop.is_set():
-            item = self.inbox.get()
-            if item is None:
-                break
+        while True:
             try:
-                self._handle(*item)
-            except Exception:  # never let one bad message end the worker
-                log.exception("unexpected error handling %s", item[0])
+                first = self.inbox.get(timeout=0.5)
+            except queue.Empty:
+                first = ...
+            batch = [] if first is ... else [first]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self.inbox.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._process(batch)
+            except Exception:  # never let one bad batch end the worker
+                log.exception("unexpected error in a batch of %d", len(batch))
                 self.metrics.rejected.labels(reason="internal_error").inc()
+            if None in batch:
+                break
 
-    def _handle(self, topic: str, payload: bytes, received_s: float) -> None:
+    def _process(self, batch: list[Inbound | Swap | None]) -> None:
+        out: list[Message] = []
+        changed: set[str] = set()
+        for item in batch:
+            if isinstance(item, Swap):
+                self._swap(item, out)
+            elif isinstance(item, Inbound):
+                try:
+                    self._handle(item, out, changed)
+                except Exception:
+                    log.exception("unexpected error handling %s", item.topic)
+                    self.metrics.rejected.labels(reason="internal_error").inc()
+        now = time.time()
+        for alarm in self.alarms.values():
+            events = alarm.tick(now)
+            if events:
+                changed.add(alarm.alarm_id)
+                out.extend(self._alarm_messages(alarm, events))
+        start = time.perf_counter()
+        state = {f"alarm:{a}": json.dumps(self.alarms[a].snapshot()) for a in changed}
+        for aid in changed:
+            alarm = self.alarms[aid]
+            out.append(self._json(self._topic("alarm_state", model=alarm.model, alarm_id=aid),
+                                  alarm.snapshot(), PRIO_ALARM, retain=True))
+        self.outbox.put(out, state)  # durable before the inputs are acknowledged
+        self._ack_inputs(batch)
+        self.metrics.stage.labels(stage="post").observe(time.perf_counter() - start)
+        self._update_gauges()
+        if out:
+            self.sender.wake.set()
+
+    def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
+        for item in batch:
+            if isinstance(item, Inbound) and item.qos and item.generation == self._generation:
+                self.client.ack(item.mid, item.qos)
+
+    def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
         self.metrics.messages.inc()
-        targets = self.routes.get(topic)
+        cmd = self._topic("cmd") + "/"
+        if item.topic.startswith(cmd):
+            self._command(item.topic[len(cmd):], item, out, changed)
+            return
+        targets = self.routes.get(item.topic)
         if targets is None:
             self.metrics.rejected.labels(reason="unknown_topic").inc()
             return
+        t0 = time.perf_counter()
         try:
-            ts, value = parse_sample(payload, received_s)
+            samples = parse_samples(item.payload, item.received_s)
         except PayloadError as exc:
-            self._reject(topic, str(exc), payload)
+            self._reject(item.topic, str(exc), item.payload)
             return
+        t1 = time.perf_counter()
         for pipeline, tag in targets:
             gaps_before = pipeline.windows_dropped_gap
-            for output in pipeline.push(tag, ts, value):
-                self._publish(pipeline, output)
+            late_before = pipeline.buffer.late_samples
+            for ts, value in samples:
+                for output in pipeline.push(tag, ts, value):
+                    self._route_output(pipeline, output, out, changed)
             self.metrics.observe_pipeline(pipeline, pipeline.windows_dropped_gap - gaps_before)
+            if pipeline.buffer.late_samples > late_before:  # too late for the window grid
+                self.metrics.rejected.labels(reason="late").inc(
+                    pipeline.buffer.late_samples - late_before)
+        self.metrics.stage.labels(stage="pre").observe(t1 - t0)
+        self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
+
+    def _route_output(self, pipeline: ModelPipeline, output: Output, out: list[Message],
+                      changed: set[str]) -> None:
+        """Forecasts/scores go out as they are; detection transitions go through the alarm."""
+        payload = output.payload
+        alarm = self.alarms.get(pipeline.alarm_id)
+        if output.kind == "inference":
+            out.append(self._json(self._topic("inference", model=pipeline.name), payload,
+                                  PRIO_FORECAST))
+            self.metrics.published.labels(kind="inference").inc()
+            if alarm is not None and "score" in payload:
+                priority = pipeline.alarm.priority(payload["score"])
+                events = alarm.on_score(payload, priority, parse_timestamp(payload["ts"]),
+                                        time.time())
+                out.extend(self._alarm_messages(alarm, events))
+                changed.update([alarm.alarm_id] if events else [])
+            return
+        if alarm is None:
+            return
+        events = alarm.on_condition(payload["event"], payload, parse_timestamp(payload["ts"]),
+                                    time.time())
+        changed.add(alarm.alarm_id)
+        out.extend(self._alarm_messages(alarm, events))
+
+    def _alarm_messages(self, alarm: Alarm, events: list[dict]) -> list[Message]:
+        msgs = []
+        for event in events:
+            self.metrics.alarm_events.labels(event=event["event"]).inc()
+            self.metrics.published.labels(kind="alarm").inc()
+            msgs.append(self._json(self._topic("alarm", model=alarm.model,
+                                               alarm_id=alarm.alarm_id), event, PRIO_ALARM))
+            log.warning("alarm %s %s -> %s priority=%s score=%s", alarm.alarm_id,
+                        event["event"], event["state"], event["priority"], event.get("score"))
+        return msgs
+
+    @staticmethod
+    def _json(topic: str, body: dict, priority: int, retain: bool = False) -> Message:
+        return Message(topic, json.dumps(body).encode(), priority, retain)
 
     def _reject(self, topic: str, reason: str, payload: bytes) -> None:
         self.metrics.rejected.labels(reason=reason).inc()
         now = time.monotonic()
         if now - self._last_malformed_log.get(topic, -1e9) >= MALFORMED_LOG_INTERVAL_S:
+            if len(self._last_malformed_log) > 10_000:  # bounded under a flood of topics
+                self._last_malformed_log.clear()
             self._last_malformed_log[topic] = now
             log.warning("rejected payload on %s (%s): %r (further ones logged once a minute)",
-                        topic, reason, payload[:80])
+                        topic[:200], reason, payload[:80])
 
-    def _publish(self, pipeline: ModelPipeline, output: Output) -> None:
-        topic = self._topic(output.kind, model=pipeline.name, alarm_id=output.alarm_id)
-        info = self.client.publish(topic, json.dumps(output.payload), qos=self.config.mqtt.qos)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
-            log.error("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
-        self.metrics.published.labels(kind=output.kind).inc()
-        if output.kind == "alarm":
-            log.warning("alarm %s %s score=%.4g top=%s", output.alarm_id,
-                        output.payload["event"], output.payload["score"],
-                        output.payload["contributions"][0]["tag"])
+    def _update_gauges(self) -> None:
+        counts: dict[str, int] = {}
+        for alarm in self.alarms.values():
+            counts[alarm.effective_state] = counts.get(alarm.effective_state, 0) + 1
+        for state in ("normal", "active_unacknowledged", "active_acknowledged",
+                      "returned_unacknowledged", "shelved", "out_of_service"):
+            self.metrics.alarms.labels(state=state).set(counts.get(state, 0))
+        self.metrics.outbox_depth.set(self.outbox.depth)
+        for priority, n in self.outbox.evicted.items():
+            reported = self._evictions_reported.get(priority, 0)
+            if n > reported:
+                self.metrics.outbox_evicted.labels(priority=str(priority)).inc(n - reported)
+                self._evictions_reported[priority] = n
+
+    # -- operator commands ------------------------------------------------------------------
+    def _command(self, verb_path: str, item: Inbound, out: list[Message],
+                 changed: set[str]) -> None:
+        """``cmd/alarm/<verb>`` or ``cmd/model/load``; every command gets a reply."""
+        try:
+            body = json.loads(item.payload) if len(item.payload) <= MAX_COMMAND_BYTES else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            body = {}
+        by = item.by or str(body.get("by", ""))
+        accepted, reason = self._apply_command(verb_path, body, by, out, changed)
+        self.metrics.commands.labels(command=verb_path[:40],
+                                     result="accepted" if accepted else "refused").inc()
+        reply = {"request_id": str(body.get("request_id", ""))[:100], "command": verb_path[:100],
+                 "accepted": accepted, "reason": reason, "by": by[:100]}
+        out.append(self._json(self._topic("reply"), reply, PRIO_STATUS))
+        log.info("command %s by %r: %s (%s)", verb_path[:100], by[:100],
+                 "accepted" if accepted else "refused", reason)
+
+    def _apply_command(self, verb_path: str, body: dict, by: str, out: list[Message],
+                       changed: set[str]) -> tuple[bool, str]:
+        if by not in self.config.commands.allowed:
+            return False, "identity not allowed to command this gateway"
+        kind, _, verb = verb_path.partition("/")
+        if kind == "model" and verb == "load":
+            path = body.get("path")
+            if not isinstance(path, str):
+                return False, "model/load needs a 'path'"
+            threading.Thread(target=self._try_bundle, args=(Path(path), f"command by {by}"),
+                             daemon=True).start()
+            return True, "loading; the result follows on the reply topic"
+        if kind != "alarm" or verb not in COMMANDS:
+            return False, f"unknown command {verb_path!r}"
+        alarm = self.alarms.get(str(body.get("alarm_id", "")))
+        if alarm is None:
+            return False, "unknown alarm_id"
+        duration = body.get("duration_s")
+        if duration is not None and (isinstance(duration, bool)
+                                     or not isinstance(duration, int | float)):
+            return False, "duration_s must be a number"
+        accepted, reason, events = alarm.command(verb, by, time.time(), duration)
+        if accepted:
+            changed.add(alarm.alarm_id)
+            out.extend(self._alarm_messages(alarm, events))
+        return accepted, reason
+
+    # -- hot reload -------------------------------------------------------------------------
+    def _scan_bundles(self) -> dict[str, float]:
+        found = {}
+        root = self.config.reload.models_dir
+        for entry in sorted(root.iterdir()) if root and root.is_dir() else []:
+            marker = entry / "manifest.json" if entry.is_dir() else entry
+            if marker.exists() and (entry.is_dir() or entry.suffix == ".zip"):
+                found[str(entry)] = marker.stat().st_mtime
+        return found
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.reload.poll_s):
+            try:
+                for path, mtime in self._scan_bundles().items():
+                    if self._seen_bundles.get(path) != mtime:
+                        self._seen_bundles[path] = mtime
+                        self._try_bundle(Path(path), "models_dir")
+            except Exception:
+                log.exception("bundle watcher error")
+
+    def _try_bundle(self, path: Path, source: str) -> None:
+        """Verify, load and warm up a bundle; hand it to the worker, or refuse it (old kept)."""
+        try:
+            bundle = Bundle.load(path)
+            current = next((p for p in self.pipelines.values()
+                            if p.bundle.manifest.name == bundle.manifest.name), None)
+            if current is None:
+                raise BundleError(f"{path}: no running model uses bundle "
+                                  f"{bundle.manifest.name!r}")
+            if current.bundle.manifest.task != bundle.manifest.task:
+                raise BundleError(f"{path}: task {bundle.manifest.task} differs from the "
+                                  f"running {current.bundle.manifest.task}")
+            model = next(m for m in self.config.models if m.name == current.name)
+            if model.public_key is not None:  # a signed deployment stays signed
+                bundle = Bundle.load(path, model.public_key)
+            pipeline = self._load_pipeline(model, bundle)
+        except Exception as exc:  # any failure: refuse and keep the running version
+            self.metrics.reloads.labels(result="refused").inc()
+            log.error("bundle %s refused (%s): %s", path, source, exc)
+            self._reply_now({"event": "reload", "accepted": False, "path": str(path),
+                             "reason": str(exc)[:500]})
+            return
+        self.inbox.put(Swap(pipeline, f"{source}: {path}"))
+
+    def _swap(self, swap: Swap, out: list[Message]) -> None:
+        new, old = swap.pipeline, self.pipelines[swap.pipeline.name]
+        same_input = new.bundle.manifest.input == old.bundle.manifest.input
+        if same_input:  # keep the window being filled: no gap in the outputs
+            new.buffer = old.buffer
+        if new.alarm is not None and old.alarm is not None:
+            new.alarm.active = old.alarm.active
+        self.pipelines[new.name] = new
+        self.routes = self._route_topics()
+        if self.client.is_connected():
+            self.client.subscribe(self._subscriptions())
+            self.client.publish(self._topic("models"), self._models_status(), qos=1,
+                                retain=True)
+        self.metrics.reloads.labels(result="swapped").inc()
+        log.info("model %s: version %s -> %s (%s)%s", new.name, old.bundle.manifest.version,
+                 new.bundle.manifest.version, swap.source,
+                 "" if same_input else "; input changed, window restarts")
+        out.append(self._json(self._topic("reply"), {
+            "event": "reload", "accepted": True, "model": new.name,
+            "version": new.bundle.manifest.version, "previous": old.bundle.manifest.version},
+            PRIO_STATUS))
+
+    def _reply_now(self, body: dict) -> None:
+        self.outbox.put([self._json(self._topic("reply"), body, PRIO_STATUS)])
+        self.sender.wake.set()
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line (``log_format: json``) for journald / log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body = {"ts": iso_ms(record.created), "level": record.levelname,
+                "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            body["exc"] = self.formatException(record.exc_info)
+        return json.dumps(body)
 
 
 def run(config_path: str | Path) -> None:
     config = load_edge_config(config_path)
-    logging.basicConfig(level=config.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level, handlers=[handler])
     EdgeDaemon(config).run_forever()

@@ -1,8 +1,25 @@
-"""Prometheus metrics of one daemon (own registry, so tests and several daemons don't mix)."""
+"""Prometheus metrics of one daemon (own registry, so tests and several daemons don't mix).
+
+Served with ``/healthz`` on one small HTTP server bound to 127.0.0.1.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25)
 
 
 class DaemonMetrics:
@@ -12,8 +29,8 @@ class DaemonMetrics:
         self.messages = Counter("procedge_messages_total", "MQTT messages received.", registry=r)
         self.rejected = Counter("procedge_messages_rejected_total", "Messages not used.",
                                 ["reason"], registry=r)
-        self.published = Counter("procedge_published_total", "Messages published.", ["kind"],
-                                 registry=r)
+        self.published = Counter("procedge_published_total", "Messages queued for publishing.",
+                                 ["kind"], registry=r)
         self.windows = Counter("procedge_windows_total", "Windows run through a model.",
                                ["model"], registry=r)
         self.gap_windows = Counter("procedge_windows_dropped_gap_total",
@@ -21,9 +38,33 @@ class DaemonMetrics:
                                    ["model"], registry=r)
         self.inference = Histogram("procedge_inference_seconds",
                                    "Scaling + LiteRT invoke per window.", ["model"], registry=r,
-                                   buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05))
+                                   buckets=_LATENCY_BUCKETS)
+        self.stage = Histogram("procedge_stage_seconds",
+                               "Per message: pre (parse), invoke (windows + models + alarm "
+                               "logic); per batch: post (states + outbox commit + input acks).",
+                               ["stage"], registry=r, buckets=_LATENCY_BUCKETS)
         self.connects = Counter("procedge_mqtt_connects_total", "Successful (re)connects.",
                                 registry=r)
+        self.connect_failures = Counter("procedge_mqtt_connect_failures_total",
+                                        "Connections refused by the broker.", registry=r)
+        self.disconnects = Counter("procedge_mqtt_disconnects_total", "Lost connections.",
+                                   registry=r)
+        self.connected = Gauge("procedge_mqtt_connected", "1 while connected.", registry=r)
+        self.outbox_depth = Gauge("procedge_outbox_depth", "Messages waiting for a PUBACK.",
+                                  registry=r)
+        self.outbox_inflight = Gauge("procedge_outbox_inflight", "Publishes awaiting PUBACK.",
+                                     registry=r)
+        self.outbox_evicted = Counter("procedge_outbox_evicted_total",
+                                      "Rows dropped because the outbox was full.", ["priority"],
+                                      registry=r)
+        self.acked = Counter("procedge_outbox_acked_total", "Publishes acknowledged.", registry=r)
+        self.alarms = Gauge("procedge_alarms", "Alarms by state.", ["state"], registry=r)
+        self.alarm_events = Counter("procedge_alarm_events_total", "Alarm events queued.",
+                                    ["event"], registry=r)
+        self.commands = Counter("procedge_commands_total", "Operator commands.",
+                                ["command", "result"], registry=r)
+        self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
+                               registry=r)
 
     def observe_pipeline(self, pipeline, new_gap_windows: int) -> None:
         """Move a pipeline's latest inference timings and counts into the metrics."""
@@ -38,5 +79,29 @@ class DaemonMetrics:
         """Current value of a sample (tests and the health endpoint)."""
         return self.registry.get_sample_value(name, labels or None) or 0.0
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+    def serve(self, port: int, health: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
+        """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 + JSON) on 127.0.0.1."""
+        registry = self.registry
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                if self.path.startswith("/metrics"):
+                    code, body, kind = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                elif self.path.startswith("/healthz"):
+                    ok, detail = health()
+                    code, kind = (200 if ok else 503), "application/json"
+                    body = json.dumps(detail | {"ok": ok}).encode()
+                else:
+                    code, body, kind = 404, b"not found\n", "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:  # keep scrapes out of the daemon log
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=server.serve_forever, name="procedge-http", daemon=True).start()
+        return server

@@ -17,7 +17,7 @@ def parse_sample(payload: bytes, received_s: float) -> tuple[float, float]:
         raise PayloadError("too_large")
     try:
         data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PayloadError("not_json") from exc
     if isinstance(data, dict):
         value, ts = data.get("v"), data.get("ts")
@@ -29,6 +29,38 @@ def parse_sample(payload: bytes, received_s: float) -> tuple[float, float]:
     if not math.isfinite(value):
         raise PayloadError("not_finite")
     return ts_s, float(value)
+
+
+MAX_BATCH_BYTES = 1 << 20
+MAX_FUTURE_S = 86_400.0  # a source timestamp more than a day ahead is a broken clock
+MIN_EPOCH_S = 946_684_800.0  # 2000-01-01: older ones are not plant data
+
+
+def parse_samples(payload: bytes, received_s: float) -> list[tuple[float, float]]:
+    """One sample (as :func:`parse_sample`) or a JSON list of ``{"v", "ts"}`` objects.
+
+    A batch is all-or-nothing: one bad element rejects it, so no window mixes in bad data.
+    Timestamps outside [2000, receive time + 1 day] are refused: one wild clock would
+    otherwise push the window grid where no real sample can follow.
+    """
+    if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
+        if len(payload) > MAX_BATCH_BYTES:
+            raise PayloadError("too_large")
+        try:
+            items = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise PayloadError("not_json") from exc
+        if not isinstance(items, list) or not items:
+            raise PayloadError("empty_batch")
+        if not all(isinstance(i, dict) and "ts" in i for i in items):
+            raise PayloadError("batch_item_without_ts")
+        samples = [parse_sample(json.dumps(i).encode(), received_s) for i in items]
+    else:
+        samples = [parse_sample(payload, received_s)]
+    for ts, _ in samples:
+        if not MIN_EPOCH_S <= ts <= received_s + MAX_FUTURE_S:
+            raise PayloadError("timestamp_out_of_range")
+    return samples
 
 
 def parse_timestamp(ts: object) -> float:
@@ -47,7 +79,10 @@ def parse_timestamp(ts: object) -> float:
         raise PayloadError("bad_timestamp") from exc
     if moment.tzinfo is None:
         raise PayloadError("timestamp_without_zone")
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError) as exc:
+        raise PayloadError("bad_timestamp") from exc
 
 
 def iso_ms(epoch_s: float) -> str:

@@ -157,13 +157,13 @@ def main(workdir: Path = Path("artifacts/demo"), allow_fallback: bool = True) ->
 
 
 def _report(watch: Collector, exit_code: int, workdir: Path) -> None:
-    alarms = [b for _, b in watch.matching("/alarm/") if isinstance(b, dict)]
+    alarms = [b for _, b in watch.matching("/alarm/") if isinstance(b, dict) and "event" in b]
     forecasts = [b for _, b in watch.matching("inference/tank_forecast") if isinstance(b, dict)]
     print(f"4/4 daemon stopped (exit {exit_code}); {len(forecasts)} forecasts, "
           f"{len(alarms)} alarm event(s):")
     for alarm in alarms:
         top = ", ".join(f"{c['tag']} {c['share']:.0%}" for c in alarm["contributions"][:3])
-        print(f"  {alarm['ts']}  {alarm['alarm_id']}  {alarm['event'].upper():5s} "
+        print(f"  {alarm['source_ts']}  {alarm['alarm_id']}  {alarm['event'].upper():5s} "
               f"{alarm['priority']:6s} score {alarm['score']:.3g} (limit "
               f"{alarm['threshold']:.3g})  culprits: {top}")
     if forecasts:

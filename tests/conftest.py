@@ -27,3 +27,11 @@ def tank_bundles(tmp_path_factory) -> dict[str, Path]:
     from tests.helpers import train_tiny_tank_models
 
     return train_tiny_tank_models(tmp_path_factory.mktemp("tank"))
+
+
+@pytest.fixture(scope="session")
+def bundles(request) -> dict[str, Path]:
+    """``tank_bundles``, or prebuilt ones named by $PROCEDGE_TEST_BUNDLES (local iteration)."""
+    from tests.daemon_support import prebuilt_bundles
+
+    return prebuilt_bundles() or request.getfixturevalue("tank_bundles")

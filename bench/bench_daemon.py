@@ -1,0 +1,333 @@
+"""Edge daemon vs a bare paho subscriber on one Mosquitto, in one run.
+
+Three live models (the two tank bundles + a second copy of the autoencoder) in ``procedge run``
+(a child process, QoS 1, outbox on disk), and a bare paho subscriber (another child process)
+on the same raw topics. Measured:
+
+- throughput: a burst of QoS 1 samples; msg/s each side ingested (daemon: parsed, windowed,
+  inferred, committed to its outbox — read from its /metrics);
+- latency at fixed rates: sensor publish → bare subscriber receive, and sensor publish of the
+  sample that completes a grid step → the daemon's anomaly result for that step received
+  (the path an alarm event takes: window, model, ISA-18.2 logic, outbox, PUBACK);
+- RSS of the daemon after the run (and at its start), to spot growth.
+
+Usage: ``python bench/bench_daemon.py --bundles artifacts/tiny/bundles`` (folders
+``tank_anomaly-*`` and ``tank_forecast-*``, e.g. from ``make demo`` or the tests' helper).
+Results: ``bench/results/daemon.json``. A shared machine makes figures noisy: compare the two
+sides of one run, not runs on different days.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from edge_runtime.payloads import iso_ms, parse_timestamp  # noqa: E402
+from procedge.broker import free_port, mosquitto  # noqa: E402
+
+UNS = "bench/site/area/tank"
+PERIOD = 5.0
+
+BARE = r"""
+import json, sys, time, threading
+import paho.mqtt.client as mqtt
+port, uns = int(sys.argv[1]), sys.argv[2]
+lat, first, count, lock = [], [None], [0], threading.Lock()
+def on_message(c, u, m):
+    now = time.time()
+    if m.topic == "bench/control/done":
+        print(json.dumps({"count": count[0], "first": first[0], "last": last[0],
+                          "latency": lat}), flush=True)
+        c.disconnect()
+        return
+    with lock:
+        count[0] += 1
+        first[0] = first[0] or now
+        last[0] = now
+        lat.append(now - json.loads(m.payload)["pt"])
+last = [None]
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare")
+c.on_connect = lambda c, *a: c.subscribe([(uns + "/raw/#", 1), ("bench/control/#", 1)])
+c.on_message = on_message
+c.connect("127.0.0.1", port)
+c.loop_forever()
+"""
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process: a cost that a busy machine distorts less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+class Bench:
+    def __init__(self, bundles: Path, workdir: Path, port: int, synchronous: str = "FULL"):
+        self.workdir, self.port = workdir, port
+        anomaly = next(sorted(bundles.glob("tank_anomaly-*")).__iter__())
+        forecast = next(sorted(bundles.glob("tank_forecast-*")).__iter__())
+        self.metrics_port = free_port()
+        config = {
+            "gateway": "bench", "mqtt": {"port": port, "client_id": "procedge-bench"},
+            "topics": {"uns": UNS},
+            "models": [{"name": "tank_anomaly", "bundle": str(anomaly.resolve())},
+                       {"name": "tank_anomaly_b", "bundle": str(anomaly.resolve())},
+                       {"name": "tank_forecast", "bundle": str(forecast.resolve())}],
+            "outbox": {"path": str(workdir / "outbox.sqlite"), "synchronous": synchronous},
+            "metrics_port": self.metrics_port, "log_level": "WARNING",
+        }
+        self.config_path = workdir / "edge.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.results: dict[str, float] = {}
+        self.step_sent: dict[float, float] = {}  # grid time -> publish time of its last sample
+        self.latency: list[float] = []
+        self.lock = threading.Lock()
+        self.t0 = time.time() - 20 * 86_400  # the synthetic grid starts 20 days ago
+        self.t0 -= self.t0 % PERIOD
+        self.step = 0
+        from training.simulator import simulate  # numpy only: plant-like values
+
+        run = simulate(20_000, PERIOD, seed=5, start_epoch_s=self.t0)
+        self.tags, self.rows = run.tag_names, np.round(run.values, 4)
+
+    def metric(self, name: str) -> float:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
+        for line in text.decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def rss_mb(self, pid: int) -> float:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def _on_result(self, client, userdata, message) -> None:
+        now = time.time()
+        try:
+            ts = parse_timestamp(json.loads(message.payload)["ts"])
+        except (ValueError, KeyError):
+            return
+        with self.lock:
+            sent = self.step_sent.pop(ts, None)
+            if sent is not None:
+                self.latency.append(now - sent)
+
+    def publish_steps(self, pub: mqtt.Client, n_msgs: int, rate: float | None) -> float:
+        """Publish n_msgs samples (whole steps of 5 tags); returns the seconds taken."""
+        start = time.perf_counter()
+        sent = 0
+        while sent < n_msgs:
+            t = self.t0 + self.step * PERIOD
+            self.step += 1
+            row = self.rows[self.step % len(self.rows)]
+            for k, tag in enumerate(self.tags):
+                if rate:
+                    delay = start + sent / rate - time.perf_counter()
+                    if delay > 0:
+                        time.sleep(delay)
+                now = time.time()
+                if k == len(self.tags) - 1:
+                    with self.lock:
+                        self.step_sent[t] = now
+                body = {"v": float(row[k]), "ts": iso_ms(t), "pt": now}
+                info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
+                while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    time.sleep(0.001)
+                    info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
+                sent += 1
+            self.step += 1
+        return time.perf_counter() - start
+
+    def wait_daemon(self, total: int, timeout_s: float = 600) -> float:
+        print(f"  waiting for the daemon to reach {total} messages", file=sys.stderr, flush=True)
+        deadline = time.monotonic() + timeout_s
+        last_print = time.monotonic()
+        while self.metric("procedge_messages_total") < total:
+            if time.monotonic() - last_print > 5:
+                last_print = time.monotonic()
+                print(f"  ... {self.metric('procedge_messages_total'):.0f}, outbox "
+                      f"{self.metric('procedge_outbox_depth'):.0f}", file=sys.stderr, flush=True)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"daemon stuck at {self.metric('procedge_messages_total')}")
+            time.sleep(0.02)
+        return time.time()
+
+
+def find_or_train_bundles() -> Path:
+    for folder in (ROOT / "artifacts" / "demo" / "bundles",
+                   ROOT / "artifacts" / "bench" / "bundles"):
+        if list(folder.glob("tank_anomaly-*")) and list(folder.glob("tank_forecast-*")):
+            return folder
+    print("training two tiny tank models for the benchmark (TensorFlow, ~2 min)", flush=True)
+    from tests.helpers import train_tiny_tank_models
+
+    train_tiny_tank_models(ROOT / "artifacts" / "bench")
+    return ROOT / "artifacts" / "bench" / "bundles"
+
+
+def run_bare(port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", BARE, str(port), UNS], stdout=subprocess.PIPE,
+                            text=True)
+
+
+def finish_bare(bare: subprocess.Popen, pub: mqtt.Client) -> dict:
+    pub.publish("bench/control/done", b"1", qos=1)
+    out, _ = bare.communicate(timeout=120)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundles", type=Path, default=None,
+                    help="folder with tank_anomaly-*/ and tank_forecast-*/ (default: "
+                         "artifacts/demo/bundles, else tiny ones trained into artifacts/bench)")
+    ap.add_argument("--burst", type=int, default=50_000, help="messages in the throughput burst")
+    ap.add_argument("--rates", type=float, nargs="+", default=[1000, 5000, 10000])
+    ap.add_argument("--seconds", type=float, default=10, help="per fixed rate")
+    ap.add_argument("--total", type=int, default=1_000_000,
+                    help="messages in all; the rest is sent at the lowest rate to watch RSS")
+    ap.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                    help="outbox durability: FULL survives power loss, NORMAL a crash")
+    ap.add_argument("--broker-inflight", type=int, default=1000,
+                    help="Mosquitto max_inflight_messages (its default is 20)")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
+    args = ap.parse_args(argv)
+    args.bundles = args.bundles or find_or_train_bundles()
+    workdir = Path(tempfile.mkdtemp(prefix="procedge-bench-"))
+    report: dict = {"machine_note": "shared 2-core machine, other jobs running: noisy",
+                    "models": 3, "qos": 1}
+    # Mosquitto's default of 20 unacknowledged messages per subscriber throttles a daemon that
+    # acknowledges only after its outbox commit: give the broker a deeper window.
+    extra = f"max_inflight_messages {args.broker_inflight}\n"
+    report["broker_max_inflight_messages"] = args.broker_inflight
+    with mosquitto(port=free_port(), workdir=workdir, extra_config=extra) as broker:
+        bench = Bench(args.bundles, workdir, broker.port, args.synchronous)
+        report["outbox_synchronous"] = args.synchronous
+        env = os.environ | {"PYTHONPATH": str(ROOT)}
+        daemon = subprocess.Popen([sys.executable, "-m", "procedge", "run", "--config",
+                                   str(bench.config_path)], env=env, cwd=ROOT,
+                                  stdout=(workdir / "daemon.log").open("wb"),
+                                  stderr=subprocess.STDOUT)
+        results = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-results")
+        results.on_connect = lambda c, *a: c.subscribe(f"{UNS}/inference/tank_anomaly", 1)
+        results.on_message = bench._on_result
+        results.connect("127.0.0.1", broker.port)
+        results.loop_start()
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+        pub.max_inflight_messages_set(1000)
+        pub.max_queued_messages_set(20000)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if bench.metric("procedge_mqtt_connected") == 1:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("daemon did not connect")
+                time.sleep(0.2)
+            time.sleep(0.5)
+            report["rss_start_mb"] = bench.rss_mb(daemon.pid)
+            print("daemon connected", file=sys.stderr, flush=True)
+            total = 0
+
+            # 1. throughput burst
+            bare = run_bare(broker.port)
+            time.sleep(1.0)
+            cpu0 = cpu_s(daemon.pid), cpu_s(bare.pid)
+            t_start = time.time()
+            bench.publish_steps(pub, args.burst, rate=None)
+            total += args.burst
+            t_daemon = bench.wait_daemon(total)
+            cpu1 = cpu_s(daemon.pid), cpu_s(bare.pid)
+            b = finish_bare(bare, pub)
+            bare_rate = b["count"] / (b["last"] - b["first"])
+            daemon_rate = args.burst / (t_daemon - t_start)
+            report["throughput"] = {"messages": args.burst, "bare_msg_s": round(bare_rate),
+                                    "daemon_msg_s": round(daemon_rate),
+                                    "ratio": round(daemon_rate / bare_rate, 3),
+                                    "daemon_cpu_us_per_msg": round(
+                                        (cpu1[0] - cpu0[0]) / args.burst * 1e6),
+                                    "bare_cpu_us_per_msg": round(
+                                        (cpu1[1] - cpu0[1]) / args.burst * 1e6)}
+            print(json.dumps(report["throughput"]), flush=True)
+
+            # 2. latency at fixed rates
+            report["latency"] = []
+            for rate in args.rates:
+                bare = run_bare(broker.port)
+                time.sleep(1.0)
+                with bench.lock:
+                    bench.latency.clear()
+                    bench.step_sent.clear()
+                n = int(rate * args.seconds)
+                took = bench.publish_steps(pub, n, rate)
+                total += n
+                bench.wait_daemon(total)
+                time.sleep(0.5)
+                b = finish_bare(bare, pub)
+                with bench.lock:
+                    lat = list(bench.latency)
+                row = {"rate_msg_s": rate, "achieved_msg_s": round(n / took),
+                       "bare_p50_ms": round(percentile(b["latency"], 50) * 1e3, 3),
+                       "bare_p99_ms": round(percentile(b["latency"], 99) * 1e3, 3),
+                       "daemon_p50_ms": round(percentile(lat, 50) * 1e3, 3),
+                       "daemon_p99_ms": round(percentile(lat, 99) * 1e3, 3),
+                       "daemon_results": len(lat)}
+                report["latency"].append(row)
+                print(json.dumps(row), flush=True)
+
+            # 3. the rest at the lowest rate's pace or faster, watching RSS
+            rss = []
+            while total < args.total:
+                n = min(100_000, args.total - total)
+                bench.publish_steps(pub, n, rate=None)
+                total += n
+                bench.wait_daemon(total)
+                rss.append(round(bench.rss_mb(daemon.pid), 1))
+            report["messages_total"] = total
+            report["rss_end_mb"] = bench.rss_mb(daemon.pid)
+            report["rss_trace_mb"] = rss
+            report["outbox_depth_end"] = bench.metric("procedge_outbox_depth")
+        finally:
+            pub.loop_stop()
+            results.loop_stop()
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                report["daemon_exit"] = daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+    shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main()

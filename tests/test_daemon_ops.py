@@ -1,0 +1,242 @@
+"""Operating the daemon over MQTT: alarm commands, hot reload, metrics and health."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_runtime.bundle import MANIFEST, Bundle, write_bundle
+from edge_runtime.config import EdgeConfig
+from edge_runtime.daemon import EdgeDaemon, Inbound
+from edge_runtime.payloads import parse_timestamp
+from procedge.broker import free_port
+from tests.daemon_support import (
+    UNS,
+    Collector,
+    edge_config,
+    labelled_run,
+    reference_events,
+    samples,
+)
+
+RAW = UNS + "/raw/{tag}"
+
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def feed_local(daemon: EdgeDaemon, items: list[tuple[str, bytes]]) -> None:
+    for tag, payload in items:
+        daemon.inbox.put(Inbound(RAW.format(tag=tag), payload, time.time()))
+
+
+def commander(port: int) -> mqtt.Client:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="console",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def send(client: mqtt.Client, verb: str, body: dict, by_property: str = "") -> None:
+    props = None
+    if by_property:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("by", by_property)
+    client.publish(f"edge/gwtest/cmd/{verb}", json.dumps(body), qos=1, properties=props)
+
+
+def reply(collector: Collector, request_id: str, timeout_s: float = 10) -> dict | None:
+    found: list[dict] = []
+
+    def check() -> bool:
+        found[:] = [r for r in collector.json("edge/gwtest/reply")
+                    if r.get("request_id") == request_id]
+        return bool(found)
+
+    wait_for(check, timeout_s)
+    return found[0] if found else None
+
+
+def test_alarm_commands_over_mqtt5(tmp_path: Path, broker, bundles):
+    port = free_port()
+    config = edge_config(tmp_path, broker.port, bundles, metrics_port=port)
+    config["mqtt"] |= {"protocol": "5"}
+    config["alarms"] = {"max_shelve_s": 60}
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    daemon.start()
+    watch = Collector(broker.port, [f"{UNS}/alarm/#", "edge/gwtest/#"], client_id="watch")
+    console = commander(broker.port)
+    aid = "tank_anomaly.anomaly"
+    try:
+        assert wait_for(daemon.client.is_connected, 10)
+        items = samples(labelled_run(400), 0, 160)
+        ref, _ = reference_events(config, tmp_path, items)
+        raised = parse_timestamp(next(e for e in ref if e["event"] == "raise")["source_ts"])
+        feed_local(daemon, [(t, p) for t, p in items  # up to the first raise, not its clear
+                            if parse_timestamp(json.loads(p)["ts"]) <= raised])
+        assert wait_for(lambda: any(e.get("event") == "raise"
+                                    for e in watch.json(f"/alarm/tank_anomaly/{aid}")), 30)
+        send(console, "alarm/ack", {"alarm_id": aid, "by": "mallory", "request_id": "r1"})
+        assert reply(watch, "r1")["accepted"] is False
+        send(console, "alarm/ack", {"alarm_id": aid, "request_id": "r2"}, by_property="operator1")
+        r2 = reply(watch, "r2")
+        assert r2["accepted"] is True and r2["by"] == "operator1"
+        state_topic = f"{UNS}/alarm/tank_anomaly/{aid}/state"
+        ok = wait_for(lambda: watch.json(state_topic)[-1]["state"] == "active_acknowledged", 10)
+        assert ok, [(s["state"], s["context"]) for s in watch.json(state_topic)]
+        send(console, "alarm/ack", {"alarm_id": aid, "by": "operator1", "request_id": "r3"})
+        assert "nothing to acknowledge" in reply(watch, "r3")["reason"]
+        send(console, "alarm/shelve", {"alarm_id": aid, "by": "operator1", "request_id": "r4",
+                                       "duration_s": 3600})
+        assert reply(watch, "r4")["accepted"] is False  # longer than max_shelve_s
+        send(console, "alarm/shelve", {"alarm_id": aid, "by": "operator1", "request_id": "r5",
+                                       "duration_s": 1})
+        assert reply(watch, "r5")["accepted"] is True
+        # the shelve runs out by itself: the timer unshelves it
+        assert wait_for(lambda: any(e.get("by") == "shelve-timer"
+                                    for e in watch.json(f"/alarm/tank_anomaly/{aid}")), 10)
+        send(console, "alarm/out_of_service", {"alarm_id": "nope", "by": "operator1",
+                                               "request_id": "r6"})
+        assert reply(watch, "r6")["reason"] == "unknown alarm_id"
+        events = [e for e in watch.json(f"/alarm/tank_anomaly/{aid}") if "event_id" in e]
+        assert [e["event"] for e in events][:3] == ["raise", "ack", "shelve"]
+        for e in events:
+            assert e["source_ts"].endswith("Z") and e["processed_at"].endswith("Z")
+            assert {"model", "version", "score", "threshold", "contributions"} <= set(e)
+        # observability: metrics and health on one port
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert 'procedge_commands_total{command="alarm/ack",result="accepted"} 1.0' in text
+        assert "procedge_stage_seconds_bucket" in text and "procedge_outbox_depth" in text
+        assert 'procedge_alarms{state="active_acknowledged"}' in text
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
+        assert health["ok"] and health["connected"]
+    finally:
+        console.loop_stop()
+        daemon.stop(drain_timeout_s=2)
+        watch.close()
+    try:  # stopped: the health endpoint is gone with it
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        raise AssertionError("health endpoint still up")
+    except (urllib.error.URLError, ConnectionError):
+        pass
+
+
+def copy_bundle(src: Path, dst: Path, version: str) -> Path:
+    shutil.copytree(src, dst)
+    manifest = Bundle.load(dst).manifest.model_copy(update={"version": version})
+    (dst / MANIFEST).unlink()
+    return write_bundle(dst, manifest)
+
+
+def test_hot_reload_good_and_tampered(tmp_path: Path, broker, bundles):
+    models = tmp_path / "models"
+    models.mkdir()
+    config = edge_config(tmp_path, broker.port, bundles,
+                         reload={"models_dir": str(models), "poll_s": 0.2})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    daemon.start()
+    watch = Collector(broker.port, [f"{UNS}/inference/#", "edge/gwtest/#"], client_id="watch")
+    items = samples(labelled_run(300))
+    old = Bundle.load(bundles["tank_anomaly"]).manifest.version
+    try:
+        assert wait_for(daemon.client.is_connected, 10)
+        feed_local(daemon, items[:500])
+        staged = copy_bundle(bundles["tank_anomaly"], tmp_path / "staged", "v-next")
+        staged.rename(models / "anomaly-next")  # atomic drop into the watched folder
+        assert wait_for(lambda: any(r.get("event") == "reload" and r["accepted"]
+                                    for r in watch.json("edge/gwtest/reply")), 20)
+        feed_local(daemon, items[500:1000])
+        assert wait_for(lambda: watch.json("edge/gwtest/status/models")[-1]
+                        .get("tank_anomaly") == "v-next", 10)
+        # tampered: the model file changed after sealing → refused, running version kept
+        bad = copy_bundle(bundles["tank_anomaly"], tmp_path / "bad", "v-evil")
+        (bad / "model.tflite").write_bytes((bad / "model.tflite").read_bytes()[:-8] + b"\0" * 8)
+        bad.rename(models / "anomaly-evil")
+        assert wait_for(lambda: any(r.get("event") == "reload" and not r["accepted"]
+                                    for r in watch.json("edge/gwtest/reply")), 20)
+        refused = [r for r in watch.json("edge/gwtest/reply") if r.get("accepted") is False]
+        assert "SHA-256" in refused[0]["reason"]
+        feed_local(daemon, items[1000:])
+        n = len(samples(labelled_run(300))) // 5 - 12 + 1
+        assert wait_for(lambda: len(watch.json("inference/tank_anomaly")) >= n, 30)
+        results = watch.json("inference/tank_anomaly")
+        versions = [r["version"] for r in results]
+        assert versions[0] == old and versions[-1] == "v-next"
+        assert "v-evil" not in versions and versions == sorted(versions, key=versions.index)
+        stamps = [r["ts"] for r in results]
+        assert len(stamps) == n and len(set(stamps)) == n  # no window lost across the swap
+        assert daemon.metrics.value("procedge_reloads_total", result="refused") == 1
+        assert daemon.pipelines["tank_anomaly"].bundle.manifest.version == "v-next"
+        # announced on the command topic instead of dropped into the folder
+        third = copy_bundle(bundles["tank_anomaly"], tmp_path / "third", "v-three")
+        console = commander(broker.port)
+        send(console, "model/load", {"path": str(third), "by": "operator1", "request_id": "m1"})
+        assert reply(watch, "m1")["accepted"] is True
+        assert wait_for(lambda: watch.json("edge/gwtest/status/models")[-1]
+                        .get("tank_anomaly") == "v-three", 20)
+        console.loop_stop()
+    finally:
+        daemon.stop(drain_timeout_s=2)
+        watch.close()
+
+
+def test_shared_subscription_topics(tmp_path: Path, bundles):
+    config = edge_config(tmp_path, 1, bundles)
+    config["mqtt"] |= {"shared_group": "plant1"}
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    subs = [t for t, _ in daemon._subscriptions()]
+    assert f"$share/plant1/{UNS}/raw/temperature" in subs
+    assert "edge/gwtest/cmd/#" in subs  # commands stay addressed to this gateway
+    daemon.outbox.close()
+
+
+def test_sample_gateway_config_is_valid():
+    from edge_runtime.config import load_edge_config
+
+    config = load_edge_config(Path(__file__).parent.parent / "deploy" / "gateway.yaml")
+    assert config.mqtt.require_tls and config.outbox.synchronous == "FULL"
+
+
+def test_json_log_lines():
+    import logging
+
+    from edge_runtime.daemon import JsonLogFormatter
+
+    record = logging.LogRecord("procedge.edge", logging.WARNING, __file__, 1, "alarm %s", ("x",),
+                               None)
+    line = json.loads(JsonLogFormatter().format(record))
+    assert line["msg"] == "alarm x" and line["level"] == "WARNING" and line["ts"].endswith("Z")
+
+
+def test_full_outbox_keeps_alarms_and_counts_evictions(tmp_path: Path, bundles):
+    """Broker unreachable, outbox bounded: forecasts go first, every alarm event stays."""
+    config = edge_config(tmp_path, 1, bundles, outbox={"max_rows": 30})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    items = samples(labelled_run(400))
+    ref, _ = reference_events(config | {"outbox": {"path": str(tmp_path / "r.sqlite")}},
+                              tmp_path, items)
+    for k in range(0, len(items), 50):
+        daemon._process([Inbound(RAW.format(tag=t), p, time.time()) for t, p in items[k:k + 50]])
+    rows = daemon.outbox.peek(0, 1000)
+    kept = [json.loads(m.payload)["event_id"] for m in rows
+            if "/alarm/" in m.topic and not m.topic.endswith("/state")]
+    assert daemon.outbox.depth == 30
+    assert kept == [e["event_id"] for e in ref]  # all alarm events, in order
+    assert daemon.metrics.value("procedge_outbox_evicted_total", priority="0") > 700
+    assert daemon.metrics.value("procedge_outbox_evicted_total", priority="2") == 0
+    daemon.outbox.close()
