@@ -28,7 +28,14 @@ def build_bundle(run_dir: Path, out_dir: Path, mode: str = "int8", version: str 
         heldout = dict(np.load(run_dir / "heldout.npz"))
         model = keras.models.load_model(run_dir / "model.keras", compile=False)
         spec = ThresholdSpec(**draft["thresholds"]) if draft.get("thresholds") else None
-        report = check_parity(model, staging / MODEL_FILE, heldout, draft["task"], spec, budget)
+        if draft["task"] == "image":
+            from converters.image_parity import check_image_parity
+
+            report = check_image_parity(model, staging / MODEL_FILE, heldout, draft["image"],
+                                        budget)
+        else:
+            report = check_parity(model, staging / MODEL_FILE, heldout, draft["task"], spec,
+                                  budget)
         (staging / "parity.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
         if not report.passed:
             raise ConversionError(f"{mode} fails the parity gate: {'; '.join(report.reasons)}")

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # benchmark name → module with ``main(argv)``; each prints a table and can write --json.
-EVALS: dict[str, str] = {}
+EVALS: dict[str, str] = {
+    "images": "training.images.evaluate",
+}
 
 
 def _cmd_eval(args) -> None:
