@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import EdgeConfig, load_edge_config
+from edge_runtime.imaging import FolderWatcher, ImagePipeline, camera_pipeline
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.payloads import PayloadError, parse_sample
 from edge_runtime.pipelines import ModelPipeline, Output
@@ -33,6 +34,8 @@ class EdgeDaemon:
         self.pipelines = [ModelPipeline(m.name, Bundle.load(m.bundle), m.threads)
                           for m in config.models]
         self.routes = self._route_topics()
+        self.cameras = {self._camera_topic(c.topic, c.name): camera_pipeline(c)
+                        for c in config.cameras}
         self.metrics = DaemonMetrics()
         self.inbox: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
@@ -47,6 +50,9 @@ class EdgeDaemon:
             for tag in pipeline.tags:
                 routes.setdefault(self._topic("raw", tag=tag), []).append((pipeline, tag))
         return routes
+
+    def _camera_topic(self, topic: str, name: str) -> str:
+        return (topic or "{uns}/camera/{camera}").format(uns=self.config.topics.uns, camera=name)
 
     def _topic(self, kind: str, **fields: str) -> str:
         t = self.config.topics
@@ -73,6 +79,10 @@ class EdgeDaemon:
         self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
         self._worker.start()
+        for camera in self.config.cameras:
+            if camera.watch_dir is not None:
+                threading.Thread(target=self._watch, args=(camera,), daemon=True,
+                                 name=f"procedge-watch-{camera.name}").start()
         log.info("started: %d model(s), %d topic(s), broker %s:%d",
                  len(self.pipelines), len(self.routes), c.host, c.port)
 
@@ -100,7 +110,8 @@ class EdgeDaemon:
             log.error("broker refused the connection: %s", reason_code)
             return
         qos = self.config.mqtt.qos
-        client.subscribe([(topic, qos) for topic in self.routes])  # again on every reconnect
+        topics = [*self.routes, *self.cameras]
+        client.subscribe([(topic, qos) for topic in topics])  # again on every reconnect
         client.publish(self._topic("status"), "online", qos=1, retain=True)
         self.metrics.connects.inc()
         log.info("connected; subscribed to %d topic(s)", len(self.routes))
@@ -131,6 +142,9 @@ class EdgeDaemon:
 
     def _handle(self, topic: str, payload: bytes, received_s: float) -> None:
         self.metrics.messages.inc()
+        if topic in self.cameras:
+            self._handle_image(self.cameras[topic], payload, received_s)
+            return
         targets = self.routes.get(topic)
         if targets is None:
             self.metrics.rejected.labels(reason="unknown_topic").inc()
@@ -145,6 +159,34 @@ class EdgeDaemon:
             for output in pipeline.push(tag, ts, value):
                 self._publish(pipeline, output)
             self.metrics.observe_pipeline(pipeline, pipeline.windows_dropped_gap - gaps_before)
+
+    def _watch(self, camera) -> None:
+        """Frames dropped in a folder go through the same inbox as MQTT frames."""
+        watcher = FolderWatcher(camera.watch_dir, camera.max_bytes)
+        topic = self._camera_topic(camera.topic, camera.name)
+        while not self._stop.wait(camera.watch_interval_s):
+            try:
+                for _, data in watcher.poll():
+                    self.inbox.put((topic, data, time.time()))
+            except Exception:  # a folder problem must not end the thread
+                log.exception("watching %s", camera.watch_dir)
+
+    def _handle_image(self, camera: ImagePipeline, payload: bytes, received_s: float) -> None:
+        """A camera frame → verdict (or rejection report), NOK-rate alarm, optional mask PNG."""
+        qos = self.config.mqtt.qos
+        for output in camera.process(payload, received_s):
+            if output.payload.get("status") == "rejected":
+                self.metrics.rejected.labels(reason=output.payload["reason"]).inc()
+            if output.kind == "debug":
+                topic = f"{self.config.topics.uns}/debug/{camera.name}/mask"
+                self.client.publish(topic, output.payload["png"], qos=0)
+                continue
+            topic = self._topic(output.kind, model=camera.name, alarm_id=output.alarm_id)
+            self.client.publish(topic, json.dumps(output.payload), qos=qos)
+            self.metrics.published.labels(kind=output.kind).inc()
+        for seconds in camera.inference_s:
+            self.metrics.inference.labels(model=camera.name).observe(seconds)
+        camera.inference_s.clear()
 
     def _reject(self, topic: str, reason: str, payload: bytes) -> None:
         self.metrics.rejected.labels(reason=reason).inc()

@@ -12,6 +12,7 @@ import io
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -247,6 +248,52 @@ class ImagePipeline:
                                  "nok_rate": rate, "limit": self.settings.nok_rate_limit,
                                  "window_parts": len(self.recent), "score": rate,
                                  "ts": iso_ms(received_s)}, alarm_id=self.alarm_id)]
+
+
+class FolderWatcher:
+    """For cameras that drop files: a new ``*.jpg|*.jpeg|*.png`` is taken once its size held
+    still for one poll (the camera finished writing), then moved to ``done/`` so it is never
+    read twice. At most ``max_bytes + 1`` bytes are read: an oversized file is still rejected
+    (and counted) by the pipeline without filling memory."""
+
+    SUFFIXES = (".jpg", ".jpeg", ".png")
+
+    def __init__(self, folder: Path, max_bytes: int):
+        self.folder, self.max_bytes = Path(folder), max_bytes
+        self.done = self.folder / "done"
+        self.done.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[Path, int] = {}
+
+    def poll(self) -> list[tuple[Path, bytes]]:
+        ready, sizes = [], {}
+        for path in sorted(self.folder.iterdir()):
+            if not path.is_file() or path.suffix.lower() not in self.SUFFIXES:
+                continue
+            try:
+                size = path.stat().st_size
+                if self._sizes.get(path) != size:
+                    sizes[path] = size  # still being written, or new: look again next poll
+                    continue
+                with path.open("rb") as handle:
+                    data = handle.read(self.max_bytes + 1)
+                path.replace(self.done / path.name)
+            except OSError:  # vanished or unreadable: try again next poll
+                continue
+            ready.append((self.done / path.name, data))
+        self._sizes = sizes
+        return ready
+
+
+def camera_pipeline(camera) -> ImagePipeline:
+    """An :class:`ImagePipeline` from an ``edge_runtime.config.CameraConfig``."""
+    settings = QcSettings(
+        nok_window=camera.nok_window, nok_rate_limit=camera.nok_rate_limit,
+        nok_threshold=camera.nok_threshold, min_defect_px=camera.min_defect_px,
+        debug_mask=camera.debug_mask,
+        limits=ImageLimits(max_bytes=camera.max_bytes, max_pixels=camera.max_pixels))
+    load = lambda path: Bundle.load(path) if path is not None else None  # noqa: E731
+    return ImagePipeline(camera.name, load(camera.classifier), load(camera.segmenter), settings,
+                         camera.threads)
 
 
 class _Model:

@@ -118,10 +118,10 @@ class Augment:
     """Random flips, a small rotation, a random crop (zoom in), brightness and contrast."""
 
     flip: bool = True
-    rotate_deg: float = 10.0
-    crop: float = 0.15  # crop away up to this share of each side length
-    brightness: float = 0.1  # ± in units of pixel/255
-    contrast: float = 0.15  # × (1 ± contrast) around the image mean
+    rotate_deg: float = 5.0
+    crop: float = 0.1  # crop away up to this share of each side length
+    brightness: float = 0.08  # ± in units of pixel/255
+    contrast: float = 0.1  # × (1 ± contrast) around the image mean
 
     def __call__(self, x: np.ndarray, m: np.ndarray, rng: np.random.Generator, std: float
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -149,19 +149,20 @@ class Augment:
 class Batches(keras.utils.PyDataset):
     """Augmented batches for ``fit``: ``(x, y, sample_weight)``.
 
-    ``target`` is 'labels' (classifier; weight = the class weight, "balanced") or 'masks'
-    (segmenter; defective images drawn as often as defect-free ones).
+    ``target`` is 'labels' (classifier; weight = the "balanced" class weight raised to
+    ``weight_power``: 1 = fully balanced, 0.5 = softened, 0 = none) or 'masks' (segmenter;
+    defective images drawn as often as defect-free ones).
     """
 
     def __init__(self, x, labels, masks, target: str, batch_size: int, std: float,
-                 augment: Augment | None, seed: int = 0, class_weights: bool = True):
+                 augment: Augment | None, seed: int = 0, weight_power: float = 0.5):
         super().__init__()
         self.x, self.labels, self.masks, self.target = x, labels, masks, target
         self.batch_size, self.std, self.augment = batch_size, std, augment
         self.rng = np.random.default_rng(seed)
         counts = np.bincount(labels, minlength=labels.max() + 1).astype(float)
         weights = np.where(counts > 0, len(labels) / (len(counts[counts > 0]) * counts), 0.0)
-        self.class_weight = weights if class_weights else np.ones_like(weights)
+        self.class_weight = weights**weight_power
         defective = masks.reshape(len(masks), -1).max(axis=1) > 0
         p = np.where(defective, 1.0 / max(defective.sum(), 1), 1.0 / max((~defective).sum(), 1))
         self.draw_p = p / p.sum()

@@ -36,11 +36,13 @@ class ImageTrainConfig(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict, description="Family keyword arguments.")
     epochs: int = Field(default=30, gt=0)
     batch_size: int = Field(default=16, gt=0)
-    learning_rate: float = Field(default=2e-3, gt=0)
-    patience: int = Field(default=8, ge=0, description="Early stopping on validation loss.")
+    learning_rate: float = Field(default=1e-3, gt=0)
+    patience: int = Field(default=10, ge=0, description="Early stopping on validation loss.")
     max_minutes: float = Field(default=10.0, gt=0, description="Stop fitting after this long.")
     augment: bool = Field(default=True, description="Flips, rotation, crop, brightness/contrast.")
-    class_weights: bool = Field(default=True, description="Balanced class weights (classifier).")
+    class_weight_power: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Classifier: balanced class weights ** power (1 full, 0.5 softened, 0 off).")
     seed: int = 0
     output_dir: Path = Field(default=Path("artifacts/images"))
 
@@ -109,7 +111,8 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
         loss, target, val_y = dice_bce, "masks", val.masks
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
-                      Augment() if config.augment else None, config.seed, config.class_weights)
+                      Augment() if config.augment else None, config.seed,
+                      config.class_weight_power)
     start = time.monotonic()
     history = model.fit(
         batches, validation_data=(val.x, val_y), epochs=config.epochs, verbose=0,
