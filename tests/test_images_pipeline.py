@@ -36,7 +36,7 @@ def _split(data, spec):
 @pytest.fixture(scope="module")
 def image_runs(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("images")
-    everything = imdata.scan(write_set(out / "data", per_class=20, seed=0, free_extra=12))
+    everything = imdata.scan(write_set(out / "data", per_class=24, seed=0, free_extra=12))
     test_set = imdata.scan(write_set(out / "test", per_class=8, seed=1),
                            class_names=everything.class_names)
     tr, va = imdata.stratified_split(everything.labels, 0.2)
@@ -47,7 +47,7 @@ def image_runs(tmp_path_factory) -> dict:
     runs, bundles = {}, {}
     for role, family, width in (("classifier", "small_cnn", 8), ("segmenter", "unet", 4)):
         config = ImageTrainConfig(name=f"syn_{role}", family=family, model={"width": width},
-                                  epochs=25, patience=25, learning_rate=3e-3,
+                                  epochs=25, patience=25, learning_rate=3e-3, batch_size=8,
                                   output_dir=out / "runs")
         runs[role] = train_image_model(config, spec, train, val, test, "synthetic")
         bundles[role] = build_bundle(runs[role], out / "bundles", "int8", budget=0.05)
@@ -148,10 +148,11 @@ def test_daemon_does_image_qc_over_mqtt_and_refuses_bad_frames(image_runs, broke
         pub.publish(camera, _jpeg("MT_Blob", 7), qos=1).wait_for_publish(5)
         pub.publish(camera, _jpeg("MT_Free", 8)[:300], qos=1).wait_for_publish(5)
         pub.publish(camera, bytes(50 * 1024 * 1024), qos=1).wait_for_publish(30)
-        records = [_next(got, f"{uns}/inference/press1") for _ in range(3)]
-        mask = _next(got, f"{uns}/debug/press1/mask", raw=True)
+        inference, debug = f"{uns}/inference/press1", f"{uns}/debug/press1/mask"
+        seen = _collect(got, {inference: 3, debug: 1})
+        records, mask = [json.loads(r) for r in seen[inference]], seen[debug][0]
         (tmp_path / "drop" / "frame1.jpg").write_bytes(_jpeg("MT_Free", 9))  # a dropped file
-        dropped = _next(got, f"{uns}/inference/press1")
+        dropped = json.loads(_collect(got, {inference: 1})[inference][0])
         pub.loop_stop()
         pub.disconnect()
     finally:
@@ -180,9 +181,12 @@ def _wait(condition, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def _next(got: queue.Queue, topic: str, raw: bool = False, timeout_s: float = 30.0):
+def _collect(got: queue.Queue, wanted: dict[str, int], timeout_s: float = 30.0
+             ) -> dict[str, list[bytes]]:
+    """Payloads per topic, in arrival order, until each topic has its count."""
+    seen: dict[str, list[bytes]] = {t: [] for t in wanted}
     deadline = time.monotonic() + timeout_s
-    while True:
-        t, payload = got.get(timeout=max(deadline - time.monotonic(), 0.01))
-        if t == topic:
-            return payload if raw else json.loads(payload)
+    while any(len(seen[t]) < n for t, n in wanted.items()):
+        topic, payload = got.get(timeout=max(deadline - time.monotonic(), 0.01))
+        seen.setdefault(topic, []).append(payload)
+    return seen

@@ -25,14 +25,14 @@ def defect_image(rng: np.random.Generator, kind: str, height: int, width: int
     mask = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(mask)
     if kind == "MT_Blob":
-        r = rng.uniform(0.08, 0.14) * min(height, width)
+        r = rng.uniform(0.1, 0.16) * min(height, width)
         cx, cy = rng.uniform(r, width - r), rng.uniform(r, height - r)
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
-        shade = -70
+        shade = -90
     elif kind == "MT_Scratch":
         x0, y0 = rng.uniform(0, width * 0.3), rng.uniform(0, height)
         x1, y1 = rng.uniform(width * 0.7, width), rng.uniform(0, height)
-        draw.line([x0, y0, x1, y1], fill=255, width=int(max(3, min(height, width) * 0.04)))
+        draw.line([x0, y0, x1, y1], fill=255, width=int(max(4, min(height, width) * 0.06)))
         shade = 80
     else:
         shade = 0
