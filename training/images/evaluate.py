@@ -49,6 +49,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--classifier-width", type=int, default=16)
     p.add_argument("--segmenter", default="unet", help="unet | none")
     p.add_argument("--segmenter-width", type=int, default=8)
+    p.add_argument("--segmenter-patch", type=int, default=64,
+                   help="U-Net trains on crops this size (0 = whole images)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
     p.add_argument("--val-fraction", type=float, default=0.2)
@@ -80,8 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.segmenter != "none":
         roles.append(("segmenter", args.segmenter, args.segmenter_width))
     for role, family, width in roles:
+        patch = args.segmenter_patch if role == "segmenter" else 0
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
-                                  epochs=args.epochs, max_minutes=args.max_minutes,
+                                  epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
                                   seed=args.seed, output_dir=args.out / "runs")
         if family == "mobilenet":
             config.model = {}

@@ -43,6 +43,8 @@ class ImageTrainConfig(BaseModel):
     class_weight_power: float = Field(
         default=0.5, ge=0, le=1,
         description="Classifier: balanced class weights ** power (1 full, 0.5 softened, 0 off).")
+    patch: int = Field(default=0, ge=0, description="Segmenter: train on square crops of this "
+                       "side (0 = whole images); inference still sees whole frames.")
     seed: int = 0
     output_dir: Path = Field(default=Path("artifacts/images"))
 
@@ -112,7 +114,7 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
                       Augment() if config.augment else None, config.seed,
-                      config.class_weight_power)
+                      config.class_weight_power, config.patch)
     start = time.monotonic()
     history = model.fit(
         batches, validation_data=(val.x, val_y), epochs=config.epochs, verbose=0,
