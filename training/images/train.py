@@ -108,8 +108,9 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
     if config.kind == "classifier":
         model = family.build(shape, len(spec.class_names), **config.model)
         loss, target, val_y = "sparse_categorical_crossentropy", "labels", val.labels
-    else:
-        model = family.build(shape, **config.model)
+    else:  # with patches: free spatial size in training, the fixed size saved below
+        model = family.build((None, None, spec.channels) if config.patch else shape,
+                             **config.model)
         loss, target, val_y = dice_bce, "masks", val.masks
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
@@ -123,6 +124,10 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
                    keras.callbacks.ReduceLROnPlateau(patience=max(config.patience // 2, 1)),
                    _TimeLimit(config.max_minutes), _Progress()])
     fit_s = time.monotonic() - start
+    if config.patch:  # static input shape for the converter and the edge interpreter
+        fixed = family.build(shape, **config.model)
+        fixed.set_weights(model.get_weights())
+        model = fixed
     model.save(run_dir / "model.keras")
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
     metrics = evaluate_keras(model, spec, heldout)
