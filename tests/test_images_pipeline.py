@@ -190,3 +190,23 @@ def _collect(got: queue.Queue, wanted: dict[str, int], timeout_s: float = 30.0
         topic, payload = got.get(timeout=max(deadline - time.monotonic(), 0.01))
         seen.setdefault(topic, []).append(payload)
     return seen
+
+
+def test_unet_patch_training_saves_a_whole_frame_model(tmp_path):
+    import keras
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=6, seed=3))
+    spec = ImageSpec(kind="segmenter", height=SIZE, width=SIZE, mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    split = _split(data, spec)
+    batches = imdata.Batches(split.x, split.labels, split.masks, "masks", 8, 0.1, None, patch=32)
+    xb, mb, _ = batches[0]
+    assert xb.shape == (8, 32, 32, 1) and mb.shape == (8, 32, 32, 1)
+    defective = split.masks.reshape(len(split.masks), -1).max(1) > 0
+    order = batches.order[:8]
+    assert (mb.reshape(8, -1).max(1) > 0).sum() >= defective[order].sum() // 2  # near defects
+    config = ImageTrainConfig(name="patchy", family="unet", model={"width": 4}, epochs=1,
+                              patch=32, output_dir=tmp_path / "runs")
+    run_dir = train_image_model(config, spec, split, split)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert model.input_shape == (None, SIZE, SIZE, 1)
