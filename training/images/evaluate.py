@@ -49,7 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--classifier-width", type=int, default=16)
     p.add_argument("--segmenter", default="unet", help="unet | none")
     p.add_argument("--segmenter-width", type=int, default=8)
-    p.add_argument("--segmenter-patch", type=int, default=64,
+    p.add_argument("--segmenter-patch", type=int, default=0,
                    help="U-Net trains on crops this size (0 = whole images)")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
