@@ -72,7 +72,7 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         model = keras.models.load_model(original, compile=False, safe_mode=False)
         reference = keras_reference(model, heldout)
         spec = ThresholdSpec(**draft["thresholds"]) if draft.get("thresholds") else None
-        rows = [_measure(info, model, heldout, reference, draft["task"], spec, budget, budgets)
+        rows = [_measure(info, model, heldout, reference, draft, spec, budget, budgets)
                 for info in infos.values()]
         choice, why = choose(rows, latency_slack)
         report = {"run_dir": str(run_dir),
@@ -110,13 +110,19 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _measure(info: dict, model, heldout, reference, task, spec, budget, budgets) -> dict:
+def _measure(info: dict, model, heldout, reference, draft, spec, budget, budgets) -> dict:
     """One candidate's row: size, ops, parity against float, latency per window."""
     row = {"mode": info["mode"], "route": info.get("route"), "passed": False}
     if "error" in info:
         return row | {"reasons": [info["error"]]}
     path = Path(info["path"])
-    parity = check_parity(model, path, heldout, task, spec, budget, budgets, reference)
+    if draft["task"] == "image":  # accuracy/AUROC or IoU on held-out images
+        from converters.image_parity import check_image_parity
+
+        parity = check_image_parity(model, path, heldout, draft["image"], budget)
+    else:
+        parity = check_parity(model, path, heldout, draft["task"], spec, budget, budgets,
+                              reference)
     latency = window_latency_ms(path, heldout["x"][0])
     return row | {
         "passed": parity.passed, "reasons": parity.reasons, "bytes": path.stat().st_size,

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -81,14 +81,33 @@ class ThresholdSpec(_Strict):
     vote_n: int = Field(default=1, ge=1, description="n of the k-of-n vote (1 = no vote).")
 
 
+class ImageSpec(_Strict):
+    """How a camera frame becomes the model input (task "image"): grey or RGB, resized to a
+    fixed size (stretched, or letterboxed to keep the aspect ratio), ``(pixel/255 - mean)/std``.
+    """
+
+    kind: Literal["classifier", "segmenter"] = Field(description="Class scores or a mask.")
+    height: int = Field(gt=0, description="Model input height, pixels.")
+    width: int = Field(gt=0, description="Model input width, pixels.")
+    channels: Literal[1, 3] = Field(default=1, description="1 = grey (mode L), 3 = RGB.")
+    resize: Literal["stretch", "pad"] = Field(default="stretch",
+                                              description="Stretch, or pad to keep the aspect.")
+    mean: float = Field(default=0.0, description="Subtracted from pixel/255.")
+    std: float = Field(default=1.0, gt=0, description="Divides (pixel/255 - mean).")
+    class_names: list[str] = Field(default_factory=list, description="Classifier outputs.")
+    ok_class: str = Field(default="", description="Defect-free class: p(NOK) = 1 - p(ok).")
+    mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="Segmenter: defect if >=.")
+
+
 class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str
     version: str = Field(description="Bundle version, published by the daemon.")
     task: Task
     family: str = Field(description="Model family from the training registry, e.g. 'dense_ae'.")
-    input: InputSpec
-    scaler: ScalerSpec
+    input: InputSpec | None = Field(default=None, description="Time-series tasks only.")
+    scaler: ScalerSpec | None = Field(default=None, description="Time-series tasks only.")
+    image: ImageSpec | None = Field(default=None, description="Task 'image' only.")
     output: OutputSpec = Field(default_factory=OutputSpec)
     thresholds: ThresholdSpec | None = None
     quantization: QuantMode
@@ -101,6 +120,14 @@ class Manifest(_Strict):
     created_at: str = Field(default_factory=lambda: utc_now_iso())
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file.")
     manifest_sha256: str = Field(default="", description="SHA-256 of this manifest without it.")
+
+    @model_validator(mode="after")
+    def _inputs_for_task(self) -> Manifest:
+        if self.task == "image" and self.image is None:
+            raise ValueError("task 'image' needs an 'image' section")
+        if self.task != "image" and (self.input is None or self.scaler is None):
+            raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
+        return self
 
 
 def utc_now_iso() -> str:

@@ -121,11 +121,37 @@ class ReloadConfig(_Strict):
     poll_s: float = Field(default=2.0, gt=0, description="How often to look.")
 
 
+class CameraConfig(_Strict):
+    """Image QC for one camera: frames (JPEG/PNG) arrive as binary MQTT payloads."""
+
+    name: str = Field(description="Camera / station name, used in topics.")
+    topic: str = Field(default="", description="Frame topic; default {uns}/camera/{name}.")
+    classifier: Path | None = Field(default=None, description="Image classifier bundle.")
+    segmenter: Path | None = Field(default=None, description="Image segmenter bundle.")
+    threads: int = Field(default=1, ge=1, description="Interpreter threads per model.")
+    max_bytes: int = Field(default=10_000_000, gt=0, description="Larger payloads: rejected.")
+    max_pixels: int = Field(default=25_000_000, gt=0, description="Larger frames: rejected.")
+    nok_window: int = Field(default=50, ge=1, description="Parts in the NOK-rate window.")
+    nok_rate_limit: float = Field(default=0.2, gt=0, le=1, description="Alarm at this rate.")
+    nok_threshold: float = Field(default=0.5, gt=0, lt=1, description="NOK when p(NOK) >=.")
+    min_defect_px: int = Field(default=20, ge=1, description="Segmenter-only NOK area, px.")
+    debug_mask: bool = Field(default=False, description="Publish the mask PNG on {uns}/debug.")
+    watch_dir: Path | None = Field(default=None, description="Also take frames dropped here.")
+    watch_interval_s: float = Field(default=0.5, gt=0, description="Folder poll period.")
+
+    @model_validator(mode="after")
+    def _a_model(self) -> CameraConfig:
+        if self.classifier is None and self.segmenter is None:
+            raise ValueError(f"camera {self.name!r}: give a classifier and/or a segmenter")
+        return self
+
+
 class EdgeConfig(_Strict):
     gateway: str = Field(default="gw1", description="This gateway's name (status topic).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     topics: TopicConfig = Field(default_factory=TopicConfig)
-    models: list[ModelConfig] = Field(min_length=1, description="Bundles to run.")
+    models: list[ModelConfig] = Field(default_factory=list, description="Bundles to run.")
+    cameras: list[CameraConfig] = Field(default_factory=list, description="Image QC stations.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off.")
     queue_size: int = Field(default=100_000, gt=0, description="Inbound messages held at most.")
     log_level: str = Field(default="INFO")
@@ -135,6 +161,12 @@ class EdgeConfig(_Strict):
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+
+    @model_validator(mode="after")
+    def _something_to_run(self) -> EdgeConfig:
+        if not self.models and not self.cameras:
+            raise ValueError("give at least one entry in 'models' or 'cameras'")
+        return self
 
 
 def load_edge_config(path: str | Path) -> EdgeConfig:
@@ -159,6 +191,9 @@ def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
     for model in config.models:
         model.bundle = fix(model.bundle)
         model.public_key = fix(model.public_key)
+    for camera in config.cameras:
+        camera.classifier, camera.segmenter = fix(camera.classifier), fix(camera.segmenter)
+        camera.watch_dir = fix(camera.watch_dir)
     config.outbox.path = fix(config.outbox.path)
     config.reload.models_dir = fix(config.reload.models_dir)
     m = config.mqtt

@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt
 from edge_runtime.alarms import COMMANDS, Alarm, AlarmPolicy
 from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
+from edge_runtime.imaging import FolderWatcher, ImagePipeline, camera_pipeline
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message, Outbox
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
@@ -76,6 +77,8 @@ class EdgeDaemon:
                           for m in config.models}
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
+        self.cameras: dict[str, ImagePipeline] = {
+            self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
@@ -115,6 +118,9 @@ class EdgeDaemon:
             for tag in pipeline.tags:
                 routes.setdefault(self._topic("raw", tag=tag), []).append((pipeline, tag))
         return routes
+
+    def _camera_topic(self, topic: str, name: str) -> str:
+        return (topic or "{uns}/camera/{camera}").format(uns=self.config.topics.uns, camera=name)
 
     def _topic(self, kind: str, **fields: str) -> str:
         t = self.config.topics
@@ -162,6 +168,10 @@ class EdgeDaemon:
         if self.config.reload.models_dir is not None:
             self._seen_bundles = self._scan_bundles()  # what is there at start is not "new"
             self._watcher.start()
+        for camera in self.config.cameras:
+            if camera.watch_dir is not None:
+                threading.Thread(target=self._watch_camera, args=(camera,), daemon=True,
+                                 name=f"procedge-watch-{camera.name}").start()
         log.info("started: %d model(s), %d topic(s), broker %s:%d%s, outbox %d pending",
                  len(self.pipelines), len(self.routes), c.host, c.port,
                  " (TLS)" if c.tls else "", self.outbox.depth)
@@ -223,7 +233,8 @@ class EdgeDaemon:
 
     def _subscriptions(self) -> list[tuple[str, int]]:
         qos, group = self.config.mqtt.qos, self.config.mqtt.shared_group
-        data = [(f"$share/{group}/{t}" if group else t, qos) for t in self.routes]
+        data = [(f"$share/{group}/{t}" if group else t, qos)
+                for t in [*self.routes, *self.cameras]]
         return data + [(self._topic("cmd") + "/#", 1)]
 
     def _models_status(self) -> str:
@@ -315,6 +326,9 @@ class EdgeDaemon:
         if item.topic.startswith(cmd):
             self._command(item.topic[len(cmd):], item, out, changed)
             return
+        if item.topic in self.cameras:
+            self._handle_image(self.cameras[item.topic], item, out)
+            return
         targets = self.routes.get(item.topic)
         if targets is None:
             self.metrics.rejected.labels(reason="unknown_topic").inc()
@@ -376,6 +390,35 @@ class EdgeDaemon:
     @staticmethod
     def _json(topic: str, body: dict, priority: int, retain: bool = False) -> Message:
         return Message(topic, json.dumps(body).encode(), priority, retain)
+
+    def _watch_camera(self, camera) -> None:
+        """Frames dropped in a folder go through the same inbox as MQTT frames."""
+        watcher = FolderWatcher(camera.watch_dir, camera.max_bytes)
+        topic = self._camera_topic(camera.topic, camera.name)
+        while not self._stop.wait(camera.watch_interval_s):
+            try:
+                for _, data in watcher.poll():
+                    self.inbox.put(Inbound(topic, data, time.time()))
+            except Exception:  # a folder problem must not end the thread
+                log.exception("watching %s", camera.watch_dir)
+
+    def _handle_image(self, camera: ImagePipeline, item: Inbound, out: list[Message]) -> None:
+        """A camera frame → verdict (or rejection report), NOK-rate alarm, optional mask PNG,
+        all through the outbox like every other output."""
+        for output in camera.process(item.payload, item.received_s):
+            if output.payload.get("status") == "rejected":
+                self.metrics.rejected.labels(reason=output.payload["reason"]).inc()
+            if output.kind == "debug":
+                topic = f"{self.config.topics.uns}/debug/{camera.name}/mask"
+                out.append(Message(topic, output.payload["png"], PRIO_FORECAST, is_json=False))
+                continue
+            topic = self._topic(output.kind, model=camera.name, alarm_id=output.alarm_id)
+            prio = PRIO_ALARM if output.kind == "alarm" else PRIO_FORECAST
+            out.append(self._json(topic, output.payload, prio))
+            self.metrics.published.labels(kind=output.kind).inc()
+        for seconds in camera.inference_s:
+            self.metrics.inference.labels(model=camera.name).observe(seconds)
+        camera.inference_s.clear()
 
     def _reject(self, topic: str, reason: str, payload: bytes) -> None:
         self.metrics.rejected.labels(reason=reason).inc()

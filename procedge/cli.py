@@ -188,6 +188,7 @@ EVALS: dict[str, str] = {
     "ett": "training.evaluation.ett",
     "skab": "training.evaluation.skab",
     "tep": "training.evaluation.tep",
+    "images": "training.images.evaluate",
 }
 
 

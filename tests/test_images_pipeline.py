@@ -1,0 +1,212 @@
+"""Image QC end to end on a synthetic defect set: train (seconds) → int8 bundle through the
+parity gate → Grad-CAM → the daemon receives JPEGs over a real Mosquitto and publishes
+verdicts; corrupt and 50 MB frames are refused and counted."""
+
+from __future__ import annotations
+
+import io
+import json
+import queue
+import time
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+from PIL import Image
+
+from converters.build import build_bundle
+from edge_runtime.bundle import Bundle, ImageSpec
+from edge_runtime.config import CameraConfig, EdgeConfig, MqttConfig
+from edge_runtime.daemon import EdgeDaemon
+from edge_runtime.imaging import ImagePipeline, QcSettings
+from training.images import data as imdata
+from training.images import explain
+from training.images.synthetic import defect_image, write_set
+from training.images.train import ImageTrainConfig, Split, train_image_model
+
+pytestmark = pytest.mark.slow
+SIZE = 48
+
+
+def _split(data, spec):
+    x, m = imdata.load_arrays(data, spec)
+    return Split(x, data.labels, m)
+
+
+@pytest.fixture(scope="module")
+def image_runs(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("images")
+    everything = imdata.scan(write_set(out / "data", per_class=24, seed=0, free_extra=12))
+    test_set = imdata.scan(write_set(out / "test", per_class=8, seed=1),
+                           class_names=everything.class_names)
+    tr, va = imdata.stratified_split(everything.labels, 0.2)
+    spec = ImageSpec(kind="classifier", height=SIZE, width=SIZE, mean=0.47, std=0.1,
+                     class_names=everything.class_names, ok_class="MT_Free")
+    train, val = _split(everything.subset(tr), spec), _split(everything.subset(va), spec)
+    test = _split(test_set, spec)
+    runs, bundles = {}, {}
+    for role, family, width in (("classifier", "small_cnn", 8), ("segmenter", "unet", 4)):
+        config = ImageTrainConfig(name=f"syn_{role}", family=family, model={"width": width},
+                                  epochs=25, patience=25, learning_rate=3e-3, batch_size=8,
+                                  output_dir=out / "runs")
+        runs[role] = train_image_model(config, spec, train, val, test, "synthetic")
+        bundles[role] = build_bundle(runs[role], out / "bundles", "int8", budget=0.05)
+    return {"runs": runs, "bundles": bundles, "test": test, "spec": spec, "out": out,
+            "test_set": test_set}
+
+
+def test_trained_models_learn_the_synthetic_defects(image_runs):
+    cls = json.loads((image_runs["runs"]["classifier"] / "training.json").read_text())
+    seg = json.loads((image_runs["runs"]["segmenter"] / "training.json").read_text())
+    assert cls["task"] == "image" and cls["image"]["kind"] == "classifier"
+    assert cls["metrics"]["keras"]["auroc"] >= 0.9
+    assert cls["metrics"]["keras"]["accuracy"] >= 0.7
+    assert seg["image"]["kind"] == "segmenter"
+    assert seg["metrics"]["keras"]["iou"] >= 0.3
+
+
+def test_int8_bundles_pass_the_image_parity_gate(image_runs):
+    for role, bundle in image_runs["bundles"].items():
+        m = bundle.manifest
+        assert (m.task, m.quantization, m.image.kind, m.input) == ("image", "int8", role, None)
+        assert m.metrics["edge"]["agreement"] >= 0.95
+        assert Bundle.load(bundle.root).manifest == m  # hashes verify after the round trip
+
+
+def test_gradcam_and_plots_are_written(image_runs, tmp_path):
+    import keras
+
+    model = keras.models.load_model(image_runs["runs"]["classifier"] / "model.keras")
+    test, spec = image_runs["test"], image_runs["spec"]
+    probs = model.predict(test.x, verbose=0)
+    cams = explain.gradcam(model, test.x[:4], probs[:4].argmax(1))
+    assert cams.shape == (4, SIZE, SIZE) and cams.max() <= 1 and cams.max() > 0
+    paths = explain.save_gradcam_overlays(model, test.x, test.labels, probs, spec.class_names,
+                                          tmp_path / "cam", sample=3)
+    wrong = int((probs.argmax(1) != test.labels).sum())
+    assert len(paths) >= max(3, wrong) and all(p.stat().st_size > 1000 for p in paths)
+    assert len([p for p in paths if p.name.startswith("wrong_")]) == wrong
+    cm = explain.save_confusion_matrix(test.labels, probs.argmax(1), spec.class_names,
+                                       tmp_path / "cm.png", "test")
+    assert cm.stat().st_size > 1000
+
+
+def _jpeg(kind: str, seed: int, with_mask: bool = False):
+    img, mask = defect_image(np.random.default_rng(seed), kind, 90, 110)
+    out = io.BytesIO()
+    Image.fromarray(img).save(out, format="JPEG", quality=92)
+    return (out.getvalue(), mask > 0) if with_mask else out.getvalue()
+
+
+def test_pipeline_verdicts_quantify_defects_and_alarm_on_nok_rate(image_runs):
+    b = image_runs["bundles"]
+    qc = ImagePipeline("cam", b["classifier"], b["segmenter"],
+                       QcSettings(nok_window=3, nok_rate_limit=0.9, debug_mask=True))
+    frame, truth = _jpeg("MT_Blob", 100, with_mask=True)
+    outputs = qc.process(frame, 1.0)
+    verdict = outputs[0].payload
+    assert (verdict["status"], verdict["verdict"], verdict["class"]) == ("ok", "NOK", "MT_Blob")
+    assert verdict["defect_area_px"] > 0 and verdict["regions"] >= 1
+    x0, y0, x1, y1 = verdict["boxes"][0]  # the largest region lies on the true blob
+    assert truth[y0 : y1 + 1, x0 : x1 + 1].any()
+    assert abs(verdict["defect_area_pct"] - 100 * verdict["defect_area_px"] / (90 * 110)) < 0.01
+    png = next(o for o in outputs if o.kind == "debug").payload["png"]
+    assert Image.open(io.BytesIO(png)).size == (110, 90)
+    sequence = [("MT_Free", "OK"), ("MT_Scratch", "NOK"), ("MT_Blob", "NOK"), ("MT_Blob", "NOK"),
+                ("MT_Free", "OK"), ("MT_Free", "OK")]
+    events = []
+    for seed, (kind, expected) in enumerate(sequence, start=101):
+        outputs = qc.process(_jpeg(kind, seed))
+        assert outputs[0].payload["verdict"] == expected, kind
+        events += [o.payload["event"] for o in outputs if o.kind == "alarm"]
+    assert events == ["raise", "clear"]  # 3/3 NOK raises; 1/3 < 0.45 clears
+
+
+def test_daemon_does_image_qc_over_mqtt_and_refuses_bad_frames(image_runs, broker, tmp_path):
+    b = image_runs["bundles"]
+    config = EdgeConfig(
+        gateway="gwimg", mqtt=MqttConfig(host=broker.host, port=broker.port),
+        cameras=[CameraConfig(name="press1", classifier=b["classifier"].root,
+                              segmenter=b["segmenter"].root, debug_mask=True,
+                              watch_dir=tmp_path / "drop", watch_interval_s=0.1)])
+    daemon = EdgeDaemon(config)
+    uns = config.topics.uns
+    got: queue.Queue = queue.Queue()
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="img-sub")
+    sub.on_message = lambda c, u, m: got.put((m.topic, m.payload))
+    sub.connect(broker.host, broker.port)
+    sub.subscribe([(f"{uns}/inference/press1", 1), (f"{uns}/debug/press1/mask", 1)])
+    sub.loop_start()
+    daemon.start()
+    try:
+        _wait(lambda: daemon.metrics.value("procedge_mqtt_connects_total") >= 1)
+        time.sleep(0.3)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="img-pub")
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        camera = f"{uns}/camera/press1"
+        pub.publish(camera, _jpeg("MT_Blob", 7), qos=1).wait_for_publish(5)
+        pub.publish(camera, _jpeg("MT_Free", 8)[:300], qos=1).wait_for_publish(5)
+        pub.publish(camera, bytes(50 * 1024 * 1024), qos=1).wait_for_publish(30)
+        inference, debug = f"{uns}/inference/press1", f"{uns}/debug/press1/mask"
+        seen = _collect(got, {inference: 3, debug: 1})
+        records, mask = [json.loads(r) for r in seen[inference]], seen[debug][0]
+        (tmp_path / "drop" / "frame1.jpg").write_bytes(_jpeg("MT_Free", 9))  # a dropped file
+        dropped = json.loads(_collect(got, {inference: 1})[inference][0])
+        pub.loop_stop()
+        pub.disconnect()
+    finally:
+        daemon.stop()
+        sub.loop_stop()
+        sub.disconnect()
+    verdict, corrupt, huge = records
+    assert (verdict["verdict"], verdict["class"], verdict["camera"]) == ("NOK", "MT_Blob",
+                                                                          "press1")
+    assert verdict["defect_area_px"] > 0 and verdict["boxes"]
+    assert (corrupt["status"], corrupt["reason"]) == ("rejected", "image_corrupt")
+    assert (huge["status"], huge["reason"], huge["bytes"]) == ("rejected", "image_too_large",
+                                                                50 * 1024 * 1024)
+    assert Image.open(io.BytesIO(mask)).size == (110, 90)
+    assert (dropped["status"], dropped["verdict"]) == ("ok", "OK")
+    value = daemon.metrics.value
+    assert value("procedge_messages_rejected_total", reason="image_corrupt") == 1
+    assert value("procedge_messages_rejected_total", reason="image_too_large") == 1
+    assert value("procedge_published_total", kind="inference") == 4
+
+
+def _wait(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _collect(got: queue.Queue, wanted: dict[str, int], timeout_s: float = 30.0
+             ) -> dict[str, list[bytes]]:
+    """Payloads per topic, in arrival order, until each topic has its count."""
+    seen: dict[str, list[bytes]] = {t: [] for t in wanted}
+    deadline = time.monotonic() + timeout_s
+    while any(len(seen[t]) < n for t, n in wanted.items()):
+        topic, payload = got.get(timeout=max(deadline - time.monotonic(), 0.01))
+        seen.setdefault(topic, []).append(payload)
+    return seen
+
+
+def test_unet_patch_training_saves_a_whole_frame_model(tmp_path):
+    import keras
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=6, seed=3))
+    spec = ImageSpec(kind="segmenter", height=SIZE, width=SIZE, mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    split = _split(data, spec)
+    batches = imdata.Batches(split.x, split.labels, split.masks, "masks", 8, 0.1, None, patch=32)
+    xb, mb, _ = batches[0]
+    assert xb.shape == (8, 32, 32, 1) and mb.shape == (8, 32, 32, 1)
+    defective = split.masks.reshape(len(split.masks), -1).max(1) > 0
+    order = batches.order[:8]
+    assert (mb.reshape(8, -1).max(1) > 0).sum() >= defective[order].sum() // 2  # near defects
+    config = ImageTrainConfig(name="patchy", family="unet", model={"width": 4}, epochs=1,
+                              patch=32, output_dir=tmp_path / "runs")
+    run_dir = train_image_model(config, spec, split, split)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert model.input_shape == (None, SIZE, SIZE, 1)

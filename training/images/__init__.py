@@ -1,0 +1,1 @@
+"""Image quality control on the workstation: data, models, training, Grad-CAM, evaluation."""

@@ -1,0 +1,235 @@
+"""``procedge eval images``: magnetic-tile style defect classification and segmentation,
+Keras float vs the int8 edge bundle (LiteRT), side by side.
+
+Trains a classifier and a U-Net on the training part of ``--root`` (a stratified validation
+split stops training), evaluates on ``--test-root`` when given, else on the validation split
+(then the figures are optimistic: that split also chose the stopping epoch). Edge figures come
+from the bundles through LiteRT; the per-image latency is the gateway's whole path (JPEG bytes →
+decode → resize → classifier + segmenter → regions) on one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from converters.build import build_bundle
+from converters.tflite import ConversionError, convert
+from edge_runtime.bundle import Bundle, ImageSpec
+from edge_runtime.imaging import ImageLimits, ImagePipeline, QcSettings, decode_image
+from edge_runtime.interpreter import EdgeModel
+from training.images import data as imdata
+from training.images import explain
+from training.images.metrics import classification_metrics, segmentation_metrics
+from training.images.train import ImageTrainConfig, Split, train_image_model
+
+log = logging.getLogger(__name__)
+METRIC_KEYS = ("auroc", "balanced_accuracy", "accuracy_6class", "iou", "dice",
+               "edge_ms_per_image")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    default_root = Path(os.environ.get("PROCEDGE_DATA", "../shared/data")) / "magnetic_tile"
+    p = argparse.ArgumentParser(prog="procedge eval images", description=__doc__)
+    p.add_argument("--root", type=Path, default=default_root, help="training folder")
+    p.add_argument("--test-root", type=Path, help="test folder (same layout); default: val")
+    p.add_argument("--json", type=Path, help="write the result rows here")
+    p.add_argument("--out", type=Path, default=Path("artifacts/images/eval"))
+    p.add_argument("--size", type=int, default=128, help="square model input, pixels")
+    p.add_argument("--classifier", default="resnet", help="small_cnn | resnet | mobilenet")
+    p.add_argument("--classifier-width", type=int, default=16)
+    p.add_argument("--segmenter", default="unet", help="unet | none")
+    p.add_argument("--segmenter-width", type=int, default=8)
+    p.add_argument("--segmenter-patch", type=int, default=0,
+                   help="U-Net trains on crops this size (0 = whole images)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--latency-size", type=int, default=256, help="0 = skip that check")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    everything = imdata.scan(args.root, split="train")
+    names = everything.class_names
+    train_idx, val_idx = imdata.stratified_split(everything.labels, args.val_fraction, args.seed)
+    spec = ImageSpec(kind="classifier", height=args.size, width=args.size,
+                     class_names=names, ok_class=_ok_class(names))
+    train_set, val_set = everything.subset(train_idx), everything.subset(val_idx)
+    test_set = (imdata.scan(args.test_root, split=None, class_names=names)
+                if args.test_root else val_set)
+    spec, train, val, test = _load(spec, train_set, val_set, test_set, args.test_root is not None)
+    print(f"images: train {len(train.x)}, val {len(val.x)}, "
+          f"{'test' if args.test_root else 'evaluated on val'} {len(test.x)}; "
+          f"input {args.size}x{args.size}, mean {spec.mean:.3f} std {spec.std:.3f}")
+    result = {"benchmark": "magnetic_tile", "root": str(args.root),
+              "test": str(args.test_root or "validation split"), "size": args.size}
+    models, bundles, widths = {}, {}, {}
+    fingerprint = imdata.fingerprint(train_set)
+    roles = [("classifier", args.classifier, args.classifier_width)]
+    if args.segmenter != "none":
+        roles.append(("segmenter", args.segmenter, args.segmenter_width))
+    for role, family, width in roles:
+        patch = args.segmenter_patch if role == "segmenter" else 0
+        config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
+                                  epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
+                                  seed=args.seed, output_dir=args.out / "runs")
+        if family == "mobilenet":
+            config.model = {}
+            print("mobilenet: training from scratch (no local ImageNet weights given)")
+        run_dir = train_image_model(config, spec, train, val, test, fingerprint)
+        models[role], widths[role] = run_dir, width
+        bundles[role], result[f"{role}_gate"] = _bundle(run_dir, args.out / "bundles")
+        print(f"{role} {family}: trained → {run_dir}; int8 gate: {result[f'{role}_gate']}")
+    rows = _compare(models, bundles, test, test_set, spec, args.out)
+    result["rows"] = rows
+    if args.latency_size:
+        result["latency_256"] = _latency_at(models, widths, args.latency_size, args.out)
+    _print(rows, result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _ok_class(names: list[str]) -> str:
+    return imdata.OK_CLASS if imdata.OK_CLASS in names else names[0]
+
+
+def _load(spec, train_set, val_set, test_set, separate_test: bool):
+    """Arrays for every split; mean/std from the training images only."""
+    plain = spec.model_copy(update={"mean": 0.0, "std": 1.0})
+    arrays = [imdata.load_arrays(s, plain) for s in (train_set, val_set)]
+    arrays.append(imdata.load_arrays(test_set, plain) if separate_test else arrays[1])
+    mean, std = float(arrays[0][0].mean()), float(arrays[0][0].std())
+    spec = spec.model_copy(update={"mean": mean, "std": std})
+    splits = [Split((x - mean) / std, s.labels, m)
+              for (x, m), s in zip(arrays, (train_set, val_set, test_set), strict=True)]
+    return spec, *splits
+
+
+def _bundle(run_dir: Path, out: Path) -> tuple[Path, str]:
+    """The int8 bundle if it passes the parity gate; if not, one built past the gate (budget
+    1.0) so the int8 figures are still reported — with the gate's verdict beside them."""
+    try:
+        return build_bundle(run_dir, out, "int8").root, "passed"
+    except ConversionError as exc:
+        bundle = build_bundle(run_dir, out / "ungated", "int8", budget=1.0)
+        return bundle.root, f"FAILED ({str(exc).splitlines()[0]})"
+
+
+def _compare(models, bundles, test: Split, test_set, spec: ImageSpec, out: Path) -> list[dict]:
+    import keras
+
+    rows = {"keras-fp32": {}, "edge-int8": {}}
+    for role, run_dir in models.items():
+        model = keras.models.load_model(run_dir / "model.keras", compile=False)
+        ref = model.predict(test.x, verbose=0, batch_size=32)
+        got = EdgeModel(bundles[role] / "model.tflite").predict(test.x)[0]
+        if role == "classifier":
+            ok = spec.class_names.index(spec.ok_class)
+            for variant, probs in (("keras-fp32", ref), ("edge-int8", got)):
+                m = classification_metrics(test.labels, probs, ok, spec.class_names)
+                m["accuracy_6class"] = m.pop("accuracy")
+                rows[variant] |= m
+                explain.save_confusion_matrix(test.labels, probs.argmax(1), spec.class_names,
+                                              out / f"confusion_{variant}.png", variant)
+            rows["edge-int8"]["agreement_class"] = float(np.mean(ref.argmax(1) == got.argmax(1)))
+            explain.save_gradcam_overlays(model, test.x, test.labels, ref, spec.class_names,
+                                          out / "gradcam")
+        else:
+            for variant, probs in (("keras-fp32", ref), ("edge-int8", got)):
+                m = segmentation_metrics(test.masks, probs, 0.5)
+                rows[variant] |= {"iou": m["iou"], "dice": m["dice"],
+                                  "clean_on_free": m["clean_on_free"]}
+            explain.save_segmentation_overlays(test.x, test.masks, ref, out / "segmentation")
+    rows["edge-int8"]["edge_ms_per_image"] = _edge_latency(bundles, test_set)
+    rows["keras-fp32"]["edge_ms_per_image"] = float("nan")
+    return [{"model": "+".join(models), "variant": k, "metrics": v} for k, v in rows.items()]
+
+
+def _edge_latency(bundles: dict[str, Path], test_set) -> float:
+    """Median ms per image of the gateway's whole path, one thread, over the test files."""
+    loaded = {role: Bundle.load(path) for role, path in bundles.items()}
+    pipeline = ImagePipeline("eval", loaded.get("classifier"), loaded.get("segmenter"),
+                             QcSettings(limits=ImageLimits()))
+    times = []
+    for item in test_set.items[:200]:
+        payload = item.image.read_bytes()
+        start = time.perf_counter()
+        pipeline.inspect(decode_image(payload, 1, pipeline.settings.limits))
+        times.append(1000 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def _latency_at(models: dict[str, Path], widths: dict[str, int], size: int, out: Path
+                ) -> dict[str, float]:
+    """Single-image LiteRT int8 latency at ``size``×``size`` (trained weights; the models are
+    fully convolutional), one thread, median of 50 invokes."""
+    import keras
+
+    from training.registry import get_family
+
+    result = {}
+    for role, run_dir in models.items():
+        trained = keras.models.load_model(run_dir / "model.keras", compile=False)
+        draft = json.loads((run_dir / "training.json").read_text())
+        family = get_family(draft["family"])
+        shape = (size, size, 1)
+        kwargs = {"width": widths[role]} if draft["family"] != "mobilenet" else {}
+        big = (family.build(shape, len(draft["image"]["class_names"]), **kwargs)
+               if role == "classifier" else family.build(shape, **kwargs))
+        big.set_weights(trained.get_weights())
+        with tempfile.TemporaryDirectory() as tmp:
+            keras_path = Path(tmp) / "big.keras"
+            big.save(keras_path)
+            rep = Path(tmp) / "rep.npz"
+            rng = np.random.default_rng(0)
+            np.savez(rep, x=rng.normal(size=(32, *shape)).astype(np.float32))
+            tfl = out / f"{role}_{size}_int8.tflite"
+            convert(keras_path, tfl, "int8", representative=rep)
+        model = EdgeModel(tfl, num_threads=1)
+        x = np.random.default_rng(1).normal(size=(1, *shape)).astype(np.float32)
+        for _ in range(5):
+            model.predict(x)
+        times = []
+        for _ in range(50):
+            start = time.perf_counter()
+            model.predict(x)
+            times.append(1000 * (time.perf_counter() - start))
+        result[f"{role}_ms"] = statistics.median(times)
+    result["total_ms"] = sum(result.values())
+    return result
+
+
+def _print(rows: list[dict], result: dict) -> None:
+    keys = sorted({k for r in rows for k in r["metrics"]},
+                  key=lambda k: (k not in METRIC_KEYS, METRIC_KEYS.index(k)
+                                 if k in METRIC_KEYS else 0, k))
+    print(f"\n{'metric':28s}" + "".join(f"{r['variant']:>14s}" for r in rows))
+    for k in keys:
+        print(f"{k:28s}" + "".join(f"{r['metrics'].get(k, float('nan')):14.4f}" for r in rows))
+    for role in ("classifier", "segmenter"):
+        if f"{role}_gate" in result:
+            print(f"int8 parity gate ({role}): {result[f'{role}_gate']}")
+    if "latency_256" in result:
+        lat = result["latency_256"]
+        print(f"LiteRT int8, 1 thread, {result.get('size')}→256x256 weights: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in lat.items()))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main()

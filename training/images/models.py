@@ -1,0 +1,97 @@
+"""Image model families: classifiers ``small_cnn``, ``resnet``, ``mobilenet`` and the ``unet``
+segmenter. All are fully convolutional up to a global pooling, so the same weights run at any
+input size (the latency check at 256×256 reuses the weights trained at a smaller size).
+
+Classifiers end in a ``logits`` Dense then a softmax; their last feature map is the layer named
+``gradcam_target`` (Grad-CAM reads it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from training.registry import register
+
+
+def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if relu else x
+
+
+def _head(x, inputs, n_classes: int, dropout: float, name: str) -> keras.Model:
+    x = layers.Activation("linear", name="gradcam_target")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    logits = layers.Dense(n_classes, name="logits")(x)
+    return keras.Model(inputs, layers.Softmax(name="probs")(logits), name=name)
+
+
+@register("image", "small_cnn")
+def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
+              blocks: int = 4, dropout: float = 0.2) -> keras.Model:
+    """Plain CNN: (conv-BN-ReLU, max-pool) blocks doubling the width."""
+    inputs = keras.Input(input_shape)
+    x = inputs
+    for b in range(blocks):
+        x = _conv_bn(x, width * 2 ** min(b, 3))
+        x = layers.MaxPooling2D()(x)
+    x = _conv_bn(x, width * 2 ** min(blocks, 3))
+    return _head(x, inputs, n_classes, dropout, "small_cnn")
+
+
+def _residual(x, filters: int, strides: int):
+    shortcut = x
+    y = _conv_bn(x, filters, strides=strides)
+    y = _conv_bn(y, filters, relu=False)
+    if strides != 1 or shortcut.shape[-1] != filters:
+        shortcut = _conv_bn(shortcut, filters, kernel=1, strides=strides, relu=False)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+@register("image", "resnet")
+def resnet(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
+           stages: int = 4, depth: int = 1, dropout: float = 0.2) -> keras.Model:
+    """ResNet: strided stem, ``stages`` stages of ``depth`` residual blocks (BN), width × 2
+    per stage."""
+    inputs = keras.Input(input_shape)
+    x = _conv_bn(inputs, width, kernel=5, strides=2)
+    for s in range(stages):
+        for d in range(depth):
+            x = _residual(x, width * 2 ** s, strides=2 if d == 0 and s > 0 else 1)
+    return _head(x, inputs, n_classes, dropout, "resnet")
+
+
+@register("image", "mobilenet")
+def mobilenet(input_shape: tuple[int, int, int], n_classes: int, alpha: float = 0.35,
+              weights: str | None = None, dropout: float = 0.2) -> keras.Model:
+    """MobileNetV2: from scratch by default (no ImageNet download here); give ``weights`` = a
+    local ``.h5`` file of the no-top ImageNet weights for transfer learning (grey → 3 channels)."""
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"mobilenet weights {weights}: not found (none are downloaded)")
+    inputs = keras.Input(input_shape)
+    x = layers.Concatenate()([inputs] * 3) if input_shape[-1] == 1 else inputs
+    base = keras.applications.MobileNetV2(input_shape=(*input_shape[:2], 3), alpha=alpha,
+                                          include_top=False, weights=weights)
+    return _head(base(x), inputs, n_classes, dropout, "mobilenet")
+
+
+@register("image", "unet")
+def unet(input_shape: tuple[int, int, int], width: int = 8, levels: int = 4) -> keras.Model:
+    """U-Net: ``levels`` down/up steps with skip connections, BN; a sigmoid defect mask."""
+    inputs = keras.Input(input_shape)
+    x, skips = inputs, []
+    for level in range(levels):
+        x = _conv_bn(_conv_bn(x, width * 2 ** level), width * 2 ** level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _conv_bn(_conv_bn(x, width * 2 ** levels), width * 2 ** levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D()(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = _conv_bn(_conv_bn(x, width * 2 ** level), width * 2 ** level)
+    mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    return keras.Model(inputs, mask, name="unet")

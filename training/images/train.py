@@ -1,0 +1,153 @@
+"""Train one image model and write a run directory the converter reads (as ``training.train``
+does for time series): ``model.keras``, ``training.json`` (manifest draft with the image
+spec), ``heldout.npz`` (evaluation images, labels, masks), ``representative.npz`` (int8
+calibration images), ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import keras
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_runtime.bundle import ImageSpec
+from training import plots
+from training.images import models  # noqa: F401  (registers the image families)
+from training.images.data import Augment, Batches
+from training.images.metrics import classification_metrics, segmentation_metrics
+from training.registry import get_family
+
+log = logging.getLogger(__name__)
+REPRESENTATIVE_IMAGES = 200
+
+
+class ImageTrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Model name; also the bundle name.")
+    family: str = Field(description="small_cnn, resnet, mobilenet (classifiers) or unet.")
+    model: dict[str, Any] = Field(default_factory=dict, description="Family keyword arguments.")
+    epochs: int = Field(default=30, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    patience: int = Field(default=10, ge=0, description="Early stopping on validation loss.")
+    max_minutes: float = Field(default=10.0, gt=0, description="Stop fitting after this long.")
+    augment: bool = Field(default=True, description="Flips, rotation, crop, brightness/contrast.")
+    class_weight_power: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Classifier: balanced class weights ** power (1 full, 0.5 softened, 0 off).")
+    patch: int = Field(default=0, ge=0, description="Segmenter: train on square crops of this "
+                       "side (0 = whole images); inference still sees whole frames.")
+    seed: int = 0
+    output_dir: Path = Field(default=Path("artifacts/images"))
+
+    @property
+    def kind(self) -> Literal["classifier", "segmenter"]:
+        return "segmenter" if self.family == "unet" else "classifier"
+
+
+@dataclass
+class Split:
+    """Images normalised by the spec, labels and masks (N, H, W, 1)."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+
+class _Progress(keras.callbacks.Callback):
+    """One log line per epoch (fits run for minutes on a shared CPU)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        log.info("%s epoch %d: loss %.4f val_loss %.4f (%.0f s)", self.model.name, epoch + 1,
+                 logs.get("loss", float("nan")), logs.get("val_loss", float("nan")),
+                 time.monotonic() - self.start)
+
+
+class _TimeLimit(keras.callbacks.Callback):
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.deadline = time.monotonic() + 60 * minutes
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() > self.deadline:
+            log.warning("time limit reached after epoch %d", epoch + 1)
+            self.model.stop_training = True
+
+
+def dice_bce(y_true, y_pred):
+    """Binary cross-entropy + soft Dice over the batch: Dice keeps small defects from being
+    drowned by background pixels."""
+    bce = keras.ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+    inter = keras.ops.sum(y_true * y_pred)
+    dice = (2 * inter + 1.0) / (keras.ops.sum(y_true) + keras.ops.sum(y_pred) + 1.0)
+    return bce + 1.0 - dice
+
+
+def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, val: Split,
+                      heldout: Split | None = None, fingerprint: str = "") -> Path:
+    """Fit on ``train`` (augmented), stop on ``val``; metrics on ``heldout`` (default val)."""
+    keras.utils.set_random_seed(config.seed)
+    heldout = heldout or val
+    spec = spec.model_copy(update={"kind": config.kind})
+    family = get_family(config.family)
+    shape = (spec.height, spec.width, spec.channels)
+    run_dir = Path(config.output_dir) / config.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if config.kind == "classifier":
+        model = family.build(shape, len(spec.class_names), **config.model)
+        loss, target, val_y = "sparse_categorical_crossentropy", "labels", val.labels
+    else:  # with patches: free spatial size in training, the fixed size saved below
+        model = family.build((None, None, spec.channels) if config.patch else shape,
+                             **config.model)
+        loss, target, val_y = dice_bce, "masks", val.masks
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
+                      Augment() if config.augment else None, config.seed,
+                      config.class_weight_power, config.patch)
+    start = time.monotonic()
+    history = model.fit(
+        batches, validation_data=(val.x, val_y), epochs=config.epochs, verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(patience=config.patience,
+                                                 restore_best_weights=True),
+                   keras.callbacks.ReduceLROnPlateau(patience=max(config.patience // 2, 1)),
+                   _TimeLimit(config.max_minutes), _Progress()])
+    fit_s = time.monotonic() - start
+    if config.patch:  # static input shape for the converter and the edge interpreter
+        fixed = family.build(shape, **config.model)
+        fixed.set_weights(model.get_weights())
+        model = fixed
+    model.save(run_dir / "model.keras")
+    plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
+    metrics = evaluate_keras(model, spec, heldout)
+    metrics |= {"epochs": float(len(history.history["loss"])), "fit_seconds": fit_s}
+    draft = {"name": config.name, "task": "image", "family": config.family,
+             "image": spec.model_dump(), "training_data_sha256": fingerprint,
+             "metrics": {"keras": metrics}}
+    (run_dir / "training.json").write_text(json.dumps(draft, indent=2) + "\n")
+    np.savez_compressed(run_dir / "heldout.npz", x=heldout.x, labels=heldout.labels,
+                        masks=heldout.masks.astype(np.uint8))
+    rng = np.random.default_rng(config.seed)
+    pick = rng.choice(len(train.x), size=min(REPRESENTATIVE_IMAGES, len(train.x)), replace=False)
+    np.savez_compressed(run_dir / "representative.npz", x=train.x[np.sort(pick)])
+    log.info("trained %s in %.0f s: %s", config.name, fit_s, metrics)
+    return run_dir
+
+
+def evaluate_keras(model, spec: ImageSpec, data: Split) -> dict[str, float]:
+    out = model.predict(data.x, verbose=0, batch_size=32)
+    if spec.kind == "classifier":
+        ok = spec.class_names.index(spec.ok_class)
+        return classification_metrics(data.labels, out, ok, spec.class_names)
+    return segmentation_metrics(data.masks, out, spec.mask_threshold)
