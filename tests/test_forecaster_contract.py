@@ -74,3 +74,15 @@ def test_train_convert_run_matches_keras(family, tmp_path):
     print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
     edge, keras_m = bundle.manifest.metrics["edge"], bundle.manifest.metrics["keras"]
     assert edge["mse"] <= keras_m["mse"] * 1.02 + 1e-9
+
+
+@pytest.mark.parametrize("attention", ["additive", "dot"])
+def test_seq2seq_attention_weights_and_heatmap(attention, tmp_path):
+    from training import plots
+    from training.forecasters import attention_model, seq2seq
+
+    weights = attention_model(seq2seq(12, 3, 4, 1, attention=attention)).predict(
+        np.random.default_rng(0).standard_normal((2, 12, 3)).astype(np.float32), verbose=0)
+    assert weights.shape == (2, 4, 12)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the window
+    assert plots.attention_heatmap(weights[0], tmp_path / "a.png", "s2s").stat().st_size > 0

@@ -294,8 +294,8 @@ def tcn(window: int, features: int, horizon: int, targets: int,
 
 
 def attention_model(model: keras.Model) -> keras.Model | None:
-    """A model returning the attention weights of a trained ``seq2seq`` (N, H, L) or
-    ``transformer`` (N, heads, L, L) model, or None if it has no attention layer."""
+    """A model returning the attention weights (N, H, L) of a ``seq2seq`` model — each
+    forecast step's weights over the input window — or None for other families."""
     names = [layer.name for layer in model.layers]
     if "attention" in names:  # seq2seq: (context, scores)
         return keras.Model(model.inputs, model.get_layer("attention").output[1])
