@@ -38,7 +38,7 @@ def _cmd_convert(args) -> None:
     for run_dir in args.run_dirs:
         bundle, report = build(run_dir, args.out, candidates, budgets=budgets, budget=args.budget,
                                int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
-                               qat=args.qat, prune=args.prune)
+                               qat=args.qat, prune=args.prune, allow_offline=args.allow_offline)
         print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
@@ -54,7 +54,7 @@ def _cmd_run(args) -> None:
 def _cmd_verify(args) -> None:
     from edge_runtime.bundle import Bundle
 
-    bundle = Bundle.load(args.bundle)
+    bundle = Bundle.load(args.bundle, args.public_key)
     m = bundle.manifest
     print(f"OK {m.name} v{m.version} {m.task}/{m.family} {m.quantization}, "
           f"{len(m.files)} file(s) verified")
@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--route", default="auto", choices=["auto", "keras", "fused", "unroll"],
                    help="recurrent layers: auto = fused LSTM via tf-keras, else unroll")
     p.add_argument("--sign-key", type=Path, help="Ed25519 private key (PEM) to sign bundles")
+    p.add_argument("--allow-offline", action="store_true",
+                   help="bundle an offline-only family (e.g. bilstm) for offline evaluation")
     p.add_argument("--qat", action="store_true", help="quantization-aware fine-tuning first "
                    "(tf-keras + tensorflow-model-optimization; dense and conv families)")
     p.add_argument("--prune", type=float, metavar="SPARSITY",
@@ -149,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="verify a bundle's hashes and manifest")
     p.add_argument("bundle", type=Path)
+    p.add_argument("--public-key", type=Path, help="also require a valid Ed25519 signature")
     p.set_defaults(func=_cmd_verify)
 
     for name, func, text in (("simulate", _cmd_simulate, "publish simulated plant data"),
