@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PROCEDGE_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup mosquitto demo test train convert lint bench clean
+.PHONY: help setup mosquitto demo test train convert lint bench eval clean
 
 help:
 	@echo "make demo     - train, convert, run the edge daemon on a simulated fault (few minutes)"
@@ -15,6 +15,7 @@ help:
 	@echo "make train    - train the models in configs/ into artifacts/runs"
 	@echo "make convert  - convert artifacts/runs/* into verified bundles in artifacts/bundles"
 	@echo "make bench    - benchmarks under bench/ (tables on stdout, JSON in bench/results)"
+	@echo "make eval     - ETTh1, SKAB, TEP and magnetic-tile evaluations from \$$PROCEDGE_DATA"
 	@echo "make lint     - ruff"
 
 $(STAMP): pyproject.toml
@@ -48,8 +49,17 @@ convert: setup
 lint: setup
 	$(BIN)/ruff check .
 
-bench: setup
-	@for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+# DAEMON_BENCH_ARGS="--total 200000" for a shorter daemon run (default: 1M messages).
+bench: setup mosquitto
+	$(BIN)/python bench/bench_convert.py
+	$(BIN)/python bench/bench_daemon.py $(DAEMON_BENCH_ARGS)
+
+# Published protocols on the real data sets (minutes to tens of minutes on 2 cores).
+eval: setup
+	$(BIN)/python -m procedge eval ett --model dlinear --json artifacts/eval/etth1_dlinear.json
+	$(BIN)/python -m procedge eval skab --root $(PROCEDGE_DATA)/skab --json artifacts/eval/skab.json
+	$(BIN)/python -m procedge eval tep --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep.json
+	$(BIN)/python -m procedge eval images --root $(PROCEDGE_DATA)/magnetic_tile --json artifacts/eval/images.json
 
 clean:
 	rm -rf artifacts .pytest_cache
