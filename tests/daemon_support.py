@@ -24,6 +24,15 @@ ROOT = Path(__file__).resolve().parent.parent
 UNS = "procedge/test/area/tank"
 
 
+
+def wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
 class RestartableBroker:
     """Mosquitto on one fixed loopback port that a test can kill and start again."""
 
@@ -93,12 +102,7 @@ class Collector:
         return out
 
     def wait(self, predicate, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.05)
-        return predicate()
+        return wait_for(predicate, timeout_s)
 
     def close(self) -> None:
         self.client.loop_stop()

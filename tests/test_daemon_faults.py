@@ -31,6 +31,7 @@ from tests.daemon_support import (
     reference_events,
     samples,
     start_daemon_process,
+    wait_for,
     write_config,
 )
 
@@ -57,15 +58,6 @@ def publish(client: mqtt.Client, items: list[tuple[str, bytes]]) -> None:
 
 def alarm_events(collector: Collector) -> list[dict]:
     return [e for e in collector.json("/alarm/") if "event_id" in e]
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def check_same_events(received: list[dict], expected: list[dict]) -> None:

@@ -25,18 +25,10 @@ from tests.daemon_support import (
     labelled_run,
     reference_events,
     samples,
+    wait_for,
 )
 
 RAW = UNS + "/raw/{tag}"
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def feed_local(daemon: EdgeDaemon, items: list[tuple[str, bytes]]) -> None:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon, Inbound
 from procedge.broker import _wait_for_port, free_port, mosquitto_binary
-from tests.daemon_support import UNS, edge_config, labelled_run, samples
+from tests.daemon_support import UNS, edge_config, labelled_run, samples, wait_for
 
 SECRET = "s3cret-Pa55"
 
@@ -104,15 +104,6 @@ def watcher(port: int, folder: Path, seen: list) -> mqtt.Client:
     client.connect("127.0.0.1", port)
     client.loop_start()
     return client
-
-
-def wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_tls_with_password_file(tls_broker, tmp_path: Path, bundles, caplog):
