@@ -78,3 +78,24 @@ def test_eval_tep_pca_reference_on_real_data(tmp_path):
     spe95 = next(r for r in rows if r["model"] == "pca_spe" and r["level"] == 0.95)
     assert 60 < spe95["detection_rate"] < 80  # published PCA SPE: 68.1 %
     assert len(spe95["per_fault"]) == 21
+
+
+def test_eval_tep_published_protocol_when_test_files_exist(tmp_path):
+    """With dXX_te.dat present: limit and FAR from d00_te.dat, faults from sample 161."""
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(5, 52))
+    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
+    np.savetxt(tmp_path / "d00.dat", normal(500).T)
+    np.savetxt(tmp_path / "d00_te.dat", normal(960))
+    faulty = normal(960)
+    faulty[160:, 7] += 2.0
+    np.savetxt(tmp_path / "d01_te.dat", faulty)
+    out = tmp_path / "tep.json"
+    main(["eval", "tep", "--root", str(tmp_path), "--families", "pca_t2_spe",
+          "--edge-mode", "none", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["settings"]["protocol"] == "published"
+    spe95 = next(r for r in data["results"] if r["model"] == "pca_spe" and r["level"] == 0.95)
+    assert spe95["per_fault"]["01"] > 95
+    assert 2 < spe95["far"] < 8  # limit and FAR on the same normal test run, as published
+    assert spe95["far_lead"] < 15  # samples 1–160 of the fault run are normal
