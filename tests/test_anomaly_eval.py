@@ -38,7 +38,8 @@ def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
         tmp_path / "skab" / "anomaly-free.csv", sep=";", index=False)  # no labels: skipped
     out = tmp_path / "skab.json"
     main(["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
-          "--edge-mode", "none", "--json", str(out), "--vote", "3", "5"])
+          "--edge-mode", "none", "--json", str(out), "--vote", "3", "5",
+          "--margin", "1", "--ewma", "1"])
     assert "2 files" in capsys.readouterr().out
     (row,) = json.loads(out.read_text())["results"]
     assert {"model", "variant", "mode", "f1", "far", "mar", "nab_standard"} <= set(row)
