@@ -53,11 +53,12 @@ class Settings:
             ewma_alpha=self.ewma_alpha, vote_k=self.vote_k, vote_n=self.vote_n)
 
 
-def add_settings_args(p: argparse.ArgumentParser, window: int, level: float) -> None:
+def add_settings_args(p: argparse.ArgumentParser, window: int, level: float,
+                      margin: float = 1.0, ewma: float = 1.0, epochs: int = 60) -> None:
     p.add_argument("--families", default=",".join((*DEEP_FAMILIES, PCA_NAME)),
                    help=f"comma list of {DEEP_FAMILIES} and {PCA_NAME}")
     p.add_argument("--window", type=int, default=window)
-    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--edge-mode", default="int8", choices=["int8", "int16x8", "dynamic",
@@ -66,8 +67,8 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float) -> 
                    help="families also converted and scored in LiteRT (slow: one per file)")
     p.add_argument("--rule", default="quantile", choices=["quantile", "kde"])
     p.add_argument("--level", type=float, default=level, help="calibration quantile level")
-    p.add_argument("--margin", type=float, default=1.0, help="limit = margin x level point")
-    p.add_argument("--ewma", type=float, default=1.0, help="EWMA alpha (1 = off)")
+    p.add_argument("--margin", type=float, default=margin, help="limit = margin x level point")
+    p.add_argument("--ewma", type=float, default=ewma, help="EWMA alpha (1 = off)")
     p.add_argument("--vote", type=int, nargs=2, default=(1, 1), metavar=("K", "N"))
     p.add_argument("--on-delay", type=int, default=1)
     p.add_argument("--pca-variance", type=float, default=0.9)

@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
                    help="calibrate on the last N of the 400 normal rows (0: on all 400)")
     p.add_argument("--plot-files", type=int, default=1, help="plot the first N files")
     p.add_argument("--exclude-tags", default="", help="comma list of tag columns to drop")
-    common.add_settings_args(p, window=30, level=0.99)
+    common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
     exclude = tuple(t for t in args.exclude_tags.split(",") if t)

@@ -1,0 +1,102 @@
+"""`procedge eval skab|tep` end to end on files in the published formats (synthetic here, so
+no data directory is needed; the PCA reference keeps it fast), plus one real-data check."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from procedge.cli import main
+
+
+def _skab_file(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 700
+    latent = rng.normal(size=(n, 1))
+    values = latent @ np.ones((1, 4)) + 0.1 * rng.normal(size=(n, 4))
+    anomaly = np.zeros(n)
+    anomaly[500:600] = 1
+    values[500:600, 2] += 3.0  # one tag breaks away from the others
+    cp = np.zeros(n)
+    cp[[500, 600]] = 1
+    df = pd.DataFrame(values, columns=["a", "b", "c", "d"])
+    df.insert(0, "datetime", pd.date_range("2020-03-09", periods=n, freq="s"))
+    df["anomaly"], df["changepoint"] = anomaly, cp
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, sep=";", index=False)
+
+
+def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
+    _skab_file(tmp_path / "skab" / "valveX" / "0.csv", 0)
+    _skab_file(tmp_path / "skab" / "deep" / "er" / "1.csv", 1)
+    pd.DataFrame({"datetime": ["2020-01-01 00:00:00"], "a": [1.0]}).to_csv(
+        tmp_path / "skab" / "anomaly-free.csv", sep=";", index=False)  # no labels: skipped
+    out = tmp_path / "skab.json"
+    main(["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
+          "--edge-mode", "none", "--json", str(out), "--vote", "3", "5",
+          "--margin", "1", "--ewma", "1"])
+    assert "2 files" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["results"]
+    assert {"model", "variant", "mode", "f1", "far", "mar", "nab_standard"} <= set(row)
+    assert row["f1"] > 0.9 and row["far"] < 10 and row["nab_standard"] > 50
+
+
+def test_eval_tep_development_protocol(tmp_path):
+    rng = np.random.default_rng(0)
+    mix = rng.normal(size=(5, 52))
+    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
+    np.savetxt(tmp_path / "d00.dat", normal(500).T)  # stored transposed, as published
+    for k in (1, 3):
+        rows = normal(480)
+        if k == 1:
+            rows[:, 7] += 2.0
+        np.savetxt(tmp_path / f"d{k:02d}.dat", rows)
+    out = tmp_path / "tep.json"
+    main(["eval", "tep", "--root", str(tmp_path), "--families", "pca_t2_spe",
+          "--edge-mode", "none", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    spe95 = next(r for r in rows if r["model"] == "pca_spe" and r["level"] == 0.95)
+    assert spe95["per_fault"]["01"] > 95 and spe95["per_fault"]["03"] < 20
+    assert spe95["detection_rate_excl_3_9_15"] == pytest.approx(spe95["per_fault"]["01"])
+    assert spe95["far"] < 15
+
+
+DATA = Path(os.environ.get("PROCEDGE_DATA", Path(__file__).resolve().parents[1].parent
+                           / "shared" / "data"))
+
+
+@pytest.mark.skipif(not (DATA / "tep" / "d00.dat").is_file(), reason="no $PROCEDGE_DATA/tep")
+def test_eval_tep_pca_reference_on_real_data(tmp_path):
+    out = tmp_path / "tep.json"
+    main(["eval", "tep", "--root", str(DATA / "tep"), "--families", "pca_t2_spe",
+          "--edge-mode", "none", "--json", str(out)])
+    rows = json.loads(out.read_text())["results"]
+    spe95 = next(r for r in rows if r["model"] == "pca_spe" and r["level"] == 0.95)
+    assert 60 < spe95["detection_rate"] < 80  # published PCA SPE: 68.1 %
+    assert len(spe95["per_fault"]) == 21
+
+
+def test_eval_tep_published_protocol_when_test_files_exist(tmp_path):
+    """With dXX_te.dat present: limit and FAR from d00_te.dat, faults from sample 161."""
+    rng = np.random.default_rng(1)
+    mix = rng.normal(size=(5, 52))
+    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
+    np.savetxt(tmp_path / "d00.dat", normal(500).T)
+    np.savetxt(tmp_path / "d00_te.dat", normal(960))
+    faulty = normal(960)
+    faulty[160:, 7] += 2.0
+    np.savetxt(tmp_path / "d01_te.dat", faulty)
+    out = tmp_path / "tep.json"
+    main(["eval", "tep", "--root", str(tmp_path), "--families", "pca_t2_spe",
+          "--edge-mode", "none", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["settings"]["protocol"] == "published"
+    spe95 = next(r for r in data["results"] if r["model"] == "pca_spe" and r["level"] == 0.95)
+    assert spe95["per_fault"]["01"] > 95
+    assert 2 < spe95["far"] < 8  # limit and FAR on the same normal test run, as published
+    assert spe95["far_lead"] < 15  # samples 1–160 of the fault run are normal
