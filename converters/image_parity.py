@@ -9,12 +9,14 @@ from converters.parity import ParityReport
 from edge_runtime.interpreter import EdgeModel
 from training.images.metrics import classification_metrics, segmentation_metrics
 
-IMAGE_POINTS = 0.005  # the edge model may lose at most 0.5 point (accuracy, AUROC, IoU)
+CLASSIFIER_POINTS = 0.005  # accuracy and OK/NOK AUROC: at most 0.5 point lost at the edge
+SEGMENTER_POINTS = 0.01  # defect IoU: at most 1 point lost
 
 
 def check_image_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], image: dict,
                        budget: float | None = None) -> ParityReport:
-    budget = IMAGE_POINTS if budget is None else budget
+    if budget is None:
+        budget = CLASSIFIER_POINTS if image["kind"] == "classifier" else SEGMENTER_POINTS
     x = heldout["x"].astype(np.float32)
     ref = np.asarray(keras_model.predict(x, verbose=0, batch_size=32))
     got = EdgeModel(tflite_path).predict(x)[0]
