@@ -40,9 +40,18 @@ def test_training_is_seeded_and_scaler_uses_training_rows_only(tmp_path):
         config.data.simulator.steps, config.fit.epochs = 1200, 3
         run_dir = train(config)
         results.append(json.loads((run_dir / "training.json").read_text()))
+        assert any((run_dir / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
     assert results[0]["thresholds"] == results[1]["thresholds"]
     assert results[0]["metrics"] == results[1]["metrics"]
     grid = load_grid(config.data, config.window)
     train_rows = grid.rows[: int(len(grid.rows) * config.split.train)]
     np.testing.assert_allclose(results[0]["scaler"]["mean"], train_rows.mean(axis=0))
     assert not np.allclose(results[0]["scaler"]["mean"], grid.rows.mean(axis=0))
+
+
+def test_auto_strategy_is_the_default_one_on_a_single_device():
+    import tensorflow as tf
+
+    from training.distribute import distribution_strategy
+
+    assert distribution_strategy("auto") is tf.distribute.get_strategy()

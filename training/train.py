@@ -22,6 +22,7 @@ from edge_runtime.windowing import forecast_pairs, sliding_windows
 from training import plots
 from training.autoencoders import edge_model
 from training.config import TrainConfig
+from training.distribute import distribution_strategy, precision
 from training.historian import GridData, load_grid
 from training.metrics import detection_metrics, regression_metrics
 from training.registry import get_family
@@ -92,16 +93,21 @@ def _draft_manifest(config: TrainConfig, data: GridData, scaler: StandardScaler,
     }
 
 
-def _fit(model: keras.Model, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
-    model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss="mse")
+def _fit(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
+    """Build (under the configured strategy and precision), fit with early stopping and
+    best-weights restore, save, plot. ``build`` is a zero-argument model factory."""
+    with precision(config.fit.mixed_precision), distribution_strategy(config.fit.strategy).scope():
+        model = build()
+        model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss="mse")
+    callbacks = [
+        keras.callbacks.EarlyStopping(patience=config.fit.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
+    ]
+    if config.fit.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     history = model.fit(
         x, y, validation_data=(val_x, val_y), epochs=config.fit.epochs,
-        batch_size=config.fit.batch_size, shuffle=True, verbose=0,
-        callbacks=[
-            keras.callbacks.EarlyStopping(patience=config.fit.patience,
-                                          restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
-        ],
+        batch_size=config.fit.batch_size, shuffle=True, verbose=0, callbacks=callbacks,
     )
     edge_model(model).save(run_dir / "model.keras")  # a VAE ships decoder(mean)
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
@@ -115,8 +121,8 @@ def _train_forecaster(config, family, data, scaled, splits, run_dir, draft) -> d
     x, y = forecast_pairs(scaled[splits.train], L, H, cols)
     val_x, val_y = forecast_pairs(scaled[splits.val], L, H, cols)
     test_x, test_y = forecast_pairs(scaled[splits.test], L, H, cols)
-    model = family.build(L, len(data.tags), H, len(cols), target_columns=cols, **config.model)
-    model = _fit(model, config, x, y, val_x, val_y, run_dir)
+    model = _fit(lambda: family.build(L, len(data.tags), H, len(cols), target_columns=cols,
+                                      **config.model), config, x, y, val_x, val_y, run_dir)
     pred = model.predict(test_x, verbose=0)
     persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
     metrics = regression_metrics(test_y, pred)
@@ -133,8 +139,8 @@ def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, dr
     x, _ = sliding_windows(scaled[splits.train], L)
     val_x, _ = sliding_windows(scaled[splits.val], L)
     test_x, _ = sliding_windows(scaled[splits.test], L)
-    model = family.build(L, len(data.tags), **config.model)
-    model = _fit(model, config, x, x, val_x, val_x, run_dir)
+    model = _fit(lambda: family.build(L, len(data.tags), **config.model), config,
+                 x, x, val_x, val_x, run_dir)
     t = config.threshold
     spec = calibrate(anomaly_scores(val_x, model.predict(val_x, verbose=0)), t.rule,
                      t.quantile, t.margin, t.clear_ratio, t.on_delay, t.off_delay,

@@ -147,11 +147,11 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     })
     keras.utils.set_random_seed(config.fit.seed)
     builder = get_family(family, "forecast")
-    model = builder.build(window, len(prep.columns), horizon, len(prep.targets),
-                          target_columns=prep.target_columns, **model_kw)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model = _fit(model, config, *prep.train, *prep.val, run_dir)
+    model = _fit(lambda: builder.build(window, len(prep.columns), horizon, len(prep.targets),
+                                       target_columns=prep.target_columns, **model_kw),
+                 config, *prep.train, *prep.val, run_dir)
     seconds = time.perf_counter() - start
     val_x, val_y = prep.val
     val_metrics = regression_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256))
