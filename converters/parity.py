@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.scoring import anomaly_scores
 from training.metrics import detection_metrics, regression_metrics
-from training.thresholds import alarm_flags
 
 ANOMALY_AGREEMENT = 0.99  # share of windows with the same alarm state
 
@@ -112,7 +112,7 @@ def _anomaly_parity(x, ref, got, labels, spec: ThresholdSpec, f1_budget: float):
     metrics, flags = [], []
     for recon in (ref, got):
         scores = anomaly_scores(x, recon)
-        active = alarm_flags(spec, scores)  # the bundle's smoothing, then the alarm logic
+        active = replay(spec, scores)  # the bundle's smoothing, then the alarm logic
         m = detection_metrics(labels, active) if labels.any() else {}
         m["alarm_share"] = float(active.mean())
         metrics.append(m)

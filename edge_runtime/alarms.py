@@ -13,6 +13,7 @@ import numpy as np
 
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.payloads import iso_ms
+from edge_runtime.smoothing import smooth_scores
 
 Transition = Literal["raise", "clear"]
 
@@ -52,9 +53,11 @@ class AlarmLogic:
         return "low"
 
 
-def replay(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:
-    """Alarm-active flag per window for a score sequence, exactly as the daemon would set it."""
+def replay(spec: ThresholdSpec, raw_scores: np.ndarray) -> np.ndarray:
+    """Alarm-active flag per window for raw window scores, exactly as the daemon sets it:
+    the bundle's smoothing (EWMA, k-of-n), then the on/off-delay and deadband logic."""
     logic = AlarmLogic(spec)
+    scores = smooth_scores(spec, np.asarray(raw_scores, dtype=np.float64))
     active = np.zeros(len(scores), dtype=bool)
     for i, score in enumerate(scores):
         logic.update(float(score))

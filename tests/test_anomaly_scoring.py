@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.smoothing import ScoreFilter, smooth_scores
 from training.nab import NabTally, changepoints_from_flags, nab_tally, scaled_sigmoid
 from training.pca_monitor import PCAMonitor
-from training.thresholds import alarm_flags, calibrate, kde_quantile
+from training.thresholds import calibrate, kde_quantile
 
 T = np.arange(600, dtype=float)  # one row per second
 
@@ -79,7 +80,7 @@ def test_calibration_rules():
     assert spec.raise_at == pytest.approx(1.5 * np.quantile(scores, 0.99))
     assert kde_quantile(scores, 0.99) == pytest.approx(np.log(100), rel=0.1)
     assert "0.99 quantile" in spec.rule
-    assert alarm_flags(spec, scores).mean() < 0.01
+    assert replay(spec, scores).mean() < 0.01
 
 
 def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():
@@ -93,8 +94,8 @@ def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():
     np.testing.assert_allclose(streamed, votes)
     # k-of-n: a lone spike never raises; two of three above the limit do
     lone = ThresholdSpec(raise_at=1.0, clear_at=1.0, vote_k=2, vote_n=3)
-    assert not alarm_flags(lone, np.array([0, 5, 0, 0, 0.0])).any()
-    assert alarm_flags(lone, np.array([0, 5, 0, 5, 0.0])).tolist() == [0, 0, 0, 1, 0]
+    assert not replay(lone, np.array([0, 5, 0, 0, 0.0])).any()
+    assert replay(lone, np.array([0, 5, 0, 5, 0.0])).tolist() == [0, 0, 0, 1, 0]
 
 
 def test_threshold_spec_defaults_keep_old_bundles_valid():

@@ -13,7 +13,6 @@ from typing import Literal
 import numpy as np
 from scipy import optimize, stats
 
-from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.smoothing import smooth_scores
 
@@ -47,7 +46,3 @@ def calibrate(normal_scores: np.ndarray, rule: Rule = "quantile", level: float =
     return base.model_copy(update={"raise_at": raise_at, "clear_at": raise_at * clear_ratio,
                                    "rule": rule_text})
 
-
-def alarm_flags(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:
-    """Alarm-active flag per window: filter, then the alarm logic — as the gateway does."""
-    return replay(spec, smooth_scores(spec, scores))

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edge_runtime.alarms import replay
 from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.scoring import anomaly_scores
@@ -27,7 +28,7 @@ from training.historian import GridData, load_grid
 from training.metrics import detection_metrics, regression_metrics
 from training.registry import get_family
 from training.simulator import Fault, simulate
-from training.thresholds import alarm_flags, calibrate
+from training.thresholds import calibrate
 
 log = logging.getLogger(__name__)
 REPRESENTATIVE_WINDOWS = 256
@@ -147,13 +148,13 @@ def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, dr
                      t.ewma_alpha, t.vote_k, t.vote_n)
     draft["thresholds"] = spec.model_dump()
     test_scores = anomaly_scores(test_x, model.predict(test_x, verbose=0))
-    metrics = {"test_far": 100.0 * float(alarm_flags(spec, test_scores).mean())}
+    metrics = {"test_far": 100.0 * float(replay(spec, test_scores).mean())}
     labels = np.zeros(len(test_x), dtype=bool)
     if config.data.source == "simulator":  # a labelled fault run from the same plant
         fault_x, labels_f = _fault_windows(config, data, scaler)
         test_x, labels = np.concatenate([test_x, fault_x]), np.concatenate([labels, labels_f])
         scores_f = anomaly_scores(fault_x, model.predict(fault_x, verbose=0))
-        metrics |= detection_metrics(labels_f, alarm_flags(spec, scores_f))
+        metrics |= detection_metrics(labels_f, replay(spec, scores_f))
         plots.score_vs_threshold(scores_f, labels_f, spec, run_dir / "fault_scores.png")
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     _save_representative(run_dir, x, config.fit.seed)

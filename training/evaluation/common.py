@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.scoring import reconstruction_errors
 from edge_runtime.windowing import sliding_windows
@@ -163,7 +164,7 @@ def flags_from(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:
     """Alarm flag per row; rows without a score (first window-1) are normal."""
     valid = np.isfinite(scores)
     out = np.zeros(len(scores), dtype=bool)
-    out[valid] = thresholds.alarm_flags(spec, scores[valid])
+    out[valid] = replay(spec, scores[valid])
     return out
 
 
