@@ -24,7 +24,6 @@ ROOT = Path(__file__).resolve().parent.parent
 UNS = "procedge/test/area/tank"
 
 
-
 def wait_for(predicate, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -32,6 +31,7 @@ def wait_for(predicate, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
 
 class RestartableBroker:
     """Mosquitto on one fixed loopback port that a test can kill and start again."""

@@ -8,30 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.bundle import (
-    Bundle,
-    BundleError,
-    InputSpec,
-    Manifest,
-    ScalerSpec,
-    TagSpec,
-    pack_bundle,
-    write_bundle,
-)
+from edge_runtime.bundle import Bundle, BundleError, pack_bundle
+from tests.bundle_support import sealed_bundle
 
 
 def _bundle(tmp_path: Path) -> Path:
-    root = tmp_path / "b"
-    root.mkdir()
-    (root / "model.tflite").write_bytes(b"TFL3 not really a model, hashing only")
-    (root / "parity.json").write_text("{}")
-    manifest = Manifest(
-        name="m", version="1", task="anomaly", family="dense_ae", quantization="int8",
-        input=InputSpec(tags=[TagSpec(name="t", unit="degC")], period_s=1, window=4,
-                        max_gap_s=2),
-        scaler=ScalerSpec(mean=[0.0], scale=[1.0]), training_data_sha256="0" * 64,
-    )
-    return write_bundle(root, manifest)
+    return sealed_bundle(tmp_path / "b", extra_files={"parity.json": "{}"})
 
 
 def test_round_trip_directory_and_zip(tmp_path):

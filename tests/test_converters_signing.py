@@ -14,15 +14,11 @@ from edge_runtime.bundle import (
     SIGNATURE,
     Bundle,
     BundleError,
-    InputSpec,
-    Manifest,
-    ScalerSpec,
-    TagSpec,
     _manifest_digest,
     sign_bundle,
-    write_bundle,
 )
 from edge_runtime.config import load_edge_config
+from tests.bundle_support import sealed_bundle
 
 
 def _keypair(directory: Path, name: str) -> tuple[Path, Path]:
@@ -37,14 +33,8 @@ def _keypair(directory: Path, name: str) -> tuple[Path, Path]:
 
 
 def _bundle(directory: Path) -> Path:
-    directory.mkdir()
-    (directory / "model.tflite").write_bytes(b"not a real model; Bundle.load checks hashes only")
-    manifest = Manifest(
-        name="m", version="1", task="forecast", family="tcn", quantization="int8",
-        input=InputSpec(tags=[TagSpec(name="t")], period_s=1, window=4, max_gap_s=2),
-        scaler=ScalerSpec(mean=[0.0], scale=[1.0]), training_data_sha256="x",
-        representative_sha256="abc")
-    return write_bundle(directory, manifest)
+    return sealed_bundle(directory, task="forecast", family="tcn",
+                         representative_sha256="abc")
 
 
 @pytest.fixture
