@@ -125,8 +125,8 @@ class SparkplugInput:
             tag = self.by_name.get((tp.node, tp.device, name))
             if tag is None and name in birth.aliases:
                 tag = self.by_alias.get((tp.node, tp.device, birth.aliases[name]))
-            if tag is None:
-                continue  # a metric no model uses
+            if tag is None or m.is_null:
+                continue  # a metric no model uses, or no value (allowed, e.g. in a BIRTH)
             ms = m.timestamp if m.HasField("timestamp") else payload.timestamp
             ts = ms / 1000.0 if ms else received_s
             try:
