@@ -241,8 +241,9 @@ class EdgeDaemon:
     def _subscriptions(self) -> list[tuple[str, int]]:
         qos, group = self.config.mqtt.qos, self.config.mqtt.shared_group
         data = [(f"$share/{group}/{t}" if group else t, qos)
-                for t in [*self.routes, *self.cameras,
-                          *(self.sparkplug.subscriptions() if self.sparkplug else [])]]
+                for t in [*self.routes, *self.cameras]]
+        # Sparkplug: not shared, a node's BIRTH and DATA must reach the same daemon
+        data += [(t, qos) for t in (self.sparkplug.subscriptions() if self.sparkplug else [])]
         return data + [(self._topic("cmd") + "/#", 1)]
 
     def _models_status(self) -> str:

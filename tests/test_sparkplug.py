@@ -316,3 +316,26 @@ def test_sparkplug_in_and_out_against_mosquitto(tmp_path: Path, broker, bundles)
             daemon.wait(30)
         plc.loop_stop()
         watch.close()
+
+
+def test_config_mistakes_are_named():
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    from edge_runtime.config import EdgeConfig
+    from edge_runtime.metrics import DaemonMetrics
+    from edge_runtime.sparkplug.bridge import SparkplugBridge
+
+    base = {"models": [{"name": "m", "bundle": "b"}]}
+    for bad, words in (({"tag": "a", "node": "n", "metric": "x", "alias": 1}, "exactly one"),
+                       ({"tag": "a", "node": "n/x", "metric": "x"}, "one non-empty topic level"),
+                       ({"tag": "a", "node": "n", "metric": "x", "colour": 1}, "colour")):
+        with pytest.raises(ValidationError, match=words):
+            EdgeConfig.model_validate(base | {"sparkplug": {"input": {"group": "G",
+                                                                      "tags": [bad]}}})
+    config = EdgeConfig.model_validate(base | {"sparkplug": {"input": {"group": "G", "tags": [
+        {"tag": "level", "node": "n", "metric": "x"}]}}})
+    with pytest.raises(ValueError, match=r"\['level'\] are inputs of no model"):
+        SparkplugBridge(config, DaemonMetrics(), {"m": SimpleNamespace(tags=["flow"])},
+                        lambda *a, **k: "")

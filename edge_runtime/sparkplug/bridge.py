@@ -21,6 +21,12 @@ from edge_runtime.sparkplug.node import SparkplugNode
 class SparkplugBridge:
     def __init__(self, config: EdgeConfig, metrics: DaemonMetrics, pipelines: dict, topic_of):
         sp = config.sparkplug
+        if sp.input is not None:  # a mapping to a tag no model reads is a config mistake
+            used = {tag for p in pipelines.values() for tag in p.tags}
+            unknown = sorted({t.tag for t in sp.input.tags} - used)
+            if unknown:
+                raise ValueError(f"sparkplug.input.tags: {unknown} are inputs of no model "
+                                 f"(model tags: {sorted(used)})")
         self.input = SparkplugInput(sp.input) if sp.input is not None else None
         self.topic_of = topic_of
         self.node = None
