@@ -40,7 +40,6 @@ from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message,
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
 from edge_runtime.sender import OutboxSender
-from edge_runtime.sparkplug.bridge import SparkplugBridge
 
 log = logging.getLogger("procedge.edge")
 MALFORMED_LOG_INTERVAL_S = 60.0
@@ -78,8 +77,7 @@ class EdgeDaemon:
                           for m in config.models}
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
-        self.sparkplug = (SparkplugBridge(config, self.metrics, self.pipelines, self._topic)
-                          if SparkplugBridge.enabled(config) else None)
+        self.sparkplug = self._sparkplug_bridge()
         self.cameras: dict[str, ImagePipeline] = {
             self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
@@ -114,6 +112,15 @@ class EdgeDaemon:
                            else Alarm(aid, pipeline.name, self.policy))
             pipeline.alarm.active = alarms[aid].condition_active
         return alarms
+
+    def _sparkplug_bridge(self):
+        """Sparkplug B in/out when configured (imported only then: it loads protobuf)."""
+        sp = self.config.sparkplug
+        if sp.input is None and sp.output is None:
+            return None
+        from edge_runtime.sparkplug.bridge import SparkplugBridge
+
+        return SparkplugBridge(self.config, self.metrics, self.pipelines, self._topic)
 
     def _route_topics(self) -> dict[str, list[tuple[ModelPipeline, str]]]:
         routes: dict[str, list[tuple[ModelPipeline, str]]] = {}
@@ -216,7 +223,8 @@ class EdgeDaemon:
 
     def health(self) -> tuple[bool, dict]:
         ok = (self.client.is_connected() and self._worker.is_alive()
-              and self.sender.is_alive())
+              and self.sender.is_alive()
+              and (self.sparkplug is None or self.sparkplug.is_alive()))
         return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
                     "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
 

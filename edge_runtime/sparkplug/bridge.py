@@ -34,9 +34,8 @@ class SparkplugBridge:
             self.node = SparkplugNode(sp.output, config.gateway, config.mqtt, config.outbox,
                                       Catalogue(pipelines, topic_of), metrics)
 
-    @staticmethod
-    def enabled(config: EdgeConfig) -> bool:
-        return config.sparkplug.input is not None or config.sparkplug.output is not None
+    def is_alive(self) -> bool:
+        return self.node is None or self.node.is_alive()
 
     def start(self) -> None:
         if self.node is not None:
