@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_runtime.outbox import Message
+from edge_runtime.payloads import parse_timestamp
 from edge_runtime.sparkplug import codec
 from edge_runtime.sparkplug.config import SparkplugInputConfig
 from edge_runtime.sparkplug.inputs import SparkplugInput
@@ -339,3 +340,62 @@ def test_config_mistakes_are_named():
     with pytest.raises(ValueError, match=r"\['level'\] are inputs of no model"):
         SparkplugBridge(config, DaemonMetrics(), {"m": SimpleNamespace(tags=["flow"])},
                         lambda *a, **k: "")
+
+
+def test_outage_drains_after_a_new_birth_with_fresh_seq(tmp_path: Path, bundles):
+    """Broker down while results keep coming: they wait in the Sparkplug outbox and go out
+    after the next session's NBIRTH (next bdSeq) with seq 1, 2, ... assigned when sent, the
+    late ones flagged is_historical; no forecast/score is lost."""
+    from edge_runtime.config import EdgeConfig
+    from edge_runtime.daemon import EdgeDaemon, Inbound
+    from tests.daemon_support import Collector, RestartableBroker
+
+    broker = RestartableBroker(tmp_path)
+    broker.start()
+    config = edge_config(tmp_path, broker.port, bundles, sparkplug={"output": {"group": GROUP}})
+    items = samples(labelled_run(200))
+    _, expected_inf = reference_events({k: v for k, v in config.items() if k != "sparkplug"},
+                                       tmp_path, items)
+    watch = Collector(broker.port, ["spBv1.0/#"], client_id="spcollector")
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    me = f"spBv1.0/{GROUP}/%s/gwtest"
+
+    def of(kind: str) -> list:
+        with watch.lock:
+            return [codec.decode(p) for t, p in watch.messages if t == me % kind]
+
+    def feed(part: list[tuple[str, bytes]]) -> None:
+        for tag, payload in part:
+            daemon.inbox.put(Inbound(f"{UNS}/raw/{tag}", payload, time.time()))
+
+    try:
+        daemon.start()
+        assert wait_for(lambda: of("NBIRTH"), 20)
+        half = len(items) // 2
+        feed(items[:half])
+        assert wait_for(lambda: len(of("NDATA")) > 50, 30)
+        broker.stop(signal.SIGKILL)
+        feed(items[half:])
+        assert wait_for(lambda: daemon.sparkplug.node.outbox.depth > 50, 30)
+        time.sleep(1.2)  # older than outbox.late_after_s (1 s): historical when sent
+        broker.start()
+        assert wait_for(lambda: daemon.sparkplug.node.outbox.depth == 0, 30)
+        assert wait_for(lambda: len(of("NBIRTH")) == 2, 10)  # the watcher reconnects too
+        births = of("NBIRTH")
+        assert [metric(b, codec.BDSEQ).long_value for b in births] == [0, 1]
+        want = {round(1000 * parse_timestamp(e["ts"])) for e in expected_inf}
+        assert wait_for(lambda: want <= {m.timestamp for p in of("NDATA") for m in p.metrics},
+                        10)  # nothing lost
+        with watch.lock:  # the second session, in arrival order, after its NBIRTH
+            order = [t for t, _ in watch.messages]
+            tail = watch.messages[order.index(me % "NBIRTH", 1):]
+        second = [codec.decode(p) for t, p in tail if t == me % "NDATA"]
+        seqs = [p.seq for p in second]
+        assert seqs[:3] == [1, 2, 3]
+        assert all(b == (a + 1) % 256 for a, b in zip(seqs, seqs[1:], strict=False))
+        assert all(m.is_historical for m in second[0].metrics)  # waited out the outage
+        assert not any(m.is_historical for m in of("NDATA")[0].metrics)  # sent at once
+    finally:
+        daemon.stop(drain_timeout_s=2)
+        watch.close()
+        broker.cleanup()

@@ -6,8 +6,8 @@ connection keeps a persistent session (inputs are redelivered after a crash). On
 this connection (``client.loop()`` is called here, so paho's callbacks run here too) and, per
 session:
 
-1. takes the next ``bdSeq`` (persisted, so a restart after SIGKILL uses a new one) and
-   connects with the NDEATH carrying it as the will — a fresh paho client each session, so no
+1. takes the next ``bdSeq`` (+1 per CONNECT sent, persisted, so a restart after SIGKILL uses
+   a new one) and connects with the NDEATH carrying it as the will — a fresh paho client each session, so no
    message of an older session is replayed with a stale ``seq``;
 2. subscribes to its NCMD topic and publishes NBIRTH (``seq`` 0, every metric with alias,
    datatype and last known value, ``bdSeq``, ``Node Control/Rebirth``);
@@ -117,14 +117,9 @@ class SparkplugNode:
             delay = self.mqtt.reconnect_min_s if ok else min(delay * 2, self.mqtt.reconnect_max_s)
             self.done.wait(delay)
 
-    def _next_bd_seq(self) -> int:
-        value = int(self.outbox.state().get(BDSEQ_KEY, "0")) % 256
-        self.outbox.put([], {BDSEQ_KEY: str((value + 1) % 256)})
-        return value
-
     def _session(self) -> bool:
         """One MQTT session; True when it was established (so reconnect quickly)."""
-        self.bd_seq = self._next_bd_seq()
+        self.bd_seq = int(self.outbox.state().get(BDSEQ_KEY, "0")) % 256
         client = self._client()
         self.connected = False
         try:
@@ -133,6 +128,8 @@ class SparkplugNode:
             log.warning("sparkplug: cannot connect to %s:%d: %s", self.mqtt.host,
                         self.mqtt.port, exc)
             return False
+        # a CONNECT went out with this bdSeq in its will: the next CONNECT takes the next one
+        self.outbox.put([], {BDSEQ_KEY: str((self.bd_seq + 1) % 256)})
         deadline = time.monotonic() + 10
         while not self.connected and time.monotonic() < deadline and not self.done.is_set():
             if client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
