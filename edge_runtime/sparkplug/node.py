@@ -7,8 +7,8 @@ this connection (``client.loop()`` is called here, so paho's callbacks run here 
 session:
 
 1. takes the next ``bdSeq`` (+1 per CONNECT sent, persisted, so a restart after SIGKILL uses
-   a new one) and connects with the NDEATH carrying it as the will — a fresh paho client each session, so no
-   message of an older session is replayed with a stale ``seq``;
+   a new one) and connects with the NDEATH carrying it as the will — a fresh paho client each
+   session, so no message of an older session is replayed with a stale ``seq``;
 2. subscribes to its NCMD topic and publishes NBIRTH (``seq`` 0, every metric with alias,
    datatype and last known value, ``bdSeq``, ``Node Control/Rebirth``);
 3. drains its outbox in order, stamping ``seq`` (1, 2 … 255, 0, …) and ``is_historical``
@@ -242,8 +242,8 @@ class SparkplugNode:
 
     def _fill(self, client: mqtt.Client, last_row: int) -> int:
         room = self.max_inflight - len(self._inflight)
-        if room <= 0 or self.rebirth.is_set():
-            return last_row
+        if room <= 0 or self.rebirth.is_set() or self.outbox.depth <= len(self._inflight):
+            return last_row  # (nothing new: no query on every loop turn)
         now = time.time()
         for msg in self.outbox.peek(last_row, room):
             historical = now - msg.created_s > self.late_after_s
