@@ -1,7 +1,8 @@
 """Sparkplug B payloads and topics.
 
-The protobuf classes are generated from the vendored, unmodified ``sparkplug_b.proto``
-(Eclipse Tahu, Sparkplug 3.0, EPL-2.0) when this module is first imported: a child process runs
+The protobuf classes are generated from ``sparkplug_b.proto`` beside this module (procedge's
+own schema of the Sparkplug 3.0 payload, field numbers as the specification gives them) when
+this module is first imported: a child process runs
 the protoc bundled in ``grpcio-tools`` into a temporary folder, and the generated source is
 executed here, unmodified, as ``edge_runtime.sparkplug.sparkplug_b_pb2``. Nothing generated is
 committed or kept on disk (a gateway's home may be read-only), and the daemon process loads
