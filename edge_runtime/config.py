@@ -8,6 +8,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edge_runtime.sparkplug.config import SparkplugConfig
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -161,6 +163,8 @@ class EdgeConfig(_Strict):
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,
+                                       description="Sparkplug B input/output (off by default).")
 
     @model_validator(mode="after")
     def _something_to_run(self) -> EdgeConfig:
@@ -196,6 +200,8 @@ def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
         camera.watch_dir = fix(camera.watch_dir)
     config.outbox.path = fix(config.outbox.path)
     config.reload.models_dir = fix(config.reload.models_dir)
+    if config.sparkplug.output is not None:
+        config.sparkplug.output.outbox_path = fix(config.sparkplug.output.outbox_path)
     m = config.mqtt
     m.password_file = fix(m.password_file)
     if m.tls is not None:

@@ -77,6 +77,7 @@ class EdgeDaemon:
                           for m in config.models}
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
+        self.sparkplug = self._sparkplug_bridge()
         self.cameras: dict[str, ImagePipeline] = {
             self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
@@ -111,6 +112,15 @@ class EdgeDaemon:
                            else Alarm(aid, pipeline.name, self.policy))
             pipeline.alarm.active = alarms[aid].condition_active
         return alarms
+
+    def _sparkplug_bridge(self):
+        """Sparkplug B in/out when configured (imported only then: it loads protobuf)."""
+        sp = self.config.sparkplug
+        if sp.input is None and sp.output is None:
+            return None
+        from edge_runtime.sparkplug.bridge import SparkplugBridge
+
+        return SparkplugBridge(self.config, self.metrics, self.pipelines, self._topic)
 
     def _route_topics(self) -> dict[str, list[tuple[ModelPipeline, str]]]:
         routes: dict[str, list[tuple[ModelPipeline, str]]] = {}
@@ -165,6 +175,8 @@ class EdgeDaemon:
         self.client.loop_start()
         self._worker.start()
         self.sender.start()
+        if self.sparkplug is not None:
+            self.sparkplug.start()
         if self.config.reload.models_dir is not None:
             self._seen_bundles = self._scan_bundles()  # what is there at start is not "new"
             self._watcher.start()
@@ -194,6 +206,8 @@ class EdgeDaemon:
             self.sender.wake.set()
             time.sleep(0.05)
         self.sender.stop()
+        if self.sparkplug is not None:
+            self.sparkplug.stop(drain_timeout_s)
         if self.client.is_connected():
             info = self.client.publish(self._topic("status"), "offline", qos=1, retain=True)
             with contextlib.suppress(RuntimeError, ValueError):
@@ -209,7 +223,8 @@ class EdgeDaemon:
 
     def health(self) -> tuple[bool, dict]:
         ok = (self.client.is_connected() and self._worker.is_alive()
-              and self.sender.is_alive())
+              and self.sender.is_alive()
+              and (self.sparkplug is None or self.sparkplug.is_alive()))
         return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
                     "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
 
@@ -235,6 +250,8 @@ class EdgeDaemon:
         qos, group = self.config.mqtt.qos, self.config.mqtt.shared_group
         data = [(f"$share/{group}/{t}" if group else t, qos)
                 for t in [*self.routes, *self.cameras]]
+        # Sparkplug: not shared, a node's BIRTH and DATA must reach the same daemon
+        data += [(t, qos) for t in (self.sparkplug.subscriptions() if self.sparkplug else [])]
         return data + [(self._topic("cmd") + "/#", 1)]
 
     def _models_status(self) -> str:
@@ -308,6 +325,8 @@ class EdgeDaemon:
             alarm = self.alarms[aid]
             out.append(self._json(self._topic("alarm_state", model=alarm.model, alarm_id=aid),
                                   alarm.snapshot(), PRIO_ALARM, retain=True))
+        if self.sparkplug is not None:
+            self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state)  # durable before the inputs are acknowledged
         self._ack_inputs(batch)
         self.metrics.stage.labels(stage="post").observe(time.perf_counter() - start)
@@ -329,6 +348,9 @@ class EdgeDaemon:
         if item.topic in self.cameras:
             self._handle_image(self.cameras[item.topic], item, out)
             return
+        if self.sparkplug is not None and self.sparkplug.handles(item.topic):
+            self._handle_sparkplug(item, out, changed)
+            return
         targets = self.routes.get(item.topic)
         if targets is None:
             self.metrics.rejected.labels(reason="unknown_topic").inc()
@@ -340,6 +362,21 @@ class EdgeDaemon:
             self._reject(item.topic, str(exc), item.payload)
             return
         t1 = time.perf_counter()
+        self._feed(targets, samples, out, changed)
+        self.metrics.stage.labels(stage="pre").observe(t1 - t0)
+        self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
+
+    def _handle_sparkplug(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
+        """Sparkplug B metrics feed the tags they are mapped to, as if on the raw topics."""
+        decoded, requests = self.sparkplug.handle(item.topic, item.payload, item.received_s)
+        out.extend(requests)
+        for reason, n in decoded.rejects.items():
+            self._reject(item.topic, reason, item.payload, n)
+        for tag, samples in decoded.samples.items():
+            self._feed(self.routes.get(self._topic("raw", tag=tag), []), samples, out, changed)
+
+    def _feed(self, targets: list[tuple[ModelPipeline, str]], samples: list[tuple[float, float]],
+              out: list[Message], changed: set[str]) -> None:
         for pipeline, tag in targets:
             gaps_before = pipeline.windows_dropped_gap
             late_before = pipeline.buffer.late_samples
@@ -350,8 +387,6 @@ class EdgeDaemon:
             if pipeline.buffer.late_samples > late_before:  # too late for the window grid
                 self.metrics.rejected.labels(reason="late").inc(
                     pipeline.buffer.late_samples - late_before)
-        self.metrics.stage.labels(stage="pre").observe(t1 - t0)
-        self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
 
     def _route_output(self, pipeline: ModelPipeline, output: Output, out: list[Message],
                       changed: set[str]) -> None:
@@ -420,8 +455,8 @@ class EdgeDaemon:
             self.metrics.inference.labels(model=camera.name).observe(seconds)
         camera.inference_s.clear()
 
-    def _reject(self, topic: str, reason: str, payload: bytes) -> None:
-        self.metrics.rejected.labels(reason=reason).inc()
+    def _reject(self, topic: str, reason: str, payload: bytes, n: int = 1) -> None:
+        self.metrics.rejected.labels(reason=reason).inc(n)
         now = time.monotonic()
         if now - self._last_malformed_log.get(topic, -1e9) >= MALFORMED_LOG_INTERVAL_S:
             if len(self._last_malformed_log) > 10_000:  # bounded under a flood of topics
@@ -544,6 +579,8 @@ class EdgeDaemon:
             new.alarm.active = old.alarm.active
         self.pipelines[new.name] = new
         self.routes = self._route_topics()
+        if self.sparkplug is not None:
+            self.sparkplug.reload(self.pipelines)
         if self.client.is_connected():
             self.client.subscribe(self._subscriptions())
             self.client.publish(self._topic("models"), self._models_status(), qos=1,
