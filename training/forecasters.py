@@ -383,7 +383,7 @@ def attention_maps(model: keras.Model, window: np.ndarray) -> list[AttentionMap]
     x = np.asarray(window, np.float32)[None]
     seq2seq_side = attention_model(model)
     if seq2seq_side is not None:
-        return [AttentionMap("attention", "forecast step",
+        return [AttentionMap("decoder over encoder", "forecast step",
                              seq2seq_side.predict(x, verbose=0)[0])]
     blocks = _self_attention_layers(model)
     if not blocks:

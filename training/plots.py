@@ -80,7 +80,7 @@ def attention_panels(maps, path: Path, title: str) -> Path:
     for ax, (panel, rows, weights) in zip(axes[:, 0], maps, strict=True):
         image = ax.imshow(weights, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set(xlabel="input step (oldest → newest)", ylabel=rows,
-               title=f"{title}: {panel} weights" if panel != title else f"{title}: attention")
+               title=f"{title}: attention ({panel})" if panel != title else f"{title}: attention")
         fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
