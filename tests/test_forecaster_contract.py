@@ -175,3 +175,21 @@ def test_seq2seq_attention_weights_and_heatmap(attention, tmp_path):
     assert weights.shape == (2, 4, 12)
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the window
     assert plots.attention_heatmap(weights[0], tmp_path / "a.png", "s2s").stat().st_size > 0
+
+
+def test_pinball_loss_matches_numpy_and_the_head_cannot_cross():
+    from training.forecasters import Pinball, lstm
+    from training.metrics import forecast_metrics
+
+    levels = [0.05, 0.1, 0.5, 0.9]
+    model = lstm(6, 2, 3, 2, units=[4], quantiles=levels)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random, large weights: gaps far from their zero start
+        if layer.trainable and layer.weights:
+            layer.set_weights([rng.normal(0, 3, w.shape) for w in layer.get_weights()])
+    x = rng.standard_normal((64, 6, 2)).astype(np.float32)
+    pred = model.predict(x, verbose=0)
+    assert pred.shape == (64, 3, 2, 4) and np.all(np.diff(pred, axis=-1) >= 0)
+    y = rng.standard_normal((64, 3, 2)).astype(np.float32)
+    expected = forecast_metrics(y, pred, levels)["pinball"]
+    assert float(Pinball(levels)(y, pred)) == pytest.approx(expected, rel=1e-5)
