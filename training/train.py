@@ -118,7 +118,10 @@ def _fit(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
         epochs=config.fit.epochs, verbose=0, callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
     )
-    edge_model(model).save(run_dir / "model.keras")  # a VAE ships decoder(mean)
+    shipped = edge_model(model)  # a VAE ships decoder(mean)
+    if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
+        shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
+    shipped.save(run_dir / "model.keras")
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
     return model
 
