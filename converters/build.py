@@ -122,7 +122,7 @@ def _measure(info: dict, model, heldout, reference, draft, spec, budget, budgets
         parity = check_image_parity(model, path, heldout, draft["image"], budget)
     else:
         parity = check_parity(model, path, heldout, draft["task"], spec, budget, budgets,
-                              reference)
+                              reference, draft.get("output", {}).get("quantiles"))
     latency = window_latency_ms(path, heldout["x"][0])
     return row | {
         "passed": parity.passed, "reasons": parity.reasons, "bytes": path.stat().st_size,

@@ -17,7 +17,7 @@ from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.scoring import anomaly_scores
-from training.metrics import detection_metrics, regression_metrics
+from training.metrics import detection_metrics, forecast_metrics
 
 ANOMALY_AGREEMENT = 0.99  # share of windows with the same alarm state
 
@@ -61,15 +61,18 @@ def keras_reference(keras_model, heldout: dict[str, np.ndarray]) -> np.ndarray:
 
 def check_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], task: str,
                  thresholds: ThresholdSpec | None = None, budget: float | None = None,
-                 budgets: Budgets | None = None, reference: np.ndarray | None = None
-                 ) -> ParityReport:
+                 budgets: Budgets | None = None, reference: np.ndarray | None = None,
+                 quantiles: list[float] | None = None) -> ParityReport:
+    """``quantiles``: the forecast's levels (output (N, H, T, Q)); the budget applies to P50's
+    MSE, interval coverage is reported, and quantiles that cross at the edge fail the gate."""
     x = heldout["x"].astype(np.float32)
     ref = keras_reference(keras_model, heldout) if reference is None else reference
     got = EdgeModel(tflite_path).predict(x)[0]
     err = np.abs(ref - got)
     b = (budgets or Budgets()).with_task_budget(task, budget, "masks" in heldout)
     if task == "forecast":
-        keras_m, edge_m, reasons = _forecast_parity(heldout["y"], ref, got, b.forecast_mse_rel)
+        keras_m, edge_m, reasons = _forecast_parity(heldout["y"], ref, got, b.forecast_mse_rel,
+                                                    quantiles)
     elif task == "anomaly":
         keras_m, edge_m, reasons = _anomaly_parity(x, ref, got, heldout["labels"], thresholds,
                                                    b.anomaly_f1_points)
@@ -86,12 +89,15 @@ def check_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], task:
                         reasons)
 
 
-def _forecast_parity(y, ref, got, rel: float):
-    keras_m, edge_m = regression_metrics(y, ref), regression_metrics(y, got)
+def _forecast_parity(y, ref, got, rel: float, quantiles: list[float] | None = None):
+    keras_m, edge_m = forecast_metrics(y, ref, quantiles), forecast_metrics(y, got, quantiles)
     limit = keras_m["mse"] * (1 + rel)
+    point = "P50 MSE" if quantiles else "MSE"
     reasons = [] if edge_m["mse"] <= limit else [
-        f"edge MSE {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f} "
+        f"edge {point} {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f} "
         f"+{rel:.0%})"]
+    if edge_m.get("crossing_share", 0.0) > 0:
+        reasons.append(f"edge quantiles cross in {edge_m['crossing_share']:.2%} of outputs")
     return keras_m, edge_m, reasons
 
 

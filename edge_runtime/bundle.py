@@ -65,6 +65,33 @@ class ScalerSpec(_Strict):
 class OutputSpec(_Strict):
     horizon: int = Field(default=0, ge=0, description="Forecast steps H (0 for non-forecasts).")
     targets: list[str] = Field(default_factory=list, description="Forecast target tags.")
+    quantiles: list[float] = Field(
+        default_factory=list, description="Quantile levels of the output's last axis, "
+        "ascending and holding 0.5 (e.g. [0.1, 0.5, 0.9]): the model outputs (N, H, T, Q). "
+        "Empty: a point forecast (N, H, T).")
+
+    @model_validator(mode="after")
+    def _check_quantiles(self) -> OutputSpec:
+        check_quantile_levels(self.quantiles)
+        return self
+
+    @property
+    def median_index(self) -> int | None:
+        """Index of P50 on the quantile axis (None for a point forecast)."""
+        return self.quantiles.index(0.5) if self.quantiles else None
+
+
+def check_quantile_levels(levels: list[float]) -> list[float]:
+    """Empty, or ascending levels in (0, 1) that include the median 0.5 (the point forecast
+    every metric and the parity gate use)."""
+    levels = [float(q) for q in levels]
+    if not levels:
+        return levels
+    if any(not 0.0 < q < 1.0 for q in levels) or levels != sorted(set(levels)):
+        raise ValueError(f"quantiles must be distinct, ascending, in (0, 1): {levels}")
+    if 0.5 not in levels:
+        raise ValueError(f"quantiles must include the median 0.5: {levels}")
+    return levels
 
 
 class ThresholdSpec(_Strict):

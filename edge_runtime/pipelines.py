@@ -73,16 +73,26 @@ class ModelPipeline:
         return self._anomaly(base, x, y)
 
     def _forecast(self, grid_t: float, y_scaled: np.ndarray) -> dict[str, Any]:
+        """(H, T) → ``forecast`` per target and step, in engineering units. A quantile model's
+        (H, T, Q) also gives ``quantiles`` per target: ``{"p10": [...], "p50": [...], ...}``;
+        ``forecast`` is then P50 (what a point-forecast consumer already reads)."""
         out = self.bundle.manifest.output
         cols = [self.tags.index(t) for t in out.targets]
-        values = self.scaler.inverse(y_scaled, cols)  # (H, T) engineering units
         period = self.bundle.manifest.input.period_s
-        return {
+        result = {
             "timestamps": [iso_ms(grid_t + period * (k + 1)) for k in range(out.horizon)],
-            "forecast": {t: [round(float(v), 6) for v in values[:, i]]
-                         for i, t in enumerate(out.targets)},
             "units": {t: self.units[t] for t in out.targets},
         }
+        if not out.quantiles:
+            result["forecast"] = _per_target(self.scaler.inverse(y_scaled, cols), out.targets)
+            return result
+        levels = self.scaler.inverse(np.moveaxis(y_scaled, -1, 0), cols)  # (Q, H, T)
+        per_level = {quantile_key(q): _per_target(v, out.targets)
+                     for q, v in zip(out.quantiles, levels, strict=True)}
+        result["forecast"] = per_level[quantile_key(0.5)]
+        result["quantiles"] = {t: {key: per_level[key][t] for key in per_level}
+                               for t in out.targets}
+        return result
 
     def _anomaly(self, base: dict[str, Any], x: np.ndarray, y: np.ndarray) -> list[Output]:
         raw_score = float(anomaly_scores(x, y)[0])
@@ -103,3 +113,13 @@ class ModelPipeline:
             outputs[0].payload["alarm_active"] = self.alarm.active
             outputs.append(Output("alarm", event, self.alarm_id))
         return outputs
+
+
+def quantile_key(level: float) -> str:
+    """0.1 → "p10", 0.5 → "p50", 0.025 → "p2.5"."""
+    return f"p{level * 100:g}"
+
+
+def _per_target(values: np.ndarray, targets: list[str]) -> dict[str, list[float]]:
+    """(H, T) engineering values → {target: [step values]}, rounded for the payload."""
+    return {t: [round(float(v), 6) for v in values[:, i]] for i, t in enumerate(targets)}

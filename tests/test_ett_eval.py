@@ -103,3 +103,22 @@ def test_etth1_persistence_reproduces_the_published_baseline(tmp_path):
     persist = result["results"][0]
     assert persist["model"] == "persistence" and persist["windows"] == 2785
     assert round(persist["mse"], 3) == 1.294 and round(persist["mae"], 3) == 0.713
+
+
+def test_quantile_rows_score_p50_and_report_coverage():
+    from training.metrics import forecast_metrics
+
+    y = np.zeros((4, 2, 1))
+    y[0] = 5.0  # outside every interval below
+    pred = np.stack([np.full((4, 2, 1), v) for v in (-1.0, 0.5, 1.0)], axis=-1)  # P10/P50/P90
+    m = forecast_metrics(y, pred, [0.1, 0.5, 0.9])
+    assert m["mse"] == pytest.approx(np.mean((y - 0.5) ** 2))  # on P50, not on all quantiles
+    assert m["coverage"] == pytest.approx(0.75) and m["crossing_share"] == 0.0
+    pred[1, 0, 0] = [1.0, 0.5, -1.0]  # one crossed cell
+    assert forecast_metrics(y, pred, [0.1, 0.5, 0.9])["crossing_share"] == pytest.approx(1 / 8)
+    row = ett._row("lstm", "edge", "int8", m, 4)
+    assert row["coverage"] == pytest.approx(0.75) and "crossing_share" not in row
+    table = ett.format_table({"dataset": "ETTx", "features": "M", "input_len": 8, "horizon": 2,
+                              "period_s": 3600, "split_rows": [1, 2, 3], "results": [row],
+                              "train_seconds": {}, "protocol_check": "-"})
+    assert "0.7500" in table and "P10–P90" in table

@@ -5,6 +5,10 @@ outputs match Keras.
 Tolerance, in scaled units (a tag's training std is 1.0): mean |edge − Keras| ≤ 0.05, 99th
 percentile ≤ 0.25, max ≤ 1.0 — on top of the parity gate's +2 % MSE budget that ``build_auto``
 enforces (int8 LSTMs show single outliers near 0.5 on a barely trained model).
+
+Quantile variants (``lstm`` and ``transformer`` with ``quantiles: [0.1, 0.5, 0.9]``) pass the
+same contract on all three quantiles, keep them ordered in LiteRT, and publish them per target
+and step from the edge pipeline.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ import keras
 import numpy as np
 import pytest
 
-from converters.build import OfflineOnlyError, build_auto
+from converters.build import OfflineOnlyError, build, build_auto, summary_lines
+from edge_runtime.bundle import OutputSpec
 from edge_runtime.interpreter import EdgeModel
+from edge_runtime.pipelines import ModelPipeline
+from edge_runtime.scaling import StandardScaler
 from training.config import TrainConfig
 from training.registry import families
 from training.train import train
@@ -30,12 +37,18 @@ SMALL = {"dlinear": {"subtract_last": True, "init": "zeros"},
          "transformer": {"d_model": 8, "heads": 2, "ff": 16, "blocks": 1}}
 CANDIDATES = ("int8", "dynamic", "fp32")  # auto order, minus 16x8/fp16 to stay fast
 MEAN_ABS_TOL, P99_ABS_TOL, MAX_ABS_TOL = 0.05, 0.25, 1.0
+QUANTILES = [0.1, 0.5, 0.9]
+QUANTILE_FAMILIES = ("lstm", "transformer")
+# unroll=False: the tf-keras twin then gets the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (an
+# unrolled LSTM stays unrolled in the twin), the route whose int8 the quantile head must survive.
+QUANTILE_KW = {"lstm": {"unroll": False}}
+QUANTILE_CANDIDATES = ("int8", "fp32")  # int8 is what must survive; fp32 ships if it misses
 
 
-def tiny_forecast(family: str, out: Path) -> Path:
+def tiny_forecast(family: str, out: Path, **model_kw) -> Path:
     config = TrainConfig.model_validate({
         "name": f"contract_{family}", "task": "forecast", "family": family,
-        "model": SMALL.get(family, {}),
+        "model": SMALL.get(family, {}) | model_kw,
         "data": {"source": "simulator", "simulator": {"steps": 600, "seed": 0}},
         "window": {"period_s": 5, "length": 8, "max_gap_s": 15},
         "horizon": 3, "targets": ["temperature", "level"],
@@ -59,21 +72,97 @@ def test_train_convert_run_matches_keras(family, tmp_path):
             build_auto(run_dir, tmp_path / "bundles")
     bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES,
                                   allow_offline=offline)
+    assert_edge_matches_keras(run_dir, bundle, f"{family} ({bundle.manifest.quantization}; "
+                                               f"{attempts})")
+    # every family converts to builtin-op int8 (it may still miss the +2 % MSE budget)
+    assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
+
+
+def assert_edge_matches_keras(run_dir: Path, bundle, detail: str) -> np.ndarray:
+    """The contract's tolerances and the +2 % MSE budget; returns the edge outputs."""
     heldout = np.load(run_dir / "heldout.npz")
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     ref = model.predict(heldout["x"], verbose=0)
     got = EdgeModel(bundle.model_path).predict(heldout["x"])[0]
-    assert got.shape == ref.shape == heldout["y"].shape
+    levels = bundle.manifest.output.quantiles
+    assert got.shape == ref.shape == heldout["y"].shape + ((len(levels),) if levels else ())
     err = np.abs(got - ref)
-    detail = f"{family} ({bundle.manifest.quantization}; {attempts})"
     assert err.mean() <= MEAN_ABS_TOL, detail
     assert np.quantile(err, 0.99) <= P99_ABS_TOL, detail
     assert err.max() <= MAX_ABS_TOL, detail
-    # every family converts to builtin-op int8 (it may still miss the +2 % MSE budget)
-    assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
-    print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
     edge, keras_m = bundle.manifest.metrics["edge"], bundle.manifest.metrics["keras"]
     assert edge["mse"] <= keras_m["mse"] * 1.02 + 1e-9
+    return got
+
+
+@pytest.fixture(scope="module")
+def quantile_runs(tmp_path_factory) -> dict[str, tuple[Path, object, dict]]:
+    """Each quantile family trained tiny and converted: (run_dir, bundle, report)."""
+    out = tmp_path_factory.mktemp("quantiles")
+    runs = {}
+    for family in QUANTILE_FAMILIES:
+        run_dir = tiny_forecast(family, out / "runs", quantiles=QUANTILES,
+                                **QUANTILE_KW.get(family, {}))
+        bundle, report = build(run_dir, out / "bundles", QUANTILE_CANDIDATES)
+        runs[family] = (run_dir, bundle, report)
+    return runs
+
+
+@pytest.mark.parametrize("family", QUANTILE_FAMILIES)
+def test_quantile_variant_train_convert_run_matches_keras(family, quantile_runs):
+    run_dir, bundle, report = quantile_runs[family]
+    attempts = summary_lines(report)
+    assert bundle.manifest.output.quantiles == QUANTILES
+    got = assert_edge_matches_keras(run_dir, bundle, f"{family} quantiles; {attempts}")
+    assert np.all(np.diff(got, axis=-1) >= 0), "edge quantiles cross"
+    int8 = next(r for r in report["candidates"] if r["mode"] == "int8")
+    assert "ops" in int8, attempts  # int8 converted with builtin ops
+    if family == "lstm":  # the fused-LSTM twin still carries the quantile head
+        assert int8["route"] == "fused", int8
+        assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in int8["ops"], int8["ops"]
+    edge = bundle.manifest.metrics["edge"]
+    assert 0.0 <= edge["coverage"] <= 1.0 and edge["crossing_share"] == 0.0
+    print(f"{family} quantiles: shipped {bundle.manifest.quantization}; {attempts}")
+
+
+def test_edge_payload_carries_ordered_quantiles(quantile_runs):
+    run_dir, bundle, _ = quantile_runs["lstm"]
+    pipeline = ModelPipeline("q", bundle)
+    scaler = StandardScaler.from_spec(bundle.manifest.scaler)
+    window = scaler.inverse(np.load(run_dir / "heldout.npz")["x"][0])  # engineering units
+    [output] = pipeline.infer(1.8e9, window)
+    payload = output.payload
+    targets = bundle.manifest.output.targets
+    assert set(payload["quantiles"]) == set(targets) == {"temperature", "level"}
+    for tag in targets:
+        q = payload["quantiles"][tag]
+        assert set(q) == {"p10", "p50", "p90"}
+        assert all(len(v) == bundle.manifest.output.horizon for v in q.values())
+        assert np.all(np.asarray(q["p10"]) <= np.asarray(q["p50"]))
+        assert np.all(np.asarray(q["p50"]) <= np.asarray(q["p90"]))
+        assert np.any(np.asarray(q["p10"]) < np.asarray(q["p90"]))  # a real interval
+        assert payload["forecast"][tag] == q["p50"]  # point consumers read the median
+
+
+def test_quantile_levels_are_checked():
+    assert OutputSpec(horizon=3, targets=["a"]).quantiles == []  # old manifests still load
+    assert OutputSpec(horizon=3, targets=["a"], quantiles=QUANTILES).median_index == 1
+    for bad in ([0.1, 0.9], [0.9, 0.5, 0.1], [0.0, 0.5], [0.5, 0.5]):
+        with pytest.raises(ValueError, match="quantiles"):
+            OutputSpec(horizon=3, targets=["a"], quantiles=bad)
+
+
+def test_transformer_attention_heatmap_is_written(quantile_runs):
+    from training.forecasters import attention_maps, transformer
+
+    maps = attention_maps(transformer(12, 3, 4, 1, d_model=8, heads=2, ff=16, blocks=2),
+                          np.random.default_rng(0).standard_normal((12, 3)))
+    assert [m.weights.shape for m in maps] == [(12, 12), (12, 12)]
+    for m in maps:
+        np.testing.assert_allclose(m.weights.sum(axis=-1), 1.0, atol=1e-5)
+    run_dir = quantile_runs["transformer"][0]
+    assert (run_dir / "attention.png").stat().st_size > 0  # written by every training run
 
 
 @pytest.mark.parametrize("attention", ["additive", "dot"])
@@ -86,3 +175,21 @@ def test_seq2seq_attention_weights_and_heatmap(attention, tmp_path):
     assert weights.shape == (2, 4, 12)
     np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)  # softmax over the window
     assert plots.attention_heatmap(weights[0], tmp_path / "a.png", "s2s").stat().st_size > 0
+
+
+def test_pinball_loss_matches_numpy_and_the_head_cannot_cross():
+    from training.forecasters import Pinball, lstm
+    from training.metrics import forecast_metrics
+
+    levels = [0.05, 0.1, 0.5, 0.9]
+    model = lstm(6, 2, 3, 2, units=[4], quantiles=levels)
+    rng = np.random.default_rng(0)
+    for layer in model.layers:  # random, large weights: gaps far from their zero start
+        if layer.trainable and layer.weights:
+            layer.set_weights([rng.normal(0, 3, w.shape) for w in layer.get_weights()])
+    x = rng.standard_normal((64, 6, 2)).astype(np.float32)
+    pred = model.predict(x, verbose=0)
+    assert pred.shape == (64, 3, 2, 4) and np.all(np.diff(pred, axis=-1) >= 0)
+    y = rng.standard_normal((64, 3, 2)).astype(np.float32)
+    expected = forecast_metrics(y, pred, levels)["pinball"]
+    assert float(Pinball(levels)(y, pred)) == pytest.approx(expected, rel=1e-5)

@@ -15,10 +15,13 @@ by which Keras 3 LSTM/GRU convert in every mode with builtin ops and a dynamic b
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
 import numpy as np
 from keras import layers
 
+from edge_runtime.bundle import check_quantile_levels
 from training.registry import register
 
 
@@ -46,12 +49,65 @@ def last_value_skip(inputs, window: int, horizon: int, target_columns: list[int]
     return layers.RepeatVector(horizon)(picked)
 
 
-def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int]):
+def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int],
+          quantiles: list[float] | None = None):
     """Flat features → (N, H, T) delta, plus the last-value skip. The delta layer starts at
-    zero, so an untrained model is exactly persistence and training only learns the change."""
+    zero, so an untrained model is exactly persistence and training only learns the change.
+    With ``quantiles`` the forecast is the median and :func:`quantile_head` adds the rest."""
     delta = layers.Dense(horizon * targets, kernel_initializer="zeros", name="delta")(x)
     out = layers.Reshape((horizon, targets))(delta)
-    return layers.Add(name="forecast")([out, last_value_skip(inputs, window, horizon, cols)])
+    median = layers.Add(name="forecast")([out, last_value_skip(inputs, window, horizon, cols)])
+    return quantile_head(x, median, quantiles) if quantiles else median
+
+
+# ------------------------------------------------------------------------- quantile outputs
+
+
+def quantile_matrix(levels: list[float]) -> np.ndarray:
+    """(Q, Q) map from [P50, gap_1 .. gap_Q-1] to the Q quantiles, ascending. Each level
+    below the median is P50 minus the gaps between it and the median, each level above P50
+    plus them; gaps are ≥ 0, so the quantiles are ordered by construction."""
+    q, m = len(levels), levels.index(0.5)
+    matrix = np.zeros((q, q), np.float32)
+    matrix[0] = 1.0
+    for j in range(q):
+        gaps = range(j, m) if j < m else range(m, j)
+        for i in gaps:
+            matrix[1 + i, j] = -1.0 if j < m else 1.0
+    return matrix
+
+
+def quantile_head(x, median, quantiles):
+    """Flat features and the (N, H, T) median → (N, H, T, Q) quantiles that cannot cross:
+    softplus gaps stacked outward from P50, combined by a frozen 0/±1 matrix (exact in int8,
+    so the quantized model keeps the order too). Gaps start at softplus(0) ≈ 0.69 std."""
+    levels = check_quantile_levels(list(quantiles))
+    horizon, targets = median.shape[1], median.shape[2]
+    n_gaps = len(levels) - 1
+    raw = layers.Dense(horizon * targets * n_gaps, kernel_initializer="zeros",
+                       name="quantile_gaps")(x)
+    gaps = layers.Activation("softplus")(layers.Reshape((horizon, targets, n_gaps))(raw))
+    stacked = layers.Concatenate(axis=-1)([layers.Reshape((horizon, targets, 1))(median), gaps])
+    return layers.Dense(len(levels), use_bias=False, trainable=False, name="quantiles",
+                        kernel_initializer=keras.initializers.Constant(
+                            quantile_matrix(levels)))(stacked)
+
+
+class Pinball(keras.losses.Loss):
+    """Pinball (quantile) loss, mean over levels: y (N, H, T) against quantiles (N, H, T, Q)."""
+
+    def __init__(self, quantiles, name: str = "pinball", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.quantiles = check_quantile_levels(list(quantiles))
+
+    def call(self, y_true, y_pred):
+        levels = keras.ops.convert_to_tensor(self.quantiles, dtype=y_pred.dtype)
+        error = keras.ops.expand_dims(keras.ops.cast(y_true, y_pred.dtype), -1) - y_pred
+        return keras.ops.mean(keras.ops.maximum(levels * error, (levels - 1.0) * error),
+                              axis=-1)
+
+    def get_config(self) -> dict:
+        return super().get_config() | {"quantiles": self.quantiles}
 
 
 def _pick_channels(x, features: int, cols: list[int]):
@@ -160,20 +216,22 @@ def _stack(rnn, inputs, units: tuple[int, ...], dropout: float, unroll: bool, bi
 
 
 def _recurrent(name: str, rnn, window, features, horizon, targets, target_columns, units,
-               dropout, unroll, bidirectional=False):
+               dropout, unroll, bidirectional=False, quantiles=None):
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
     x = _stack(rnn, inputs, tuple(units), dropout, unroll, bidirectional)
-    return keras.Model(inputs, _head(x, horizon, len(cols), inputs, window, cols), name=name)
+    return keras.Model(inputs, _head(x, horizon, len(cols), inputs, window, cols, quantiles),
+                       name=name)
 
 
 @register("forecast", "lstm")
 def lstm(window: int, features: int, horizon: int, targets: int,
          target_columns: list[int] | None = None, units: tuple[int, ...] = (32,),
-         dropout: float = 0.0, unroll: bool = True):
-    """Stacked LSTM → dense multi-step head, plus the last-value skip."""
+         dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None):
+    """Stacked LSTM → dense multi-step head, plus the last-value skip. ``quantiles`` (e.g.
+    [0.1, 0.5, 0.9]): output (N, H, T, Q) quantiles instead of (N, H, T), trained on pinball."""
     return _recurrent("lstm", layers.LSTM, window, features, horizon, targets, target_columns,
-                      units, dropout, unroll)
+                      units, dropout, unroll, quantiles=quantiles)
 
 
 @register("forecast", "gru")
@@ -248,9 +306,11 @@ def add_positional_encoding(x, inputs, window: int, dim: int):
 @register("forecast", "transformer")
 def transformer(window: int, features: int, horizon: int, targets: int,
                 target_columns: list[int] | None = None, d_model: int = 32, heads: int = 4,
-                ff: int = 64, blocks: int = 2, dropout: float = 0.0):
+                ff: int = 64, blocks: int = 2, dropout: float = 0.0,
+                quantiles: list[float] | None = None):
     """Transformer encoder: projection + positional encoding, blocks of multi-head
-    self-attention and feed-forward, each with residual + layer norm; dense multi-step head."""
+    self-attention and feed-forward, each with residual + layer norm; dense multi-step head.
+    ``quantiles``: (N, H, T, Q) quantile outputs, as for ``lstm``."""
     cols = _targets(features, targets, target_columns)
     inputs = keras.Input((window, features))
     x = add_positional_encoding(layers.Dense(d_model)(inputs), inputs, window, d_model)
@@ -265,7 +325,7 @@ def transformer(window: int, features: int, horizon: int, targets: int,
     last = layers.Flatten()(layers.Cropping1D((window - 1, 0))(x))
     pooled = layers.GlobalAveragePooling1D()(x)
     x = layers.Concatenate()([last, pooled])
-    return keras.Model(inputs, _head(x, horizon, len(cols), inputs, window, cols),
+    return keras.Model(inputs, _head(x, horizon, len(cols), inputs, window, cols, quantiles),
                        name="transformer")
 
 
@@ -294,9 +354,47 @@ def tcn(window: int, features: int, horizon: int, targets: int,
 
 
 def attention_model(model: keras.Model) -> keras.Model | None:
-    """A model returning the attention weights (N, H, L) of a ``seq2seq`` model — each
-    forecast step's weights over the input window — or None for other families."""
-    names = [layer.name for layer in model.layers]
-    if "attention" in names:  # seq2seq: (context, scores)
+    """A side model sharing the layers of ``seq2seq``: the attention weights (N, H, L), each
+    forecast step's weights over the input window. None for other families."""
+    if "attention" in [layer.name for layer in model.layers]:  # seq2seq: (context, scores)
         return keras.Model(model.inputs, model.get_layer("attention").output[1])
     return None
+
+
+def _self_attention_layers(model: keras.Model) -> list:
+    """The transformer's MultiHeadAttention blocks, in order (``attention_0``, ...)."""
+    blocks = [layer for layer in model.layers if isinstance(layer, layers.MultiHeadAttention)]
+    return sorted(blocks, key=lambda layer: int(layer.name.rsplit("_", 1)[-1]))
+
+
+class AttentionMap(NamedTuple):
+    title: str
+    rows: str  # what the rows are: forecast steps or input steps
+    weights: np.ndarray  # (rows, L), each row sums to 1
+
+
+def attention_maps(model: keras.Model, window: np.ndarray) -> list[AttentionMap]:
+    """One map per attention layer for one window (L, F); rows attend over columns
+    (oldest → newest). ``seq2seq``: forecast steps over the window. ``transformer``: each
+    block's input steps over the window, mean of the heads — a side model returns the
+    block's query and each MultiHeadAttention is called once more with its scores returned
+    (a Keras 3 functional graph does not carry the scores of a layer output it never used).
+    Empty for families without attention."""
+    x = np.asarray(window, np.float32)[None]
+    seq2seq_side = attention_model(model)
+    if seq2seq_side is not None:
+        return [AttentionMap("decoder over encoder", "forecast step",
+                             seq2seq_side.predict(x, verbose=0)[0])]
+    blocks = _self_attention_layers(model)
+    if not blocks:
+        return []
+    side = keras.Model(model.inputs, [layer.input[0] for layer in blocks])
+    queries = side.predict(x, verbose=0)
+    queries = queries if isinstance(queries, list) else [queries]
+    maps = []
+    for i, (layer, query) in enumerate(zip(blocks, queries, strict=True)):
+        _, scores = layer(query, query, return_attention_scores=True)
+        scores = keras.ops.convert_to_numpy(scores)[0]  # (heads, L, L)
+        maps.append(AttentionMap(f"block {i}, mean of {scores.shape[0]} heads", "input step",
+                                 scores.mean(axis=0)))
+    return maps

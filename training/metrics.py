@@ -32,3 +32,26 @@ def detection_metrics(labels: np.ndarray, flags: np.ndarray) -> dict[str, float]
         "far": 100.0 * fp / (fp + tn) if fp + tn else 0.0,
         "mar": 100.0 * fn / (fn + tp) if fn + tp else 0.0,
     }
+
+
+def forecast_metrics(y_true: np.ndarray, y_pred: np.ndarray,
+                     quantiles: list[float] | None = None) -> dict[str, float]:
+    """Point metrics of a forecast; for a quantile forecast (N, H, T, Q) they are taken on
+    P50, plus the interval ``coverage`` (share of actuals inside [lowest, highest] level, whose
+    nominal value is ``highest − lowest``: 0.8 for P10–P90) and the mean ``pinball`` loss."""
+    if not quantiles:
+        return regression_metrics(y_true, y_pred)
+    y = np.asarray(y_true, np.float64)
+    p = np.asarray(y_pred, np.float64)
+    metrics = regression_metrics(y, p[..., quantiles.index(0.5)])
+    metrics["coverage"] = float(np.mean((y >= p[..., 0]) & (y <= p[..., -1])))
+    levels = np.asarray(quantiles)
+    error = y[..., None] - p
+    metrics["pinball"] = float(np.mean(np.maximum(levels * error, (levels - 1) * error)))
+    metrics["crossing_share"] = crossing_share(p)
+    return metrics
+
+
+def crossing_share(y_pred: np.ndarray) -> float:
+    """Share of (window, step, target) cells whose quantiles are not ascending (should be 0)."""
+    return float(np.mean(np.any(np.diff(np.asarray(y_pred), axis=-1) < 0, axis=-1)))

@@ -25,10 +25,15 @@ def learning_curve(history: dict[str, list[float]], path: Path, title: str) -> P
 
 
 def forecast_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str], path: Path,
-                       step: int = 0) -> Path:
-    """One panel per target: actual vs forecast at horizon step ``step`` over the test set."""
+                       step: int = 0, band: tuple[np.ndarray, np.ndarray] | None = None,
+                       band_label: str = "") -> Path:
+    """One panel per target: actual vs forecast at horizon step ``step`` over the test set;
+    ``band`` = (lower, upper) quantiles, shaded."""
     fig, axes = plt.subplots(len(targets), 1, figsize=(8, 2.2 * len(targets)), squeeze=False)
     for i, (ax, tag) in enumerate(zip(axes[:, 0], targets, strict=True)):
+        if band is not None:
+            ax.fill_between(np.arange(len(y_true)), band[0][:, step, i], band[1][:, step, i],
+                            alpha=0.25, color="tab:orange", lw=0, label=band_label)
         ax.plot(y_true[:, step, i], label="actual", lw=1)
         ax.plot(y_pred[:, step, i], label=f"forecast (t+{step + 1})", lw=1)
         ax.set_ylabel(f"{tag}\n(scaled)")
@@ -62,13 +67,21 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def attention_heatmap(weights: np.ndarray, path: Path, title: str) -> Path:
-    """Attention of each forecast step (rows) over the input window (columns), one window."""
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    image = ax.imshow(weights, aspect="auto", cmap="viridis", interpolation="nearest")
-    ax.set(xlabel="input step (oldest → newest)", ylabel="forecast step",
-           title=f"{title}: attention weights")
-    fig.colorbar(image, ax=ax)
+def attention_heatmap(weights: np.ndarray, path: Path, title: str,
+                      rows: str = "forecast step") -> Path:
+    """Attention of each row (forecast step, or input step for self-attention) over the
+    input window (columns), one window."""
+    return attention_panels([(title, rows, weights)], path, title)
+
+
+def attention_panels(maps, path: Path, title: str) -> Path:
+    """One heat-map panel per ``(panel title, row label, (rows, L) weights)``."""
+    fig, axes = plt.subplots(len(maps), 1, figsize=(7, 3.5 * len(maps)), squeeze=False)
+    for ax, (panel, rows, weights) in zip(axes[:, 0], maps, strict=True):
+        image = ax.imshow(weights, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set(xlabel="input step (oldest → newest)", ylabel=rows,
+               title=f"{title}: attention ({panel})" if panel != title else f"{title}: attention")
+        fig.colorbar(image, ax=ax)
     return _save(fig, path)
 
 

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 
 from edge_runtime.alarms import replay
-from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.scoring import anomaly_scores
 from edge_runtime.windowing import forecast_pairs, sliding_windows
@@ -25,7 +25,7 @@ from training.autoencoders import edge_model
 from training.config import TrainConfig
 from training.distribute import distribution_strategy, precision
 from training.historian import GridData, load_grid
-from training.metrics import detection_metrics, regression_metrics
+from training.metrics import detection_metrics, forecast_metrics, regression_metrics
 from training.registry import get_family
 from training.simulator import Fault, simulate
 from training.thresholds import calibrate
@@ -96,29 +96,63 @@ def _draft_manifest(config: TrainConfig, data: GridData, scaler: StandardScaler,
 
 def _fit(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
     """Build (under the configured strategy and precision), fit with early stopping and
-    best-weights restore, save, plot. ``build`` is a zero-argument model factory."""
-    with precision(config.fit.mixed_precision), distribution_strategy(config.fit.strategy).scope():
+    best-weights restore, save, plot. ``build`` is a zero-argument model factory. A forecaster
+    with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output."""
+    from training.forecasters import Pinball
+
+    levels = quantile_levels(config)
+    strategy = distribution_strategy(config.fit.strategy)
+    with precision(config.fit.mixed_precision), strategy.scope():
         model = build()
-        model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss="mse")
+        loss = Pinball(levels) if levels else "mse"
+        model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss=loss)
     callbacks = [
         keras.callbacks.EarlyStopping(patience=config.fit.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
     ]
     if config.fit.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    batch, seed = config.fit.batch_size, config.fit.seed
     history = model.fit(
-        x, y, validation_data=(val_x, val_y), epochs=config.fit.epochs,
-        batch_size=config.fit.batch_size, shuffle=True, verbose=0, callbacks=callbacks,
+        dataset(x, y, batch, seed, shuffle=True), validation_data=dataset(val_x, val_y, batch),
+        epochs=config.fit.epochs, verbose=0, callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
     )
-    edge_model(model).save(run_dir / "model.keras")  # a VAE ships decoder(mean)
+    shipped = edge_model(model)  # a VAE ships decoder(mean)
+    if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
+        shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
+    shipped.save(run_dir / "model.keras")
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
     return model
+
+
+def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
+            shuffle: bool = False):
+    """A ``tf.data`` pipeline: slices → (seeded reshuffle every epoch) → batch → prefetch.
+    ``batch_size`` is the global batch: under a distribution strategy Keras splits each batch
+    across replicas, and the pipeline is sharded by element (in-memory arrays have no files)."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def quantile_levels(config: TrainConfig) -> list[float]:
+    """The forecaster's quantile levels (``model.quantiles``), checked; [] for a point model."""
+    if config.task != "forecast":
+        return []
+    return check_quantile_levels(list(config.model.get("quantiles") or []))
 
 
 def _train_forecaster(config, family, data, scaled, splits, run_dir, draft) -> dict[str, float]:
     targets = config.targets or data.tags
     cols = [data.tags.index(t) for t in targets]
     L, H = config.window.length, config.horizon
+    levels = quantile_levels(config)
     x, y = forecast_pairs(scaled[splits.train], L, H, cols)
     val_x, val_y = forecast_pairs(scaled[splits.val], L, H, cols)
     test_x, test_y = forecast_pairs(scaled[splits.test], L, H, cols)
@@ -126,13 +160,30 @@ def _train_forecaster(config, family, data, scaled, splits, run_dir, draft) -> d
                                       **config.model), config, x, y, val_x, val_y, run_dir)
     pred = model.predict(test_x, verbose=0)
     persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
-    metrics = regression_metrics(test_y, pred)
+    metrics = forecast_metrics(test_y, pred, levels)
     metrics["persistence_mse"] = regression_metrics(test_y, persistence)["mse"]
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     _save_representative(run_dir, x, config.fit.seed)
-    draft["output"] = OutputSpec(horizon=H, targets=targets).model_dump()
-    plots.forecast_vs_actual(test_y, pred, targets, run_dir / "forecast_vs_actual.png")
+    draft["output"] = OutputSpec(horizon=H, targets=targets, quantiles=levels).model_dump()
+    forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels)
     return metrics
+
+
+def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[str],
+                   levels: list[float]) -> None:
+    """forecast_vs_actual.png (P50 with the outer quantiles shaded, for a quantile model) and,
+    for attention families, attention.png of the first window."""
+    from training.forecasters import attention_maps
+
+    band = None
+    if levels:
+        band, pred = (pred[..., 0], pred[..., -1]), pred[..., levels.index(0.5)]
+    plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png", band=band,
+                             band_label=f"P{levels[0] * 100:g}–P{levels[-1] * 100:g}"
+                             if levels else "")
+    maps = attention_maps(model, x[0])
+    if maps:
+        plots.attention_panels(maps, run_dir / "attention.png", title)
 
 
 def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, draft):

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
-from training.metrics import regression_metrics
+from training.metrics import forecast_metrics, regression_metrics
 
 HOURLY_BORDERS = (8640, 11520, 14400)  # 12 / 4 / 4 months of 30 days, in rows
 # Published Repeat baseline (DLinear paper: 1.295 / 0.713; the data README measures 1.294).
@@ -154,7 +154,9 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
                  config, *prep.train, *prep.val, run_dir)
     seconds = time.perf_counter() - start
     val_x, val_y = prep.val
-    val_metrics = regression_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256))
+    levels = quantile_levels(model_kw)
+    val_metrics = forecast_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256),
+                                   levels)
     np.savez_compressed(run_dir / "heldout.npz", x=val_x, y=val_y)
     _save_representative(run_dir, prep.train[0], config.fit.seed)
     draft = {
@@ -162,7 +164,8 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
         "input": InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
                            window=window, stride=1, max_gap_s=period_s).model_dump(),
         "scaler": prep.scaler.to_spec().model_dump(),
-        "output": OutputSpec(horizon=horizon, targets=prep.targets).model_dump(),
+        "output": OutputSpec(horizon=horizon, targets=prep.targets,
+                             quantiles=levels).model_dump(),
         "training_data_sha256": prep.train_sha256,
         "metrics": {"keras": {f"val_{k}": v for k, v in val_metrics.items()}},
     }
@@ -226,9 +229,11 @@ def _fit_settings(family: str, args) -> dict:
     return fit | {k: v for k, v in overrides.items() if v is not None}
 
 
-def _row(model: str, variant: str, mode: str, metrics: dict, windows: int, **extra) -> dict:
-    return {"model": model, "variant": variant, "mode": mode, "mse": metrics["mse"],
-            "mae": metrics["mae"], "windows": windows, **extra}
+def _row(model: str, variant: str, mode: str, metrics: dict, windows: int) -> dict:
+    """One result row; a quantile model's MSE/MAE are on P50, plus its interval coverage."""
+    row = {"model": model, "variant": variant, "mode": mode, "mse": metrics["mse"],
+           "mae": metrics["mae"], "windows": windows}
+    return row | {k: metrics[k] for k in ("coverage", "pinball") if k in metrics}
 
 
 def run(args) -> dict:
@@ -250,7 +255,10 @@ def run(args) -> dict:
                          regression_metrics(test_y, naive), len(test_x)))
     tag = f"{data.name}_{args.features}_L{L}_H{H}"
     timing = {}
+    levels = quantile_levels(args.model_args)
     for family in args.model:
+        from training.train import forecast_plots  # keras: only when a model is trained
+
         run_dir = args.out / tag / family
         shutil.rmtree(run_dir, ignore_errors=True)
         name = f"ett_{tag}_{family}".lower()
@@ -258,13 +266,13 @@ def run(args) -> dict:
                                      _fit_settings(family, args), args.model_args, name)
         timing[family] = round(seconds, 1)
         pred = model.predict(test_x, verbose=0, batch_size=256)
-        rows.append(_row(family, "keras", "float32", regression_metrics(test_y, pred),
+        rows.append(_row(family, "keras", "float32", forecast_metrics(test_y, pred, levels),
                          len(test_x)))
-        _plots(run_dir, model, family, test_x, test_y, pred, prep.targets)
+        forecast_plots(run_dir, model, family, test_x, test_y, pred, prep.targets, levels)
         if args.mode != "none":
             edge, mode, attempts = edge_predict(run_dir, args.out / tag / "bundles", args.mode,
                                                 test_x)
-            rows.append(_row(family, "edge", mode, regression_metrics(test_y, edge),
+            rows.append(_row(family, "edge", mode, forecast_metrics(test_y, edge, levels),
                              len(test_x)))
             timing[f"{family}_conversion"] = attempts
     return {"dataset": data.name, "horizon": H, "input_len": L, "features": args.features,
@@ -272,16 +280,9 @@ def run(args) -> dict:
             "split_rows": list(data.borders), "period_s": data.period_s}
 
 
-def _plots(run_dir: Path, model, family: str, x, y, pred, targets: list[str]) -> None:
-    from training import plots
-
-    plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png")
-    from training.forecasters import attention_model
-
-    weights_model = attention_model(model)
-    if weights_model is not None:
-        weights = weights_model.predict(x[:1], verbose=0)[0]
-        plots.attention_heatmap(weights, run_dir / "attention.png", family)
+def quantile_levels(model_args: dict) -> list[float]:
+    """The ``quantiles`` of the family's arguments, checked; [] for a point forecast."""
+    return check_quantile_levels(list(model_args.get("quantiles") or []))
 
 
 def format_table(result: dict) -> str:
@@ -289,11 +290,16 @@ def format_table(result: dict) -> str:
             f"H={result['horizon']}  period={result['period_s']:.0f}s  "
             f"split rows={result['split_rows']}")
     lines = [head, f"{'model':<16}{'variant':<9}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
-             f"{'train_s':>9}"]
+             f"{'train_s':>9}{'coverage':>10}"]
     for r in result["results"]:
         secs = result["train_seconds"].get(r["model"]) if r["variant"] == "keras" else None
+        cover = f"{r['coverage']:.4f}" if "coverage" in r else ""
         lines.append(f"{r['model']:<16}{r['variant']:<9}{r['mode']:<10}{r['mse']:>8.4f}"
-                     f"{r['mae']:>8.4f}{r['windows']:>9}{'' if secs is None else secs:>9}")
+                     f"{r['mae']:>8.4f}{r['windows']:>9}{'' if secs is None else secs:>9}"
+                     f"{cover:>10}")
+    if any("coverage" in r for r in result["results"]):
+        lines.append("quantile models: MSE/MAE on P50; coverage = share of actuals inside "
+                     "the outer quantiles (P10–P90: nominal 0.80)")
     lines.append(f"protocol check: {result['protocol_check']}")
     return "\n".join(lines)
 
