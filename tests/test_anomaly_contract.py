@@ -10,7 +10,7 @@ import pytest
 from converters.tflite import check_builtin_ops
 from edge_runtime.scaling import StandardScaler
 from training.evaluation import common
-from training.registry import families
+from training.registry import families, get_family
 from training.simulator import Fault, simulate
 
 FAMILIES = sorted(f.name for f in families("anomaly"))
@@ -92,3 +92,31 @@ def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
         assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1) < 1e-3
         assert {c["unit"] for c in out["contributions"]} >= {"degC"}
     np.testing.assert_allclose(smoothed, smooth_scores(spec, np.array(raw)), rtol=1e-9)
+
+
+def test_vae_elbo_score_converts_with_its_kl_output_and_matches_keras(plant, tmp_path):
+    """score 'elbo': the converted VAE also outputs the weighted KL term, and the edge's
+    negative ELBO (error + KL) agrees with the Keras VAE's; the default score is unchanged."""
+    from training.autoencoders import edge_model
+
+    normal, faulty, _ = plant
+    s = common.Settings(families=["vae"], window=WINDOW, epochs=8, batch_size=64,
+                        model_kw={"beta": 1.0}, score="elbo")
+    model = common.fit_family("vae", normal, s)
+    edge = common.EdgeConverter("int8", tmp_path)(model, normal, WINDOW, 0, "elbo")
+    assert len(edge.predict(faulty[:WINDOW][None])) == 2  # reconstruction and KL
+
+    recon = common.keras_scores(model, faulty, WINDOW).score
+    elbo = common.keras_scores(model, faulty, WINDOW, "elbo").score
+    ok = np.isfinite(elbo)
+    x = common.sliding_windows(faulty, WINDOW)[0]
+    kl = edge_model(model, "elbo").predict(x, verbose=0)[1][:, 0]
+    assert np.all(kl > 0)
+    np.testing.assert_allclose(elbo[ok] - recon[ok], kl, rtol=1e-4, atol=1e-7)
+
+    es = common.edge_scores(edge, faulty, WINDOW, "elbo").score
+    rel = np.abs(es[ok] - elbo[ok]) / elbo[ok]
+    assert np.median(rel) < 0.15, f"int8 negative ELBO off by {np.median(rel):.1%} (median)"
+    assert np.corrcoef(np.log(elbo[ok]), np.log(es[ok]))[0, 1] > 0.9
+    with pytest.raises(ValueError, match="needs a VAE"):
+        edge_model(get_family("dense_ae", "anomaly").build(WINDOW, normal.shape[1]), "elbo")
