@@ -67,19 +67,21 @@ def test_vae_ships_its_deterministic_mean_path(plant):
 
 
 def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
-    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing, the edge
-    applies it, and every result names tags ranked by their share of the error, with units."""
+    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing and the
+    score kind (negative ELBO here), the edge applies both, and every result names tags ranked
+    by their share of the reconstruction error, with units."""
     from converters.build import build_bundle
     from edge_runtime.pipelines import ModelPipeline
     from edge_runtime.smoothing import smooth_scores
     from tests.helpers import tiny_config
     from training.train import train
 
-    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4})
+    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4, "beta": 1})
     config.threshold.ewma_alpha, config.threshold.vote_k, config.threshold.vote_n = 0.5, 2, 3
+    config.threshold.score = "elbo"
     bundle = build_bundle(train(config), tmp_path / "bundles", "int8")
     spec = bundle.manifest.thresholds
-    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (0.5, 2, 3)
+    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n, spec.score) == (0.5, 2, 3, "elbo")
 
     pipe = ModelPipeline("tank", bundle)
     windows = np.load(next((tmp_path / "runs").rglob("heldout.npz")))["x"][-40:]
@@ -87,6 +89,10 @@ def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
     for i, w in enumerate(windows):
         out = pipe.infer(1767225600.0 + 5 * i, pipe.scaler.inverse(w))[0].payload
         raw.append(out["raw_score"])
+        x = pipe.scaler.transform(pipe.scaler.inverse(w))[None]
+        recon, kl = sorted(pipe.model.predict(x), key=np.ndim, reverse=True)
+        assert kl[0, 0] > 0 and out["raw_score"] == pytest.approx(
+            float(np.mean((x - recon) ** 2)) + float(kl[0, 0]), rel=1e-5)
         smoothed.append(out["score"])
         shares = [c["share"] for c in out["contributions"]]
         assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1) < 1e-3
