@@ -71,7 +71,7 @@ def _main_output(outputs: list[np.ndarray], like: np.ndarray | None = None) -> n
 
 def check_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], task: str,
                  thresholds: ThresholdSpec | None = None, budget: float | None = None,
-                 budgets: Budgets | None = None, reference: np.ndarray | None = None
+                 budgets: Budgets | None = None, reference: list[np.ndarray] | None = None
                  ) -> ParityReport:
     x = heldout["x"].astype(np.float32)
     refs = keras_reference(keras_model, heldout) if reference is None else reference
