@@ -16,7 +16,7 @@ import numpy as np
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.interpreter import EdgeModel
-from edge_runtime.scoring import anomaly_scores
+from edge_runtime.scoring import window_scores
 from training.metrics import detection_metrics, forecast_metrics
 
 ANOMALY_AGREEMENT = 0.99  # share of windows with the same alarm state
@@ -53,29 +53,41 @@ class ParityReport:
         return self.__dict__.copy()
 
 
-def keras_reference(keras_model, heldout: dict[str, np.ndarray]) -> np.ndarray:
-    """Float outputs on the held-out windows (computed once, shared by every candidate)."""
+def keras_reference(keras_model, heldout: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Float outputs on the held-out windows (computed once, shared by every candidate);
+    a list, as a VAE shipped with score 'elbo' has two outputs (reconstruction and KL)."""
     x = heldout["x"].astype(np.float32)
-    return np.asarray(keras_model.predict(x, verbose=0, batch_size=256))
+    out = keras_model.predict(x, verbose=0, batch_size=256)
+    return [np.asarray(o) for o in out] if isinstance(out, list | tuple) else [np.asarray(out)]
+
+
+def _main_output(outputs: list[np.ndarray], like: np.ndarray | None = None) -> np.ndarray:
+    """The task's output: the only one, or the one shaped like ``like`` (the input window of
+    an autoencoder); LiteRT may order several outputs differently from Keras."""
+    if len(outputs) == 1 or like is None:
+        return outputs[0]
+    return next(o for o in outputs if o.shape == like.shape)
 
 
 def check_parity(keras_model, tflite_path, heldout: dict[str, np.ndarray], task: str,
                  thresholds: ThresholdSpec | None = None, budget: float | None = None,
-                 budgets: Budgets | None = None, reference: np.ndarray | None = None,
+                 budgets: Budgets | None = None, reference: list[np.ndarray] | None = None,
                  quantiles: list[float] | None = None) -> ParityReport:
     """``quantiles``: the forecast's levels (output (N, H, T, Q)); the budget applies to P50's
     MSE, interval coverage is reported, and quantiles that cross at the edge fail the gate."""
     x = heldout["x"].astype(np.float32)
-    ref = keras_reference(keras_model, heldout) if reference is None else reference
-    got = EdgeModel(tflite_path).predict(x)[0]
+    refs = keras_reference(keras_model, heldout) if reference is None else reference
+    gots = EdgeModel(tflite_path).predict(x)
+    like = x if task == "anomaly" else None
+    ref, got = _main_output(refs, like), _main_output(gots, like)
     err = np.abs(ref - got)
     b = (budgets or Budgets()).with_task_budget(task, budget, "masks" in heldout)
     if task == "forecast":
         keras_m, edge_m, reasons = _forecast_parity(heldout["y"], ref, got, b.forecast_mse_rel,
                                                     quantiles)
     elif task == "anomaly":
-        keras_m, edge_m, reasons = _anomaly_parity(x, ref, got, heldout["labels"], thresholds,
-                                                   b.anomaly_f1_points)
+        keras_m, edge_m, reasons = _anomaly_parity(x, refs, gots, heldout["labels"],
+                                                   thresholds, b.anomaly_f1_points)
     elif "masks" in heldout:
         keras_m, edge_m, reasons = _score_parity(
             "iou", _iou(heldout["masks"], ref), _iou(heldout["masks"], got),
@@ -116,8 +128,8 @@ def _iou(masks: np.ndarray, out: np.ndarray) -> float:
 
 def _anomaly_parity(x, ref, got, labels, spec: ThresholdSpec, f1_budget: float):
     metrics, flags = [], []
-    for recon in (ref, got):
-        scores = anomaly_scores(x, recon)
+    for outputs in (ref, got):  # every output of the model (a VAE's KL for score 'elbo')
+        scores = window_scores(x, outputs, spec.score)
         active = replay(spec, scores)  # the bundle's smoothing, then the alarm logic
         m = detection_metrics(labels, active) if labels.any() else {}
         m["alarm_share"] = float(active.mean())

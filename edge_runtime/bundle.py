@@ -106,6 +106,10 @@ class ThresholdSpec(_Strict):
                               description="EWMA weight of the newest score (1 = no smoothing).")
     vote_k: int = Field(default=1, ge=1, description="k of the last n scores must pass a limit.")
     vote_n: int = Field(default=1, ge=1, description="n of the k-of-n vote (1 = no vote).")
+    score: Literal["reconstruction", "elbo"] = Field(
+        default="reconstruction",
+        description="Window score: mean squared reconstruction error, or (VAE with a KL "
+                    "output) negative ELBO = that error + the KL output.")
 
 
 class ImageSpec(_Strict):

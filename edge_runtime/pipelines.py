@@ -17,7 +17,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
-from edge_runtime.scoring import anomaly_scores, contributions, reconstruction_errors
+from edge_runtime.scoring import contributions, reconstruction_errors, window_scores
 from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.windowing import GridBuffer
 
@@ -63,14 +63,14 @@ class ModelPipeline:
         """Run the model on one valid window (engineering units, (L, F))."""
         start = time.perf_counter()
         x = self.scaler.transform(window)[None]
-        y = self.model.predict(x)[0]
+        outputs = self.model.predict(x)
         self.inference_s.append(time.perf_counter() - start)
         base = {"model": self.name, "version": self.bundle.manifest.version,
                 "quantization": self.bundle.manifest.quantization, "ts": iso_ms(grid_t),
                 "processed_at": iso_ms(time.time())}
         if self.bundle.manifest.task == "forecast":
-            return [Output("inference", base | self._forecast(grid_t, y[0]))]
-        return self._anomaly(base, x, y)
+            return [Output("inference", base | self._forecast(grid_t, outputs[0][0]))]
+        return self._anomaly(base, x, outputs)
 
     def _forecast(self, grid_t: float, y_scaled: np.ndarray) -> dict[str, Any]:
         """(H, T) → ``forecast`` per target and step, in engineering units. A quantile model's
@@ -94,12 +94,14 @@ class ModelPipeline:
                                for t in out.targets}
         return result
 
-    def _anomaly(self, base: dict[str, Any], x: np.ndarray, y: np.ndarray) -> list[Output]:
-        raw_score = float(anomaly_scores(x, y)[0])
+    def _anomaly(self, base: dict[str, Any], x: np.ndarray,
+                 outputs: list[np.ndarray]) -> list[Output]:
+        spec = self.bundle.manifest.thresholds
+        y = next(o for o in outputs if o.shape == x.shape)  # the reconstruction
+        raw_score = float(window_scores(x, outputs, spec.score)[0])  # error (+ KL: elbo)
         score = self.score_filter.update(raw_score)  # EWMA + k-of-n, as evaluated
         ranked = [{"tag": tag, "share": round(share, 4), "unit": self.units[tag]}
                   for tag, share in contributions(reconstruction_errors(x, y)[0], self.tags)]
-        spec = self.bundle.manifest.thresholds
         result = base | {"score": score, "raw_score": raw_score, "threshold": spec.raise_at,
                          "contributions": ranked}
         outputs = [Output("inference", result | {"alarm_active": self.alarm.active})]

@@ -29,3 +29,23 @@ def contributions(per_tag_error: np.ndarray, tags: list[str]) -> list[tuple[str,
 def quantile_threshold(normal_scores: np.ndarray, quantile: float, margin: float) -> float:
     """Alarm limit: a high quantile of scores on normal validation windows, times a margin."""
     return float(np.quantile(np.asarray(normal_scores, np.float64), quantile) * margin)
+
+
+def window_scores(x_scaled: np.ndarray, outputs: list[np.ndarray],
+                  score: str = "reconstruction") -> np.ndarray:
+    """One score per window from a model's outputs: the reconstruction error, or (``elbo``,
+    a VAE converted with its KL output) the negative ELBO = that error + the KL output.
+
+    Outputs are told apart by shape, not order (LiteRT may reorder them): the reconstruction
+    has the input's (N, L, F) shape, the KL term is (N, 1)."""
+    recon = next(o for o in outputs if np.shape(o) == np.shape(x_scaled))
+    mse = anomaly_scores(x_scaled, recon)
+    if score == "reconstruction":
+        return mse
+    if score != "elbo":
+        raise ValueError(f"unknown score {score!r}: 'reconstruction' or 'elbo'")
+    kl = [o for o in outputs if np.shape(o) == (len(mse), 1)]
+    if len(kl) != 1:
+        raise ValueError("score 'elbo' needs the model's (N, 1) KL output; convert the VAE"
+                         " with edge_model(model, 'elbo')")
+    return mse + np.asarray(kl[0], np.float64)[:, 0]

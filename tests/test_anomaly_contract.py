@@ -10,7 +10,7 @@ import pytest
 from converters.tflite import check_builtin_ops
 from edge_runtime.scaling import StandardScaler
 from training.evaluation import common
-from training.registry import families
+from training.registry import families, get_family
 from training.simulator import Fault, simulate
 
 FAMILIES = sorted(f.name for f in families("anomaly"))
@@ -67,19 +67,21 @@ def test_vae_ships_its_deterministic_mean_path(plant):
 
 
 def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
-    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing, the edge
-    applies it, and every result names tags ranked by their share of the error, with units."""
+    """`procedge train` → int8 bundle → pipeline: the bundle carries the smoothing and the
+    score kind (negative ELBO here), the edge applies both, and every result names tags ranked
+    by their share of the reconstruction error, with units."""
     from converters.build import build_bundle
     from edge_runtime.pipelines import ModelPipeline
     from edge_runtime.smoothing import smooth_scores
     from tests.helpers import tiny_config
     from training.train import train
 
-    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4})
+    config = tiny_config("tank_anomaly", tmp_path, family="vae", model={"latent": 4, "beta": 1})
     config.threshold.ewma_alpha, config.threshold.vote_k, config.threshold.vote_n = 0.5, 2, 3
+    config.threshold.score = "elbo"
     bundle = build_bundle(train(config), tmp_path / "bundles", "int8")
     spec = bundle.manifest.thresholds
-    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (0.5, 2, 3)
+    assert (spec.ewma_alpha, spec.vote_k, spec.vote_n, spec.score) == (0.5, 2, 3, "elbo")
 
     pipe = ModelPipeline("tank", bundle)
     windows = np.load(next((tmp_path / "runs").rglob("heldout.npz")))["x"][-40:]
@@ -87,8 +89,40 @@ def test_trained_vae_bundle_filters_scores_and_ranks_tags_at_the_edge(tmp_path):
     for i, w in enumerate(windows):
         out = pipe.infer(1767225600.0 + 5 * i, pipe.scaler.inverse(w))[0].payload
         raw.append(out["raw_score"])
+        x = pipe.scaler.transform(pipe.scaler.inverse(w))[None]
+        recon, kl = sorted(pipe.model.predict(x), key=np.ndim, reverse=True)
+        assert kl[0, 0] > 0 and out["raw_score"] == pytest.approx(
+            float(np.mean((x - recon) ** 2)) + float(kl[0, 0]), rel=1e-5)
         smoothed.append(out["score"])
         shares = [c["share"] for c in out["contributions"]]
         assert shares == sorted(shares, reverse=True) and abs(sum(shares) - 1) < 1e-3
         assert {c["unit"] for c in out["contributions"]} >= {"degC"}
     np.testing.assert_allclose(smoothed, smooth_scores(spec, np.array(raw)), rtol=1e-9)
+
+
+def test_vae_elbo_score_converts_with_its_kl_output_and_matches_keras(plant, tmp_path):
+    """score 'elbo': the converted VAE also outputs the weighted KL term, and the edge's
+    negative ELBO (error + KL) agrees with the Keras VAE's; the default score is unchanged."""
+    from training.autoencoders import edge_model
+
+    normal, faulty, _ = plant
+    s = common.Settings(families=["vae"], window=WINDOW, epochs=8, batch_size=64,
+                        model_kw={"beta": 1.0}, score="elbo")
+    model = common.fit_family("vae", normal, s)
+    edge = common.EdgeConverter("int8", tmp_path)(model, normal, WINDOW, 0, "elbo")
+    assert len(edge.predict(faulty[:WINDOW][None])) == 2  # reconstruction and KL
+
+    recon = common.keras_scores(model, faulty, WINDOW).score
+    elbo = common.keras_scores(model, faulty, WINDOW, "elbo").score
+    ok = np.isfinite(elbo)
+    x = common.sliding_windows(faulty, WINDOW)[0]
+    kl = edge_model(model, "elbo").predict(x, verbose=0)[1][:, 0]
+    assert np.all(kl > 0)
+    np.testing.assert_allclose(elbo[ok] - recon[ok], kl, rtol=1e-4, atol=1e-7)
+
+    es = common.edge_scores(edge, faulty, WINDOW, "elbo").score
+    rel = np.abs(es[ok] - elbo[ok]) / elbo[ok]
+    assert np.median(rel) < 0.15, f"int8 negative ELBO off by {np.median(rel):.1%} (median)"
+    assert np.corrcoef(np.log(elbo[ok]), np.log(es[ok]))[0, 1] > 0.9
+    with pytest.raises(ValueError, match="needs a VAE"):
+        edge_model(get_family("dense_ae", "anomaly").build(WINDOW, normal.shape[1]), "elbo")

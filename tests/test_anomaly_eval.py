@@ -14,7 +14,7 @@ import pytest
 from procedge.cli import main
 
 
-def _skab_file(path: Path, seed: int) -> None:
+def _skab_file(path: Path, seed: int, drifting: bool = False) -> None:
     rng = np.random.default_rng(seed)
     n = 700
     latent = rng.normal(size=(n, 1))
@@ -25,6 +25,8 @@ def _skab_file(path: Path, seed: int) -> None:
     cp = np.zeros(n)
     cp[[500, 600]] = 1
     df = pd.DataFrame(values, columns=["a", "b", "c", "d"])
+    if drifting:  # a slow state: its level differs between runs and keeps moving in each
+        df["temp"] = 20.0 + 10 * seed + np.linspace(0.0, 8.0, n) + 0.1 * rng.normal(size=n)
     df.insert(0, "datetime", pd.date_range("2020-03-09", periods=n, freq="s"))
     df["anomaly"], df["changepoint"] = anomaly, cp
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,6 +48,22 @@ def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
     assert row["f1"] > 0.9 and row["far"] < 10 and row["nab_standard"] > 50
 
 
+def test_drift_screen_drops_only_the_tag_whose_level_wanders_between_files(tmp_path, capsys):
+    for seed in range(3):
+        _skab_file(tmp_path / "skab" / f"{seed}.csv", seed, drifting=True)
+    out = tmp_path / "skab.json"
+    args = ["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
+            "--edge-mode", "none", "--json", str(out), "--margin", "1", "--ewma", "1"]
+    main(args)
+    unscreened = json.loads(out.read_text())["results"][0]
+    main([*args, "--drift-screen", "3"])
+    data = json.loads(out.read_text())
+    assert "dropped (> 3.0): ['temp']" in capsys.readouterr().out
+    assert data["settings"]["drift_screen"]["dropped"] == ["temp"]
+    assert data["settings"]["drift_screen"]["ratios"]["a"] < 1
+    assert data["results"][0]["far"] < unscreened["far"] / 2  # temp alone made false alarms
+
+
 def test_eval_tep_development_protocol(tmp_path):
     rng = np.random.default_rng(0)
     mix = rng.normal(size=(5, 52))
@@ -64,6 +82,8 @@ def test_eval_tep_development_protocol(tmp_path):
     assert spe95["per_fault"]["01"] > 95 and spe95["per_fault"]["03"] < 20
     assert spe95["detection_rate_excl_3_9_15"] == pytest.approx(spe95["per_fault"]["01"])
     assert spe95["far"] < 15
+    assert len(spe95["far_folds"]) == 2  # limit on one normal block, FAR on the other, swapped
+    assert spe95["far"] == pytest.approx(np.mean(spe95["far_folds"]), abs=0.01)
 
 
 DATA = Path(os.environ.get("PROCEDGE_DATA", Path(__file__).resolve().parents[1].parent

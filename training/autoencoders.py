@@ -12,6 +12,8 @@ from keras import layers, ops
 
 from training.registry import register
 
+SCORES = ("reconstruction", "elbo")  # window score: MSE, or negative ELBO (VAE only)
+
 
 @register("anomaly", "dense_ae")
 def dense_ae(window: int, features: int, hidden: tuple[int, ...] = (64, 16),
@@ -129,11 +131,26 @@ def vae(window: int, features: int, hidden: int = 64, latent: int = 8, beta: flo
     return keras.Model(inputs, dec(z), name="vae")
 
 
-def edge_model(model: keras.Model) -> keras.Model:
+def edge_model(model: keras.Model, score: str = "reconstruction") -> keras.Model:
     """The graph to save and convert: the model itself, or a VAE's decoder(encoder μ) path
-    (built-in layers only, identical output to the VAE at inference)."""
-    if not any(isinstance(layer, KLSampling) for layer in model.layers):
+    (built-in layers only, identical output to the VAE at inference).
+
+    ``score="elbo"`` (VAE only) adds a second output, the KL term of each window weighted as
+    in the training loss (``beta`` per element), so the edge computes the negative ELBO as
+    mean squared reconstruction error + that output (:func:`edge_runtime.scoring.window_scores`).
+    """
+    if score not in SCORES:
+        raise ValueError(f"score {score!r}: choose one of {SCORES}")
+    sampling = [layer for layer in model.layers if isinstance(layer, KLSampling)]
+    if not sampling:
+        if score == "elbo":
+            raise ValueError(f"score 'elbo' needs a VAE; {model.name} has no KL term")
         return model
     enc, dec = model.get_layer("encoder"), model.get_layer("decoder")
     inputs = keras.Input(model.input_shape[1:])
-    return keras.Model(inputs, dec(enc(inputs)[0]), name=f"{model.name}_edge")
+    mean, log_var = enc(inputs)
+    if score == "reconstruction":
+        return keras.Model(inputs, dec(mean), name=f"{model.name}_edge")
+    kl = 0.5 * ops.sum(ops.square(mean) + ops.exp(log_var) - log_var - 1.0, axis=-1,
+                       keepdims=True)
+    return keras.Model(inputs, [dec(mean), sampling[0].beta * kl], name=f"{model.name}_elbo")

@@ -73,6 +73,8 @@ class ThresholdConfig(_Strict):
     ewma_alpha: float = Field(default=1.0, gt=0, le=1, description="Score EWMA (1 = off).")
     vote_k: int = Field(default=1, ge=1, description="k of the last n scores must pass.")
     vote_n: int = Field(default=1, ge=1, description="n of the k-of-n vote (1 = off).")
+    score: Literal["reconstruction", "elbo"] = Field(
+        default="reconstruction", description="elbo: VAE negative ELBO (ships a KL output).")
 
 
 class TrainConfig(_Strict):

@@ -18,7 +18,7 @@ import numpy as np
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
 from edge_runtime.scaling import StandardScaler
-from edge_runtime.scoring import anomaly_scores
+from edge_runtime.scoring import window_scores
 from edge_runtime.windowing import forecast_pairs, sliding_windows
 from training import plots
 from training.autoencoders import edge_model
@@ -118,7 +118,8 @@ def _fit(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
         epochs=config.fit.epochs, verbose=0, callbacks=callbacks,
         shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
     )
-    shipped = edge_model(model)  # a VAE ships decoder(mean)
+    score = config.threshold.score if config.task == "anomaly" else "reconstruction"
+    shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
     if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
         shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
     shipped.save(run_dir / "model.keras")
@@ -194,22 +195,28 @@ def _train_autoencoder(config, family, data, scaled, scaler, splits, run_dir, dr
     model = _fit(lambda: family.build(L, len(data.tags), **config.model), config,
                  x, x, val_x, val_x, run_dir)
     t = config.threshold
-    spec = calibrate(anomaly_scores(val_x, model.predict(val_x, verbose=0)), t.rule,
-                     t.quantile, t.margin, t.clear_ratio, t.on_delay, t.off_delay,
-                     t.ewma_alpha, t.vote_k, t.vote_n)
+    graph = edge_model(model, t.score)  # what is shipped: scores as the edge computes them
+    spec = calibrate(_scores(graph, val_x, t.score), t.rule, t.quantile, t.margin,
+                     t.clear_ratio, t.on_delay, t.off_delay, t.ewma_alpha, t.vote_k, t.vote_n)
+    spec = spec.model_copy(update={"score": t.score})
     draft["thresholds"] = spec.model_dump()
-    test_scores = anomaly_scores(test_x, model.predict(test_x, verbose=0))
+    test_scores = _scores(graph, test_x, t.score)
     metrics = {"test_far": 100.0 * float(replay(spec, test_scores).mean())}
     labels = np.zeros(len(test_x), dtype=bool)
     if config.data.source == "simulator":  # a labelled fault run from the same plant
         fault_x, labels_f = _fault_windows(config, data, scaler)
         test_x, labels = np.concatenate([test_x, fault_x]), np.concatenate([labels, labels_f])
-        scores_f = anomaly_scores(fault_x, model.predict(fault_x, verbose=0))
+        scores_f = _scores(graph, fault_x, t.score)
         metrics |= detection_metrics(labels_f, replay(spec, scores_f))
         plots.score_vs_threshold(scores_f, labels_f, spec, run_dir / "fault_scores.png")
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     _save_representative(run_dir, x, config.fit.seed)
     return metrics
+
+
+def _scores(graph, x: np.ndarray, score: str) -> np.ndarray:
+    outputs = graph.predict(x, verbose=0)
+    return window_scores(x, outputs if isinstance(outputs, list) else [outputs], score)
 
 
 def _fault_windows(config: TrainConfig, data: GridData, scaler: StandardScaler):

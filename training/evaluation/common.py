@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
-from edge_runtime.scoring import reconstruction_errors
+from edge_runtime.scoring import reconstruction_errors, window_scores
 from edge_runtime.windowing import sliding_windows
 from training import thresholds
 
@@ -45,6 +45,7 @@ class Settings:
     vote_n: int = 1
     on_delay: int = 1
     pca_variance: float = 0.9
+    score: str = "reconstruction"  # or "elbo" (VAE: negative ELBO, needs the KL output)
     model_kw: dict = field(default_factory=dict)
     edge_families: tuple[str, ...] = DEEP_FAMILIES  # convert these to the edge
 
@@ -73,6 +74,8 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float,
     p.add_argument("--vote", type=int, nargs=2, default=(1, 1), metavar=("K", "N"))
     p.add_argument("--on-delay", type=int, default=1)
     p.add_argument("--pca-variance", type=float, default=0.9)
+    p.add_argument("--score", default="reconstruction", choices=["reconstruction", "elbo"],
+                   help="window score; elbo = negative ELBO of the vae (other families: error)")
     p.add_argument("--model-kw", default="{}", help="JSON keyword arguments of the family")
     p.add_argument("--json", type=Path, help="write {'results': [...]} here")
     p.add_argument("--plots", type=Path, help="directory for PNG plots")
@@ -84,7 +87,7 @@ def settings_from_args(args) -> Settings:
         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         edge_mode=args.edge_mode, rule=args.rule, level=args.level, margin=args.margin,
         ewma_alpha=args.ewma, vote_k=args.vote[0], vote_n=args.vote[1],
-        on_delay=args.on_delay, pca_variance=args.pca_variance,
+        on_delay=args.on_delay, pca_variance=args.pca_variance, score=args.score,
         model_kw=json.loads(args.model_kw),
         edge_families=tuple(f for f in args.edge_families.split(",") if f))
 
@@ -114,15 +117,35 @@ class RowScores:
 
 
 def _row_scores(rows: np.ndarray, windows: np.ndarray, ends: np.ndarray,
-                recon: np.ndarray) -> RowScores:
+                outputs: list[np.ndarray], score: str) -> RowScores:
+    """Per-tag shares from the reconstruction; the score from :func:`window_scores` (the
+    edge's code), so a negative-ELBO score adds the KL output to the reconstruction error."""
+    recon = next(o for o in outputs if o.shape == windows.shape)
     per_tag = np.full(rows.shape, np.nan)
     per_tag[ends] = reconstruction_errors(windows, recon)
-    return RowScores(per_tag.mean(axis=1), per_tag)
+    out = np.full(len(rows), np.nan)
+    out[ends] = window_scores(windows, outputs, score)
+    return RowScores(out, per_tag)
 
 
-def keras_scores(model, rows: np.ndarray, window: int) -> RowScores:
+def family_score(model, score: str) -> str:
+    """The score a model is evaluated with: ``elbo`` applies to VAEs only."""
+    from training.autoencoders import KLSampling
+
+    is_vae = any(isinstance(layer, KLSampling) for layer in model.layers)
+    return score if is_vae else "reconstruction"
+
+
+def keras_scores(model, rows: np.ndarray, window: int,
+                 score: str = "reconstruction") -> RowScores:
+    from training.autoencoders import edge_model
+
     windows, ends = sliding_windows(rows, window)
-    return _row_scores(rows, windows, ends, model.predict(windows, verbose=0, batch_size=512))
+    score = family_score(model, score)
+    graph = edge_model(model, score) if score != "reconstruction" else model
+    outputs = graph.predict(windows, verbose=0, batch_size=512)
+    return _row_scores(rows, windows, ends, outputs if isinstance(outputs, list)
+                       else [outputs], score)
 
 
 class EdgeConverter:
@@ -133,7 +156,8 @@ class EdgeConverter:
         self.root = Path(workdir or tempfile.mkdtemp(prefix="procedge-eval-"))
         self.count = 0
 
-    def __call__(self, model, train_rows: np.ndarray, window: int, seed: int):
+    def __call__(self, model, train_rows: np.ndarray, window: int, seed: int,
+                 score: str = "reconstruction"):
         from converters.tflite import convert
         from edge_runtime.interpreter import EdgeModel
         from training.autoencoders import edge_model
@@ -142,7 +166,7 @@ class EdgeConverter:
         self.count += 1
         run = self.root / f"m{self.count}"
         run.mkdir(parents=True, exist_ok=True)
-        edge_model(model).save(run / "model.keras")
+        edge_model(model, family_score(model, score)).save(run / "model.keras")
         x, _ = sliding_windows(train_rows, window)
         _save_representative(run, x, seed)  # same int8 calibration recipe as the trainer
         convert(run / "model.keras", run / "model.tflite", self.mode,
@@ -155,9 +179,13 @@ class EdgeConverter:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def edge_scores(edge, rows: np.ndarray, window: int) -> RowScores:
+def edge_scores(edge, rows: np.ndarray, window: int,
+                score: str = "reconstruction") -> RowScores:
+    """Scores of a converted model (LiteRT); ``elbo`` only if it has the KL output."""
     windows, ends = sliding_windows(rows, window)
-    return _row_scores(rows, windows, ends, edge.predict(windows)[0])
+    outputs = edge.predict(windows)
+    score = score if len(outputs) > 1 else "reconstruction"
+    return _row_scores(rows, windows, ends, outputs, score)
 
 
 def flags_from(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:

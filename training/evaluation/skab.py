@@ -58,6 +58,37 @@ def load_skab(root: Path, exclude: tuple[str, ...] = ()) -> list[SkabFile]:
     return files
 
 
+def drift_ratios(files: list[SkabFile]) -> dict[str, float]:
+    """Per tag: spread of its level between experiments / its spread within one, on the
+    first 400 rows of every file only (the training parts; nothing of the test parts).
+
+    A per-file model sees 400 s of each tag; a tag whose level wanders between experiments
+    by many times its 400-s spread (a slow thermal state) leaves that range during the test
+    part whatever the fault, so it cannot be monitored by such a model."""
+    fit = np.stack([f.rows[:TRAIN_ROWS] for f in files])  # (files, 400, F)
+    between = fit.mean(axis=1).std(axis=0)
+    within = np.median(fit.std(axis=1), axis=0)
+    return {t: float(b / max(w, 1e-12)) for t, b, w in zip(files[0].tags, between, within,
+                                                          strict=True)}
+
+
+def drop_tags(files: list[SkabFile], tags: set[str]) -> list[SkabFile]:
+    keep = [i for i, t in enumerate(files[0].tags) if t not in tags]
+    return [SkabFile(f.path, [f.tags[i] for i in keep], f.rows[:, keep], f.times_s,
+                     f.anomaly, f.changepoint) for f in files]
+
+
+def screen_drifting(files: list[SkabFile], max_ratio: float) -> tuple[list[SkabFile], dict]:
+    """Drop tags whose :func:`drift_ratios` exceeds ``max_ratio`` (0: keep all)."""
+    if len(files) < 2 or any(f.tags != files[0].tags for f in files):
+        raise ValueError("--drift-screen needs at least two files with the same tag columns")
+    ratios = drift_ratios(files)
+    dropped = {t for t, r in ratios.items() if max_ratio and r > max_ratio}
+    if len(dropped) == len(ratios):
+        raise ValueError(f"--drift-screen {max_ratio} would drop every tag: {ratios}")
+    return drop_tags(files, dropped), {"ratios": ratios, "dropped": sorted(dropped)}
+
+
 @dataclass
 class Pool:
     """Test-part flags and labels of every file, pooled per (model, variant)."""
@@ -89,15 +120,15 @@ def evaluate_file(f: SkabFile, s: common.Settings, pools: dict, edge: common.Edg
             pools.setdefault((name, "numpy", "float64"), Pool()).add(f, flags)
             continue
         model = common.fit_family(name, rows[:fit_end], s)
-        ks = common.keras_scores(model, rows, s.window)
+        ks = common.keras_scores(model, rows, s.window, s.score)
         spec = s.spec(_calibration_scores(ks.score, fit_end, calib_rows))
         flags = common.flags_from(spec, ks.score)
         pools.setdefault((name, "keras", "float32"), Pool()).add(f, flags)
         if plot_dir is not None:
             _plots(f, name, ks, spec, flags, plot_dir)
         if s.edge_mode != "none" and name in s.edge_families:
-            es = common.edge_scores(edge(model, rows[:fit_end], s.window, s.seed), rows,
-                                    s.window)
+            es = common.edge_scores(edge(model, rows[:fit_end], s.window, s.seed, s.score),
+                                    rows, s.window, s.score)
             pools.setdefault((name, "edge", s.edge_mode), Pool()).add(
                 f, common.flags_from(spec, es.score))
 
@@ -144,11 +175,20 @@ def main(argv: list[str]) -> None:
                    help="calibrate on the last N of the 400 normal rows (0: on all 400)")
     p.add_argument("--plot-files", type=int, default=1, help="plot the first N files")
     p.add_argument("--exclude-tags", default="", help="comma list of tag columns to drop")
+    p.add_argument("--drift-screen", type=float, default=0.0, metavar="RATIO",
+                   help="drop tags whose level spread between files' training parts exceeds"
+                        " RATIO x their spread within one (0: off); see drift_ratios")
     common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
     exclude = tuple(t for t in args.exclude_tags.split(",") if t)
     files = load_skab(args.root, exclude)
+    screen = {}
+    if args.drift_screen:
+        files, screen = screen_drifting(files, args.drift_screen)
+        print("drift screen (training parts only): " + ", ".join(
+            f"{t} {r:.2f}" for t, r in screen["ratios"].items())
+              + f"; dropped (> {args.drift_screen}): {screen['dropped'] or 'none'}")
     pools: dict = {}
     edge = common.EdgeConverter(s.edge_mode)
     start = time.time()
@@ -164,6 +204,6 @@ def main(argv: list[str]) -> None:
     print(f"SKAB: {len(files)} files under {args.root}, {n_test} test rows, {n_cp} change"
           f" points, {time.time() - start:.0f} s")
     common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
-    meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude,
+    meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude, "drift_screen": screen,
             "files": [str(f.path) for f in files]}
     common.write_json(args.json, rows, vars(s) | meta)
