@@ -34,6 +34,7 @@ class Footprint:
     operators: int
     float_constants: list[str] = field(default_factory=list)  # > _SMALL_CONSTANT bytes
     duplicate_constant_bytes: int = 0  # identical constant buffers stored more than once
+    per_channel: list[str] = field(default_factory=list)  # tensors with one scale per channel
 
     @property
     def weight_bytes(self) -> int:
@@ -55,6 +56,7 @@ def footprint(tflite_path: str | Path) -> Footprint:
     model = schema.Model.GetRootAs(buf, 0)
     by_type: dict[str, int] = {}
     floats: list[str] = []
+    per_channel: list[str] = []
     quant = names = tensors = operators = 0
     seen_buffers: set[int] = set()
     digests: dict[str, int] = {}
@@ -69,6 +71,8 @@ def footprint(tflite_path: str | Path) -> Footprint:
             q = tensor.Quantization()
             if q is not None:
                 quant += 4 * q.ScaleLength() + 8 * q.ZeroPointLength()
+                if q.ScaleLength() > 1:
+                    per_channel.append((tensor.Name() or b"?").decode())
             index = tensor.Buffer()
             data = model.Buffers(index).DataAsNumpy() if index else 0
             if isinstance(data, int) or index in seen_buffers:
@@ -82,4 +86,5 @@ def footprint(tflite_path: str | Path) -> Footprint:
             if data.nbytes > _SMALL_CONSTANT and digest in digests:
                 duplicates += data.nbytes
             digests.setdefault(digest, index)
-    return Footprint(len(buf), by_type, quant, names, tensors, operators, floats, duplicates)
+    return Footprint(len(buf), by_type, quant, names, tensors, operators, floats, duplicates,
+                     per_channel)
