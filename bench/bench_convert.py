@@ -48,12 +48,15 @@ DEFAULT_PROFILES = ("tep", "skab", "etth1")
 
 
 def build_model(family, profile: dict):
-    """``family`` with its builder's defaults at the profile's shape."""
+    """``family`` with its builder's defaults at the profile's shape, as it is shipped (a VAE
+    ships its deterministic decoder(mean) path, as ``procedge train`` saves it)."""
+    from training.autoencoders import edge_model
+
     L, F = profile["window"], profile["features"]
     if family.task == "forecast":
         T = profile["targets"]
         return family.build(L, F, profile["horizon"], T, target_columns=list(range(F))[-T:])
-    return family.build(L, F)
+    return edge_model(family.build(L, F))
 
 
 def keras_latency_ms(model, window: np.ndarray, repeats: int) -> tuple[float, float]:
