@@ -50,8 +50,10 @@ lint: setup
 	$(BIN)/ruff check .
 
 # DAEMON_BENCH_ARGS="--total 200000" for a shorter daemon run (default: 1M messages).
+# CONVERT_BENCH_ARGS="--families dense_ae,tcn --profiles tep,etth1" for a shorter convert run
+# (all families at evaluation sizes: ~1 h on a busy 2-core machine).
 bench: setup mosquitto
-	$(BIN)/python bench/bench_convert.py
+	$(BIN)/python bench/bench_convert.py $(CONVERT_BENCH_ARGS)
 	$(BIN)/python bench/bench_daemon.py $(DAEMON_BENCH_ARGS)
 
 # Published protocols on the real data sets (minutes to tens of minutes on 2 cores).

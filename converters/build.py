@@ -28,6 +28,7 @@ from edge_runtime.bundle import (
     sign_bundle,
     write_bundle,
 )
+from training.calibration import load_sampling
 
 # Smallest first (the order ties are broken in).
 AUTO_ORDER = ("int8", "int16x8", "dynamic", "fp16", "fp32")
@@ -79,7 +80,9 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
                   "keras_model": f"{original} pruned" if prune else str(keras_path),
                   "budgets": asdict((budgets or Budgets()).with_task_budget(
                       draft["task"], budget, "masks" in heldout)),
-                  "int8_io": int8_io, "optimization": optimized, "candidates": rows,
+                  "int8_io": int8_io, "representative": {
+                      "sha256": _fingerprint(rep_path), **load_sampling(rep_path)},
+                  "optimization": optimized, "candidates": rows,
                   "choice": choice, "why": why}
         if choice is None:
             raise ConversionError(f"no mode passed the parity gate for {draft['name']}; "
@@ -97,7 +100,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         quantized = choice in ("int8", "int16x8")
         manifest = Manifest(**draft, version=version,
                             quantization=choice, metrics=metrics,
-                            representative_sha256=_fingerprint(rep_path) if quantized else "")
+                            representative_sha256=_fingerprint(rep_path) if quantized else "",
+                            representative_sampling=load_sampling(rep_path) if quantized else {})
         write_bundle(staging, manifest)
         if sign_key is not None:
             sign_bundle(staging, sign_key)
@@ -166,7 +170,12 @@ def markdown_table(rows: list[dict]) -> str:
 def render_markdown(name: str, report: dict) -> str:
     budgets = ", ".join(f"{k}={v}" for k, v in report["budgets"].items())
     table = markdown_table(report["candidates"])
-    return (f"# Conversion of {name}\n\nBudgets: {budgets}\n\n{table}"
+    rep = report.get("representative", {})
+    sampling = (f"\n\nCalibration windows: {rep['total']} ({rep['method']}; {rep['modes']} "
+                f"mode(s), training windows per mode {rep['mode_windows']}, drawn "
+                f"{rep['mode_sampled']}; {rep['extreme_windows']} extreme windows, also "
+                f"×{rep['headroom']})" if "method" in rep else "")
+    return (f"# Conversion of {name}\n\nBudgets: {budgets}{sampling}\n\n{table}"
             f"\n\n**Choice: {report['choice']}** — {report['why']}\n")
 
 

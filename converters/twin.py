@@ -179,8 +179,8 @@ def _tf_layer(entry: dict):
     if cls is None:
         raise ValueError(f"layer {entry['class_name']} has no tf-keras equivalent")
     config = {k: v for k, v in entry["config"].items() if not _DROP.search(k)}
-    if entry["class_name"] == "LSTM":  # the fused kernel is the point of this twin; an
-        config["unroll"] = False       # unrolled tf-keras LSTM converts to plain ops again
+    if entry["class_name"] == "LSTM":  # the families build unroll=True; the fused kernel
+        config["unroll"] = False  # replaces the loop, an unrolled twin would not fuse
     for key in ("layer", "backward_layer", "forward_layer"):  # wrappers hold layer configs
         if isinstance(config.get(key), dict):
             config[key] = _tf_layer(config[key])

@@ -71,6 +71,13 @@ def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = Fals
         if windows is None:
             raise ValueError(f"mode {mode} needs representative data")
         converter.representative_dataset = lambda: ([w[None]] for w in windows)
+        if mode == "int8":
+            # Per-channel FULLY_CONNECTED stores a float scale and an int64 zero point per
+            # output unit, for the weights and again for the bias: 24 B per unit, as much as
+            # the weights themselves for a wide head (see converters/footprint.py). Dense
+            # layers go per-tensor (TFLite's classic int8 scheme; QAT does the same);
+            # convolutions stay per-channel, where BatchNorm folding needs it.
+            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         converter.target_spec.supported_ops = (
             [ops.TFLITE_BUILTINS_INT8] if mode == "int8"
             else [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]

@@ -148,6 +148,9 @@ class Manifest(_Strict):
     training_data_sha256: str = Field(description="Fingerprint of the training rows.")
     representative_sha256: str = Field(
         default="", description="Fingerprint of the int8 calibration windows (if quantized).")
+    representative_sampling: dict[str, Any] = Field(
+        default_factory=dict, description="How the calibration windows were drawn (if "
+        "quantized): operating modes found, windows per mode in training and in the sample.")
     created_at: str = Field(default_factory=lambda: utc_now_iso())
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file.")
     manifest_sha256: str = Field(default="", description="SHA-256 of this manifest without it.")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from converters.build import build, choose
+from converters.footprint import footprint
 from converters.tflite import ConversionError, check_builtin_ops, convert
 from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import EdgeModel
@@ -52,6 +53,13 @@ def test_auto_measures_every_candidate_and_ships_the_choice(forecast_run, tmp_pa
     assert mse == pytest.approx(bundle.manifest.metrics["edge"]["mse"], rel=1e-5)
     quantized = bundle.manifest.quantization in ("int8", "int16x8")
     assert bool(bundle.manifest.representative_sha256) == quantized
+    # The calibration draw (operating modes, windows per mode) is in the report and manifest.
+    sampling = report["representative"]
+    assert sampling["modes"] >= 2 and sum(sampling["mode_sampled"]) > 0
+    assert sum(sampling["mode_windows"]) == sampling["training_windows"]
+    assert "mode(s)" in (bundle.root / "conversion.md").read_text()
+    if quantized:
+        assert bundle.manifest.representative_sampling["modes"] == sampling["modes"]
 
 
 def test_int8_missing_the_budget_falls_back_to_the_next_mode(forecast_run, tmp_path):
@@ -129,3 +137,9 @@ def test_int8_with_integer_io_runs_through_the_edge_model(forecast_run, tmp_path
     x = np.load(forecast_run / "heldout.npz")["x"][:64]
     ref = keras.models.load_model(forecast_run / "model.keras").predict(x, verbose=0)
     assert np.mean(np.abs(edge.predict(x)[0] - ref)) < 0.1
+    # Every weight is int8 (no constant left in float, none stored twice), and Dense layers
+    # are quantized per tensor: one scale + zero point, not 24 B per output unit.
+    size = footprint(out)
+    assert size.float_constants == [] and size.duplicate_constant_bytes == 0
+    assert any("convolution" in name for name in size.per_channel)  # conv: per channel
+    assert not any("MatMul" in name for name in size.per_channel), size.per_channel

@@ -22,6 +22,7 @@ from edge_runtime.scoring import window_scores
 from edge_runtime.windowing import forecast_pairs, sliding_windows
 from training import plots
 from training.autoencoders import edge_model
+from training.calibration import save_representative
 from training.config import TrainConfig
 from training.distribute import distribution_strategy, precision
 from training.historian import GridData, load_grid
@@ -31,8 +32,6 @@ from training.simulator import Fault, simulate
 from training.thresholds import calibrate
 
 log = logging.getLogger(__name__)
-REPRESENTATIVE_WINDOWS = 256
-QUANT_HEADROOM = 1.5
 
 
 @dataclass
@@ -231,15 +230,5 @@ def _fault_windows(config: TrainConfig, data: GridData, scaler: StandardScaler):
 
 
 def _save_representative(run_dir: Path, train_x: np.ndarray, seed: int) -> None:
-    """int8 calibration windows: a random sample, the windows holding each tag's extremes, and
-    those two stretched by ``QUANT_HEADROOM`` — a plant drifts past its training range, and an
-    input clipped by int8 is silently wrong, while a slightly coarser step is not."""
-    flat = train_x.reshape(len(train_x), -1, train_x.shape[-1])
-    extremes = np.concatenate([flat.max(axis=1).argmax(axis=0), flat.min(axis=1).argmin(axis=0)])
-    rng = np.random.default_rng(seed)
-    sample = rng.choice(len(train_x), size=min(REPRESENTATIVE_WINDOWS, len(train_x)),
-                        replace=False)
-    pick = np.unique(np.concatenate([extremes, sample]))
-    stretched = train_x[extremes] * QUANT_HEADROOM
-    windows = np.concatenate([train_x[pick], stretched])
-    np.savez_compressed(run_dir / "representative.npz", x=windows)
+    """int8 calibration windows stratified by operating mode (``training.calibration``)."""
+    save_representative(run_dir, train_x, seed)
