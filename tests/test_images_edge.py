@@ -124,6 +124,7 @@ def test_folder_watcher_takes_finished_files_once_and_caps_reads(tmp_path):
     assert watcher.poll() == [] and (tmp_path / "notes.txt").exists()
 
 
+@pytest.mark.slow
 def test_nok_rate_alarm_goes_through_the_isa_alarm_and_takes_an_ack(tmp_path, broker):
     """The camera's NOK-rate alarm is an ISA-18.2 :class:`Alarm` like the anomaly alarms:
     raise event, retained state, and an operator ack over the command topic. A real (1-epoch)
