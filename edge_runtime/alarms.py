@@ -232,5 +232,5 @@ class Alarm:
 
 def _context(record: dict) -> dict:
     keys = ("model", "version", "quantization", "ts", "score", "threshold", "contributions",
-            "source")
+            "source", "camera", "nok_rate", "limit", "window_parts")
     return {k: record[k] for k in keys if k in record}

@@ -75,11 +75,11 @@ class EdgeDaemon:
                                   config.alarms.chatter_window_s)
         self.pipelines = {m.name: self._load_pipeline(m, Bundle.load(m.bundle, m.public_key))
                           for m in config.models}
+        self.cameras: dict[str, ImagePipeline] = {
+            self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
         self.sparkplug = self._sparkplug_bridge()
-        self.cameras: dict[str, ImagePipeline] = {
-            self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
@@ -104,13 +104,12 @@ class EdgeDaemon:
         saved = {k[6:]: json.loads(v) for k, v in self.outbox.state().items()
                  if k.startswith("alarm:")}
         alarms = {}
-        for pipeline in self.pipelines.values():
-            if pipeline.alarm is None:
-                continue
-            aid = pipeline.alarm_id
+        sources = [p for p in self.pipelines.values() if p.alarm is not None]
+        for source in [*sources, *self.cameras.values()]:  # cameras: the NOK-rate alarm
+            aid = source.alarm_id
             alarms[aid] = (Alarm.restore(saved[aid], self.policy) if aid in saved
-                           else Alarm(aid, pipeline.name, self.policy))
-            pipeline.alarm.active = alarms[aid].condition_active
+                           else Alarm(aid, source.name, self.policy))
+            source.alarm.active = alarms[aid].condition_active
         return alarms
 
     def _sparkplug_bridge(self):
@@ -346,7 +345,7 @@ class EdgeDaemon:
             self._command(item.topic[len(cmd):], item, out, changed)
             return
         if item.topic in self.cameras:
-            self._handle_image(self.cameras[item.topic], item, out)
+            self._handle_image(self.cameras[item.topic], item, out, changed)
             return
         if self.sparkplug is not None and self.sparkplug.handles(item.topic):
             self._handle_sparkplug(item, out, changed)
@@ -437,19 +436,25 @@ class EdgeDaemon:
             except Exception:  # a folder problem must not end the thread
                 log.exception("watching %s", camera.watch_dir)
 
-    def _handle_image(self, camera: ImagePipeline, item: Inbound, out: list[Message]) -> None:
-        """A camera frame → verdict (or rejection report), NOK-rate alarm, optional mask PNG,
-        all through the outbox like every other output."""
+    def _handle_image(self, camera: ImagePipeline, item: Inbound, out: list[Message],
+                      changed: set[str]) -> None:
+        """A camera frame → verdict (or rejection report), NOK-rate alarm (through its ISA-18.2
+        :class:`Alarm`, as anomaly alarms), optional mask PNG, all through the outbox."""
         for output in camera.process(item.payload, item.received_s):
+            if output.kind == "alarm":
+                alarm = self.alarms[output.alarm_id]
+                changed.add(alarm.alarm_id)
+                out.extend(self._alarm_messages(alarm, alarm.on_condition(
+                    output.payload["event"], output.payload, item.received_s, time.time())))
+                continue
             if output.payload.get("status") == "rejected":
                 self.metrics.rejected.labels(reason=output.payload["reason"]).inc()
             if output.kind == "debug":
                 topic = f"{self.config.topics.uns}/debug/{camera.name}/mask"
                 out.append(Message(topic, output.payload["png"], PRIO_FORECAST, is_json=False))
                 continue
-            topic = self._topic(output.kind, model=camera.name, alarm_id=output.alarm_id)
-            prio = PRIO_ALARM if output.kind == "alarm" else PRIO_FORECAST
-            out.append(self._json(topic, output.payload, prio))
+            topic = self._topic(output.kind, model=camera.name)
+            out.append(self._json(topic, output.payload, PRIO_FORECAST))
             self.metrics.published.labels(kind=output.kind).inc()
         for seconds in camera.inference_s:
             self.metrics.inference.labels(model=camera.name).observe(seconds)

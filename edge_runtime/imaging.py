@@ -244,9 +244,11 @@ class ImagePipeline:
         event = self.alarm.update(rate)
         if event is None:
             return []
+        limit = self.settings.nok_rate_limit
         return [Output("alarm", {"event": event, "alarm_id": self.alarm_id, "camera": self.name,
-                                 "nok_rate": rate, "limit": self.settings.nok_rate_limit,
+                                 "nok_rate": rate, "limit": limit,
                                  "window_parts": len(self.recent), "score": rate,
+                                 "threshold": limit, "priority": self.alarm.priority(rate),
                                  "ts": iso_ms(received_s)}, alarm_id=self.alarm_id)]
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import yaml
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_runtime.payloads import iso_ms
 from procedge.broker import _wait_for_port, free_port, mosquitto_binary
@@ -195,3 +197,23 @@ def prebuilt_bundles() -> dict[str, Path] | None:
     for name in ("tank_anomaly", "tank_forecast"):
         found[name] = next(p for p in sorted(Path(root).glob(f"{name}-*")) if p.is_dir())
     return found
+
+
+# --- operator console: commands to the daemon under test -------------------------------
+
+
+def commander(port: int) -> mqtt.Client:
+    """An MQTT 5 client for the command topics (user properties carry the identity)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="console",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    return client
+
+
+def send(client: mqtt.Client, verb: str, body: dict, by_property: str = "") -> None:
+    props = None
+    if by_property:
+        props = Properties(PacketTypes.PUBLISH)
+        props.UserProperty = ("by", by_property)
+    client.publish(f"edge/gwtest/cmd/{verb}", json.dumps(body), qos=1, properties=props)

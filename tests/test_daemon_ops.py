@@ -9,10 +9,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from edge_runtime.bundle import MANIFEST, Bundle, write_bundle
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon, Inbound
@@ -21,10 +17,12 @@ from procedge.broker import free_port
 from tests.daemon_support import (
     UNS,
     Collector,
+    commander,
     edge_config,
     labelled_run,
     reference_events,
     samples,
+    send,
     wait_for,
 )
 
@@ -34,22 +32,6 @@ RAW = UNS + "/raw/{tag}"
 def feed_local(daemon: EdgeDaemon, items: list[tuple[str, bytes]]) -> None:
     for tag, payload in items:
         daemon.inbox.put(Inbound(RAW.format(tag=tag), payload, time.time()))
-
-
-def commander(port: int) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="console",
-                         protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    return client
-
-
-def send(client: mqtt.Client, verb: str, body: dict, by_property: str = "") -> None:
-    props = None
-    if by_property:
-        props = Properties(PacketTypes.PUBLISH)
-        props.UserProperty = ("by", by_property)
-    client.publish(f"edge/gwtest/cmd/{verb}", json.dumps(body), qos=1, properties=props)
 
 
 def reply(collector: Collector, request_id: str, timeout_s: float = 10) -> dict | None:

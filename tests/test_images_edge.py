@@ -122,3 +122,60 @@ def test_folder_watcher_takes_finished_files_once_and_caps_reads(tmp_path):
     assert len(ready["big.png"]) == 1001  # enough to be rejected as too large, no more
     assert (tmp_path / "done" / "a.jpg").is_file() and not (tmp_path / "a.jpg").exists()
     assert watcher.poll() == [] and (tmp_path / "notes.txt").exists()
+
+
+@pytest.mark.slow
+def test_nok_rate_alarm_goes_through_the_isa_alarm_and_takes_an_ack(tmp_path, broker):
+    """The camera's NOK-rate alarm is an ISA-18.2 :class:`Alarm` like the anomaly alarms:
+    raise event, retained state, and an operator ack over the command topic. A real (1-epoch)
+    classifier in a real int8 bundle; ``nok_threshold`` 0.01 makes every part NOK."""
+    from converters.build import build_bundle
+    from edge_runtime.config import EdgeConfig
+    from edge_runtime.daemon import EdgeDaemon
+    from tests.daemon_support import Collector, commander, send, wait_for
+    from training.images import data as imdata
+    from training.images.synthetic import write_set
+    from training.images.train import ImageTrainConfig, Split, train_image_model
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=4))
+    spec = ImageSpec(kind="classifier", height=24, width=24, mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    x, m = imdata.load_arrays(data, spec)
+    split = Split(x, data.labels, m)
+    run_dir = train_image_model(ImageTrainConfig(
+        name="nok_cls", family="small_cnn", model={"width": 2, "blocks": 2}, epochs=1,
+        output_dir=tmp_path / "runs"), spec, split, split)
+    bundle = build_bundle(run_dir, tmp_path / "bundles", "int8", budget=1.0)
+    config = EdgeConfig.model_validate({
+        "gateway": "gwtest", "mqtt": {"host": broker.host, "port": broker.port},
+        "outbox": {"path": str(tmp_path / "outbox.db")},
+        "commands": {"allowed": ["operator1"]},
+        "cameras": [{"name": "press2", "classifier": str(bundle.root), "nok_window": 2,
+                     "nok_rate_limit": 0.5, "nok_threshold": 0.01}]})
+    uns, aid = config.topics.uns, "press2.nok_rate"
+    watch = Collector(broker.port, [f"{uns}/#", "edge/gwtest/#"], client_id="nok-watch")
+    daemon = EdgeDaemon(config)
+    daemon.start()
+    console = commander(broker.port)
+    try:
+        assert wait_for(daemon.client.is_connected, 10)
+        for _ in range(2):
+            console.publish(f"{uns}/camera/press2", _jpeg(value=90), qos=1).wait_for_publish(5)
+        state_topic = f"{uns}/alarm/press2/{aid}/state"
+        assert wait_for(lambda: watch.json(state_topic), 20), "no retained alarm state"
+        verdicts = watch.json(f"{uns}/inference/press2")
+        assert [v["verdict"] for v in verdicts] == ["NOK", "NOK"]
+        raised = [e for e in watch.json(f"{uns}/alarm/press2/{aid}") if "event" in e]
+        assert raised[0]["event"] == "raise" and raised[0]["nok_rate"] == 1.0
+        assert raised[0]["event_id"].startswith(f"{aid}@")  # an ISA-18.2 event, not a raw one
+        assert watch.json(state_topic)[-1]["state"] == "active_unacknowledged"
+        send(console, "alarm/ack", {"alarm_id": aid, "by": "operator1", "request_id": "n1"})
+        assert wait_for(lambda: any(r.get("request_id") == "n1" and r["accepted"]
+                                    for r in watch.json("edge/gwtest/reply")), 10)
+        assert wait_for(lambda: watch.json(state_topic)[-1]["state"] == "active_acknowledged",
+                        10)
+    finally:
+        console.loop_stop()
+        console.disconnect()
+        watch.close()
+        daemon.stop()

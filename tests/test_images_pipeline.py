@@ -21,6 +21,7 @@ from edge_runtime.daemon import EdgeDaemon
 from edge_runtime.imaging import ImagePipeline, QcSettings
 from training.images import data as imdata
 from training.images import explain
+from training.images.metrics import segmentation_metrics
 from training.images.synthetic import defect_image, write_set
 from training.images.train import ImageTrainConfig, Split, train_image_model
 
@@ -63,6 +64,19 @@ def test_trained_models_learn_the_synthetic_defects(image_runs):
     assert cls["metrics"]["keras"]["accuracy"] >= 0.7
     assert seg["image"]["kind"] == "segmenter"
     assert seg["metrics"]["keras"]["iou"] >= 0.3
+
+
+def test_unet_beats_constant_masks_at_inference(image_runs):
+    """A U-Net that collapsed to all background (IoU 0), or predicts everything (IoU = the
+    defect share), fails here: its inference-mode IoU on the synthetic defects must clear the
+    best constant mask by a wide margin, in float and in the int8 bundle."""
+    masks = image_runs["test"].masks
+    constant = {name: segmentation_metrics(masks, np.full(masks.shape, v))["iou"]
+                for name, v in (("background", 0.0), ("everything", 1.0))}
+    seg = json.loads((image_runs["runs"]["segmenter"] / "training.json").read_text())
+    edge = image_runs["bundles"]["segmenter"].manifest.metrics["edge"]
+    for iou in (seg["metrics"]["keras"]["iou"], edge["iou"]):
+        assert iou >= max(0.3, 3 * max(constant.values())), (iou, constant)
 
 
 def test_int8_bundles_pass_the_image_parity_gate(image_runs):

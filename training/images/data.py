@@ -151,22 +151,25 @@ class Batches(keras.utils.PyDataset):
 
     ``target`` is 'labels' (classifier; weight = the "balanced" class weight raised to
     ``weight_power``: 1 = fully balanced, 0.5 = softened, 0 = none) or 'masks' (segmenter;
-    defective images drawn as often as defect-free ones).
+    a ``defect_share`` of the draws are defective images).
     """
 
     def __init__(self, x, labels, masks, target: str, batch_size: int, std: float,
                  augment: Augment | None, seed: int = 0, weight_power: float = 0.5,
-                 patch: int = 0):
+                 patch: int = 0, defect_share: float = 0.5):
         super().__init__()
         self.patch = patch
         self.x, self.labels, self.masks, self.target = x, labels, masks, target
         self.batch_size, self.std, self.augment = batch_size, std, augment
         self.rng = np.random.default_rng(seed)
         counts = np.bincount(labels, minlength=labels.max() + 1).astype(float)
-        weights = np.where(counts > 0, len(labels) / (len(counts[counts > 0]) * counts), 0.0)
+        weights = np.where(counts > 0,
+                           len(labels) / (len(counts[counts > 0]) * np.maximum(counts, 1)), 0.0)
         self.class_weight = weights**weight_power
         defective = masks.reshape(len(masks), -1).max(axis=1) > 0
-        p = np.where(defective, 1.0 / max(defective.sum(), 1), 1.0 / max((~defective).sum(), 1))
+        share = defect_share if defective.any() and (~defective).any() else 0.5
+        p = np.where(defective, share / max(defective.sum(), 1),
+                     (1 - share) / max((~defective).sum(), 1))
         self.draw_p = p / p.sum()
         self.on_epoch_end()
 

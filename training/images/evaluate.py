@@ -49,8 +49,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--classifier-width", type=int, default=16)
     p.add_argument("--segmenter", default="unet", help="unet | none")
     p.add_argument("--segmenter-width", type=int, default=8)
-    p.add_argument("--segmenter-patch", type=int, default=0,
-                   help="U-Net trains on crops this size (0 = whole images)")
+    p.add_argument("--segmenter-patch", type=int, default=64,
+                   help="U-Net trains on crops this size near defects (0 = whole images): "
+                        "about 3x the epochs per minute")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
     p.add_argument("--val-fraction", type=float, default=0.2)

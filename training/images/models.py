@@ -15,10 +15,15 @@ from keras import layers
 
 from training.registry import register
 
+# Keras' default 0.99 lets the moving statistics lag far behind the weights in the few hundred
+# steps a CPU run gets: the U-Net then segments well in training mode and predicts all
+# background at inference (measured: IoU 0.72 vs 0.00 on the same images). 0.9 tracks them.
+BN_MOMENTUM = 0.9
+
 
 def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU()(x) if relu else x
 
 
