@@ -69,6 +69,7 @@ class Swap:
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig):
         self.config = config
+        self._topics: dict[tuple, str] = {}  # formatted topic names (a bounded set)
         self.metrics = DaemonMetrics()
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.policy = AlarmPolicy(config.alarms.max_shelve_s, config.alarms.chatter_count,
@@ -90,6 +91,8 @@ class EdgeDaemon:
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
         self._evictions_reported: dict[int, int] = {}
+        self._cmd_prefix = self._topic("cmd") + "/"
+        self._parse_s = 0.0  # parse time of the batch being processed
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -123,8 +126,14 @@ class EdgeDaemon:
         return (topic or "{uns}/camera/{camera}").format(uns=self.config.topics.uns, camera=name)
 
     def _topic(self, kind: str, **fields: str) -> str:
-        t = self.config.topics
-        return getattr(t, kind).format(uns=t.uns, gateway=self.config.gateway, **fields)
+        key = (kind, *fields.items())
+        topic = self._topics.get(key)
+        if topic is None:
+            t = self.config.topics
+            topic = getattr(t, kind).format(uns=t.uns, gateway=self.config.gateway, **fields)
+            if len(self._topics) < 10_000:  # models, alarms and cameras: a bounded set
+                self._topics[key] = topic
+        return topic
 
     def _make_client(self) -> mqtt.Client:
         c = self.config.mqtt
@@ -287,8 +296,11 @@ class EdgeDaemon:
     def _process(self, batch: list[Inbound | Swap | None]) -> None:
         out: list[Message] = []
         changed: set[str] = set()
+        self._parse_s = 0.0
+        start = time.perf_counter()
         for item in batch:
             if isinstance(item, Swap):
+                self._flush_pipelines(out, changed)  # the old model finishes its windows
                 self._swap(item, out)
             elif isinstance(item, Inbound):
                 try:
@@ -296,6 +308,9 @@ class EdgeDaemon:
                 except Exception:
                     log.exception("unexpected error handling %s", item.topic)
                     self.metrics.rejected.labels(reason="internal_error").inc()
+        self._flush_pipelines(out, changed)
+        self.metrics.stage_parse.observe(self._parse_s)
+        self.metrics.stage_models.observe(time.perf_counter() - start - self._parse_s)
         now = time.time()
         for alarm in self.alarms.values():
             events = alarm.tick(now)
@@ -310,7 +325,7 @@ class EdgeDaemon:
                                   alarm.snapshot(), PRIO_ALARM, retain=True))
         self.outbox.put(out, state)  # durable before the inputs are acknowledged
         self._ack_inputs(batch)
-        self.metrics.stage.labels(stage="post").observe(time.perf_counter() - start)
+        self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
         if out:
             self.sender.wake.set()
@@ -322,8 +337,9 @@ class EdgeDaemon:
 
     def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
         self.metrics.messages.inc()
-        cmd = self._topic("cmd") + "/"
+        cmd = self._cmd_prefix
         if item.topic.startswith(cmd):
+            self._flush_pipelines(out, changed)  # a command sees the alarms as of its arrival
             self._command(item.topic[len(cmd):], item, out, changed)
             return
         if item.topic in self.cameras:
@@ -339,19 +355,27 @@ class EdgeDaemon:
         except PayloadError as exc:
             self._reject(item.topic, str(exc), item.payload)
             return
-        t1 = time.perf_counter()
+        finally:
+            self._parse_s += time.perf_counter() - t0
+        self._feed(targets, samples)
+
+    def _feed(self, targets: list[tuple[ModelPipeline, str]],
+              samples: list[tuple[float, float]]) -> None:
+        """Samples of one tag into its pipelines; their windows run in _flush_pipelines."""
         for pipeline, tag in targets:
-            gaps_before = pipeline.windows_dropped_gap
             late_before = pipeline.buffer.late_samples
             for ts, value in samples:
-                for output in pipeline.push(tag, ts, value):
-                    self._route_output(pipeline, output, out, changed)
-            self.metrics.observe_pipeline(pipeline, pipeline.windows_dropped_gap - gaps_before)
+                pipeline.push(tag, ts, value)
             if pipeline.buffer.late_samples > late_before:  # too late for the window grid
                 self.metrics.rejected.labels(reason="late").inc(
                     pipeline.buffer.late_samples - late_before)
-        self.metrics.stage.labels(stage="pre").observe(t1 - t0)
-        self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
+
+    def _flush_pipelines(self, out: list[Message], changed: set[str]) -> None:
+        """Run the windows the batch completed, model by model, and route the results."""
+        for pipeline in self.pipelines.values():
+            for output in pipeline.flush():
+                self._route_output(pipeline, output, out, changed)
+            self.metrics.observe_pipeline(pipeline)
 
     def _route_output(self, pipeline: ModelPipeline, output: Output, out: list[Message],
                       changed: set[str]) -> None:
@@ -361,8 +385,8 @@ class EdgeDaemon:
         if output.kind == "inference":
             out.append(self._json(self._topic("inference", model=pipeline.name), payload,
                                   PRIO_FORECAST))
-            self.metrics.published.labels(kind="inference").inc()
-            if alarm is not None and "score" in payload:
+            self.metrics.published_inference.inc()
+            if alarm is not None and alarm.condition_active and "score" in payload:
                 priority = pipeline.alarm.priority(payload["score"])
                 events = alarm.on_score(payload, priority, parse_timestamp(payload["ts"]),
                                         time.time())
@@ -380,7 +404,7 @@ class EdgeDaemon:
         msgs = []
         for event in events:
             self.metrics.alarm_events.labels(event=event["event"]).inc()
-            self.metrics.published.labels(kind="alarm").inc()
+            self.metrics.published_alarm.inc()
             msgs.append(self._json(self._topic("alarm", model=alarm.model,
                                                alarm_id=alarm.alarm_id), event, PRIO_ALARM))
             log.warning("alarm %s %s -> %s priority=%s score=%s", alarm.alarm_id,
