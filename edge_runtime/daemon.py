@@ -45,6 +45,7 @@ log = logging.getLogger("procedge.edge")
 MALFORMED_LOG_INTERVAL_S = 60.0
 BATCH = 256  # inbound messages committed (and acknowledged) together
 MAX_COMMAND_BYTES = 4096
+KNOWN_COMMANDS = frozenset({"model/load", *(f"alarm/{verb}" for verb in COMMANDS)})
 
 
 @dataclass
@@ -328,6 +329,10 @@ class EdgeDaemon:
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
         if out:
+            try:
+                self.sender.send_now()
+            except Exception:  # committed: the sender thread sends it on its next cycle
+                log.exception("publishing after the commit failed")
             self.sender.wake.set()
 
     def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
@@ -480,7 +485,8 @@ class EdgeDaemon:
             body = {}
         by = item.by or str(body.get("by", ""))
         accepted, reason = self._apply_command(verb_path, body, by, out, changed)
-        self.metrics.commands.labels(command=verb_path[:40],
+        known = verb_path in KNOWN_COMMANDS  # a label per unknown topic would grow forever
+        self.metrics.commands.labels(command=verb_path if known else "unknown",
                                      result="accepted" if accepted else "refused").inc()
         reply = {"request_id": str(body.get("request_id", ""))[:100], "command": verb_path[:100],
                  "accepted": accepted, "reason": reason, "by": by[:100]}
