@@ -376,11 +376,15 @@ class EdgeDaemon:
                     pipeline.buffer.late_samples - late_before)
 
     def _flush_pipelines(self, out: list[Message], changed: set[str]) -> None:
-        """Run the windows the batch completed, model by model, and route the results."""
+        """Run the windows the batch completed, model by model, and route the results in
+        window-time order across models (as if each window had run on its own message)."""
+        results = []
         for pipeline in self.pipelines.values():
-            for output in pipeline.flush():
-                self._route_output(pipeline, output, out, changed)
+            results.extend((output.grid_t, pipeline, output) for output in pipeline.flush())
             self.metrics.observe_pipeline(pipeline)
+        results.sort(key=lambda r: r[0])  # stable: each model's own order is kept
+        for _, pipeline, output in results:
+            self._route_output(pipeline, output, out, changed)
 
     def _route_output(self, pipeline: ModelPipeline, output: Output, out: list[Message],
                       changed: set[str]) -> None:

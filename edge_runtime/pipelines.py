@@ -36,6 +36,7 @@ class Output:
     kind: str  # "inference" or "alarm"
     payload: dict[str, Any]
     alarm_id: str = ""
+    grid_t: float = 0.0  # the window's time: the daemon merges several models' outputs by it
 
 
 @dataclass
@@ -138,7 +139,7 @@ class ModelPipeline:
                 "ts": iso_ms(grid_t),
                 "timestamps": [stamp(grid_t + period * (k + 1)) for k in range(out.horizon)],
                 "forecast": {t: [row[i] for row in v] for i, t in enumerate(out.targets)},
-                "units": units}))
+                "units": units}, grid_t=grid_t))
         return outputs
 
     def _anomalies(self, times: list[float], x: np.ndarray, y: np.ndarray) -> list[Output]:
@@ -160,13 +161,15 @@ class ModelPipeline:
                       for j in order[i]]
             result = base | {"ts": iso_ms(grid_t), "score": score, "raw_score": raw_score,
                              "contributions": ranked}
-            outputs.append(Output("inference", result | {"alarm_active": self.alarm.active}))
+            outputs.append(Output("inference", result | {"alarm_active": self.alarm.active},
+                                  grid_t=grid_t))
             transition = self.alarm.update(score)
             if transition:
                 outputs[-1].payload["alarm_active"] = self.alarm.active
                 outputs.append(Output("alarm", result | {
                     "alarm_id": self.alarm_id, "event": transition,
                     "state": "active" if self.alarm.active else "normal",
-                    "priority": self.alarm.priority(score), "source": self.tags}, self.alarm_id))
+                    "priority": self.alarm.priority(score), "source": self.tags}, self.alarm_id,
+                    grid_t))
         return outputs
 
