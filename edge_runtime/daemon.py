@@ -326,13 +326,11 @@ class EdgeDaemon:
                                   alarm.snapshot(), PRIO_ALARM, retain=True))
         self.outbox.put(out, state)  # durable before the inputs are acknowledged
         self._ack_inputs(batch)
+        # counted once their results are committed: "messages_total" means done with
+        self.metrics.messages.inc(sum(isinstance(item, Inbound) for item in batch))
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
         if out:
-            try:
-                self.sender.send_now()
-            except Exception:  # committed: the sender thread sends it on its next cycle
-                log.exception("publishing after the commit failed")
             self.sender.wake.set()
 
     def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
@@ -341,7 +339,6 @@ class EdgeDaemon:
                 self.client.ack(item.mid, item.qos)
 
     def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
-        self.metrics.messages.inc()
         cmd = self._cmd_prefix
         if item.topic.startswith(cmd):
             self._flush_pipelines(out, changed)  # a command sees the alarms as of its arrival

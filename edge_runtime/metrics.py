@@ -26,7 +26,9 @@ class DaemonMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.messages = Counter("procedge_messages_total", "MQTT messages received.", registry=r)
+        self.messages = Counter("procedge_messages_total",
+                                "Inbound messages done with (counted after their batch's commit).",
+                                registry=r)
         self.rejected = Counter("procedge_messages_rejected_total", "Messages not used.",
                                 ["reason"], registry=r)
         self.published = Counter("procedge_published_total", "Messages queued for publishing.",

@@ -33,7 +33,6 @@ class OutboxSender:
         self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox row, sent at)
         self._last_sent_row = 0
-        self._lock = threading.Lock()  # the worker's send_now() and this thread share the map
         self._thread = threading.Thread(target=self._run, name="procedge-sender", daemon=True)
 
     def start(self) -> None:
@@ -51,13 +50,6 @@ class OutboxSender:
         self._acks.put((mid, reason_code))
         self.wake.set()
 
-    def send_now(self) -> None:
-        """Publish committed rows from the calling thread (the worker, right after its
-        commit): one thread hand-off less on the path of an alarm."""
-        if self.client.is_connected():
-            with self._lock:
-                self._fill_window(self.config.late_after_s)
-
     def _run(self) -> None:
         late_after = self.config.late_after_s
         while not self.done.is_set():
@@ -65,11 +57,10 @@ class OutboxSender:
             time.sleep(0.001)  # coalesce a burst of PUBACKs into one delete transaction
             self.wake.clear()
             try:
-                with self._lock:
-                    self._settle_acks()
-                    if self.client.is_connected():
-                        self._resend_stale()
-                        self._fill_window(late_after)
+                self._settle_acks()
+                if self.client.is_connected():
+                    self._resend_stale()
+                    self._fill_window(late_after)
                 self.metrics.outbox_inflight.set(len(self._inflight))
                 self.metrics.outbox_depth.set(self.outbox.depth)
             except Exception:
