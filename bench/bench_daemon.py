@@ -289,7 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
                 took = bench.publish_steps(pub, n, rate)
                 total += n
                 bench.wait_daemon(total)
-                time.sleep(0.5)
+                deadline = time.monotonic() + 60  # the slowest results arrive last: wait
+                while len(bench.latency) < n // len(bench.tags) and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 b = finish_bare(bare, pub)
                 with bench.lock:
                     lat = list(bench.latency)
