@@ -157,7 +157,6 @@ class Bench:
                     time.sleep(0.001)
                     info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
                 sent += 1
-            self.step += 1
         return time.perf_counter() - start
 
     def wait_daemon(self, total: int, timeout_s: float = 600) -> float:
@@ -171,7 +170,7 @@ class Bench:
                       f"{self.metric('procedge_outbox_depth'):.0f}", file=sys.stderr, flush=True)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"daemon stuck at {self.metric('procedge_messages_total')}")
-            time.sleep(0.02)
+            time.sleep(0.05)  # each scrape costs the daemon CPU: not too often
         return time.time()
 
 
@@ -276,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
                                     "bare_cpu_us_per_msg": round(
                                         (cpu1[1] - cpu0[1]) / args.burst * 1e6)}
             print(json.dumps(report["throughput"]), flush=True)
+            rss = [[total, round(bench.rss_mb(daemon.pid), 1)]]  # (messages, MB) as it runs
 
             # 2. latency at fixed rates
             report["latency"] = []
@@ -289,7 +289,9 @@ def main(argv: list[str] | None = None) -> dict:
                 took = bench.publish_steps(pub, n, rate)
                 total += n
                 bench.wait_daemon(total)
-                time.sleep(0.5)
+                deadline = time.monotonic() + 60  # the slowest results arrive last: wait
+                while len(bench.latency) < n // len(bench.tags) and time.monotonic() < deadline:
+                    time.sleep(0.1)
                 b = finish_bare(bare, pub)
                 with bench.lock:
                     lat = list(bench.latency)
@@ -301,15 +303,17 @@ def main(argv: list[str] | None = None) -> dict:
                        "daemon_results": len(lat)}
                 report["latency"].append(row)
                 print(json.dumps(row), flush=True)
+                rss.append([total, round(bench.rss_mb(daemon.pid), 1)])
 
-            # 3. the rest at the lowest rate's pace or faster, watching RSS
-            rss = []
+            # 3. the rest in bursts of 100k, watching RSS after each
             while total < args.total:
-                n = min(100_000, args.total - total)
+                n = min(100_000 - total % 100_000, args.total - total)
                 bench.publish_steps(pub, n, rate=None)
                 total += n
-                bench.wait_daemon(total)
-                rss.append(round(bench.rss_mb(daemon.pid), 1))
+                bench.wait_daemon(total, timeout_s=900)
+                rss.append([total, round(bench.rss_mb(daemon.pid), 1)])
+                print(f"  RSS after {total} messages: {rss[-1][1]} MB", file=sys.stderr,
+                      flush=True)
             report["messages_total"] = total
             report["rss_end_mb"] = bench.rss_mb(daemon.pid)
             report["rss_trace_mb"] = rss
@@ -326,7 +330,28 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+    print(table(report))
     return report
+
+
+def table(report: dict) -> str:
+    """The figures as a markdown table (for docs/edge_daemon.md)."""
+    t = report["throughput"]
+    lines = ["| | bare subscriber | daemon | ratio / goal |", "|---|---|---|---|",
+             f"| burst of {t['messages']} msgs, msg/s | {t['bare_msg_s']} | "
+             f"{t['daemon_msg_s']} | {t['ratio']} (goal ≥ 0.8) |",
+             f"| CPU per message | {t['bare_cpu_us_per_msg']} µs | "
+             f"{t['daemon_cpu_us_per_msg']} µs | |"]
+    for r in report["latency"]:
+        goal = " and ≤ 5 ms" if r["rate_msg_s"] <= 1000 else ""
+        lines.append(f"| {r['rate_msg_s']:.0f} msg/s (achieved {r['achieved_msg_s']}): "
+                     f"p50 / p99 ms | {r['bare_p50_ms']} / {r['bare_p99_ms']} | "
+                     f"{r['daemon_p50_ms']} / {r['daemon_p99_ms']} | p99 ratio "
+                     f"{r['daemon_p99_ms'] / r['bare_p99_ms']:.2f} (goal ≤ 2{goal}) |")
+    series = ", ".join(f"{n // 1000}k: {mb}" for n, mb in report.get("rss_trace_mb", []))
+    lines.append(f"| daemon RSS, MB | | start {report['rss_start_mb']:.1f}; {series} | "
+                 "goal ≤ 120, flat |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ live in the daemon, so the evaluated alarm behaviour is the deployed one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,7 +28,7 @@ class AlarmLogic:
 
     def update(self, score: float) -> Transition | None:
         """Feed one window's score; return 'raise' or 'clear' on a state change."""
-        if not np.isfinite(score):
+        if not math.isfinite(score):
             return None
         if self.active:
             self._below = self._below + 1 if score < self.spec.clear_at else 0

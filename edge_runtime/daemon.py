@@ -45,6 +45,7 @@ log = logging.getLogger("procedge.edge")
 MALFORMED_LOG_INTERVAL_S = 60.0
 BATCH = 256  # inbound messages committed (and acknowledged) together
 MAX_COMMAND_BYTES = 4096
+KNOWN_COMMANDS = frozenset({"model/load", *(f"alarm/{verb}" for verb in COMMANDS)})
 
 
 @dataclass
@@ -69,6 +70,7 @@ class Swap:
 class EdgeDaemon:
     def __init__(self, config: EdgeConfig):
         self.config = config
+        self._topics: dict[tuple, str] = {}  # formatted topic names (a bounded set)
         self.metrics = DaemonMetrics()
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.policy = AlarmPolicy(config.alarms.max_shelve_s, config.alarms.chatter_count,
@@ -91,6 +93,8 @@ class EdgeDaemon:
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
         self._evictions_reported: dict[int, int] = {}
+        self._cmd_prefix = self._topic("cmd") + "/"
+        self._parse_s = 0.0  # parse time of the batch being processed
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -132,8 +136,14 @@ class EdgeDaemon:
         return (topic or "{uns}/camera/{camera}").format(uns=self.config.topics.uns, camera=name)
 
     def _topic(self, kind: str, **fields: str) -> str:
-        t = self.config.topics
-        return getattr(t, kind).format(uns=t.uns, gateway=self.config.gateway, **fields)
+        key = (kind, *fields.items())
+        topic = self._topics.get(key)
+        if topic is None:
+            t = self.config.topics
+            topic = getattr(t, kind).format(uns=t.uns, gateway=self.config.gateway, **fields)
+            if len(self._topics) < 10_000:  # models, alarms and cameras: a bounded set
+                self._topics[key] = topic
+        return topic
 
     def _make_client(self) -> mqtt.Client:
         c = self.config.mqtt
@@ -303,8 +313,11 @@ class EdgeDaemon:
     def _process(self, batch: list[Inbound | Swap | None]) -> None:
         out: list[Message] = []
         changed: set[str] = set()
+        self._parse_s = 0.0
+        start = time.perf_counter()
         for item in batch:
             if isinstance(item, Swap):
+                self._flush_pipelines(out, changed)  # the old model finishes its windows
                 self._swap(item, out)
             elif isinstance(item, Inbound):
                 try:
@@ -312,6 +325,9 @@ class EdgeDaemon:
                 except Exception:
                     log.exception("unexpected error handling %s", item.topic)
                     self.metrics.rejected.labels(reason="internal_error").inc()
+        self._flush_pipelines(out, changed)
+        self.metrics.stage_parse.observe(self._parse_s)
+        self.metrics.stage_models.observe(time.perf_counter() - start - self._parse_s)
         now = time.time()
         for alarm in self.alarms.values():
             events = alarm.tick(now)
@@ -328,7 +344,9 @@ class EdgeDaemon:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state)  # durable before the inputs are acknowledged
         self._ack_inputs(batch)
-        self.metrics.stage.labels(stage="post").observe(time.perf_counter() - start)
+        # counted once their results are committed: "messages_total" means done with
+        self.metrics.messages.inc(sum(isinstance(item, Inbound) for item in batch))
+        self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
         if out:
             self.sender.wake.set()
@@ -339,16 +357,16 @@ class EdgeDaemon:
                 self.client.ack(item.mid, item.qos)
 
     def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
-        self.metrics.messages.inc()
-        cmd = self._topic("cmd") + "/"
+        cmd = self._cmd_prefix
         if item.topic.startswith(cmd):
+            self._flush_pipelines(out, changed)  # a command sees the alarms as of its arrival
             self._command(item.topic[len(cmd):], item, out, changed)
             return
         if item.topic in self.cameras:
             self._handle_image(self.cameras[item.topic], item, out, changed)
             return
         if self.sparkplug is not None and self.sparkplug.handles(item.topic):
-            self._handle_sparkplug(item, out, changed)
+            self._handle_sparkplug(item, out)
             return
         targets = self.routes.get(item.topic)
         if targets is None:
@@ -360,32 +378,40 @@ class EdgeDaemon:
         except PayloadError as exc:
             self._reject(item.topic, str(exc), item.payload)
             return
-        t1 = time.perf_counter()
-        self._feed(targets, samples, out, changed)
-        self.metrics.stage.labels(stage="pre").observe(t1 - t0)
-        self.metrics.stage.labels(stage="invoke").observe(time.perf_counter() - t1)
+        finally:
+            self._parse_s += time.perf_counter() - t0
+        self._feed(targets, samples)
 
-    def _handle_sparkplug(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
+    def _handle_sparkplug(self, item: Inbound, out: list[Message]) -> None:
         """Sparkplug B metrics feed the tags they are mapped to, as if on the raw topics."""
         decoded, requests = self.sparkplug.handle(item.topic, item.payload, item.received_s)
         out.extend(requests)
         for reason, n in decoded.rejects.items():
             self._reject(item.topic, reason, item.payload, n)
         for tag, samples in decoded.samples.items():
-            self._feed(self.routes.get(self._topic("raw", tag=tag), []), samples, out, changed)
+            self._feed(self.routes.get(self._topic("raw", tag=tag), []), samples)
 
-    def _feed(self, targets: list[tuple[ModelPipeline, str]], samples: list[tuple[float, float]],
-              out: list[Message], changed: set[str]) -> None:
+    def _feed(self, targets: list[tuple[ModelPipeline, str]],
+              samples: list[tuple[float, float]]) -> None:
+        """Samples of one tag into its pipelines; their windows run in _flush_pipelines."""
         for pipeline, tag in targets:
-            gaps_before = pipeline.windows_dropped_gap
             late_before = pipeline.buffer.late_samples
             for ts, value in samples:
-                for output in pipeline.push(tag, ts, value):
-                    self._route_output(pipeline, output, out, changed)
-            self.metrics.observe_pipeline(pipeline, pipeline.windows_dropped_gap - gaps_before)
+                pipeline.push(tag, ts, value)
             if pipeline.buffer.late_samples > late_before:  # too late for the window grid
                 self.metrics.rejected.labels(reason="late").inc(
                     pipeline.buffer.late_samples - late_before)
+
+    def _flush_pipelines(self, out: list[Message], changed: set[str]) -> None:
+        """Run the windows the batch completed, model by model, and route the results in
+        window-time order across models (as if each window had run on its own message)."""
+        results = []
+        for pipeline in self.pipelines.values():
+            results.extend((output.grid_t, pipeline, output) for output in pipeline.flush())
+            self.metrics.observe_pipeline(pipeline)
+        results.sort(key=lambda r: r[0])  # stable: each model's own order is kept
+        for _, pipeline, output in results:
+            self._route_output(pipeline, output, out, changed)
 
     def _route_output(self, pipeline: ModelPipeline, output: Output, out: list[Message],
                       changed: set[str]) -> None:
@@ -395,8 +421,8 @@ class EdgeDaemon:
         if output.kind == "inference":
             out.append(self._json(self._topic("inference", model=pipeline.name), payload,
                                   PRIO_FORECAST))
-            self.metrics.published.labels(kind="inference").inc()
-            if alarm is not None and "score" in payload:
+            self.metrics.published_inference.inc()
+            if alarm is not None and alarm.condition_active and "score" in payload:
                 priority = pipeline.alarm.priority(payload["score"])
                 events = alarm.on_score(payload, priority, parse_timestamp(payload["ts"]),
                                         time.time())
@@ -414,7 +440,7 @@ class EdgeDaemon:
         msgs = []
         for event in events:
             self.metrics.alarm_events.labels(event=event["event"]).inc()
-            self.metrics.published.labels(kind="alarm").inc()
+            self.metrics.published_alarm.inc()
             msgs.append(self._json(self._topic("alarm", model=alarm.model,
                                                alarm_id=alarm.alarm_id), event, PRIO_ALARM))
             log.warning("alarm %s %s -> %s priority=%s score=%s", alarm.alarm_id,
@@ -496,7 +522,8 @@ class EdgeDaemon:
             body = {}
         by = item.by or str(body.get("by", ""))
         accepted, reason = self._apply_command(verb_path, body, by, out, changed)
-        self.metrics.commands.labels(command=verb_path[:40],
+        known = verb_path in KNOWN_COMMANDS  # a label per unknown topic would grow forever
+        self.metrics.commands.labels(command=verb_path if known else "unknown",
                                      result="accepted" if accepted else "refused").inc()
         reply = {"request_id": str(body.get("request_id", ""))[:100], "command": verb_path[:100],
                  "accepted": accepted, "reason": reason, "by": by[:100]}

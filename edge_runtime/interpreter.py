@@ -58,6 +58,19 @@ class EdgeModel:
             self._batch = len(x)
         return self._invoke(x)
 
+    def predict_each(self, x: np.ndarray) -> list[np.ndarray]:
+        """As :meth:`predict`, one window per invoke at the allocated batch size: no tensor
+        re-allocation (a resize costs ~150 µs, more than a tiny model's invoke)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
+        if self._batch != 1:
+            return self.predict(x)
+        results = [self._invoke(x[i : i + 1]) for i in range(len(x))]
+        if len(results) == 1:
+            return results[0]
+        return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+
     def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
         if self._stateful:
             self._interp.reset_all_variables()

@@ -26,7 +26,9 @@ class DaemonMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.messages = Counter("procedge_messages_total", "MQTT messages received.", registry=r)
+        self.messages = Counter("procedge_messages_total",
+                                "Inbound messages done with (counted after their batch's commit).",
+                                registry=r)
         self.rejected = Counter("procedge_messages_rejected_total", "Messages not used.",
                                 ["reason"], registry=r)
         self.published = Counter("procedge_published_total", "Messages queued for publishing.",
@@ -37,12 +39,21 @@ class DaemonMetrics:
                                    "Windows dropped because a tag was silent too long.",
                                    ["model"], registry=r)
         self.inference = Histogram("procedge_inference_seconds",
-                                   "Scaling + LiteRT invoke per window.", ["model"], registry=r,
-                                   buckets=_LATENCY_BUCKETS)
+                                   "Camera frames: decode to verdict, per frame.", ["model"],
+                                   registry=r, buckets=_LATENCY_BUCKETS)
+        self.model_stage = Histogram(
+            "procedge_model_stage_seconds",
+            "Per model and batch of windows: pre (window assembly + scaling), invoke (LiteRT), "
+            "post (scores, contributions, alarm logic, payloads).", ["model", "stage"],
+            registry=r, buckets=_LATENCY_BUCKETS)
         self.stage = Histogram("procedge_stage_seconds",
-                               "Per message: pre (parse), invoke (windows + models + alarm "
-                               "logic); per batch: post (states + outbox commit + input acks).",
+                               "Per inbound batch: parse (payloads), models (windows, models, "
+                               "alarms), commit (alarm states + outbox commit + input acks).",
                                ["stage"], registry=r, buckets=_LATENCY_BUCKETS)
+        # children used on every message or batch, looked up once
+        self.stage_parse = self.stage.labels(stage="parse")
+        self.stage_models = self.stage.labels(stage="models")
+        self.stage_commit = self.stage.labels(stage="commit")
         self.connects = Counter("procedge_mqtt_connects_total", "Successful (re)connects.",
                                 registry=r)
         self.connect_failures = Counter("procedge_mqtt_connect_failures_total",
@@ -65,15 +76,30 @@ class DaemonMetrics:
                                 ["command", "result"], registry=r)
         self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
                                registry=r)
+        self.published_inference = self.published.labels(kind="inference")
+        self.published_alarm = self.published.labels(kind="alarm")
+        self._model_children: dict[str, tuple] = {}
 
-    def observe_pipeline(self, pipeline, new_gap_windows: int) -> None:
-        """Move a pipeline's latest inference timings and counts into the metrics."""
-        for seconds in pipeline.inference_s:
-            self.inference.labels(model=pipeline.name).observe(seconds)
-            self.windows.labels(model=pipeline.name).inc()
-        pipeline.inference_s.clear()
-        if new_gap_windows:
-            self.gap_windows.labels(model=pipeline.name).inc(new_gap_windows)
+    def observe_pipeline(self, pipeline) -> None:
+        """Move a pipeline's stage timings and window counts into the metrics."""
+        name = pipeline.name
+        children = self._model_children.get(name)
+        if children is None:
+            children = self._model_children[name] = tuple(
+                self.model_stage.labels(model=name, stage=s) for s in ("pre", "invoke", "post"))
+        pre, invoke, post = children
+        windows = 0
+        for t in pipeline.timings:
+            pre.observe(t.pre)
+            invoke.observe(t.invoke)
+            post.observe(t.post)
+            windows += t.windows
+        pipeline.timings.clear()
+        if windows:
+            self.windows.labels(model=name).inc(windows)
+        if pipeline.gaps_unreported:
+            self.gap_windows.labels(model=name).inc(pipeline.gaps_unreported)
+            pipeline.gaps_unreported = 0
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the health endpoint)."""

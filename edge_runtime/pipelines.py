@@ -2,6 +2,15 @@
 
 A pipeline knows nothing of MQTT: it turns samples into :class:`Output` records (topic kind +
 JSON payload) that the daemon publishes. That keeps it testable and the daemon thin.
+
+Work is split in the three stages the metrics report, and done per *batch* of windows (the
+windows completed by one batch of inbound messages), so numpy and Python overheads are paid
+once per batch instead of once per window:
+
+- pre: window assembly in :meth:`push` (grid alignment, gap check) + stacking and scaling;
+- invoke: the LiteRT interpreter, one window per invoke at its allocated batch of one
+  (re-allocating tensors for a new batch size costs more than a tiny model's invoke);
+- post: scores, smoothing, contributions, alarm logic, forecasts in engineering units, payloads.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
-from edge_runtime.scoring import contributions, reconstruction_errors, window_scores
+from edge_runtime.scoring import reconstruction_errors, window_scores
 from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.windowing import GridBuffer
 
@@ -27,6 +36,17 @@ class Output:
     kind: str  # "inference" or "alarm"
     payload: dict[str, Any]
     alarm_id: str = ""
+    grid_t: float = 0.0  # the window's time: the daemon merges several models' outputs by it
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage for one batch of ``windows`` windows."""
+
+    pre: float
+    invoke: float
+    post: float
+    windows: int
 
 
 class ModelPipeline:
@@ -45,75 +65,127 @@ class ModelPipeline:
         self.alarm_id = f"{name}.anomaly"
         self.windows_built = 0
         self.windows_dropped_gap = 0
-        self.inference_s: list[float] = []  # the daemon drains this into its histogram
+        self.gaps_unreported = 0  # the daemon moves these into its counter
+        self.timings: list[StageTimes] = []  # one per batch; the daemon drains it into metrics
+        self._times: list[float] = []  # grid times of the windows waiting for flush()
+        self._windows: list[np.ndarray] = []
+        self._pre_s = 0.0  # assembly time of the waiting windows
 
-    def push(self, tag: str, ts: float, value: float) -> list[Output]:
-        """Add one sample; return what became publishable (zero or more outputs)."""
-        self.buffer.push(tag, ts, value)
-        outputs: list[Output] = []
-        for grid_t, window in self.buffer.windows():
-            if not np.isfinite(window).all():
-                self.windows_dropped_gap += 1
-                continue
-            self.windows_built += 1
-            outputs.extend(self.infer(grid_t, window))
+    @property
+    def pending(self) -> int:
+        """Windows assembled and waiting for :meth:`flush`."""
+        return len(self._times)
+
+    def push(self, tag: str, ts: float, value: float) -> None:
+        """Add one sample; complete windows wait for :meth:`flush` (gap windows are counted
+        and dropped here: a model never sees a window with a hole)."""
+        start = time.perf_counter()
+        if self.buffer.push(tag, ts, value):
+            for grid_t, window in self.buffer.windows():
+                if not np.isfinite(window).all():
+                    self.windows_dropped_gap += 1
+                    self.gaps_unreported += 1
+                    continue
+                self._times.append(grid_t)
+                self._windows.append(window)
+        self._pre_s += time.perf_counter() - start
+
+    def flush(self) -> list[Output]:
+        """Run every waiting window through the model; return the outputs, in window order."""
+        if not self._times:
+            return []
+        times, windows = self._times, self._windows
+        self._times, self._windows = [], []
+        t0 = time.perf_counter()
+        x = self.scaler.transform(np.stack(windows))
+        t1 = time.perf_counter()
+        ys = self.model.predict_each(x)
+        t2 = time.perf_counter()
+        if self.bundle.manifest.task == "forecast":
+            outputs = self._forecasts(times, ys[0])
+        else:
+            outputs = self._anomalies(times, x, ys)
+        t3 = time.perf_counter()
+        self.timings.append(StageTimes(self._pre_s + t1 - t0, t2 - t1, t3 - t2, len(times)))
+        self._pre_s = 0.0
+        self.windows_built += len(times)
         return outputs
 
     def infer(self, grid_t: float, window: np.ndarray) -> list[Output]:
-        """Run the model on one valid window (engineering units, (L, F))."""
-        start = time.perf_counter()
-        x = self.scaler.transform(window)[None]
-        outputs = self.model.predict(x)
-        self.inference_s.append(time.perf_counter() - start)
-        base = {"model": self.name, "version": self.bundle.manifest.version,
-                "quantization": self.bundle.manifest.quantization, "ts": iso_ms(grid_t),
-                "processed_at": iso_ms(time.time())}
-        if self.bundle.manifest.task == "forecast":
-            return [Output("inference", base | self._forecast(grid_t, outputs[0][0]))]
-        return self._anomaly(base, x, outputs)
+        """Run the model on one valid window now (engineering units, (L, F))."""
+        self._times.append(grid_t)
+        self._windows.append(np.asarray(window, dtype=np.float32))
+        return self.flush()
 
-    def _forecast(self, grid_t: float, y_scaled: np.ndarray) -> dict[str, Any]:
-        """(H, T) → ``forecast`` per target and step, in engineering units. A quantile model's
-        (H, T, Q) also gives ``quantiles`` per target: ``{"p10": [...], "p50": [...], ...}``;
+    def _base(self) -> dict[str, Any]:
+        m = self.bundle.manifest
+        return {"model": self.name, "version": m.version, "quantization": m.quantization,
+                "processed_at": iso_ms(time.time())}
+
+    def _forecasts(self, times: list[float], y_scaled: np.ndarray) -> list[Output]:
+        """(N, H, T) → ``forecast`` per target and step, in engineering units. A quantile
+        model's (N, H, T, Q) also gives ``quantiles`` per target (``{"p10": [...], ...}``);
         ``forecast`` is then P50 (what a point-forecast consumer already reads)."""
         out = self.bundle.manifest.output
         cols = [self.tags.index(t) for t in out.targets]
+        if out.quantiles:  # (N, H, T, Q) → (Q, N, H, T): the scaler works on the last axis
+            levels = np.round(self.scaler.inverse(np.moveaxis(y_scaled, -1, 0), cols), 6)
+            values = levels[out.quantiles.index(0.5)]
+            keys = [quantile_key(q) for q in out.quantiles]
+        else:
+            values = np.round(self.scaler.inverse(y_scaled, cols), 6)  # (N, H, T) engineering
         period = self.bundle.manifest.input.period_s
-        result = {
-            "timestamps": [iso_ms(grid_t + period * (k + 1)) for k in range(out.horizon)],
-            "units": {t: self.units[t] for t in out.targets},
-        }
-        if not out.quantiles:
-            result["forecast"] = _per_target(self.scaler.inverse(y_scaled, cols), out.targets)
-            return result
-        levels = self.scaler.inverse(np.moveaxis(y_scaled, -1, 0), cols)  # (Q, H, T)
-        per_level = {quantile_key(q): _per_target(v, out.targets)
-                     for q, v in zip(out.quantiles, levels, strict=True)}
-        result["forecast"] = per_level[quantile_key(0.5)]
-        result["quantiles"] = {t: {key: per_level[key][t] for key in per_level}
-                               for t in out.targets}
-        return result
+        units = {t: self.units[t] for t in out.targets}
+        stamps: dict[float, str] = {}  # consecutive windows share most of their horizon
+        base = self._base()
+        def stamp(t: float) -> str:
+            return stamps.get(t) or stamps.setdefault(t, iso_ms(t))
 
-    def _anomaly(self, base: dict[str, Any], x: np.ndarray,
-                 outputs: list[np.ndarray]) -> list[Output]:
+        outputs = []
+        for n, (grid_t, v) in enumerate(zip(times, values.tolist(), strict=True)):
+            payload = base | {
+                "ts": iso_ms(grid_t),
+                "timestamps": [stamp(grid_t + period * (k + 1)) for k in range(out.horizon)],
+                "forecast": _per_target(v, out.targets), "units": units}
+            if out.quantiles:
+                per_level = [_per_target(level[n].tolist(), out.targets) for level in levels]
+                payload["quantiles"] = {
+                    t: {key: p[t] for key, p in zip(keys, per_level, strict=True)}
+                    for t in out.targets}
+            outputs.append(Output("inference", payload, grid_t=grid_t))
+        return outputs
+
+    def _anomalies(self, times: list[float], x: np.ndarray,
+                   ys: list[np.ndarray]) -> list[Output]:
         spec = self.bundle.manifest.thresholds
-        y = next(o for o in outputs if o.shape == x.shape)  # the reconstruction
-        raw_score = float(window_scores(x, outputs, spec.score)[0])  # error (+ KL: elbo)
-        score = self.score_filter.update(raw_score)  # EWMA + k-of-n, as evaluated
-        ranked = [{"tag": tag, "share": round(share, 4), "unit": self.units[tag]}
-                  for tag, share in contributions(reconstruction_errors(x, y)[0], self.tags)]
-        result = base | {"score": score, "raw_score": raw_score, "threshold": spec.raise_at,
-                         "contributions": ranked}
-        outputs = [Output("inference", result | {"alarm_active": self.alarm.active})]
-        transition = self.alarm.update(score)
-        if transition:
-            event = result | {
-                "alarm_id": self.alarm_id, "event": transition,
-                "state": "active" if self.alarm.active else "normal",
-                "priority": self.alarm.priority(score), "source": self.tags,
-            }
-            outputs[0].payload["alarm_active"] = self.alarm.active
-            outputs.append(Output("alarm", event, self.alarm_id))
+        y = next(o for o in ys if o.shape == x.shape)  # the reconstruction (a VAE: + KL)
+        err = reconstruction_errors(x, y)  # (N, F)
+        raw_scores = window_scores(x, ys, spec.score).tolist()  # error (+ KL: elbo)
+        totals = err.sum(axis=1, keepdims=True)
+        shares = err / np.where(totals > 0, totals, 1.0)  # as scoring.contributions
+        order = np.argsort(-shares, axis=1, kind="stable").tolist()
+        shares_list = shares.tolist()
+        tags, units = self.tags, [self.units[t] for t in self.tags]
+        base = self._base() | {"threshold": spec.raise_at}
+        outputs = []
+        for i, grid_t in enumerate(times):
+            raw_score = raw_scores[i]
+            score = self.score_filter.update(raw_score)  # EWMA + k-of-n, as evaluated
+            share = shares_list[i]
+            ranked = [{"tag": tags[j], "share": round(share[j], 4), "unit": units[j]}
+                      for j in order[i]]
+            result = base | {"ts": iso_ms(grid_t), "score": score, "raw_score": raw_score,
+                             "contributions": ranked}
+            outputs.append(Output("inference", result | {"alarm_active": self.alarm.active},
+                                  grid_t=grid_t))
+            transition = self.alarm.update(score)
+            if transition:
+                outputs[-1].payload["alarm_active"] = self.alarm.active
+                outputs.append(Output("alarm", result | {
+                    "alarm_id": self.alarm_id, "event": transition,
+                    "state": "active" if self.alarm.active else "normal",
+                    "priority": self.alarm.priority(score), "source": self.tags}, self.alarm_id,
+                    grid_t))
         return outputs
 
 
@@ -122,6 +194,6 @@ def quantile_key(level: float) -> str:
     return f"p{level * 100:g}"
 
 
-def _per_target(values: np.ndarray, targets: list[str]) -> dict[str, list[float]]:
-    """(H, T) engineering values → {target: [step values]}, rounded for the payload."""
-    return {t: [round(float(v), 6) for v in values[:, i]] for i, t in enumerate(targets)}
+def _per_target(rows: list[list[float]], targets: list[str]) -> dict[str, list[float]]:
+    """(H, T) rows of engineering values → {target: [step values]}."""
+    return {t: [row[i] for row in rows] for i, t in enumerate(targets)}

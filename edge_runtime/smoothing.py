@@ -8,6 +8,7 @@ deadband, on/off delays) stays unchanged and simply sees a filtered score.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -27,7 +28,7 @@ class ScoreFilter:
 
     def update(self, score: float) -> float:
         """One raw score in, one filtered score out; a non-finite score passes untouched."""
-        if not np.isfinite(score):
+        if not math.isfinite(score):
             return float(score)
         prev = self._ewma
         self._ewma = score if prev is None else self.alpha * score + (1 - self.alpha) * prev

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections import deque
 from collections.abc import Iterator
 
 import numpy as np
@@ -93,7 +92,11 @@ class GridBuffer:
         self.lateness_s = period_s if lateness_s is None else lateness_s
         self.max_catchup = max(max_catchup, window)
         self._samples: dict[str, list[tuple[float, float]]] = {t: [] for t in self.tags}
-        self._rows: deque[np.ndarray] = deque(maxlen=window)
+        # The last ``window`` rows, written twice into a ring of 2 × window rows so that every
+        # window is one contiguous slice (no per-window np.stack of row arrays).
+        self._ring = np.full((2 * window, len(self.tags)), np.nan, dtype=np.float32)
+        self._filled = 0  # rows in the ring, up to ``window``
+        self._pos = 0  # where the next row goes (0 .. window - 1)
         self._next_t: float | None = None
         self._steps = 0
         self.late_samples = 0
@@ -105,6 +108,9 @@ class GridBuffer:
             self.late_samples += 1
             return False
         samples = self._samples[tag]
+        if len(samples) > 64:  # many samples before the next grid point: keep it bounded
+            self._prune()
+            samples = self._samples[tag]
         if not samples or ts > samples[-1][0]:
             samples.append((ts, value))
         else:  # out of order or duplicate timestamp: keep sorted, last write wins
@@ -129,21 +135,29 @@ class GridBuffer:
         if self._next_t is None:
             return
         until = self._final_until()
+        if self._next_t > until + 1e-9:  # nothing final yet (most calls): no work
+            return
         pending = math.floor((until - self._next_t) / self.period_s + 1e-9) + 1
         if pending > self.max_catchup:  # a clock jump: don't grind through days of grid
             skip = pending - self.window
             self._next_t += skip * self.period_s
             self.skipped_points += skip
-            self._rows.clear()
+            self._filled = 0
         while self._next_t <= until + 1e-9:
             t = self._next_t
-            row = np.array([self._value_at(tag, t) for tag in self.tags], dtype=np.float32)
-            self._rows.append(row)
+            self._append_row([self._value_at(tag, t) for tag in self.tags])
             self._next_t = t + self.period_s
             self._steps += 1
-            if len(self._rows) == self.window and self._steps % self.stride == 0:
-                yield t, np.stack(self._rows)
+            if self._filled == self.window and self._steps % self.stride == 0:
+                yield t, self._ring[self._pos : self._pos + self.window].copy()
         self._prune()
+
+    def _append_row(self, row: list[float]) -> None:
+        w, pos = self.window, self._pos
+        self._ring[pos] = row
+        self._ring[pos + w] = row
+        self._pos = (pos + 1) % w
+        self._filled = min(self._filled + 1, w)
 
     def _value_at(self, tag: str, t: float) -> float:
         samples = self._samples[tag]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 import urllib.error
@@ -96,6 +97,15 @@ def test_alarm_commands_over_mqtt5(tmp_path: Path, broker, bundles):
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert 'procedge_commands_total{command="alarm/ack",result="accepted"} 1.0' in text
         assert "procedge_stage_seconds_bucket" in text and "procedge_outbox_depth" in text
+        for model in bundles:  # pre / invoke / post timed for every model that ran windows
+            windows = daemon.metrics.value("procedge_windows_total", model=model)
+            assert windows > 0, model
+            for stage in ("pre", "invoke", "post"):
+                found = re.search(rf'procedge_model_stage_seconds_count{{model="{model}",'
+                                  rf'stage="{stage}"}} (\S+)', text)
+                assert found and 0 < float(found.group(1)) <= windows, (model, stage)
+                assert daemon.metrics.value("procedge_model_stage_seconds_sum", model=model,
+                                            stage=stage) > 0, (model, stage)
         assert 'procedge_alarms{state="active_acknowledged"}' in text
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
         assert health["ok"] and health["connected"]
