@@ -58,6 +58,19 @@ class MqttConfig(_Strict):
             return os.environ[self.password_env]
         return None
 
+    def secure(self, client) -> None:
+        """TLS and credentials on a paho client, the same for every connection procedge makes
+        (the daemon's, the Sparkplug edge node's)."""
+        if self.tls is not None:
+            import ssl
+
+            client.tls_set(ca_certs=str(self.tls.ca_file),
+                           certfile=str(self.tls.cert_file) if self.tls.cert_file else None,
+                           keyfile=str(self.tls.key_file) if self.tls.key_file else None,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        if self.username:
+            client.username_pw_set(self.username, self.password())
+
 
 class TopicConfig(_Strict):
     """ISA-95 style namespace; ``{uns}``, ``{tag}``, ``{model}``, ``{gateway}`` are filled in."""

@@ -21,7 +21,6 @@ import json
 import logging
 import queue
 import signal
-import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -154,13 +153,7 @@ class EdgeDaemon:
             kwargs["clean_session"] = not c.persistent_session
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=c.client_id or f"procedge-{self.config.gateway}", **kwargs)
-        if c.tls is not None:
-            client.tls_set(ca_certs=str(c.tls.ca_file),
-                           certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                           keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if c.username:
-            client.username_pw_set(c.username, c.password())
+        c.secure(client)
         client.will_set(self._topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
         client.max_inflight_messages_set(min(self.config.outbox.max_inflight, 1000))

@@ -163,13 +163,7 @@ class SparkplugNode:
                                                        "clean_session": True}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              **kwargs)
-        if c.tls is not None:
-            client.tls_set(ca_certs=str(c.tls.ca_file),
-                           certfile=str(c.tls.cert_file) if c.tls.cert_file else None,
-                           keyfile=str(c.tls.key_file) if c.tls.key_file else None,
-                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        if c.username:
-            client.username_pw_set(c.username, c.password())
+        c.secure(client)
         client.will_set(self.topic("NDEATH"), self._death_payload(), qos=1, retain=False)
         client.max_inflight_messages_set(self.max_inflight)
         client.on_connect = self._on_connect
