@@ -26,7 +26,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
-from edge_runtime.scoring import reconstruction_errors, window_scores
+from edge_runtime.scoring import contribution_shares, scored_windows
 from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.windowing import GridBuffer
 
@@ -70,11 +70,6 @@ class ModelPipeline:
         self._times: list[float] = []  # grid times of the windows waiting for flush()
         self._windows: list[np.ndarray] = []
         self._pre_s = 0.0  # assembly time of the waiting windows
-
-    @property
-    def pending(self) -> int:
-        """Windows assembled and waiting for :meth:`flush`."""
-        return len(self._times)
 
     def push(self, tag: str, ts: float, value: float) -> None:
         """Add one sample; complete windows wait for :meth:`flush` (gap windows are counted
@@ -158,13 +153,9 @@ class ModelPipeline:
     def _anomalies(self, times: list[float], x: np.ndarray,
                    ys: list[np.ndarray]) -> list[Output]:
         spec = self.bundle.manifest.thresholds
-        y = next(o for o in ys if o.shape == x.shape)  # the reconstruction (a VAE: + KL)
-        err = reconstruction_errors(x, y)  # (N, F)
-        raw_scores = window_scores(x, ys, spec.score).tolist()  # error (+ KL: elbo)
-        totals = err.sum(axis=1, keepdims=True)
-        shares = err / np.where(totals > 0, totals, 1.0)  # as scoring.contributions
-        order = np.argsort(-shares, axis=1, kind="stable").tolist()
-        shares_list = shares.tolist()
+        scores, per_tag = scored_windows(x, ys, spec.score)  # error (+ KL: elbo)
+        shares, order = contribution_shares(per_tag)
+        raw_scores, shares_list, order = scores.tolist(), shares.tolist(), order.tolist()
         tags, units = self.tags, [self.units[t] for t in self.tags]
         base = self._base() | {"threshold": spec.raise_at}
         outputs = []

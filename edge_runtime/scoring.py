@@ -18,12 +18,13 @@ def anomaly_scores(x_scaled: np.ndarray, reconstruction: np.ndarray) -> np.ndarr
     return reconstruction_errors(x_scaled, reconstruction).mean(axis=1)
 
 
-def contributions(per_tag_error: np.ndarray, tags: list[str]) -> list[tuple[str, float]]:
-    """Share of one window's error per tag, largest first (the alarm's likely culprits)."""
-    err = np.asarray(per_tag_error, np.float64)
-    total = float(err.sum()) or 1.0
-    ranked = sorted(zip(tags, err / total, strict=True), key=lambda kv: -kv[1])
-    return [(tag, float(share)) for tag, share in ranked]
+def contribution_shares(per_tag_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each window's error share per tag (N, F) and the tag order, largest share first
+    (the alarm's likely culprits); a window with no error gets zero shares."""
+    err = np.asarray(per_tag_errors, np.float64)
+    totals = err.sum(axis=1, keepdims=True)
+    shares = err / np.where(totals > 0, totals, 1.0)
+    return shares, np.argsort(-shares, axis=1, kind="stable")
 
 
 def quantile_threshold(normal_scores: np.ndarray, quantile: float, margin: float) -> float:
@@ -31,21 +32,29 @@ def quantile_threshold(normal_scores: np.ndarray, quantile: float, margin: float
     return float(np.quantile(np.asarray(normal_scores, np.float64), quantile) * margin)
 
 
-def window_scores(x_scaled: np.ndarray, outputs: list[np.ndarray],
-                  score: str = "reconstruction") -> np.ndarray:
-    """One score per window from a model's outputs: the reconstruction error, or (``elbo``,
-    a VAE converted with its KL output) the negative ELBO = that error + the KL output.
+def scored_windows(x_scaled: np.ndarray, outputs: list[np.ndarray],
+                   score: str = "reconstruction") -> tuple[np.ndarray, np.ndarray]:
+    """Scores (N,) and per-tag reconstruction errors (N, F) from a model's outputs. The score
+    is the reconstruction error, or (``elbo``, a VAE converted with its KL output) the
+    negative ELBO = that error + the KL output.
 
     Outputs are told apart by shape, not order (LiteRT may reorder them): the reconstruction
     has the input's (N, L, F) shape, the KL term is (N, 1)."""
-    recon = next(o for o in outputs if np.shape(o) == np.shape(x_scaled))
-    mse = anomaly_scores(x_scaled, recon)
-    if score == "reconstruction":
-        return mse
-    if score != "elbo":
+    if score not in ("reconstruction", "elbo"):
         raise ValueError(f"unknown score {score!r}: 'reconstruction' or 'elbo'")
-    kl = [o for o in outputs if np.shape(o) == (len(mse), 1)]
-    if len(kl) != 1:
-        raise ValueError("score 'elbo' needs the model's (N, 1) KL output; convert the VAE"
-                         " with edge_model(model, 'elbo')")
-    return mse + np.asarray(kl[0], np.float64)[:, 0]
+    recon = next(o for o in outputs if np.shape(o) == np.shape(x_scaled))
+    per_tag = reconstruction_errors(x_scaled, recon)
+    scores = per_tag.mean(axis=1)  # = anomaly_scores(x_scaled, recon)
+    if score == "elbo":
+        kl = [o for o in outputs if np.shape(o) == (len(scores), 1)]
+        if len(kl) != 1:
+            raise ValueError("score 'elbo' needs the model's (N, 1) KL output; convert the VAE"
+                             " with edge_model(model, 'elbo')")
+        scores = scores + np.asarray(kl[0], np.float64)[:, 0]
+    return scores, per_tag
+
+
+def window_scores(x_scaled: np.ndarray, outputs: list[np.ndarray],
+                  score: str = "reconstruction") -> np.ndarray:
+    """Only the scores of :func:`scored_windows`."""
+    return scored_windows(x_scaled, outputs, score)[0]

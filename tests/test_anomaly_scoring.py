@@ -7,6 +7,7 @@ import pytest
 
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.scoring import contribution_shares, scored_windows
 from edge_runtime.smoothing import ScoreFilter, smooth_scores
 from training.nab import NabTally, changepoints_from_flags, nab_tally, scaled_sigmoid
 from training.pca_monitor import PCAMonitor
@@ -103,3 +104,23 @@ def test_threshold_spec_defaults_keep_old_bundles_valid():
     assert (spec.ewma_alpha, spec.vote_k, spec.vote_n) == (1.0, 1, 1)
     scores = np.array([0.5, 2.0, 0.1])
     np.testing.assert_array_equal(smooth_scores(spec, scores), scores)
+
+
+def test_contribution_shares_rank_tags_per_window():
+    errors = np.array([[1.0, 3.0, 0.0], [0.0, 0.0, 0.0], [2.0, 2.0, 4.0]])
+    shares, order = contribution_shares(errors)
+    np.testing.assert_allclose(shares[0], [0.25, 0.75, 0.0])
+    np.testing.assert_array_equal(shares[1], 0.0)  # no error: no culprit, no division by zero
+    assert order[0].tolist() == [1, 0, 2] and order[2].tolist() == [2, 0, 1]  # ties: tag order
+
+
+def test_scored_windows_adds_the_kl_output_for_elbo_whatever_the_output_order():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6, 3))
+    recon, kl = x + 0.5, np.arange(4.0)[:, None]
+    scores, per_tag = scored_windows(x, [kl, recon], "elbo")
+    np.testing.assert_allclose(per_tag, 0.25)
+    np.testing.assert_allclose(scores, 0.25 + np.arange(4.0))
+    np.testing.assert_allclose(scored_windows(x, [recon, kl])[0], 0.25)
+    with pytest.raises(ValueError, match="unknown score"):
+        scored_windows(x, [recon], "likelihood")

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
-from edge_runtime.scoring import reconstruction_errors, window_scores
+from edge_runtime.scoring import scored_windows
 from edge_runtime.windowing import sliding_windows
 from training import thresholds
 
@@ -118,13 +118,11 @@ class RowScores:
 
 def _row_scores(rows: np.ndarray, windows: np.ndarray, ends: np.ndarray,
                 outputs: list[np.ndarray], score: str) -> RowScores:
-    """Per-tag shares from the reconstruction; the score from :func:`window_scores` (the
-    edge's code), so a negative-ELBO score adds the KL output to the reconstruction error."""
-    recon = next(o for o in outputs if o.shape == windows.shape)
+    """Scores and per-tag errors from :func:`scored_windows` (the edge's code), so a
+    negative-ELBO score adds the KL output to the reconstruction error."""
     per_tag = np.full(rows.shape, np.nan)
-    per_tag[ends] = reconstruction_errors(windows, recon)
     out = np.full(len(rows), np.nan)
-    out[ends] = window_scores(windows, outputs, score)
+    out[ends], per_tag[ends] = scored_windows(windows, outputs, score)
     return RowScores(out, per_tag)
 
 
