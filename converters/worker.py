@@ -145,7 +145,10 @@ def int8_granularity(model, made, data: bytes, windows, int8_io: bool) -> tuple[
     to ``model`` (relative error on the calibration windows, within ``PER_TENSOR_SLACK``)."""
     if not _per_channel_tensors(data):
         return data, {}
-    per_tensor = to_tflite(made, "int8", windows, int8_io, per_channel=False)
+    try:
+        per_tensor = to_tflite(made, "int8", windows, int8_io, per_channel=False)
+    except Exception as exc:  # the per-channel model stands on its own
+        return data, {"int8_granularity": "per-channel", "per_tensor_error": explain(exc)}
     errors = {"per_channel": _relative_error(model, data, windows),
               "per_tensor": _relative_error(model, per_tensor, windows)}
     keep = errors["per_tensor"] <= errors["per_channel"] * (1 + PER_TENSOR_SLACK)

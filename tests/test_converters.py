@@ -58,6 +58,10 @@ def test_auto_measures_every_candidate_and_ships_the_choice(forecast_run, tmp_pa
     assert sampling["modes"] >= 2 and sum(sampling["mode_sampled"]) > 0
     assert sum(sampling["mode_windows"]) == sampling["training_windows"]
     assert "mode(s)" in (bundle.root / "conversion.md").read_text()
+    # The tcn's int8 convolutions: per channel or per tensor, measured and recorded.
+    granularity = rows["int8"]["int8_granularity"]
+    assert set(rows["int8"]["int8_rel_error"]) == {"per_channel", "per_tensor"}
+    assert f"conv {granularity}" in (bundle.root / "conversion.md").read_text()
     if quantized:
         assert bundle.manifest.representative_sampling["modes"] == sampling["modes"]
 
