@@ -133,7 +133,7 @@ def _measure(info: dict, model, heldout, reference, draft, spec, budget, budgets
         "edge_p50_ms": latency["p50_ms"], "edge_p99_ms": latency["p99_ms"],
         "ops": info["ops"], "failed_routes": info.get("failed_routes", []),
         "parity": parity.as_dict(), "path": str(path),
-    }
+    } | {k: info[k] for k in ("int8_granularity", "int8_rel_error") if k in info}
 
 
 def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK) -> tuple[str | None, str]:
@@ -161,7 +161,10 @@ def markdown_table(rows: list[dict]) -> str:
         p = r.get("parity", {})
         metric = ", ".join(f"{k} {p['keras'][k]:.4g}→{v:.4g}" for k, v in p.get("edge", {}).items()
                            if k in p.get("keras", {}))
-        lines.append(f"| {r['mode']} | {r.get('route') or '-'} | {'yes' if r['passed'] else 'no'}"
+        route = r.get("route") or "-"
+        if "int8_granularity" in r:  # of the convolutions
+            route += f", conv {r['int8_granularity']}"
+        lines.append(f"| {r['mode']} | {route} | {'yes' if r['passed'] else 'no'}"
                      f" | {r.get('bytes', '-')} | {_fmt(r.get('edge_p50_ms'))} | "
                      f"{_fmt(r.get('edge_p99_ms'))} | {metric} | {'; '.join(r['reasons'])} |")
     return "\n".join(lines)

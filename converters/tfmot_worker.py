@@ -24,6 +24,8 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
 import numpy as np  # noqa: E402
 
+from converters.compact import compact  # noqa: E402
+
 WRAPPABLE = ("Dense", "Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv1D",
              "SeparableConv2D", "Conv2DTranspose")
 EPOCHS = 8
@@ -82,8 +84,9 @@ def qat(model3, windows: np.ndarray, out_dir: Path) -> dict:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = lambda: ([w[None]] for w in windows)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.exclude_conversion_metadata = True
     path = out_dir / "int8.tflite"
-    path.write_bytes(converter.convert())
+    path.write_bytes(compact(converter.convert()))  # as converters.worker writes every mode
     wrapped = sum(type(layer).__name__ == "QuantizeWrapperV2" for layer in model.layers)
     return {"mode": "int8", "route": "qat", "wrapped_layers": int(wrapped), "epochs": EPOCHS,
             "fake_quant_start_max_abs_diff": start_diff,

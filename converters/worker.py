@@ -12,6 +12,12 @@ batch fails, with batch 1 its int8 crashes): the worker converts a twin instead,
 * GRU / SimpleRNN (no fused kernel), or when the fused route fails: a Keras 3 clone with
   ``unroll=True`` — every mode, dynamic batch, size grows with the window length.
 
+Every file is written through ``converters.compact`` (names, signature, empty tables and
+duplicates dropped; same graph, bit-identical outputs). An int8 model with convolutions is
+converted twice, per channel and per tensor, and the per-tensor one (one scale per filter
+instead of one per output channel, for the filter and again for the bias) is kept when it is as
+close to Keras on the calibration windows (``PER_TENSOR_SLACK``).
+
 Usage: python -m converters.worker KERAS_PATH OUT_DIR MODE[,MODE...] [REPRESENTATIVE_NPZ]
        [--int8-io] [--route auto|keras|fused|unroll]
 Writes OUT_DIR/<mode>.tflite and prints one JSON line per mode as soon as it is done.
@@ -26,11 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
+from converters.compact import compact
+
 ROUTES = ("auto", "keras", "fused", "unroll")
 TWIN_TOLERANCE = 1e-4
 # A route whose converted model is off by more than this (mean |edge - keras| / mean |keras| on
 # calibration windows) hands over to the next route: e.g. a fused Bidirectional LSTM in int8.
 ROUTE_REL_ERROR = 0.1
+# Per-tensor int8 convolutions are kept when their relative error on the calibration windows is
+# at most this much above the per-channel model's (10 % of it).
+PER_TENSOR_SLACK = 0.1
 
 
 def routes_for(kinds: set[str]) -> list[str]:
@@ -56,11 +67,14 @@ def conversion_model(model, route: str):
     return made, diff
 
 
-def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = False) -> bytes:
-    """Run TFLiteConverter on a (Keras 3 or tf-keras) model: builtin ops only, never Flex."""
+def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = False,
+              per_channel: bool = True) -> bytes:
+    """Run TFLiteConverter on a (Keras 3 or tf-keras) model: builtin ops only, never Flex.
+    ``per_channel=False`` quantizes int8 convolutions per tensor too."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.exclude_conversion_metadata = True  # TF version and options: not for the edge
     ops = tf.lite.OpsSet
     converter.target_spec.supported_ops = [ops.TFLITE_BUILTINS]  # never Flex, never custom
     if mode != "fp32":
@@ -76,8 +90,10 @@ def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = Fals
             # output unit, for the weights and again for the bias: 24 B per unit, as much as
             # the weights themselves for a wide head (see converters/footprint.py). Dense
             # layers go per-tensor (TFLite's classic int8 scheme; QAT does the same);
-            # convolutions stay per-channel, where BatchNorm folding needs it.
+            # convolutions only when measured as close (``int8_granularity``): BatchNorm
+            # folding, e.g., gives channels very different ranges.
             converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+            converter._experimental_disable_per_channel = not per_channel
         converter.target_spec.supported_ops = (
             [ops.TFLITE_BUILTINS_INT8] if mode == "int8"
             else [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
@@ -102,23 +118,53 @@ def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8
             if candidate == "fused" and mode in ("int8", "int16x8"):
                 _refuse_while_loop(made)
             data = to_tflite(made, mode, windows, int8_io)
+            granularity = {}
+            if mode == "int8":
+                data, granularity = int8_granularity(model, made, data, windows, int8_io)
         except Exception as exc:  # a route that fails hands over to the next one
             tried.append(f"{candidate}: {explain(exc)}")
             continue
         info = {"mode": mode, "route": candidate, "recurrent": sorted(kinds),
-                "twin_max_abs_diff": diff, "failed_routes": list(tried)}
+                "twin_max_abs_diff": diff, "failed_routes": list(tried)} | granularity
         rel = _relative_error(model, data, windows) if len(routes) > 1 else None
         info["route_rel_error"] = rel
         if rel is None or rel <= ROUTE_REL_ERROR:
-            out_path.write_bytes(data)
+            out_path.write_bytes(compact(data))
             return info
         tried.append(f"{candidate}: relative error {rel:.3f} > {ROUTE_REL_ERROR}")
         if fallback is None or rel < fallback[0]["route_rel_error"]:
             fallback = (info, data)
     if fallback is not None:  # every route is off: ship the closest, the parity gate decides
-        out_path.write_bytes(fallback[1])
+        out_path.write_bytes(compact(fallback[1]))
         return fallback[0] | {"failed_routes": tried}
     return {"mode": mode, "error": "; ".join(tried)}
+
+
+def int8_granularity(model, made, data: bytes, windows, int8_io: bool) -> tuple[bytes, dict]:
+    """Per-channel int8 ``data`` or its per-tensor twin, whichever is smaller while as close
+    to ``model`` (relative error on the calibration windows, within ``PER_TENSOR_SLACK``)."""
+    if not _per_channel_tensors(data):
+        return data, {}
+    try:
+        per_tensor = to_tflite(made, "int8", windows, int8_io, per_channel=False)
+    except Exception as exc:  # the per-channel model stands on its own
+        return data, {"int8_granularity": "per-channel", "per_tensor_error": explain(exc)}
+    errors = {"per_channel": _relative_error(model, data, windows),
+              "per_tensor": _relative_error(model, per_tensor, windows)}
+    keep = errors["per_tensor"] <= errors["per_channel"] * (1 + PER_TENSOR_SLACK)
+    return (per_tensor if keep else data), {
+        "int8_granularity": "per-tensor" if keep else "per-channel", "int8_rel_error": errors}
+
+
+def _per_channel_tensors(data: bytes) -> list[str]:
+    import tempfile
+
+    from converters.footprint import footprint
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        return footprint(tmp.name).per_channel
 
 
 def _refuse_while_loop(made) -> None:

@@ -58,6 +58,10 @@ def test_auto_measures_every_candidate_and_ships_the_choice(forecast_run, tmp_pa
     assert sampling["modes"] >= 2 and sum(sampling["mode_sampled"]) > 0
     assert sum(sampling["mode_windows"]) == sampling["training_windows"]
     assert "mode(s)" in (bundle.root / "conversion.md").read_text()
+    # The tcn's int8 convolutions: per channel or per tensor, measured and recorded.
+    granularity = rows["int8"]["int8_granularity"]
+    assert set(rows["int8"]["int8_rel_error"]) == {"per_channel", "per_tensor"}
+    assert f"conv {granularity}" in (bundle.root / "conversion.md").read_text()
     if quantized:
         assert bundle.manifest.representative_sampling["modes"] == sampling["modes"]
 
@@ -137,9 +141,15 @@ def test_int8_with_integer_io_runs_through_the_edge_model(forecast_run, tmp_path
     x = np.load(forecast_run / "heldout.npz")["x"][:64]
     ref = keras.models.load_model(forecast_run / "model.keras").predict(x, verbose=0)
     assert np.mean(np.abs(edge.predict(x)[0] - ref)) < 0.1
-    # Every weight is int8 (no constant left in float, none stored twice), and Dense layers
-    # are quantized per tensor: one scale + zero point, not 24 B per output unit.
+    # Every weight is int8 (no constant left in float, none stored twice), names are gone,
+    # Dense layers are quantized per tensor (one scale + zero point, not 24 B per output
+    # unit), and convolutions per channel only where that was measured to be closer.
     size = footprint(out)
     assert size.float_constants == [] and size.duplicate_constant_bytes == 0
-    assert any("convolution" in name for name in size.per_channel)  # conv: per channel
-    assert not any("MatMul" in name for name in size.per_channel), size.per_channel
+    assert size.name_bytes == 0
+    assert not any("FULLY_CONNECTED" in name for name in size.per_channel), size.per_channel
+    errors = info["int8_rel_error"]
+    if info["int8_granularity"] == "per-channel":
+        assert errors["per_tensor"] > errors["per_channel"] and size.per_channel
+    else:
+        assert size.per_channel == []
