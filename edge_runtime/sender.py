@@ -54,7 +54,8 @@ class OutboxSender:
     def on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
         """paho callback (network thread): hand the id over, nothing else."""
         self._acks.put((mid, reason_code))
-        self.wake.set()
+        if not self.wake.is_set():  # Event.set takes a Condition: skip it when already set
+            self.wake.set()
 
     def _run(self) -> None:
         late_after = self.config.late_after_s
