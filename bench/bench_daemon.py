@@ -211,6 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="outbox durability: FULL survives power loss, NORMAL a crash")
     ap.add_argument("--broker-inflight", type=int, default=1000,
                     help="Mosquitto max_inflight_messages (its default is 20)")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="leave Mosquitto's Nagle algorithm on (its default; procedge's "
+                         "recommended broker config sets set_tcp_nodelay true)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = ap.parse_args(argv)
     args.bundles = args.bundles or find_or_train_bundles()
@@ -220,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     # Mosquitto's default of 20 unacknowledged messages per subscriber throttles a daemon that
     # acknowledges only after its outbox commit: give the broker a deeper window.
     extra = f"max_inflight_messages {args.broker_inflight}\n"
+    if not args.broker_nagle:  # else a small publish waits for the ACK of the one before
+        extra += "set_tcp_nodelay true\n"
     report["broker_max_inflight_messages"] = args.broker_inflight
+    report["broker_tcp_nodelay"] = not args.broker_nagle
     with mosquitto(port=free_port(), workdir=workdir, extra_config=extra) as broker:
         bench = Bench(args.bundles, workdir, broker.port, args.synchronous)
         report["outbox_synchronous"] = args.synchronous

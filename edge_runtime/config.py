@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -58,9 +60,11 @@ class MqttConfig(_Strict):
             return os.environ[self.password_env]
         return None
 
-    def secure(self, client) -> None:
-        """TLS and credentials on a paho client, the same for every connection procedge makes
-        (the daemon's, the Sparkplug edge node's)."""
+    def configure(self, client) -> None:
+        """TLS, credentials and TCP_NODELAY on a paho client, the same for every connection
+        procedge makes (the daemon's, the Sparkplug edge node's). paho leaves Nagle's algorithm
+        on: a small alarm publish would then wait for the ACK of the previous segment."""
+        client.on_socket_open = _no_nagle
         if self.tls is not None:
             import ssl
 
@@ -70,6 +74,11 @@ class MqttConfig(_Strict):
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if self.username:
             client.username_pw_set(self.username, self.password())
+
+
+def _no_nagle(client, userdata, sock) -> None:
+    with contextlib.suppress(AttributeError, OSError):  # e.g. websockets: no TCP socket
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class TopicConfig(_Strict):

@@ -153,7 +153,7 @@ class EdgeDaemon:
             kwargs["clean_session"] = not c.persistent_session
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                              client_id=c.client_id or f"procedge-{self.config.gateway}", **kwargs)
-        c.secure(client)
+        c.configure(client)
         client.will_set(self._topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
         client.max_inflight_messages_set(min(self.config.outbox.max_inflight, 1000))
@@ -336,13 +336,13 @@ class EdgeDaemon:
         if self.sparkplug is not None:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state)  # durable before the inputs are acknowledged
+        if out:
+            self.sender.notify_rows()  # first: the results' latency runs from here
         self._ack_inputs(batch)
         # counted once their results are committed: "messages_total" means done with
         self.metrics.messages.inc(sum(isinstance(item, Inbound) for item in batch))
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
-        if out:
-            self.sender.wake.set()
 
     def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
         for item in batch:
@@ -621,7 +621,7 @@ class EdgeDaemon:
 
     def _reply_now(self, body: dict) -> None:
         self.outbox.put([self._json(self._topic("reply"), body, PRIO_STATUS)])
-        self.sender.wake.set()
+        self.sender.notify_rows()
 
 
 class JsonLogFormatter(logging.Formatter):

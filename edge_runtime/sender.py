@@ -29,6 +29,7 @@ class OutboxSender:
                  metrics: DaemonMetrics):
         self.client, self.outbox, self.config, self.metrics = client, outbox, config, metrics
         self.wake = threading.Event()  # set when rows or PUBACKs wait
+        self._rows_ready = threading.Event()  # set when new rows wait: publish them at once
         self.done = threading.Event()  # set to end the thread
         self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox row, sent at)
@@ -45,16 +46,24 @@ class OutboxSender:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
+    def notify_rows(self) -> None:
+        """New rows are committed: publish them now (an alarm's latency runs through here)."""
+        self._rows_ready.set()
+        self.wake.set()
+
     def on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
         """paho callback (network thread): hand the id over, nothing else."""
         self._acks.put((mid, reason_code))
-        self.wake.set()
+        if not self.wake.is_set():  # Event.set takes a Condition: skip it when already set
+            self.wake.set()
 
     def _run(self) -> None:
         late_after = self.config.late_after_s
         while not self.done.is_set():
             self.wake.wait(timeout=0.2)
-            time.sleep(0.001)  # coalesce a burst of PUBACKs into one delete transaction
+            if not self._rows_ready.is_set():
+                time.sleep(0.001)  # only PUBACKs woke us: let a burst gather into one delete
+            self._rows_ready.clear()
             self.wake.clear()
             try:
                 self._settle_acks()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -59,6 +60,8 @@ def test_alarm_commands_over_mqtt5(tmp_path: Path, broker, bundles):
     aid = "tank_anomaly.anomaly"
     try:
         assert wait_for(daemon.client.is_connected, 10)
+        # Nagle off: a small alarm publish must not wait for the ACK of the previous segment
+        assert daemon.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         items = samples(labelled_run(400), 0, 160)
         ref, _ = reference_events(config, tmp_path, items)
         raised = parse_timestamp(next(e for e in ref if e["event"] == "raise")["source_ts"])

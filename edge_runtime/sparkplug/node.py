@@ -163,7 +163,7 @@ class SparkplugNode:
                                                        "clean_session": True}
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              **kwargs)
-        c.secure(client)
+        c.configure(client)
         client.will_set(self.topic("NDEATH"), self._death_payload(), qos=1, retain=False)
         client.max_inflight_messages_set(self.max_inflight)
         client.on_connect = self._on_connect
