@@ -84,6 +84,19 @@ def test_calibration_rules():
     assert replay(spec, scores).mean() < 0.01
 
 
+def test_coverage_rule_expects_the_asked_false_alarm_rate_on_small_validation_sets():
+    """100 normal scores, 95 % limit: over many draws the new-score exceedance of the
+    ``coverage`` limit averages 5 %, numpy's default quantile 5.9 % (rank 95.05 of 101)."""
+    rng = np.random.default_rng(0)
+    draws = rng.uniform(size=(4000, 100))  # uniform scores: exceedance = 1 − limit
+    numpy_far = 1 - np.quantile(draws, 0.95, axis=1).mean()
+    coverage_far = 1 - np.mean([calibrate(d, "coverage", 0.95).raise_at for d in draws[:1000]])
+    assert numpy_far == pytest.approx(1 - 95.05 / 101, abs=0.002)
+    assert coverage_far == pytest.approx(0.05, abs=0.003)
+    assert "0.95 coverage" in calibrate(draws[0], "coverage", 0.95).rule
+    assert calibrate(draws[0], "coverage", 0.999).raise_at == draws[0].max()  # n too small
+
+
 def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():
     spec = ThresholdSpec(raise_at=1.0, clear_at=1.0, ewma_alpha=0.5, vote_k=2, vote_n=3)
     scores = np.array([0, 4, 0, 0, 4, 4, 0, 0, 0], float)
