@@ -9,6 +9,7 @@ from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.scoring import contribution_shares, scored_windows
 from edge_runtime.smoothing import ScoreFilter, smooth_scores
+from training.config import ThresholdConfig
 from training.nab import NabTally, changepoints_from_flags, nab_tally, scaled_sigmoid
 from training.pca_monitor import PCAMonitor
 from training.thresholds import calibrate, kde_quantile
@@ -95,6 +96,7 @@ def test_coverage_rule_expects_the_asked_false_alarm_rate_on_small_validation_se
     assert coverage_far == pytest.approx(0.05, abs=0.003)
     assert "0.95 coverage" in calibrate(draws[0], "coverage", 0.95).rule
     assert calibrate(draws[0], "coverage", 0.999).raise_at == draws[0].max()  # n too small
+    assert ThresholdConfig(rule="coverage").rule == "coverage"  # training configs take it
 
 
 def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():
