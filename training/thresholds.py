@@ -4,8 +4,8 @@ Rules: ``quantile`` (empirical quantile of the filtered normal scores, numpy's d
 interpolation), ``coverage`` (the order statistic at rank ``level``·(n+1), see
 :func:`coverage_quantile`) or ``kde`` (the same quantile of a Gaussian kernel density fitted
 to them — smoother in the tail when the validation set is small). Each is multiplied by
-``margin``. The scores are filtered first
-(EWMA + k-of-n, :mod:`edge_runtime.smoothing`) so the limit applies to what the alarm sees.
+``margin``. The scores are filtered first (EWMA + k-of-n, :mod:`edge_runtime.smoothing`) so
+the limit applies to what the alarm sees.
 """
 
 from __future__ import annotations

@@ -173,9 +173,8 @@ def main(argv: list[str]) -> None:
     rows = evaluate(data, s, args.levels, args.rules)
     print(f"TEP ({data.protocol} protocol): {len(data.faults)} faults under {args.root},"
           f" {time.time() - start:.0f} s")
-    common.print_table(rows, ["rule", "level", "detection_rate", "detection_rate_excl_3_9_15",
-                              "far", "far_folds"] if len(data.folds) > 1 else
-                       ["rule", "level", "detection_rate", "detection_rate_excl_3_9_15", "far"])
+    keys = ["rule", "level", "detection_rate", "detection_rate_excl_3_9_15", "far"]
+    common.print_table(rows, keys + ["far_folds"] * (len(data.folds) > 1))
     print("\nper fault (%):")
     keys = list(rows[0]["per_fault"]) if rows else []
     print("| model | variant | rule | level | " + " | ".join(keys) + " |")
