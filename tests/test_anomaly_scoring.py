@@ -9,6 +9,7 @@ from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.scoring import contribution_shares, scored_windows
 from edge_runtime.smoothing import ScoreFilter, smooth_scores
+from training.config import ThresholdConfig
 from training.nab import NabTally, changepoints_from_flags, nab_tally, scaled_sigmoid
 from training.pca_monitor import PCAMonitor
 from training.thresholds import calibrate, kde_quantile
@@ -82,6 +83,20 @@ def test_calibration_rules():
     assert kde_quantile(scores, 0.99) == pytest.approx(np.log(100), rel=0.1)
     assert "0.99 quantile" in spec.rule
     assert replay(spec, scores).mean() < 0.01
+
+
+def test_coverage_rule_expects_the_asked_false_alarm_rate_on_small_validation_sets():
+    """100 normal scores, 95 % limit: over many draws the new-score exceedance of the
+    ``coverage`` limit averages 5 %, numpy's default quantile 5.9 % (rank 95.05 of 101)."""
+    rng = np.random.default_rng(0)
+    draws = rng.uniform(size=(4000, 100))  # uniform scores: exceedance = 1 − limit
+    numpy_far = 1 - np.quantile(draws, 0.95, axis=1).mean()
+    coverage_far = 1 - np.mean([calibrate(d, "coverage", 0.95).raise_at for d in draws[:1000]])
+    assert numpy_far == pytest.approx(1 - 95.05 / 101, abs=0.002)
+    assert coverage_far == pytest.approx(0.05, abs=0.003)
+    assert "0.95 coverage" in calibrate(draws[0], "coverage", 0.95).rule
+    assert calibrate(draws[0], "coverage", 0.999).raise_at == draws[0].max()  # n too small
+    assert ThresholdConfig(rule="coverage").rule == "coverage"  # training configs take it
 
 
 def test_ewma_and_k_of_n_filter_streams_like_the_batch_replay():

@@ -68,8 +68,9 @@ class ThresholdConfig(_Strict):
     clear_ratio: float = Field(default=0.8, gt=0, le=1, description="clear_at = ratio·raise_at.")
     on_delay: int = Field(default=3, ge=1, description="Anomalous windows in a row to raise.")
     off_delay: int = Field(default=3, ge=1, description="Normal windows in a row to clear.")
-    rule: Literal["quantile", "kde"] = Field(default="quantile",
-                                             description="Empirical or KDE quantile.")
+    rule: Literal["quantile", "coverage", "kde"] = Field(
+        default="quantile", description="Empirical quantile, rank level·(n+1) (expected "
+                                        "coverage = level), or KDE quantile.")
     ewma_alpha: float = Field(default=1.0, gt=0, le=1, description="Score EWMA (1 = off).")
     vote_k: int = Field(default=1, ge=1, description="k of the last n scores must pass.")
     vote_n: int = Field(default=1, ge=1, description="n of the k-of-n vote (1 = off).")

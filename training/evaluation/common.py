@@ -67,7 +67,8 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float,
                                                             "fp16", "fp32", "none"])
     p.add_argument("--edge-families", default=",".join(DEEP_FAMILIES),
                    help="families also converted and scored in LiteRT (slow: one per file)")
-    p.add_argument("--rule", default="quantile", choices=["quantile", "kde"])
+    p.add_argument("--rule", default="quantile", choices=["quantile", "coverage", "kde"],
+                   help="limit rule: empirical quantile, rank level*(n+1), or KDE quantile")
     p.add_argument("--level", type=float, default=level, help="calibration quantile level")
     p.add_argument("--margin", type=float, default=margin, help="limit = margin x level point")
     p.add_argument("--ewma", type=float, default=ewma, help="EWMA alpha (1 = off)")

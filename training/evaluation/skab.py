@@ -89,6 +89,21 @@ def screen_drifting(files: list[SkabFile], max_ratio: float) -> tuple[list[SkabF
     return drop_tags(files, dropped), {"ratios": ratios, "dropped": sorted(dropped)}
 
 
+def pooled_scale(files: list[SkabFile]) -> np.ndarray:
+    """Per tag: standard deviation over the training parts (first 400 rows) of all files
+    together, about their common mean — the tag's normal spread across every experiment.
+
+    Why (``--scale pooled``): a per-file scale from 400 s of a slow thermal state is its
+    sensor noise, so normal drift later in the file reads as many "standard deviations".
+    The spread over all training parts includes how far the tag's level moves between
+    experiments (a slow tag's normal range); for a fast tag it is close to the per-file
+    one. No cutoff, nothing read from the test parts. Each file keeps its own mean."""
+    if any(f.tags != files[0].tags for f in files):
+        raise ValueError("--scale pooled needs the same tag columns in every file")
+    pooled = np.concatenate([f.rows[:TRAIN_ROWS] for f in files]).std(axis=0)
+    return np.where(pooled > 1e-12, pooled, 1.0)
+
+
 @dataclass
 class Pool:
     """Test-part flags and labels of every file, pooled per (model, variant)."""
@@ -110,8 +125,13 @@ class Pool:
 
 
 def evaluate_file(f: SkabFile, s: common.Settings, pools: dict, edge: common.EdgeConverter,
-                  calib_rows: int, plot_dir: Path | None) -> None:
+                  calib_rows: int, plot_dir: Path | None,
+                  scale: np.ndarray | None = None) -> None:
+    """Fit on the file's first 400 rows and pool its test flags; ``scale`` replaces the
+    per-file standard deviation (see :func:`pooled_scale`)."""
     scaler = StandardScaler.fit(f.rows[:TRAIN_ROWS])
+    if scale is not None:
+        scaler = StandardScaler(scaler.mean, scale)
     rows = scaler.transform(f.rows)
     fit_end = TRAIN_ROWS - calib_rows
     for name in s.families:
@@ -178,6 +198,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--drift-screen", type=float, default=0.0, metavar="RATIO",
                    help="drop tags whose level spread between files' training parts exceeds"
                         " RATIO x their spread within one (0: off); see drift_ratios")
+    p.add_argument("--scale", default="file", choices=["file", "pooled"],
+                   help="tag scale: std of the file's 400 rows (SKAB), or of all files'"
+                        " training parts together (see pooled_scale); mean is per file")
     common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
@@ -189,12 +212,16 @@ def main(argv: list[str]) -> None:
         print("drift screen (training parts only): " + ", ".join(
             f"{t} {r:.2f}" for t, r in screen["ratios"].items())
               + f"; dropped (> {args.drift_screen}): {screen['dropped'] or 'none'}")
+    scale = pooled_scale(files) if args.scale == "pooled" else None
+    if scale is not None:
+        print("pooled scale (training parts only): " + ", ".join(
+            f"{t} {v:.4g}" for t, v in zip(files[0].tags, scale, strict=True)))
     pools: dict = {}
     edge = common.EdgeConverter(s.edge_mode)
     start = time.time()
     for i, f in enumerate(files):
         plot_dir = args.plots if args.plots and i < args.plot_files else None
-        evaluate_file(f, s, pools, edge, args.calib_rows, plot_dir)
+        evaluate_file(f, s, pools, edge, args.calib_rows, plot_dir, scale)
         log.warning("%s done (%d/%d, %.0f s)", f.path, i + 1, len(files), time.time() - start)
     edge.close()
     rows = [{"model": m, "variant": v, "mode": mode, **pool.metrics()}
@@ -205,5 +232,6 @@ def main(argv: list[str]) -> None:
           f" points, {time.time() - start:.0f} s")
     common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
     meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude, "drift_screen": screen,
+            "scale": args.scale,
             "files": [str(f.path) for f in files]}
     common.write_json(args.json, rows, vars(s) | meta)

@@ -19,6 +19,7 @@ detection rate (% of faulty samples flagged) and the false-alarm rate on normal 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -97,7 +98,10 @@ class Scorer:
         return [common.keras_scores(obj, rows, self.s.window, self.s.score).score]
 
 
-def evaluate(data: TepData, s: common.Settings, levels: list[float]) -> list[dict]:
+def evaluate(data: TepData, s: common.Settings, levels: list[float],
+             rules: list[str] | None = None) -> list[dict]:
+    """One row per detector, variant, limit rule (default: ``s.rule``) and level; the rules
+    and levels are applied to the same scores, so they compare limits, not trainings."""
     scaler = StandardScaler.fit(data.fit)
     folds = [(scaler.transform(c), scaler.transform(f)) for c, f in data.folds]
     faults = {k: scaler.transform(v) for k, v in data.faults.items()}
@@ -112,13 +116,14 @@ def evaluate(data: TepData, s: common.Settings, levels: list[float]) -> list[dic
             fold_stats = [([st[data.lead:] for st in scorer.stats(obj, c)],
                            scorer.stats(obj, f)) for c, f in folds]
             fault_stats = {k: scorer.stats(obj, rows) for k, rows in faults.items()}
-            for level in levels:
-                ls = common.Settings(**{**vars(s), "level": level})
+            for rule, level in itertools.product(rules or [s.rule], levels):
+                ls = common.Settings(**{**vars(s), "rule": rule, "level": level})
                 runs = [_score_fold(data, [ls.spec(st) for st in calib], far, fault_stats)
                         for calib, far in fold_stats]
                 per_fault = {k: float(np.mean([r[0][k] for r in runs])) for k in fault_stats}
-                row = {"model": name, "variant": variant, "mode": mode, "level": level,
-                       **_summary(per_fault), "far": float(np.mean([r[1] for r in runs]))}
+                row = {"model": name, "variant": variant, "mode": mode, "rule": rule,
+                       "level": level, **_summary(per_fault),
+                       "far": float(np.mean([r[1] for r in runs]))}
                 if len(runs) > 1:
                     row["far_folds"] = [round(r[1], 2) for r in runs]
                 if data.protocol == "published":
@@ -158,21 +163,24 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(prog="procedge eval tep", description=__doc__.splitlines()[0])
     p.add_argument("--root", type=Path, required=True, help="folder with d00.dat, d01.dat …")
     p.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.99])
+    p.add_argument("--rules", nargs="+", choices=["quantile", "coverage", "kde"],
+                   help="several limit rules on the same scores (default: --rule)")
     common.add_settings_args(p, window=10, level=0.95)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
     data = load_tep(args.root, s.window)
     start = time.time()
-    rows = evaluate(data, s, args.levels)
+    rows = evaluate(data, s, args.levels, args.rules)
     print(f"TEP ({data.protocol} protocol): {len(data.faults)} faults under {args.root},"
           f" {time.time() - start:.0f} s")
-    common.print_table(rows, ["level", "detection_rate", "detection_rate_excl_3_9_15", "far"])
+    keys = ["rule", "level", "detection_rate", "detection_rate_excl_3_9_15", "far"]
+    common.print_table(rows, keys + ["far_folds"] * (len(data.folds) > 1))
     print("\nper fault (%):")
     keys = list(rows[0]["per_fault"]) if rows else []
-    print("| model | variant | level | " + " | ".join(keys) + " |")
-    print("|" + "---|" * (len(keys) + 3))
+    print("| model | variant | rule | level | " + " | ".join(keys) + " |")
+    print("|" + "---|" * (len(keys) + 4))
     for r in rows:
-        print(f"| {r['model']} | {r['variant']} | {r['level']} | "
+        print(f"| {r['model']} | {r['variant']} | {r['rule']} | {r['level']} | "
               + " | ".join(f"{r['per_fault'][k]:.0f}" for k in keys) + " |")
-    common.write_json(args.json, rows, vars(s) | {"levels": args.levels,
+    common.write_json(args.json, rows, vars(s) | {"levels": args.levels, "rules": args.rules,
                                                   "protocol": data.protocol})
