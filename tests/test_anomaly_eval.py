@@ -48,12 +48,17 @@ def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
     assert row["f1"] > 0.9 and row["far"] < 10 and row["nab_standard"] > 50
 
 
+def _pca_skab_args(root, out) -> list[str]:
+    """eval skab with the PCA reference alone (no TensorFlow), no vote, no smoothing."""
+    return ["eval", "skab", "--root", str(root), "--families", "pca_t2_spe",
+            "--edge-mode", "none", "--json", str(out), "--margin", "1", "--ewma", "1"]
+
+
 def test_drift_screen_drops_only_the_tag_whose_level_wanders_between_files(tmp_path, capsys):
     for seed in range(3):
         _skab_file(tmp_path / "skab" / f"{seed}.csv", seed, drifting=True)
     out = tmp_path / "skab.json"
-    args = ["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
-            "--edge-mode", "none", "--json", str(out), "--margin", "1", "--ewma", "1"]
+    args = _pca_skab_args(tmp_path / "skab", out)
     main(args)
     unscreened = json.loads(out.read_text())["results"][0]
     main([*args, "--drift-screen", "3"])
@@ -73,8 +78,7 @@ def test_pooled_scale_keeps_the_wandering_tag_but_stops_its_false_alarms(tmp_pat
     for seed in range(NOISE_SEEDS):
         _skab_file(tmp_path / "skab" / f"{seed}.csv", seed, drifting=True, noise=NOISE)
     out = tmp_path / "skab.json"
-    args = ["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
-            "--edge-mode", "none", "--json", str(out), "--margin", "1", "--ewma", "1"]
+    args = _pca_skab_args(tmp_path / "skab", out)
     main(args)
     per_file = json.loads(out.read_text())["results"][0]
     main([*args, "--scale", "pooled"])
