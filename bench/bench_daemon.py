@@ -8,7 +8,8 @@ on the same raw topics. Measured:
   inferred, committed to its outbox — read from its /metrics);
 - latency at fixed rates: sensor publish → bare subscriber receive, and sensor publish of the
   sample that completes a grid step → the daemon's anomaly result for that step received
-  (the path an alarm event takes: window, model, ISA-18.2 logic, outbox, PUBACK);
+  (the path an alarm event takes: window, model, ISA-18.2 logic, outbox, PUBACK), each side
+  received by a paho subscriber in a process of its own;
 - RSS of the daemon after the run (and at its start), to spot growth.
 
 Usage: ``python bench/bench_daemon.py --bundles artifacts/tiny/bundles`` (folders
@@ -27,7 +28,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -70,6 +70,27 @@ c.connect("127.0.0.1", port)
 c.loop_forever()
 """
 
+# The daemon's results are received the same way, in a process of their own: a receiver
+# sharing the publisher's process (and GIL) would add the publisher's stalls to the daemon.
+RESULTS = r"""
+import json, sys, time
+import paho.mqtt.client as mqtt
+port, topic = int(sys.argv[1]), sys.argv[2]
+got = []
+def on_message(c, u, m):
+    now = time.time()
+    if m.topic == "bench/control/done":
+        print(json.dumps(got), flush=True)
+        c.disconnect()
+        return
+    got.append((json.loads(m.payload)["ts"], now))
+c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-results")
+c.on_connect = lambda c, *a: c.subscribe([(topic, 1), ("bench/control/#", 1)])
+c.on_message = on_message
+c.connect("127.0.0.1", port)
+c.loop_forever()
+"""
+
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process: a cost that a busy machine distorts less."""
@@ -100,8 +121,6 @@ class Bench:
         self.config_path.write_text(yaml.safe_dump(config))
         self.results: dict[str, float] = {}
         self.step_sent: dict[float, float] = {}  # grid time -> publish time of its last sample
-        self.latency: list[float] = []
-        self.lock = threading.Lock()
         self.t0 = time.time() - 20 * 86_400  # the synthetic grid starts 20 days ago
         self.t0 -= self.t0 % PERIOD
         self.step = 0
@@ -123,17 +142,6 @@ class Bench:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def _on_result(self, client, userdata, message) -> None:
-        now = time.time()
-        try:
-            ts = parse_timestamp(json.loads(message.payload)["ts"])
-        except (ValueError, KeyError):
-            return
-        with self.lock:
-            sent = self.step_sent.pop(ts, None)
-            if sent is not None:
-                self.latency.append(now - sent)
-
     def publish_steps(self, pub: mqtt.Client, n_msgs: int, rate: float | None) -> float:
         """Publish n_msgs samples (whole steps of 5 tags); returns the seconds taken."""
         start = time.perf_counter()
@@ -149,8 +157,7 @@ class Bench:
                         time.sleep(delay)
                 now = time.time()
                 if k == len(self.tags) - 1:
-                    with self.lock:
-                        self.step_sent[t] = now
+                    self.step_sent[t] = now
                 body = {"v": float(row[k]), "ts": iso_ms(t), "pt": now}
                 info = pub.publish(f"{UNS}/raw/{tag}", json.dumps(body), qos=1)
                 while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
@@ -235,11 +242,6 @@ def main(argv: list[str] | None = None) -> dict:
                                    str(bench.config_path)], env=env, cwd=ROOT,
                                   stdout=(workdir / "daemon.log").open("wb"),
                                   stderr=subprocess.STDOUT)
-        results = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-results")
-        results.on_connect = lambda c, *a: c.subscribe(f"{UNS}/inference/tank_anomaly", 1)
-        results.on_message = bench._on_result
-        results.connect("127.0.0.1", broker.port)
-        results.loop_start()
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
         pub.max_inflight_messages_set(1000)
         pub.max_queued_messages_set(20000)
@@ -287,20 +289,22 @@ def main(argv: list[str] | None = None) -> dict:
             report["latency"] = []
             for rate in args.rates:
                 bare = run_bare(broker.port)
+                receiver = subprocess.Popen(
+                    [sys.executable, "-c", RESULTS, str(broker.port),
+                     f"{UNS}/inference/tank_anomaly"], stdout=subprocess.PIPE, text=True)
                 time.sleep(1.0)
-                with bench.lock:
-                    bench.latency.clear()
-                    bench.step_sent.clear()
+                bench.step_sent.clear()
                 n = int(rate * args.seconds)
                 took = bench.publish_steps(pub, n, rate)
                 total += n
                 bench.wait_daemon(total)
-                deadline = time.monotonic() + 60  # the slowest results arrive last: wait
-                while len(bench.latency) < n // len(bench.tags) and time.monotonic() < deadline:
+                deadline = time.monotonic() + 60  # the slowest results are sent last: wait
+                while bench.metric("procedge_outbox_depth") and time.monotonic() < deadline:
                     time.sleep(0.1)
-                b = finish_bare(bare, pub)
-                with bench.lock:
-                    lat = list(bench.latency)
+                b = finish_bare(bare, pub)  # "done" ends the receiver too, after the results
+                got = json.loads(receiver.communicate(timeout=120)[0].strip().splitlines()[-1])
+                lat = [now - bench.step_sent[parse_timestamp(ts)] for ts, now in got
+                       if parse_timestamp(ts) in bench.step_sent]
                 row = {"rate_msg_s": rate, "achieved_msg_s": round(n / took),
                        "bare_p50_ms": round(percentile(b["latency"], 50) * 1e3, 3),
                        "bare_p99_ms": round(percentile(b["latency"], 99) * 1e3, 3),
@@ -326,7 +330,6 @@ def main(argv: list[str] | None = None) -> dict:
             report["outbox_depth_end"] = bench.metric("procedge_outbox_depth")
         finally:
             pub.loop_stop()
-            results.loop_stop()
             daemon.send_signal(signal.SIGTERM)
             try:
                 report["daemon_exit"] = daemon.wait(timeout=60)
