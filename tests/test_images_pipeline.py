@@ -23,7 +23,7 @@ from training.images import data as imdata
 from training.images import explain
 from training.images.metrics import segmentation_metrics
 from training.images.synthetic import defect_image, write_set
-from training.images.train import ImageTrainConfig, Split, train_image_model
+from training.images.train import ImageTrainConfig, Split, _BudgetCosine, train_image_model
 
 pytestmark = pytest.mark.slow
 SIZE = 48
@@ -224,3 +224,26 @@ def test_unet_patch_training_saves_a_whole_frame_model(tmp_path):
     run_dir = train_image_model(config, spec, split, split)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     assert model.input_shape == (None, SIZE, SIZE, 1)
+
+
+def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first():
+    import keras
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    schedule = _BudgetCosine(1e-3, epochs=4, minutes=60)
+    schedule.set_model(model)
+    schedule.set_params({"steps": 10})
+    rates = []
+    for epoch in range(4):
+        schedule.on_epoch_begin(epoch)
+        for batch in range(10):
+            schedule.on_train_batch_begin(batch)
+            rates.append(float(model.optimizer.learning_rate))
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[20] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half of the epochs
+    assert all(b <= a for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] < 2e-5
+    schedule.start -= 3600  # the time budget is spent before the epochs: the floor
+    schedule.on_epoch_begin(0)
+    schedule.on_train_batch_begin(0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)

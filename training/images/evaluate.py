@@ -54,6 +54,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "about 3x the epochs per minute")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
+    p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
+                   help="learning rate: cosine decay over the budget, or cut on plateaus")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--latency-size", type=int, default=256, help="0 = skip that check")
     p.add_argument("--seed", type=int, default=0)
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         patch = args.segmenter_patch if role == "segmenter" else 0
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
                                   epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
+                                  schedule=args.schedule,
                                   seed=args.seed, output_dir=args.out / "runs")
         if family == "mobilenet":
             config.model = {}
