@@ -247,3 +247,22 @@ def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first(
     schedule.on_epoch_begin(0)
     schedule.on_train_batch_begin(0)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+
+def test_mask_supervised_classifier_trains_with_a_head_it_does_not_save(tmp_path):
+    import keras
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=4, seed=4))
+    spec = ImageSpec(kind="classifier", height=SIZE, width=SIZE, mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    split = _split(data, spec)
+    coarse = imdata.coarse_masks(split.masks, 16)
+    assert coarse.shape == (len(split.masks), 3, 3, 1)
+    assert (coarse.reshape(len(coarse), -1).max(1) == split.masks.reshape(
+        len(coarse), -1).max(1)).all()  # a defect anywhere marks its cell
+    config = ImageTrainConfig(name="guided", family="resnet", model={"width": 4}, epochs=1,
+                              mask_weight=1.0, output_dir=tmp_path / "runs")
+    run_dir = train_image_model(config, spec, split, split)
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert [layer.name for layer in model.layers if layer.name == "mask_aux"] == []
+    assert model.output_shape == (None, len(data.class_names))

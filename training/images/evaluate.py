@@ -56,6 +56,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
                    help="learning rate: cosine decay over the budget, or cut on plateaus")
+    p.add_argument("--mask-weight", type=float, default=1.0,
+                   help="classifier: weight of the auxiliary defect-mask loss (0 = labels only)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--latency-size", type=int, default=256, help="0 = skip that check")
     p.add_argument("--seed", type=int, default=0)
@@ -89,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
                                   epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
                                   schedule=args.schedule,
+                                  mask_weight=args.mask_weight if role == "classifier" else 0.0,
                                   seed=args.seed, output_dir=args.out / "runs")
         if family == "mobilenet":
             config.model = {}

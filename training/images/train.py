@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_runtime.bundle import ImageSpec
 from training import plots
 from training.images import models  # noqa: F401  (registers the image families)
-from training.images.data import Augment, Batches
+from training.images.data import Augment, Batches, coarse_masks
 from training.images.metrics import classification_metrics, segmentation_metrics
 from training.registry import get_family
 
@@ -46,6 +46,9 @@ class ImageTrainConfig(BaseModel):
         "constant until the validation score stalls.")
     max_minutes: float = Field(default=10.0, gt=0, description="Stop fitting after this long.")
     augment: bool = Field(default=True, description="Flips, rotation, crop, brightness/contrast.")
+    mask_weight: float = Field(
+        default=0.0, ge=0, description="Classifier: weight of an auxiliary defect-mask loss on "
+        "the last feature map (0 = labels only); the saved model has no extra output.")
     class_weight_power: float = Field(
         default=0.5, ge=0, le=1,
         description="Classifier: balanced class weights ** power (1 full, 0.5 softened, 0 off).")
@@ -123,12 +126,12 @@ class _ValScore(keras.callbacks.Callback):
     of defective images (segmenter; the loss of a mostly defect-free set favours an empty
     mask)."""
 
-    def __init__(self, spec: ImageSpec, val: Split):
+    def __init__(self, spec: ImageSpec, val: Split, scored: keras.Model):
         super().__init__()
-        self.spec, self.val = spec, val
+        self.spec, self.val, self.scored = spec, val, scored  # scored: without training heads
 
     def on_epoch_end(self, epoch, logs=None):
-        m = evaluate_keras(self.model, self.spec, self.val)
+        m = evaluate_keras(self.scored, self.spec, self.val)
         score = m["balanced_accuracy_class"] if self.spec.kind == "classifier" else m["iou"]
         if logs is not None:
             logs["val_score"] = score if np.isfinite(score) else 0.0
@@ -147,14 +150,25 @@ def _schedule(config: ImageTrainConfig) -> list[keras.callbacks.Callback]:
 
 
 def dice_bce(y_true, y_pred):
-    """Binary cross-entropy + soft Dice per image (mean over the batch): a per-image Dice
-    weighs a 20-pixel blowhole like a large uneven patch, as the per-image IoU does; an empty
-    mask's term (1 / (1 + predicted area)) pushes defect-free images to predict nothing."""
-    bce = keras.ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+    """Binary cross-entropy + soft Dice, per image (Keras averages over the batch): a per-image
+    Dice weighs a 20-pixel blowhole like a large uneven patch, as the per-image IoU does; an
+    empty mask's term (1 / (1 + predicted area)) pushes defect-free images to predict nothing."""
+    bce = keras.ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2))
     axes = (1, 2, 3)
     inter = keras.ops.sum(y_true * y_pred, axis=axes)
     size = keras.ops.sum(y_true, axis=axes) + keras.ops.sum(y_pred, axis=axes)
-    return bce + 1.0 - keras.ops.mean((2 * inter + 1.0) / (size + 1.0))
+    return bce + 1.0 - (2 * inter + 1.0) / (size + 1.0)
+
+
+def _with_mask_head(model: keras.Model) -> tuple[keras.Model, int]:
+    """The classifier plus a 1×1 sigmoid on its last feature map (``gradcam_target``), trained
+    on the defect mask max-pooled to that grid: pixel supervision tells the features where
+    the defects are, which image labels alone only hint at (mixed supervision: Božič, Tabernik
+    & Skočaj, 2021). The head is dropped after training; the saved model is unchanged."""
+    features = model.get_layer("gradcam_target").output
+    head = keras.layers.Conv2D(1, 1, activation="sigmoid", name="mask_aux")(features)
+    stride = model.input_shape[1] // features.shape[1]
+    return keras.Model(model.inputs, [model.output, head]), stride
 
 
 def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, val: Split,
@@ -167,21 +181,27 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
     shape = (spec.height, spec.width, spec.channels)
     run_dir = Path(config.output_dir) / config.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    stride = 0
     if config.kind == "classifier":
-        model = family.build(shape, len(spec.class_names), **config.model)
+        model = trainer = family.build(shape, len(spec.class_names), **config.model)
         loss, target, val_y = "sparse_categorical_crossentropy", "labels", val.labels
+        if config.mask_weight > 0:
+            trainer, stride = _with_mask_head(model)
+            loss = ["sparse_categorical_crossentropy", dice_bce]
+            val_y = (val.labels, coarse_masks(val.masks, stride))
     else:  # with patches: free spatial size in training, the fixed size saved below
-        model = family.build((None, None, spec.channels) if config.patch else shape,
-                             **config.model)
+        model = trainer = family.build((None, None, spec.channels) if config.patch else shape,
+                                       **config.model)
         loss, target, val_y = dice_bce, "masks", val.masks
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss)
+    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
+                    loss_weights=[1.0, config.mask_weight] if stride else None)
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
                       Augment() if config.augment else None, config.seed,
-                      config.class_weight_power, config.patch, config.defect_share)
+                      config.class_weight_power, config.patch, config.defect_share, stride)
     start = time.monotonic()
-    history = model.fit(batches, validation_data=(val.x, val_y), epochs=config.epochs,
-                        verbose=0, callbacks=[_ValScore(spec, val), *_schedule(config),
-                                              _TimeLimit(config.max_minutes), _Progress()])
+    history = trainer.fit(batches, validation_data=(val.x, val_y), epochs=config.epochs,
+                          verbose=0, callbacks=[_ValScore(spec, val, model), *_schedule(config),
+                                                _TimeLimit(config.max_minutes), _Progress()])
     fit_s = time.monotonic() - start
     if config.patch:  # static input shape for the converter and the edge interpreter
         fixed = family.build(shape, **config.model)
