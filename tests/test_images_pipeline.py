@@ -249,7 +249,7 @@ def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first(
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
 
 
-def test_mask_supervised_classifier_trains_with_a_head_it_does_not_save(tmp_path):
+def test_mask_supervised_bfloat16_classifier_saves_a_plain_float32_model(tmp_path):
     import keras
 
     data = imdata.scan(write_set(tmp_path / "data", per_class=4, seed=4))
@@ -261,8 +261,13 @@ def test_mask_supervised_classifier_trains_with_a_head_it_does_not_save(tmp_path
     assert (coarse.reshape(len(coarse), -1).max(1) == split.masks.reshape(
         len(coarse), -1).max(1)).all()  # a defect anywhere marks its cell
     config = ImageTrainConfig(name="guided", family="resnet", model={"width": 4}, epochs=1,
-                              mask_weight=1.0, output_dir=tmp_path / "runs")
+                              mask_weight=1.0, precision="mixed_bfloat16",
+                              output_dir=tmp_path / "runs")
     run_dir = train_image_model(config, spec, split, split)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     assert [layer.name for layer in model.layers if layer.name == "mask_aux"] == []
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     assert model.output_shape == (None, len(data.class_names))
+    probs = model.predict(split.x, verbose=0)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)
