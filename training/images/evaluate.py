@@ -56,7 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
                    help="learning rate: cosine decay over the budget, or cut on plateaus")
-    p.add_argument("--mask-weight", type=float, default=1.0,
+    p.add_argument("--mask-weight", type=float, default=0.0,
                    help="classifier: weight of the auxiliary defect-mask loss (0 = labels only)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
                    help="training compute; auto = mixed_bfloat16 where the CPU has bfloat16 "
