@@ -23,7 +23,7 @@ from training.images import data as imdata
 from training.images import explain
 from training.images.metrics import segmentation_metrics
 from training.images.synthetic import defect_image, write_set
-from training.images.train import ImageTrainConfig, Split, train_image_model
+from training.images.train import ImageTrainConfig, Split, _BudgetCosine, train_image_model
 
 pytestmark = pytest.mark.slow
 SIZE = 48
@@ -224,3 +224,50 @@ def test_unet_patch_training_saves_a_whole_frame_model(tmp_path):
     run_dir = train_image_model(config, spec, split, split)
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     assert model.input_shape == (None, SIZE, SIZE, 1)
+
+
+def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first():
+    import keras
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    schedule = _BudgetCosine(1e-3, epochs=4, minutes=60)
+    schedule.set_model(model)
+    schedule.set_params({"steps": 10})
+    rates = []
+    for epoch in range(4):
+        schedule.on_epoch_begin(epoch)
+        for batch in range(10):
+            schedule.on_train_batch_begin(batch)
+            rates.append(float(model.optimizer.learning_rate))
+    assert rates[0] == pytest.approx(1e-3)
+    assert rates[20] == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))  # half of the epochs
+    assert all(b <= a for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] < 2e-5
+    schedule.start -= 3600  # the time budget is spent before the epochs: the floor
+    schedule.on_epoch_begin(0)
+    schedule.on_train_batch_begin(0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+
+def test_mask_supervised_bfloat16_classifier_saves_a_plain_float32_model(tmp_path):
+    import keras
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=4, seed=4))
+    spec = ImageSpec(kind="classifier", height=SIZE, width=SIZE, mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    split = _split(data, spec)
+    coarse = imdata.coarse_masks(split.masks, 16)
+    assert coarse.shape == (len(split.masks), 3, 3, 1)
+    assert (coarse.reshape(len(coarse), -1).max(1) == split.masks.reshape(
+        len(coarse), -1).max(1)).all()  # a defect anywhere marks its cell
+    config = ImageTrainConfig(name="guided", family="resnet", model={"width": 4}, epochs=1,
+                              mask_weight=1.0, precision="mixed_bfloat16",
+                              output_dir=tmp_path / "runs")
+    run_dir = train_image_model(config, spec, split, split)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    assert [layer.name for layer in model.layers if layer.name == "mask_aux"] == []
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert model.output_shape == (None, len(data.class_names))
+    probs = model.predict(split.x, verbose=0)
+    assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)

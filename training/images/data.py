@@ -106,6 +106,14 @@ def _mask(item: Item, size: tuple[int, int], spec: ImageSpec) -> np.ndarray:
     return (to_input(frame, plain) >= 0.5).astype(np.float32)
 
 
+def coarse_masks(masks: np.ndarray, stride: int) -> np.ndarray:
+    """(N, H, W, 1) masks → (N, H/stride, W/stride, 1): a cell is defective if any pixel is."""
+    n, h, w, _ = masks.shape
+    if h % stride or w % stride:
+        raise ValueError(f"mask {h}x{w} is not a multiple of the feature stride {stride}")
+    return masks.reshape(n, h // stride, stride, w // stride, stride, 1).max(axis=(2, 4))
+
+
 def fingerprint(data: ImageSet) -> str:
     digest = hashlib.sha256()
     for item in data.items:
@@ -150,15 +158,16 @@ class Batches(keras.utils.PyDataset):
     """Augmented batches for ``fit``: ``(x, y, sample_weight)``.
 
     ``target`` is 'labels' (classifier; weight = the "balanced" class weight raised to
-    ``weight_power``: 1 = fully balanced, 0.5 = softened, 0 = none) or 'masks' (segmenter;
-    a ``defect_share`` of the draws are defective images).
+    ``weight_power``: 1 = fully balanced, 0.5 = softened, 0 = none; with ``mask_stride`` the
+    targets are ``(labels, masks max-pooled by mask_stride)``) or 'masks' (segmenter; a
+    ``defect_share`` of the draws are defective images).
     """
 
     def __init__(self, x, labels, masks, target: str, batch_size: int, std: float,
                  augment: Augment | None, seed: int = 0, weight_power: float = 0.5,
-                 patch: int = 0, defect_share: float = 0.5):
+                 patch: int = 0, defect_share: float = 0.5, mask_stride: int = 0):
         super().__init__()
-        self.patch = patch
+        self.patch, self.mask_stride = patch, mask_stride
         self.x, self.labels, self.masks, self.target = x, labels, masks, target
         self.batch_size, self.std, self.augment = batch_size, std, augment
         self.rng = np.random.default_rng(seed)
@@ -192,7 +201,10 @@ class Batches(keras.utils.PyDataset):
             xs, ms = self._patches(xs, ms)
         if self.target == "labels":
             y = self.labels[idx]
-            return xs, y, self.class_weight[y].astype(np.float32)
+            w = self.class_weight[y].astype(np.float32)
+            if self.mask_stride:
+                return xs, (y, coarse_masks(ms, self.mask_stride)), w
+            return xs, y, w
         return xs, ms, np.ones(len(idx), np.float32)
 
     def _patches(self, xs: np.ndarray, ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "about 3x the epochs per minute")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
+    p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
+                   help="learning rate: cosine decay over the budget, or cut on plateaus")
+    p.add_argument("--mask-weight", type=float, default=0.0,
+                   help="classifier: weight of the auxiliary defect-mask loss (0 = labels only)")
+    p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
+                   help="training compute; auto = mixed_bfloat16 where the CPU has bfloat16 "
+                        "instructions (about 2x the steps per minute here)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--latency-size", type=int, default=256, help="0 = skip that check")
     p.add_argument("--seed", type=int, default=0)
@@ -86,6 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         patch = args.segmenter_patch if role == "segmenter" else 0
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
                                   epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
+                                  schedule=args.schedule, precision=_precision(args.precision),
+                                  mask_weight=args.mask_weight if role == "classifier" else 0.0,
                                   seed=args.seed, output_dir=args.out / "runs")
         if family == "mobilenet":
             config.model = {}
@@ -103,6 +112,18 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _precision(choice: str) -> str:
+    """``auto``: bfloat16 only where the CPU computes it natively (AVX512-BF16 or AMX); an
+    emulated bfloat16 would be slower than float32."""
+    if choice != "auto":
+        return choice
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "float32"
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
 def _ok_class(names: list[str]) -> str:

@@ -32,7 +32,9 @@ def _head(x, inputs, n_classes: int, dropout: float, name: str) -> keras.Model:
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     logits = layers.Dense(n_classes, name="logits")(x)
-    return keras.Model(inputs, layers.Softmax(name="probs")(logits), name=name)
+    # float32 outputs (a no-op in float32): probabilities and the loss stay exact when
+    # training runs in mixed bfloat16
+    return keras.Model(inputs, layers.Softmax(name="probs", dtype="float32")(logits), name=name)
 
 
 @register("image", "small_cnn")
@@ -98,5 +100,5 @@ def unet(input_shape: tuple[int, int, int], width: int = 8, levels: int = 4) -> 
         x = layers.UpSampling2D()(x)
         x = layers.Concatenate()([x, skips[level]])
         x = _conv_bn(_conv_bn(x, width * 2 ** level), width * 2 ** level)
-    mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask")(x)
+    mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask", dtype="float32")(x)
     return keras.Model(inputs, mask, name="unet")
