@@ -48,21 +48,22 @@ def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
     assert row["f1"] > 0.9 and row["far"] < 10 and row["nab_standard"] > 50
 
 
-def _pca_skab_args(root, out) -> list[str]:
-    """eval skab with the PCA reference alone (no TensorFlow), no vote, no smoothing."""
-    return ["eval", "skab", "--root", str(root), "--families", "pca_t2_spe",
+def _pca_skab_with_and_without(tmp_path, option: list[str]) -> tuple[dict, dict]:
+    """eval skab on tmp_path/skab with the PCA reference alone (no TensorFlow), no vote, no
+    smoothing: the plain run's row, then the whole JSON of the run with ``option``."""
+    out = tmp_path / "skab.json"
+    args = ["eval", "skab", "--root", str(tmp_path / "skab"), "--families", "pca_t2_spe",
             "--edge-mode", "none", "--json", str(out), "--margin", "1", "--ewma", "1"]
+    main(args)
+    plain = json.loads(out.read_text())["results"][0]
+    main([*args, *option])
+    return plain, json.loads(out.read_text())
 
 
 def test_drift_screen_drops_only_the_tag_whose_level_wanders_between_files(tmp_path, capsys):
     for seed in range(3):
         _skab_file(tmp_path / "skab" / f"{seed}.csv", seed, drifting=True)
-    out = tmp_path / "skab.json"
-    args = _pca_skab_args(tmp_path / "skab", out)
-    main(args)
-    unscreened = json.loads(out.read_text())["results"][0]
-    main([*args, "--drift-screen", "3"])
-    data = json.loads(out.read_text())
+    unscreened, data = _pca_skab_with_and_without(tmp_path, ["--drift-screen", "3"])
     assert "dropped (> 3.0): ['temp']" in capsys.readouterr().out
     assert data["settings"]["drift_screen"]["dropped"] == ["temp"]
     assert data["settings"]["drift_screen"]["ratios"]["a"] < 1
@@ -77,12 +78,7 @@ def test_pooled_scale_keeps_the_wandering_tag_but_stops_its_false_alarms(tmp_pat
     experiments; against the noise of the other tags it no longer stands out."""
     for seed in range(NOISE_SEEDS):
         _skab_file(tmp_path / "skab" / f"{seed}.csv", seed, drifting=True, noise=NOISE)
-    out = tmp_path / "skab.json"
-    args = _pca_skab_args(tmp_path / "skab", out)
-    main(args)
-    per_file = json.loads(out.read_text())["results"][0]
-    main([*args, "--scale", "pooled"])
-    data = json.loads(out.read_text())
+    per_file, data = _pca_skab_with_and_without(tmp_path, ["--scale", "pooled"])
     assert "pooled scale (training parts only): a " in capsys.readouterr().out
     assert data["settings"]["scale"] == "pooled" and not data["settings"]["drift_screen"]
     pooled = data["results"][0]
