@@ -341,7 +341,7 @@ class EdgeDaemon:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state, sync=False)  # durable before the inputs are acked: ...
         if out:
-            self.sender.notify_rows()  # (publish now: the results' latency runs from here)
+            self.sender.publish_now()  # (the results' latency runs from here)
         inputs = [item for item in batch if isinstance(item, Inbound)]
         self.acker.submit(inputs)  # ... there
         self.metrics.messages.inc(len(inputs))  # "messages_total": committed, done with
