@@ -71,6 +71,8 @@ NORMAL = "normal"
 UNACK = "active_unacknowledged"
 ACKED = "active_acknowledged"
 RTN_UNACK = "returned_unacknowledged"
+# every value of Alarm.effective_state (the alarm-count gauge has one series per state)
+EFFECTIVE_STATES = (NORMAL, UNACK, ACKED, RTN_UNACK, "shelved", "out_of_service")
 PRIORITIES = ("low", "medium", "high", "urgent")
 COMMANDS = ("ack", "shelve", "unshelve", "out_of_service", "return_to_service")
 

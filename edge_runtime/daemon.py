@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edge_runtime.alarms import COMMANDS, Alarm, AlarmPolicy
+from edge_runtime.acker import InputAcker
+from edge_runtime.alarms import COMMANDS, EFFECTIVE_STATES, Alarm, AlarmPolicy
 from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
 from edge_runtime.imaging import FolderWatcher, ImagePipeline, camera_pipeline
@@ -81,6 +82,7 @@ class EdgeDaemon:
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
         self.sparkplug = self._sparkplug_bridge()
+        self.acker = InputAcker(self._outboxes(), self._ack_inputs)
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
@@ -175,6 +177,7 @@ class EdgeDaemon:
         else:
             self.client.connect_async(c.host, c.port, keepalive=c.keepalive_s)
         self.client.loop_start()
+        self.acker.start()
         self._worker.start()
         self.sender.start()
         if self.sparkplug is not None:
@@ -203,6 +206,7 @@ class EdgeDaemon:
         self._stop.set()
         self.inbox.put(None)
         self._worker.join(timeout=30)
+        self.acker.stop()
         deadline = time.monotonic() + drain_timeout_s
         while self.outbox.depth and self.client.is_connected() and time.monotonic() < deadline:
             self.sender.wake.set()
@@ -225,7 +229,7 @@ class EdgeDaemon:
 
     def health(self) -> tuple[bool, dict]:
         ok = (self.client.is_connected() and self._worker.is_alive()
-              and self.sender.is_alive()
+              and self.acker.is_alive() and self.sender.is_alive()
               and (self.sparkplug is None or self.sparkplug.is_alive()))
         return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
                     "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
@@ -335,18 +339,23 @@ class EdgeDaemon:
                                   alarm.snapshot(), PRIO_ALARM, retain=True))
         if self.sparkplug is not None:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
-        self.outbox.put(out, state)  # durable before the inputs are acknowledged
+        self.outbox.put(out, state, sync=False)  # durable before the inputs are acked: ...
         if out:
-            self.sender.notify_rows()  # first: the results' latency runs from here
-        self._ack_inputs(batch)
-        # counted once their results are committed: "messages_total" means done with
-        self.metrics.messages.inc(sum(isinstance(item, Inbound) for item in batch))
+            self.sender.publish_now()  # (the results' latency runs from here)
+        inputs = [item for item in batch if isinstance(item, Inbound)]
+        self.acker.submit(inputs)  # ... there
+        self.metrics.messages.inc(len(inputs))  # "messages_total": committed, done with
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         self._update_gauges()
 
-    def _ack_inputs(self, batch: list[Inbound | Swap | None]) -> None:
-        for item in batch:
-            if isinstance(item, Inbound) and item.qos and item.generation == self._generation:
+    def _outboxes(self) -> list[Outbox]:
+        node = self.sparkplug.node if self.sparkplug is not None else None
+        return [self.outbox] + ([node.outbox] if node is not None else [])
+
+    def _ack_inputs(self, inputs: list[Inbound]) -> None:
+        """(acker thread, once the batch's results are durable) acknowledge the inputs."""
+        for item in inputs:
+            if item.qos and item.generation == self._generation:  # else void: redelivered
                 self.client.ack(item.mid, item.qos)
 
     def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
@@ -490,12 +499,11 @@ class EdgeDaemon:
                         topic[:200], reason, payload[:80])
 
     def _update_gauges(self) -> None:
-        counts: dict[str, int] = {}
+        counts = dict.fromkeys(EFFECTIVE_STATES, 0)
         for alarm in self.alarms.values():
-            counts[alarm.effective_state] = counts.get(alarm.effective_state, 0) + 1
-        for state in ("normal", "active_unacknowledged", "active_acknowledged",
-                      "returned_unacknowledged", "shelved", "out_of_service"):
-            self.metrics.alarms.labels(state=state).set(counts.get(state, 0))
+            counts[alarm.effective_state] += 1
+        for state, gauge in self.metrics.alarm_states.items():  # children looked up once
+            gauge.set(counts[state])
         self.metrics.outbox_depth.set(self.outbox.depth)
         for priority, n in self.outbox.evicted.items():
             reported = self._evictions_reported.get(priority, 0)

@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from edge_runtime.alarms import EFFECTIVE_STATES
+
 _LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.05, 0.25)
 
 
@@ -70,6 +72,7 @@ class DaemonMetrics:
                                       registry=r)
         self.acked = Counter("procedge_outbox_acked_total", "Publishes acknowledged.", registry=r)
         self.alarms = Gauge("procedge_alarms", "Alarms by state.", ["state"], registry=r)
+        self.alarm_states = {state: self.alarms.labels(state=state) for state in EFFECTIVE_STATES}
         self.alarm_events = Counter("procedge_alarm_events_total", "Alarm events queued.",
                                     ["event"], registry=r)
         self.commands = Counter("procedge_commands_total", "Operator commands.",
@@ -85,9 +88,10 @@ class DaemonMetrics:
         name = pipeline.name
         children = self._model_children.get(name)
         if children is None:
-            children = self._model_children[name] = tuple(
-                self.model_stage.labels(model=name, stage=s) for s in ("pre", "invoke", "post"))
-        pre, invoke, post = children
+            children = self._model_children[name] = (
+                *(self.model_stage.labels(model=name, stage=s) for s in ("pre", "invoke", "post")),
+                self.windows.labels(model=name))
+        pre, invoke, post, windows_total = children
         windows = 0
         for t in pipeline.timings:
             pre.observe(t.pre)
@@ -96,7 +100,7 @@ class DaemonMetrics:
             windows += t.windows
         pipeline.timings.clear()
         if windows:
-            self.windows.labels(model=name).inc(windows)
+            windows_total.inc(windows)
         if pipeline.gaps_unreported:
             self.gap_windows.labels(model=name).inc(pipeline.gaps_unreported)
             pipeline.gaps_unreported = 0

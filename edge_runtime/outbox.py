@@ -6,16 +6,26 @@ loses an alarm: on restart the rows drain in their original order. The table is 
 full, the lowest priority rows (forecasts) are evicted first, the oldest first, alarms last;
 every eviction is counted. A small key/value table holds the alarm states in the same file, so
 an event and the state it leads to are committed together.
+
+``synchronous: FULL`` (survives power loss) is SQLite's WAL-mode ``NORMAL`` plus one sync of
+the WAL file after each commit (sqlite.org/pragma.html#pragma_synchronous). The outbox does
+that sync itself, so a caller can commit, start publishing, and only then wait for the disk
+(:meth:`Outbox.put` with ``sync=False``, then :meth:`Outbox.sync`): the fsync overlaps the
+network round trip instead of delaying every alarm by it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+# SQLite's own sync on Linux; macOS has no fdatasync.
+_datasync = getattr(os, "fdatasync", os.fsync)
 
 # Priorities: higher survives longer when the outbox is full.
 PRIO_FORECAST = 0
@@ -68,10 +78,14 @@ class Outbox:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.max_rows = max_rows
         self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # not _lock: the sender's reads need not wait
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # FULL's extra WAL sync: see sync()
         self._db.executescript(_SCHEMA)
+        self.durable = synchronous == "FULL"
+        self._wal_fd: int | None = None
+        self._unsynced = False  # a commit since the last sync (an idle fdatasync still costs)
         # Deletes after a PUBACK go through a second connection without fsync: losing one in
         # a power cut only means that message is sent again (a duplicate QoS 1 allows).
         self._db_acks = sqlite3.connect(self.path, check_same_thread=False,
@@ -87,8 +101,10 @@ class Outbox:
     def depth(self) -> int:
         return self._depth
 
-    def put(self, messages: list[Message], state: dict[str, str] | None = None) -> None:
-        """Append messages (and upsert ``state`` entries) in one durable transaction."""
+    def put(self, messages: list[Message], state: dict[str, str] | None = None,
+            sync: bool = True) -> None:
+        """Append messages (and upsert ``state`` entries) in one transaction, durable on
+        return; with ``sync=False`` durable only after the caller's :meth:`sync`."""
         if not messages and not state:
             return
         now = time.time()
@@ -108,10 +124,26 @@ class Outbox:
                 if self._depth > self.max_rows:
                     self._evict(self._depth - self.max_rows)
                 db.execute("COMMIT")
+                self._unsynced = True
             except BaseException:
                 db.execute("ROLLBACK")
                 self._depth = self._count()
                 raise
+        if sync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush the committed transactions to the disk (``synchronous: FULL``; a no-op with
+        ``NORMAL``, where a committed row survives a crash of the process but not of the OS)."""
+        if not self.durable:
+            return
+        with self._sync_lock:  # a caller returns only after a sync that began after its commit
+            if not self._unsynced:
+                return
+            self._unsynced = False
+            if self._wal_fd is None:  # the WAL exists once committed to, while we are open
+                self._wal_fd = os.open(f"{self.path}-wal", os.O_RDONLY)
+            _datasync(self._wal_fd)  # releases the GIL: the sender publishes meanwhile
 
     def _evict(self, n: int) -> None:
         """Drop ``n`` rows: lowest priority first, oldest first within a priority."""
@@ -148,5 +180,8 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
             self._db_acks.close()
             self._db.close()

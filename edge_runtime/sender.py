@@ -2,8 +2,10 @@
 
 paho's 16-bit packet ids allow about 65k unacknowledged QoS 1 publishes; beyond, publish()
 fails with "queue full" even with an unlimited queue, so the window is bounded (``max_inflight``)
-and every ``rc`` is checked. PUBACK ids come from paho's network thread through a queue: only
-this thread touches the in-flight map. A publish queued while offline stays with paho, which
+and every ``rc`` is checked. PUBACK ids come from paho's network thread through a queue; the
+in-flight map is touched under one lock, by this thread or by the worker's :meth:`publish_now`
+(the worker publishes the rows it just committed itself: a hand-off to this thread was one
+more wait for the GIL on every alarm's path). A publish queued while offline stays with paho, which
 sends it after the reconnect (``wait_for_publish()`` would raise for it: never used here).
 """
 
@@ -34,6 +36,7 @@ class OutboxSender:
         self._acks: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox row, sent at)
         self._last_sent_row = 0
+        self._lock = threading.Lock()  # the in-flight map and the send position
         self._thread = threading.Thread(target=self._run, name="procedge-sender", daemon=True)
 
     def start(self) -> None:
@@ -51,6 +54,20 @@ class OutboxSender:
         self._rows_ready.set()
         self.wake.set()
 
+    def publish_now(self) -> None:
+        """(worker) Publish the rows just committed, from the calling thread; when this
+        sender's thread is busy with the window, it publishes them instead."""
+        if not self._lock.acquire(blocking=False):
+            self.notify_rows()
+            return
+        try:
+            if self.client.is_connected():
+                self._fill_window(self.config.late_after_s)
+        except Exception:
+            log.exception("sender error")
+        finally:
+            self._lock.release()
+
     def on_publish(self, client, userdata, mid, reason_code=None, properties=None) -> None:
         """paho callback (network thread): hand the id over, nothing else."""
         self._acks.put((mid, reason_code))
@@ -66,10 +83,11 @@ class OutboxSender:
             self._rows_ready.clear()
             self.wake.clear()
             try:
-                self._settle_acks()
-                if self.client.is_connected():
-                    self._resend_stale()
-                    self._fill_window(late_after)
+                with self._lock:
+                    self._settle_acks()
+                    if self.client.is_connected():
+                        self._resend_stale()
+                        self._fill_window(late_after)
                 self.metrics.outbox_inflight.set(len(self._inflight))
                 self.metrics.outbox_depth.set(self.outbox.depth)
             except Exception:

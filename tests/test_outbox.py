@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edge_runtime import outbox as outbox_module
 from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, Message, Outbox
 
 
@@ -58,3 +59,24 @@ def test_rows_survive_sigkill(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
     assert proc.returncode == -signal.SIGKILL
     assert Outbox(tmp_path / "o.db").depth == 50
+
+
+def test_full_syncs_the_wal_once_per_commit_and_normal_never(tmp_path: Path, monkeypatch):
+    synced: list[int] = []
+    real = outbox_module._datasync
+    monkeypatch.setattr(outbox_module, "_datasync", lambda fd: (synced.append(fd), real(fd)))
+    full = Outbox(tmp_path / "full.db", synchronous="FULL")
+    full.put([msg(0)])  # sync=True: durable on return
+    assert len(synced) == 1
+    full.put([msg(1)], sync=False)
+    full.put([msg(2)], sync=False)
+    assert len(synced) == 1  # deferred ...
+    full.sync()
+    full.sync()  # ... one fsync for both commits; an idle sync costs nothing
+    assert len(synced) == 2
+    normal = Outbox(tmp_path / "normal.db", synchronous="NORMAL")
+    normal.put([msg(0)])
+    normal.sync()
+    assert len(synced) == 2
+    full.close()
+    assert [m.topic for m in Outbox(tmp_path / "full.db").peek(0, 10)] == ["t/0", "t/1", "t/2"]

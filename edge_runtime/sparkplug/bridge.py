@@ -62,13 +62,14 @@ class SparkplugBridge:
         return decoded, out
 
     def enqueue(self, messages: list[Message]) -> None:
-        """Queue the Sparkplug form of this batch's outputs (durably, before input acks)."""
+        """Queue the Sparkplug form of this batch's outputs, committed now and durable
+        before the inputs are acked (the daemon's acker syncs this outbox too)."""
         if self.node is None or not messages:
             return
         rows = [Message(self.node.topic("NDATA"), row_payload(ts, metrics), msg_prio,
                         is_json=False)
                 for (ts, metrics), msg_prio in self._rows(messages)]
-        self.node.outbox.put(rows)
+        self.node.outbox.put(rows, sync=False)
 
     def _rows(self, messages: list[Message]):
         cat = self.node.catalogue
