@@ -126,3 +126,33 @@ def test_vae_elbo_score_converts_with_its_kl_output_and_matches_keras(plant, tmp
     assert np.corrcoef(np.log(elbo[ok]), np.log(es[ok]))[0, 1] > 0.9
     with pytest.raises(ValueError, match="needs a VAE"):
         edge_model(get_family("dense_ae", "anomaly").build(WINDOW, normal.shape[1]), "elbo")
+
+
+def test_seed_ensemble_ships_one_model_that_converts_and_matches_keras(plant, tmp_path):
+    """--ensemble 2: two members from distinct seeds, one Keras model whose reconstruction is
+    their mean, one int8 .tflite whose scores agree with it; member 0 is the single model."""
+    from training.ensemble import member_seeds
+
+    normal, faulty, _ = plant
+    s = common.Settings(families=["conv_ae"], window=WINDOW, epochs=3, batch_size=64,
+                        ensemble=2)
+    model = common.fit_family("conv_ae", normal, s)
+    members = [layer for layer in model.layers if layer.name.startswith("member_")]
+    assert len(members) == 2 and member_seeds(0, 2) == [0, 1000]
+    x = common.sliding_windows(faulty, WINDOW)[0]
+    outs = [m.predict(x, verbose=0) for m in members]
+    assert np.abs(outs[0] - outs[1]).max() > 1e-3, "members must differ (distinct seeds)"
+    np.testing.assert_allclose(model.predict(x, verbose=0), (outs[0] + outs[1]) / 2,
+                               rtol=1e-5, atol=1e-6)
+    single = common.fit_family("conv_ae", normal, common.Settings(
+        families=["conv_ae"], window=WINDOW, epochs=3, batch_size=64))
+    np.testing.assert_allclose(single.predict(x, verbose=0), outs[0], rtol=1e-4, atol=1e-5)
+
+    edge = common.EdgeConverter("int8", tmp_path)(model, normal, WINDOW, seed=0)
+    assert len(list(tmp_path.rglob("*.tflite"))) == 1
+    ks = common.keras_scores(model, faulty, WINDOW).score
+    es = common.edge_scores(edge, faulty, WINDOW).score
+    ok = np.isfinite(ks)
+    rel = np.abs(es[ok] - ks[ok]) / np.maximum(ks[ok], 1e-6)
+    assert np.median(rel) < 0.15, f"int8 ensemble scores off by {np.median(rel):.1%} (median)"
+    assert np.corrcoef(np.log(ks[ok]), np.log(es[ok]))[0, 1] > 0.9

@@ -48,6 +48,7 @@ class Settings:
     score: str = "reconstruction"  # or "elbo" (VAE: negative ELBO, needs the KL output)
     model_kw: dict = field(default_factory=dict)
     edge_families: tuple[str, ...] = DEEP_FAMILIES  # convert these to the edge
+    ensemble: int = 1  # K > 1: K seeds of the family, reconstructions averaged (one model)
 
     def spec(self, normal_scores: np.ndarray) -> ThresholdSpec:
         return thresholds.calibrate(
@@ -78,6 +79,9 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float,
     p.add_argument("--score", default="reconstruction", choices=["reconstruction", "elbo"],
                    help="window score; elbo = negative ELBO of the vae (other families: error)")
     p.add_argument("--model-kw", default="{}", help="JSON keyword arguments of the family")
+    p.add_argument("--ensemble", type=int, default=1, metavar="K",
+                   help="train each deep family K times (seeds from --seed) and ship one model"
+                        " averaging their reconstructions (training/ensemble.py)")
     p.add_argument("--json", type=Path, help="write {'results': [...]} here")
     p.add_argument("--plots", type=Path, help="directory for PNG plots")
 
@@ -90,11 +94,22 @@ def settings_from_args(args) -> Settings:
         ewma_alpha=args.ewma, vote_k=args.vote[0], vote_n=args.vote[1],
         on_delay=args.on_delay, pca_variance=args.pca_variance, score=args.score,
         model_kw=json.loads(args.model_kw),
-        edge_families=tuple(f for f in args.edge_families.split(",") if f))
+        edge_families=tuple(f for f in args.edge_families.split(",") if f),
+        ensemble=args.ensemble)
 
 
 def fit_family(name: str, train_rows: np.ndarray, s: Settings):
-    """A fresh model of family ``name`` fitted on windows of scaled normal rows."""
+    """A fresh model of family ``name`` fitted on windows of scaled normal rows; with
+    ``s.ensemble`` = K > 1, one model averaging K of them (:mod:`training.ensemble`)."""
+    if s.ensemble > 1:
+        from dataclasses import replace
+
+        from training.ensemble import fit_ensemble
+
+        if s.score != "reconstruction":
+            raise ValueError("--ensemble averages reconstructions: use --score reconstruction")
+        return fit_ensemble(lambda seed: fit_family(
+            name, train_rows, replace(s, seed=seed, ensemble=1)), s.seed, s.ensemble)
     import keras
 
     from training.registry import get_family
