@@ -34,6 +34,12 @@ def _conv_model(seed: int = 0):
     return model
 
 
+def _tensors(data: bytes) -> list:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0).subgraphs[0].tensors
+
+
 @pytest.fixture(scope="module")
 def windows():
     return np.random.default_rng(1).normal(size=(64, L, F)).astype(np.float32)
@@ -55,6 +61,9 @@ def test_compacted_model_is_smaller_and_bit_identical(mode, windows, tmp_path):
     assert np.array_equal(after.predict(x)[0], before.predict(x)[0])  # a batch of 8
     assert np.array_equal(after.predict_each(x[:1])[0], before.predict_each(x[:1])[0])
     assert compact(small) == small  # nothing left to drop
+    ranked = [[bool(t.hasRank) for t in _tensors(data) if t.shape is not None and len(t.shape)]
+              for data in (raw, small)]
+    assert any(ranked[0]) and not any(ranked[1])  # has_rank: never read, shape gives the rank
 
 
 def test_int8_convolutions_go_per_tensor_when_as_close(windows):
