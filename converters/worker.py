@@ -78,7 +78,7 @@ def conversion_model(model, route: str, batch: str = DEFAULT_BATCH):
 
 def fixed_batch(model):
     """``model`` behind batch-1 inputs, sharing its layers and weights. With a known batch the
-    converter folds the dynamic-batch shape ops into constants (conv_ae/tep int8: 41 → 24
+    converter folds the dynamic-batch shape ops into constants (conv_ae/tep int8: 35 → 21
     operators); measured in ``bench/bench_convert.py --batch one,dynamic``."""
     import keras
 
