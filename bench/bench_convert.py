@@ -7,10 +7,15 @@ forecasters), a model with random trained-like weights is saved and converted in
 is constant data vs fixed graph overhead), single-window LiteRT latency (median, p99; 1 and 2
 threads), batch throughput, and the same window through Keras ``predict`` and a
 ``tf.function``. Latency and size do not depend on training; accuracy is the parity gate's job.
+``--batch one,dynamic`` converts each model both ways (the keras route's fixed batch of one,
+the default, and a dynamic batch) and adds a table comparing them: bytes, operators, the
+single-window latency of the two files timed in alternation, and batch throughput (a batch-1
+model loops over the windows: what an evaluation pays).
 
 Usage: python bench/bench_convert.py [--families a,b] [--profiles tep,skab,etth1,etth1_336,toy]
-       [--modes fp32,int8] [--out PATH]
-Writes bench/results/convert.json (one row per family × profile × mode) and prints the tables.
+       [--modes fp32,int8] [--batch one|dynamic|one,dynamic] [--out PATH]
+Writes bench/results/convert.json (one row per family × profile × batch × mode) and prints the
+tables (the main ones for the first batch given).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ import numpy as np  # noqa: E402
 
 from converters.footprint import footprint  # noqa: E402
 from converters.latency import batch_throughput, window_latency_ms  # noqa: E402
-from converters.tflite import MODES, convert_many  # noqa: E402
+from converters.tflite import DEFAULT_BATCH, MODES, convert_many  # noqa: E402
+from edge_runtime.interpreter import EdgeModel  # noqa: E402
 
 # Model sizes as procedge's evaluations train them (their CLI defaults): TEP 52 tags and SKAB
 # 8 tags for anomaly families, ETTh1 (7 columns, all forecast) for forecasters — with the
@@ -91,8 +97,24 @@ def randomize(model, rng) -> None:
         w.assign(rng.normal(scale=0.05, size=tuple(w.shape)).astype(np.float32))
 
 
+def paired_latency_ms(paths: list[Path], window: np.ndarray, repeats: int = 400
+                      ) -> list[float]:
+    """Median ms per single-window ``predict`` of each file, the files called in alternation
+    (one window each in turn), so that load on a shared machine hits them alike."""
+    models = [EdgeModel(p) for p in paths]
+    x = np.asarray(window, np.float32)[None]
+    times: list[list[float]] = [[] for _ in models]
+    for i in range(repeats + 10):
+        for model, kept in zip(models, times, strict=True):
+            start = time.perf_counter()
+            model.predict(x)
+            if i >= 10:  # warm-up
+                kept.append(time.perf_counter() - start)
+    return [float(np.median(t) * 1e3) for t in times]
+
+
 def bench_family(family, profile_name: str, modes: tuple[str, ...], work: Path,
-                 rng) -> list[dict]:
+                 rng, batches: tuple[str, ...] = (DEFAULT_BATCH,)) -> list[dict]:
     profile = PROFILES[profile_name]
     model = build_model(family, profile)
     randomize(model, rng)
@@ -103,11 +125,25 @@ def bench_family(family, profile_name: str, modes: tuple[str, ...], work: Path,
     windows = rng.normal(size=(256, *shape)).astype(np.float32)
     np.savez(work / f"{tag}-rep.npz", x=windows[:128])
     predict_ms, tf_function_ms = keras_latency_ms(model, windows[0], repeats=20)
-    infos = convert_many(keras_path, work / tag, modes, work / f"{tag}-rep.npz")
+    rows = []
+    for batch in batches:
+        rows += measure_files(family, profile_name, model, keras_path, work / f"{tag}-rep.npz",
+                              windows, modes, batch, work / f"{tag}-{batch}",
+                              predict_ms, tf_function_ms)
+    if len(batches) > 1:
+        compare_batches(rows, batches, windows[0])
+    return rows
+
+
+def measure_files(family, profile_name, model, keras_path, rep, windows, modes, batch, out,
+                  predict_ms, tf_function_ms) -> list[dict]:
+    """Convert with ``batch`` and measure every mode's file."""
+    shape = tuple(model.inputs[0].shape[1:])
+    infos = convert_many(keras_path, out, modes, rep, batch=batch)
     rows = []
     for mode, info in infos.items():
         row = {"family": family.name, "task": family.task, "profile": profile_name,
-               "kind": model_kind(model),
+               "batch": batch, "kind": model_kind(model),
                "shape": list(shape), "params": int(model.count_params()), "mode": mode,
                "keras_bytes": keras_path.stat().st_size, "keras_predict_p50_ms": predict_ms,
                "tf_function_p50_ms": tf_function_ms}
@@ -119,7 +155,8 @@ def bench_family(family, profile_name: str, modes: tuple[str, ...], work: Path,
         one = window_latency_ms(path, windows[0], threads=1)
         two = window_latency_ms(path, windows[0], threads=2)
         rows.append(row | {
-            "route": info["route"], "bytes": path.stat().st_size,
+            "route": info["route"], "bytes": path.stat().st_size, "path": str(path),
+            "file_batch": info["batch"], "operators": size.operators,
             "int8_granularity": info.get("int8_granularity", "-"),  # of the convolutions
             "weight_bytes": size.weight_bytes, "overhead_bytes": size.overhead_bytes,
             "quantization_bytes": size.quantization_bytes,
@@ -139,6 +176,21 @@ def bench_family(family, profile_name: str, modes: tuple[str, ...], work: Path,
     return rows
 
 
+def compare_batches(rows: list[dict], batches: tuple[str, ...], window: np.ndarray) -> None:
+    """Time the files of the same mode in alternation (``paired_{batch}_p50_ms`` on each
+    row) while they are all still on disk."""
+    by_mode: dict[str, list[dict]] = {}
+    for r in rows:
+        if "path" in r:
+            by_mode.setdefault(r["mode"], []).append(r)
+    for same in by_mode.values():
+        if len(same) < len(batches):
+            continue
+        medians = paired_latency_ms([Path(r["path"]) for r in same], window)
+        for r in same:
+            r |= {f"paired_{o['batch']}_p50_ms": m for o, m in zip(same, medians, strict=True)}
+
+
 def table(rows: list[dict]) -> str:
     head = ("| family | profile | mode | route | bytes | ×fp32 | edge p50 ms | p99 | 2 thr p50 "
             "| 2 thr p99 | batch win/s | predict ms | tf.function ms | predict/edge | tf.fn/edge "
@@ -156,6 +208,28 @@ def table(rows: list[dict]) -> str:
             f"{r['batch_windows_per_s']:,.0f} | {r['keras_predict_p50_ms']:.1f} | "
             f"{r['tf_function_p50_ms']:.3f} | {r['predict_over_edge']:,.0f}× | "
             f"{r['tf_function_over_edge']:.1f}× | {r['keras_bytes']:,} |")
+    return "\n".join(lines)
+
+
+def batch_table(rows: list[dict], batches: tuple[str, ...]) -> str:
+    """Per family × profile × mode: the first batch given vs the second (bytes, operators,
+    single-window p50 timed in alternation, batch throughput over the 256 windows)."""
+    a, b = batches[:2]
+    lines = [f"| family | profile | mode | bytes {b} | bytes {a} | {a}/{b} | ops {b} → {a} | "
+             f"p50 ms {b} | p50 ms {a} | {a}/{b} p50 | batch win/s {b} | batch win/s {a} |",
+             "|" + "---|" * 12]
+    keyed = {(r["family"], r["profile"], r["mode"], r["batch"]): r for r in rows
+             if "bytes" in r}
+    for (family, profile, mode, batch), one in keyed.items():
+        other = keyed.get((family, profile, mode, b))
+        if batch != a or other is None or f"paired_{a}_p50_ms" not in one:
+            continue
+        pa, pb = one[f"paired_{a}_p50_ms"], one[f"paired_{b}_p50_ms"]
+        lines.append(
+            f"| {family} | {profile} | {mode} | {other['bytes']:,} | {one['bytes']:,} | "
+            f"{one['bytes'] / other['bytes']:.3f} | {other['operators']} → {one['operators']} | "
+            f"{pb:.4f} | {pa:.4f} | {pa / pb:.2f} | {other['batch_windows_per_s']:,.0f} | "
+            f"{one['batch_windows_per_s']:,.0f} |")
     return "\n".join(lines)
 
 
@@ -205,6 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profiles", default=",".join(DEFAULT_PROFILES),
                         help=f"comma-separated, of {sorted(PROFILES)}")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--batch", default=DEFAULT_BATCH,
+                        help="keras route: one, dynamic, or one,dynamic to compare them")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/convert.json")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
@@ -221,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 try:
                     rows += bench_family(family, profile, tuple(args.modes.split(",")),
-                                         Path(work), rng)
+                                         Path(work), rng, tuple(args.batch.split(",")))
                 except Exception as exc:  # a family this bench cannot build is reported
                     rows.append({"family": family.name, "profile": profile, "mode": "-",
                                  "error": f"{exc}"[:300]})
@@ -232,20 +308,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def report(rows: list[dict], args, start: float, quiet: bool = False) -> None:
-    """Write the JSON (and print the tables unless ``quiet``)."""
+    """Write the JSON (and print the tables unless ``quiet``; the main ones for the first
+    batch given, then the comparison of the batches)."""
+    batches = tuple(args.batch.split(","))
+    main_rows = [r for r in rows if r.get("batch", batches[0]) == batches[0]]
     slower = [f"{r['family']}/{r['profile']} {r['mode']} ({r['latency_over_fp32']:.2f}× fp32)"
-              for r in rows
+              for r in main_rows
               if r.get("latency_over_fp32", 0) > 1.0 and r["mode"] in ("int8", "int16x8")]
-    sizes, misses = size_table(rows)
+    sizes, misses = size_table(main_rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "machine": os.uname().machine, "cpus": os.cpu_count(),
-        "profiles": {p: PROFILES[p] for p in args.profiles.split(",")}, "rows": rows,
+        "profiles": {p: PROFILES[p] for p in args.profiles.split(",")}, "batches": batches,
+        "rows": [{k: v for k, v in r.items() if k != "path"} for r in rows],
         "int8_or_16x8_slower_than_fp32": slower, "int8_over_30pct_dense_conv": misses,
         "wall_s": time.perf_counter() - start}, indent=2) + "\n")
     if quiet:
         return
-    print(table(rows))
+    print(f"batch: {batches[0]}\n")
+    print(table(main_rows))
+    if len(batches) > 1:
+        print(f"\nbatch {batches[0]} vs {batches[1]} (p50: the two files timed in alternation)\n")
+        print(batch_table(rows, batches))
     print("\nint8 size vs fp32 (overhead = file bytes minus constant data)\n")
     print(sizes)
     print("\nquantized slower than fp32: " + (", ".join(slower) or "none"))

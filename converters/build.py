@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from converters.latency import window_latency_ms
+from converters.ops import input_batch
 from converters.optimize import run_tfmot
 from converters.parity import Budgets, check_parity, keras_reference
-from converters.tflite import ConversionError, check_builtin_ops, convert_many
+from converters.tflite import DEFAULT_BATCH, ConversionError, check_builtin_ops, convert_many
 from edge_runtime.bundle import (
     MODEL_FILE,
     Bundle,
@@ -39,10 +40,12 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
           budgets: Budgets | None = None, budget: float | None = None, int8_io: bool = False,
           sign_key: Path | None = None, version: str | None = None, route: str = "auto",
           keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK,
-          qat: bool = False, prune: float | None = None, allow_offline: bool = False
-          ) -> tuple[Bundle, dict]:
+          qat: bool = False, prune: float | None = None, allow_offline: bool = False,
+          batch: str = DEFAULT_BATCH) -> tuple[Bundle, dict]:
     """Convert every candidate, measure, choose, and write ``out_dir/<name>-<mode>``.
     Raises :class:`ConversionError` (and writes nothing) when no candidate passes.
+    ``batch``: "one" (default: a fixed batch of one, fewer operators and bytes) or "dynamic",
+    for models without recurrent layers; the file's actual batch is recorded per candidate.
     ``prune``: prune to that sparsity first, then convert the pruned model; ``qat``: the int8
     candidate comes from quantization-aware fine-tuning instead of post-training quantization."""
     import keras
@@ -60,12 +63,14 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
             optimized["prune"] = run_tfmot(keras_path, rep_path, staging / "tfmot", sparsity=prune)
             keras_path = Path(optimized["prune"].pop("path"))
         ptq = tuple(m for m in candidates if not (qat and m == "int8"))
-        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, int8_io, route)
+        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, int8_io, route,
+                             batch=batch)
         if qat and "int8" in candidates:
             info = optimized["qat"] = run_tfmot(keras_path, rep_path, staging / "candidates",
                                                 qat=True)
             info["path"] = str(staging / "candidates" / "int8.tflite")
             info["ops"] = check_builtin_ops(Path(info["path"]))
+            info["batch"] = input_batch(Path(info["path"]))
             infos = {"int8": info} | infos
         version = version or _version(keras_path)
         shutil.rmtree(staging / "tfmot", ignore_errors=True)  # the pruned model is not shipped
@@ -80,7 +85,7 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
                   "keras_model": f"{original} pruned" if prune else str(keras_path),
                   "budgets": asdict((budgets or Budgets()).with_task_budget(
                       draft["task"], budget, "masks" in heldout)),
-                  "int8_io": int8_io, "representative": {
+                  "int8_io": int8_io, "batch": batch, "representative": {
                       "sha256": _fingerprint(rep_path), **load_sampling(rep_path)},
                   "optimization": optimized, "candidates": rows,
                   "choice": choice, "why": why}
@@ -99,7 +104,7 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
                    "edge": row["parity"]["edge"]}
         quantized = choice in ("int8", "int16x8")
         manifest = Manifest(**draft, version=version,
-                            quantization=choice, metrics=metrics,
+                            quantization=choice, batch=row["batch"], metrics=metrics,
                             representative_sha256=_fingerprint(rep_path) if quantized else "",
                             representative_sampling=load_sampling(rep_path) if quantized else {})
         write_bundle(staging, manifest)
@@ -116,7 +121,8 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
 
 def _measure(info: dict, model, heldout, reference, draft, spec, budget, budgets) -> dict:
     """One candidate's row: size, ops, parity against float, latency per window."""
-    row = {"mode": info["mode"], "route": info.get("route"), "passed": False}
+    row = {"mode": info["mode"], "route": info.get("route"), "batch": info.get("batch"),
+           "passed": False}
     if "error" in info:
         return row | {"reasons": [info["error"]]}
     path = Path(info["path"])
@@ -155,8 +161,8 @@ def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK) -> tuple[str 
 
 
 def markdown_table(rows: list[dict]) -> str:
-    lines = ["| mode | route | passed | bytes | edge p50 ms | edge p99 ms | metric keras → edge "
-             "| reasons |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| mode | route | batch | passed | bytes | edge p50 ms | edge p99 ms "
+             "| metric keras → edge | reasons |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r.get("parity", {})
         metric = ", ".join(f"{k} {p['keras'][k]:.4g}→{v:.4g}" for k, v in p.get("edge", {}).items()
@@ -164,7 +170,8 @@ def markdown_table(rows: list[dict]) -> str:
         route = r.get("route") or "-"
         if "int8_granularity" in r:  # of the convolutions
             route += f", conv {r['int8_granularity']}"
-        lines.append(f"| {r['mode']} | {route} | {'yes' if r['passed'] else 'no'}"
+        lines.append(f"| {r['mode']} | {route} | {r.get('batch') or '-'} | "
+                     f"{'yes' if r['passed'] else 'no'}"
                      f" | {r.get('bytes', '-')} | {_fmt(r.get('edge_p50_ms'))} | "
                      f"{_fmt(r.get('edge_p99_ms'))} | {metric} | {'; '.join(r['reasons'])} |")
     return "\n".join(lines)

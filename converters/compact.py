@@ -11,6 +11,9 @@ returns bit-identical outputs — and drops or shares only the rest:
   names are their only content; the gateway runs subgraph 0 by tensor index, never by
   signature), as TensorFlow's ``flatbuffer_utils.strip_strings`` does;
 * an empty quantization table (what the converter writes on every float tensor);
+* the ``has_rank`` flag of a tensor whose shape is not empty: the interpreter never reads it
+  (``InterpreterBuilder::ParseTensors`` takes shape, type, buffer, quantization, shape
+  signature, variable, sparsity), and a non-empty shape states the rank anyway;
 * empty buffers: a tensor without constant data points at buffer 0, the schema's "always
   existent empty buffer", and the unused ones are dropped;
 * duplicates: a scalar vector (shape, operator inputs, scales, constant data …) or a
@@ -37,6 +40,7 @@ def compact(data: bytes) -> bytes:
         return data
     _strip_strings(model)
     _drop_empty_quantization(model)
+    _drop_evident_rank(model)
     _drop_empty_buffers(model)
     _share_tables(model)
     builder = _SharingBuilder(len(data))
@@ -60,6 +64,14 @@ def _drop_empty_quantization(model) -> None:
             if q is not None and q.details is None and not any(
                     _length(getattr(q, f)) for f in ("scale", "zeroPoint", "min", "max")):
                 tensor.quantization = None
+
+
+def _drop_evident_rank(model) -> None:
+    """``has_rank`` off where the shape already gives the rank (scalars keep theirs)."""
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            if _length(tensor.shape):
+                tensor.hasRank = False
 
 
 def _drop_empty_buffers(model) -> None:

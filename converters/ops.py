@@ -36,3 +36,15 @@ def model_ops(tflite_path: str | Path) -> list[str]:
 def non_builtin_ops(tflite_path: str | Path) -> list[str]:
     """The ops a plain LiteRT interpreter cannot run (Flex or custom), by name."""
     return [n.removeprefix("CUSTOM:") for n in model_ops(tflite_path) if n.startswith("CUSTOM:")]
+
+
+def input_batch(tflite_path: str | Path) -> str:
+    """``"one"`` when the first input of subgraph 0 has a fixed batch of one (the converter
+    folded the batch into the graph; ``EdgeModel`` then loops over windows), else
+    ``"dynamic"``."""
+    model = schema.Model.GetRootAs(Path(tflite_path).read_bytes(), 0)
+    graph = model.Subgraphs(0)
+    tensor = graph.Tensors(graph.Inputs(0))
+    signature = tensor.ShapeSignatureAsNumpy() if tensor.ShapeSignatureLength() else None
+    first = int(signature[0]) if signature is not None else int(tensor.Shape(0))
+    return "one" if first == 1 else "dynamic"

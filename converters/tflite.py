@@ -11,7 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from converters.ops import model_ops, non_builtin_ops
+from converters.ops import input_batch, model_ops, non_builtin_ops
+from converters.worker import BATCHES, DEFAULT_BATCH
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 
@@ -22,24 +23,28 @@ class ConversionError(RuntimeError):
 
 def convert_many(keras_path: Path, out_dir: Path, modes: tuple[str, ...],
                  representative: Path | None = None, int8_io: bool = False,
-                 route: str = "auto", timeout_s: float = 900) -> dict[str, dict]:
+                 route: str = "auto", timeout_s: float = 900,
+                 batch: str = DEFAULT_BATCH) -> dict[str, dict]:
     """Convert ``modes`` in one child process (one TensorFlow start-up); a mode the child
     did not finish (crash, timeout) is retried alone, so one crash costs only its own mode.
-    Returns mode → worker info with ``path`` and ``ops``, or with ``error``."""
+    ``batch``: "one" (fixed batch of one) or "dynamic", for the keras route; recurrent
+    routes keep theirs. Returns mode → worker info with ``path``, ``ops`` and ``batch`` (read
+    from the file), or with ``error``."""
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ConversionError(f"unknown mode(s) {bad}; choose from {MODES}")
+    if batch not in BATCHES:
+        raise ConversionError(f"unknown batch {batch!r}; choose from {BATCHES}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = _run_worker(keras_path, out_dir, modes, representative, int8_io, route, timeout_s)
+    options = (representative, int8_io, timeout_s, batch)
+    results = _run_worker(keras_path, out_dir, modes, route, *options)
     for mode in modes:
         if mode not in results and len(modes) > 1:
-            results |= _run_worker(keras_path, out_dir, (mode,), representative, int8_io, route,
-                                   timeout_s)
+            results |= _run_worker(keras_path, out_dir, (mode,), route, *options)
         if "killed by" in results.get(mode, {}).get("error", "") and route == "auto":
             # A crash on the preferred route (a recurrent loop in int8): the unrolled twin.
-            retry = _run_worker(keras_path, out_dir, (mode,), representative, int8_io, "unroll",
-                                timeout_s)
+            retry = _run_worker(keras_path, out_dir, (mode,), "unroll", *options)
             if "error" not in retry[mode]:
                 results[mode] = retry[mode] | {"failed_routes": [results[mode]["error"]]}
     for mode, info in results.items():
@@ -47,6 +52,7 @@ def convert_many(keras_path: Path, out_dir: Path, modes: tuple[str, ...],
         if "error" not in info:
             info["path"] = str(path)
             info["ops"] = model_ops(path)
+            info["batch"] = input_batch(path)
             flex = non_builtin_ops(path)
             if flex:
                 info["error"] = f"needs non-builtin ops {flex}: the gateway cannot run them"
@@ -54,12 +60,13 @@ def convert_many(keras_path: Path, out_dir: Path, modes: tuple[str, ...],
 
 
 def convert(keras_path: Path, out_path: Path, mode: str, representative: Path | None = None,
-            int8_io: bool = False, timeout_s: float = 900, route: str = "auto") -> dict:
+            int8_io: bool = False, timeout_s: float = 900, route: str = "auto",
+            batch: str = DEFAULT_BATCH) -> dict:
     """Convert one mode to ``out_path``; raise :class:`ConversionError` naming what failed."""
     work = Path(tempfile.mkdtemp(prefix="procedge-convert-"))
     try:
         info = convert_many(keras_path, work, (mode,), representative, int8_io, route,
-                            timeout_s)[mode]
+                            timeout_s, batch)[mode]
         if "error" in info:
             raise ConversionError(f"{mode} conversion of {keras_path} failed: {info['error']}")
         shutil.move(info["path"], out_path)
@@ -77,14 +84,14 @@ def check_builtin_ops(tflite_path: Path) -> list[str]:
     return model_ops(tflite_path)
 
 
-def _run_worker(keras_path, out_dir, modes, representative, int8_io, route, timeout_s):
+def _run_worker(keras_path, out_dir, modes, route, representative, int8_io, timeout_s, batch):
     cmd = [sys.executable, "-m", "converters.worker", str(keras_path), str(out_dir),
            ",".join(modes)]
     if representative is not None:
         cmd.append(str(representative))
     if int8_io:
         cmd.append("--int8-io")
-    cmd += ["--route", route]
+    cmd += ["--route", route, "--batch", batch]
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _import_root()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)

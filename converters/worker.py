@@ -12,6 +12,12 @@ batch fails, with batch 1 its int8 crashes): the worker converts a twin instead,
 * GRU / SimpleRNN (no fused kernel), or when the fused route fails: a Keras 3 clone with
   ``unroll=True`` — every mode, dynamic batch, size grows with the window length.
 
+Non-recurrent models (the ``keras`` route) are converted with a fixed batch of one by default
+(``--batch one``): wrapped in a batch-1 ``keras.Input``, the converter folds the shape ops that
+a dynamic batch needs (SHAPE → STRIDED_SLICE → PACK/CONCATENATION before each RESHAPE) into
+constants. ``EdgeModel`` runs such a model one window per invoke (the daemon does that anyway);
+``--batch dynamic`` keeps the batch dimension free. Recurrent routes are unchanged.
+
 Every file is written through ``converters.compact`` (names, signature, empty tables and
 duplicates dropped; same graph, bit-identical outputs). An int8 model with convolutions is
 converted twice, per channel and per tensor, and the per-tensor one (one scale per filter
@@ -19,7 +25,7 @@ instead of one per output channel, for the filter and again for the bias) is kep
 close to Keras on the calibration windows (``PER_TENSOR_SLACK``).
 
 Usage: python -m converters.worker KERAS_PATH OUT_DIR MODE[,MODE...] [REPRESENTATIVE_NPZ]
-       [--int8-io] [--route auto|keras|fused|unroll]
+       [--int8-io] [--route auto|keras|fused|unroll] [--batch one|dynamic]
 Writes OUT_DIR/<mode>.tflite and prints one JSON line per mode as soon as it is done.
 """
 
@@ -35,6 +41,8 @@ import numpy as np
 from converters.compact import compact
 
 ROUTES = ("auto", "keras", "fused", "unroll")
+BATCHES = ("one", "dynamic")  # of the keras route (see fixed_batch)
+DEFAULT_BATCH = "one"
 TWIN_TOLERANCE = 1e-4
 # A route whose converted model is off by more than this (mean |edge - keras| / mean |keras| on
 # calibration windows) hands over to the next route: e.g. a fused Bidirectional LSTM in int8.
@@ -53,18 +61,30 @@ def routes_for(kinds: set[str]) -> list[str]:
     return ["unroll"]
 
 
-def conversion_model(model, route: str):
-    """The model the converter sees on ``route`` (the original or a checked twin)."""
+def conversion_model(model, route: str, batch: str = DEFAULT_BATCH):
+    """The model the converter sees on ``route`` (the original, with a fixed batch of one if
+    ``batch`` says so, or a checked twin)."""
     from converters import twin
 
     if route == "keras":
-        return model, 0.0
+        return fixed_batch(model) if batch == "one" else model, 0.0
     made = twin.tf_keras_twin(model, batch_size=1) if route == "fused" else (
         twin.unrolled_clone(model))
     diff = twin.max_abs_diff(model, made, tuple(model.inputs[0].shape[1:]))
     if not diff <= TWIN_TOLERANCE:
         raise ValueError(f"{route} twin differs from the model by {diff:.2e}")
     return made, diff
+
+
+def fixed_batch(model):
+    """``model`` behind batch-1 inputs, sharing its layers and weights. With a known batch the
+    converter folds the dynamic-batch shape ops into constants (conv_ae/tep int8: 35 → 21
+    operators); measured in ``bench/bench_convert.py --batch one,dynamic``."""
+    import keras
+
+    inputs = [keras.Input(batch_shape=(1, *t.shape[1:]), dtype=t.dtype) for t in model.inputs]
+    outputs = model(inputs[0] if len(inputs) == 1 else inputs)
+    return keras.Model(inputs, outputs)
 
 
 def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = False,
@@ -106,7 +126,7 @@ def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = Fals
 
 
 def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8_io: bool,
-                route: str) -> dict:
+                route: str, batch: str = DEFAULT_BATCH) -> dict:
     """Convert on the first route that works and stays close to the model; the result names
     it and why earlier routes were passed over."""
     tried: list[str] = []
@@ -114,7 +134,7 @@ def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8
     fallback = None
     for candidate in routes:
         try:
-            made, diff = conversion_model(model, candidate)
+            made, diff = conversion_model(model, candidate, batch)
             if candidate == "fused" and mode in ("int8", "int16x8"):
                 _refuse_while_loop(made)
             data = to_tflite(made, mode, windows, int8_io)
@@ -216,10 +236,10 @@ def main(argv: list[str]) -> None:
 
     from converters.twin import recurrent_kinds
 
-    route = "auto"
-    if "--route" in argv:
-        route = argv[argv.index("--route") + 1]
-        argv = [a for a in argv if a not in ("--route", route)]
+    route = _option(argv, "--route", "auto")
+    batch = _option(argv, "--batch", DEFAULT_BATCH)
+    argv = [a for i, a in enumerate(argv) if not (a in ("--route", "--batch") or (
+        i and argv[i - 1] in ("--route", "--batch")))]
     args = [a for a in argv if not a.startswith("--")]
     keras_path, out_dir, modes = Path(args[0]), Path(args[1]), args[2].split(",")
     windows = np.load(args[3])["x"].astype(np.float32) if len(args) > 3 else None
@@ -228,8 +248,12 @@ def main(argv: list[str]) -> None:
     kinds = recurrent_kinds(model)
     for mode in modes:
         info = convert_one(model, kinds, out_dir / f"{mode}.tflite", mode, windows,
-                           "--int8-io" in argv, route)
+                           "--int8-io" in argv, route, batch)
         print(json.dumps(info), flush=True)
+
+
+def _option(argv: list[str], flag: str, default: str) -> str:
+    return argv[argv.index(flag) + 1] if flag in argv else default
 
 
 if __name__ == "__main__":

@@ -142,6 +142,9 @@ class Manifest(_Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     thresholds: ThresholdSpec | None = None
     quantization: QuantMode
+    batch: Literal["one", "dynamic"] | None = Field(
+        default=None, description="Batch dimension of model.tflite's input: 'one' (fixed; the "
+        "edge runs one window per invoke) or 'dynamic'; None in bundles that predate it.")
     metrics: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Held-out metrics per variant: {'keras': .., 'edge': ..}."
     )

@@ -18,7 +18,9 @@ except ImportError:  # pragma: no cover - legacy gateways only
 
 
 class EdgeModel:
-    """One loaded ``.tflite`` model; call :meth:`predict` with a batch of float windows."""
+    """One loaded ``.tflite`` model; call :meth:`predict` with a batch of float windows.
+    A model with a fixed batch of one (``procedge convert``'s default, the fused LSTM) runs
+    the batch one window per invoke; a dynamic-batch model resizes to it."""
 
     def __init__(self, model_path: str | Path, num_threads: int = 1):
         self.path = Path(model_path)
@@ -47,9 +49,8 @@ class EdgeModel:
         x = np.asarray(x, dtype=np.float32)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
-        if not self._batched:  # fixed batch of one (recurrent loops, fused LSTM)
-            results = [self._invoke(x[i : i + 1]) for i in range(len(x))]
-            return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+        if not self._batched:  # fixed batch of one (the converter's default, fused LSTM)
+            return self._each(x)
         if len(x) != self._batch:
             self._interp.resize_tensor_input(self._input["index"], [len(x), *self.input_shape])
             self._interp.allocate_tensors()
@@ -66,9 +67,13 @@ class EdgeModel:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
         if self._batch != 1:
             return self.predict(x)
+        return self._each(x)
+
+    def _each(self, x: np.ndarray) -> list[np.ndarray]:
+        """One invoke per window of ``x`` (allocated batch of one), outputs stacked."""
+        if len(x) == 1:  # the daemon's hot path: no slicing, no stacking
+            return self._invoke(x)
         results = [self._invoke(x[i : i + 1]) for i in range(len(x))]
-        if len(results) == 1:
-            return results[0]
         return [np.concatenate(parts) for parts in zip(*results, strict=True)]
 
     def _invoke(self, x: np.ndarray) -> list[np.ndarray]:

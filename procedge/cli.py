@@ -38,7 +38,8 @@ def _cmd_convert(args) -> None:
     for run_dir in args.run_dirs:
         bundle, report = build(run_dir, args.out, candidates, budgets=budgets, budget=args.budget,
                                int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
-                               qat=args.qat, prune=args.prune, allow_offline=args.allow_offline)
+                               qat=args.qat, prune=args.prune, allow_offline=args.allow_offline,
+                               batch=args.batch)
         print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8-io", action="store_true", help="int8/int16x8 with integer I/O")
     p.add_argument("--route", default="auto", choices=["auto", "keras", "fused", "unroll"],
                    help="recurrent layers: auto = fused LSTM via tf-keras, else unroll")
+    p.add_argument("--batch", default="one", choices=["one", "dynamic"],
+                   help="input batch of models without recurrent layers: one = fixed batch of "
+                   "one (smaller, fewer ops; the edge runs one window per invoke), dynamic")
     p.add_argument("--sign-key", type=Path, help="Ed25519 private key (PEM) to sign bundles")
     p.add_argument("--allow-offline", action="store_true",
                    help="bundle an offline-only family (e.g. bilstm) for offline evaluation")

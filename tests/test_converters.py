@@ -41,6 +41,9 @@ def test_auto_measures_every_candidate_and_ships_the_choice(forecast_run, tmp_pa
     assert rows["fp32"]["passed"] and rows["fp32"]["parity"]["output_max_abs_error"] < 1e-4
     chosen = rows[report["choice"]]
     assert chosen["passed"] and bundle.manifest.quantization == report["choice"]
+    # A tcn (no recurrent layer): fixed batch of one by default, recorded and in the file.
+    assert report["batch"] == "one" and {r["batch"] for r in rows.values()} == {"one"}
+    assert bundle.manifest.batch == "one" and "SHAPE" not in chosen["ops"]
     assert chosen["bytes"] == min(r["bytes"] for r in rows.values() if r["passed"]
                                   and r["edge_p50_ms"] <= 1.1 * chosen["edge_p50_ms"])
     for name in ("conversion.json", "conversion.md", "parity.json"):

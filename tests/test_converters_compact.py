@@ -1,6 +1,6 @@
 """The compaction pass drops only bytes the interpreter never reads: the compacted model is
 smaller and LiteRT returns bit-identical outputs; int8 convolutions go per tensor only when
-measured as close to Keras as per channel."""
+measured as close to Keras as per channel; a fixed batch of one folds the shape ops away."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def _conv_model(seed: int = 0):
     return model
 
 
+def _tensors(data: bytes) -> list:
+    from ai_edge_litert import schema_py_generated as schema
+
+    return schema.ModelT.InitFromPackedBuf(bytearray(data), 0).subgraphs[0].tensors
+
+
 @pytest.fixture(scope="module")
 def windows():
     return np.random.default_rng(1).normal(size=(64, L, F)).astype(np.float32)
@@ -55,6 +61,9 @@ def test_compacted_model_is_smaller_and_bit_identical(mode, windows, tmp_path):
     assert np.array_equal(after.predict(x)[0], before.predict(x)[0])  # a batch of 8
     assert np.array_equal(after.predict_each(x[:1])[0], before.predict_each(x[:1])[0])
     assert compact(small) == small  # nothing left to drop
+    ranked = [[bool(t.hasRank) for t in _tensors(data) if t.shape is not None and len(t.shape)]
+              for data in (raw, small)]
+    assert any(ranked[0]) and not any(ranked[1])  # has_rank: never read, shape gives the rank
 
 
 def test_int8_convolutions_go_per_tensor_when_as_close(windows):
@@ -75,3 +84,29 @@ def test_int8_convolutions_stay_per_channel_when_per_tensor_is_worse(windows, mo
     monkeypatch.setattr(worker, "_relative_error", lambda *args: next(measured))
     data, info = worker.int8_granularity(model, model, per_channel, windows, False)
     assert info["int8_granularity"] == "per-channel" and data == per_channel
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_batch_one_export_folds_the_shape_ops_and_loops_over_a_batch(mode, windows, tmp_path):
+    from converters.ops import input_batch
+
+    model = _conv_model()
+    paths = {}
+    for batch, made in (("dynamic", model), ("one", worker.fixed_batch(model))):
+        paths[batch] = tmp_path / f"{batch}.tflite"
+        paths[batch].write_bytes(compact(worker.to_tflite(made, mode, windows)))
+    one, dynamic = EdgeModel(paths["one"]), EdgeModel(paths["dynamic"])
+    assert input_batch(paths["one"]) == "one" and input_batch(paths["dynamic"]) == "dynamic"
+    assert "SHAPE" in model_ops(paths["dynamic"])  # UpSampling1D's reshape, from the batch
+    assert "SHAPE" not in model_ops(paths["one"])
+    assert len(one.ops()) < len(dynamic.ops())
+    assert paths["one"].stat().st_size < paths["dynamic"].stat().st_size
+    assert not one._batched
+    x = np.random.default_rng(3).normal(size=(8, L, F)).astype(np.float32)
+    got = one.predict(x)[0]  # a batch of 8 on a batch-1 model: one invoke per window
+    assert got.shape == (8, L, F)
+    assert np.array_equal(got[5:6], one.predict_each(x[5:6])[0])
+    tolerance = 1e-5 if mode == "fp32" else 0.1 * float(np.mean(np.abs(got)))
+    assert float(np.mean(np.abs(got - model.predict(x, verbose=0)))) < tolerance
+    if mode == "fp32":  # same arithmetic as the dynamic-batch graph
+        assert np.allclose(got, dynamic.predict(x)[0], atol=1e-6)
