@@ -30,6 +30,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 _FILE_IDENTIFIER = b"TFL3"
+BUFFER_ALIGN = 16  # the schema's force_align for Buffer.data
 
 
 def compact(data: bytes) -> bytes:
@@ -164,6 +165,17 @@ class _SharingBuilder(flatbuffers.Builder):
     def CreateString(self, s, encoding="utf-8", errors="strict"):  # noqa: N802
         self._start = None  # strings (metadata names, custom op codes) are written as they are
         return super().CreateString(s, encoding, errors)
+
+    def CreateNumpyVector(self, x):  # noqa: N802
+        """Constant tensor data (``Buffer.data``, bytes) starts on 16 bytes, as the converter
+        writes it (the schema's ``force_align: 16``, which the Python builder ignores): SIMD
+        kernels on a gateway's ARM core may read it with aligned loads."""
+        if x.dtype != np.uint8:
+            return super().CreateNumpyVector(x)
+        self.StartVector(1, x.size, BUFFER_ALIGN)
+        self.head -= x.size
+        self.Bytes[self.head:self.head + x.size] = x.tobytes()
+        return self.EndVector()
 
     def CreateByteVector(self, x):  # noqa: N802
         self._start = None

@@ -110,3 +110,19 @@ def test_batch_one_export_folds_the_shape_ops_and_loops_over_a_batch(mode, windo
     assert float(np.mean(np.abs(got - model.predict(x, verbose=0)))) < tolerance
     if mode == "fp32":  # same arithmetic as the dynamic-batch graph
         assert np.allclose(got, dynamic.predict(x)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "int8"])
+def test_constant_data_stays_16_byte_aligned(mode, windows):
+    """As the converter writes it (schema ``force_align: 16``): a gateway's SIMD kernels may
+    load weights with aligned loads."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = compact(worker.to_tflite(_conv_model(), mode, windows))
+    model = schema.Model.GetRootAs(data, 0)
+    starts = []
+    for i in range(model.BuffersLength()):
+        buffer = model.Buffers(i)
+        if buffer.DataLength():
+            starts.append(buffer._tab.Vector(buffer._tab.Offset(4)))  # field 0: data
+    assert len(starts) >= 4 and all(s % 16 == 0 for s in starts), starts
