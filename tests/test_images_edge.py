@@ -124,6 +124,22 @@ def test_folder_watcher_takes_finished_files_once_and_caps_reads(tmp_path):
     assert watcher.poll() == [] and (tmp_path / "notes.txt").exists()
 
 
+def test_mask_nok_score_is_the_largest_pixel_probability():
+    """One confident pixel makes a part NOK; a faint area over the whole frame does not (a
+    mean or area score would rank the faint defect-free frame above the one-pixel defect)."""
+    from training.images.metrics import mask_nok_metrics
+
+    probs = np.zeros((4, 8, 8, 1), np.float32)
+    probs[0, 3, 3] = 0.9  # defect: one confident pixel
+    probs[1] = 0.4  # defect: faint everywhere
+    probs[2] = 0.3  # defect-free: fainter everywhere
+    labels = np.array([1, 2, 0, 0])  # class 0 is the OK class
+    m = mask_nok_metrics(labels, probs, ok_index=0)
+    assert m["auroc"] == 1.0
+    assert m["balanced_accuracy"] == 0.75  # NOK at >= 0.5: 1 of 2 defects, both OK parts
+    assert np.isnan(mask_nok_metrics(labels[:2], probs[:2], ok_index=0)["auroc"])
+
+
 @pytest.mark.slow
 def test_nok_rate_alarm_goes_through_the_isa_alarm_and_takes_an_ack(tmp_path, broker):
     """The camera's NOK-rate alarm is an ISA-18.2 :class:`Alarm` like the anomaly alarms:

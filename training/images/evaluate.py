@@ -29,7 +29,11 @@ from edge_runtime.imaging import ImageLimits, ImagePipeline, QcSettings, decode_
 from edge_runtime.interpreter import EdgeModel
 from training.images import data as imdata
 from training.images import explain
-from training.images.metrics import classification_metrics, segmentation_metrics
+from training.images.metrics import (
+    classification_metrics,
+    mask_nok_metrics,
+    segmentation_metrics,
+)
 from training.images.train import ImageTrainConfig, Split, train_image_model
 
 log = logging.getLogger(__name__)
@@ -153,15 +157,18 @@ def _bundle(run_dir: Path, out: Path) -> tuple[Path, str]:
 
 
 def _compare(models, bundles, test: Split, test_set, spec: ImageSpec, out: Path) -> list[dict]:
+    """Rows of model ``classifier+segmenter`` (the edge verdict's figures), and, with a
+    segmenter, rows of model ``segmenter-mask``: OK/NOK scored from the mask alone."""
     import keras
 
     rows = {"keras-fp32": {}, "edge-int8": {}}
+    mask_rows = {}
+    ok = spec.class_names.index(spec.ok_class)
     for role, run_dir in models.items():
         model = keras.models.load_model(run_dir / "model.keras", compile=False)
         ref = model.predict(test.x, verbose=0, batch_size=32)
         got = EdgeModel(bundles[role] / "model.tflite").predict(test.x)[0]
         if role == "classifier":
-            ok = spec.class_names.index(spec.ok_class)
             for variant, probs in (("keras-fp32", ref), ("edge-int8", got)):
                 m = classification_metrics(test.labels, probs, ok, spec.class_names)
                 m["accuracy_6class"] = m.pop("accuracy")
@@ -176,10 +183,13 @@ def _compare(models, bundles, test: Split, test_set, spec: ImageSpec, out: Path)
                 m = segmentation_metrics(test.masks, probs, 0.5)
                 rows[variant] |= {"iou": m["iou"], "dice": m["dice"],
                                   "clean_on_free": m["clean_on_free"]}
+                mask_rows[variant] = mask_nok_metrics(test.labels, probs, ok)
             explain.save_segmentation_overlays(test.x, test.masks, ref, out / "segmentation")
     rows["edge-int8"]["edge_ms_per_image"] = _edge_latency(bundles, test_set)
     rows["keras-fp32"]["edge_ms_per_image"] = float("nan")
-    return [{"model": "+".join(models), "variant": k, "metrics": v} for k, v in rows.items()]
+    return ([{"model": "+".join(models), "variant": k, "metrics": v} for k, v in rows.items()]
+            + [{"model": "segmenter-mask", "variant": k, "metrics": v}
+               for k, v in mask_rows.items()])
 
 
 def _edge_latency(bundles: dict[str, Path], test_set) -> float:
@@ -240,9 +250,13 @@ def _print(rows: list[dict], result: dict) -> None:
     keys = sorted({k for r in rows for k in r["metrics"]},
                   key=lambda k: (k not in METRIC_KEYS, METRIC_KEYS.index(k)
                                  if k in METRIC_KEYS else 0, k))
-    print(f"\n{'metric':28s}" + "".join(f"{r['variant']:>14s}" for r in rows))
+    titles = [r["variant"] if r["model"] == rows[0]["model"] else f"mask:{r['variant']}"
+              for r in rows]
+    print(f"\n{'metric':28s}" + "".join(f"{t:>16s}" for t in titles))
     for k in keys:
-        print(f"{k:28s}" + "".join(f"{r['metrics'].get(k, float('nan')):14.4f}" for r in rows))
+        print(f"{k:28s}" + "".join(f"{r['metrics'].get(k, float('nan')):16.4f}" for r in rows))
+    if len(rows) > 2:
+        print("mask: OK/NOK from the segmenter alone (NOK score = largest pixel probability)")
     for role in ("classifier", "segmenter"):
         if f"{role}_gate" in result:
             print(f"int8 parity gate ({role}): {result[f'{role}_gate']}")

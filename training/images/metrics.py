@@ -12,12 +12,7 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, ok_index: int,
     ``accuracy`` / ``balanced_accuracy_class`` over all classes; ``recall_<class>``."""
     labels = np.asarray(labels)
     pred = probs.argmax(axis=1)
-    nok_true = labels != ok_index
-    p_nok = 1.0 - probs[:, ok_index]
-    out = {
-        "auroc": float(roc_auc_score(nok_true, p_nok)) if 0 < nok_true.sum() < len(labels)
-        else float("nan"),
-        "balanced_accuracy": float(balanced_accuracy_score(nok_true, p_nok >= 0.5)),
+    out = _nok_metrics(labels != ok_index, 1.0 - probs[:, ok_index]) | {
         "accuracy": float(np.mean(pred == labels)),
         "balanced_accuracy_class": float(balanced_accuracy_score(labels, pred)),
     }
@@ -25,6 +20,23 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, ok_index: int,
         if (labels == c).any():
             out[f"recall_{name}"] = float(np.mean(pred[labels == c] == c))
     return out
+
+
+def mask_nok_metrics(labels: np.ndarray, probs: np.ndarray, ok_index: int
+                     ) -> dict[str, float]:
+    """OK/NOK from the segmenter alone: the NOK score of an image is the largest pixel
+    probability of its mask (NOK at ≥ 0.5: any pixel called defect), to set beside the
+    classifier's p(NOK) — a gateway that runs both could use either."""
+    score = np.asarray(probs).reshape(len(probs), -1).max(axis=1)
+    return _nok_metrics(np.asarray(labels) != ok_index, score)
+
+
+def _nok_metrics(nok_true: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """AUROC of a NOK score and the balanced accuracy of NOK at score ≥ 0.5 (AUROC is nan
+    when only one of OK/NOK is present)."""
+    both = 0 < nok_true.sum() < len(nok_true)
+    return {"auroc": float(roc_auc_score(nok_true, score)) if both else float("nan"),
+            "balanced_accuracy": float(balanced_accuracy_score(nok_true, score >= 0.5))}
 
 
 def segmentation_metrics(masks: np.ndarray, probs: np.ndarray, threshold: float = 0.5
