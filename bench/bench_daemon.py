@@ -166,6 +166,13 @@ class Bench:
                 sent += 1
         return time.perf_counter() - start
 
+    def wait_drained(self, timeout_s: float = 120) -> None:
+        """Until the daemon's outbox is empty: a phase starts without the last one's backlog
+        (results leave in order, so a backlog would sit in front of every new result)."""
+        deadline = time.monotonic() + timeout_s
+        while self.metric("procedge_outbox_depth") and time.monotonic() < deadline:
+            time.sleep(0.1)
+
     def wait_daemon(self, total: int, timeout_s: float = 600) -> float:
         print(f"  waiting for the daemon to reach {total} messages", file=sys.stderr, flush=True)
         deadline = time.monotonic() + timeout_s
@@ -273,6 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
             t_daemon = bench.wait_daemon(total)
             cpu1 = cpu_s(daemon.pid), cpu_s(bare.pid)
             b = finish_bare(bare, pub)
+            bench.wait_drained()
             bare_rate = b["count"] / (b["last"] - b["first"])
             daemon_rate = args.burst / (t_daemon - t_start)
             report["throughput"] = {"messages": args.burst, "bare_msg_s": round(bare_rate),
@@ -298,9 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
                 took = bench.publish_steps(pub, n, rate)
                 total += n
                 bench.wait_daemon(total)
-                deadline = time.monotonic() + 60  # the slowest results are sent last: wait
-                while bench.metric("procedge_outbox_depth") and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                bench.wait_drained(60)  # the slowest results are sent last: wait for them
                 b = finish_bare(bare, pub)  # "done" ends the receiver too, after the results
                 got = json.loads(receiver.communicate(timeout=120)[0].strip().splitlines()[-1])
                 lat = [now - bench.step_sent[parse_timestamp(ts)] for ts, now in got
