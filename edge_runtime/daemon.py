@@ -31,7 +31,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from edge_runtime.acker import InputAcker
-from edge_runtime.alarms import COMMANDS, EFFECTIVE_STATES, Alarm, AlarmPolicy
+from edge_runtime.alarms import COMMANDS, Alarm, AlarmPolicy
 from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
 from edge_runtime.imaging import FolderWatcher, ImagePipeline, camera_pipeline
@@ -80,6 +80,7 @@ class EdgeDaemon:
         self.cameras: dict[str, ImagePipeline] = {
             self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.alarms = self._restore_alarms()
+        self.metrics.watch(lambda: self.outbox.depth, lambda: list(self.alarms.values()))
         self.routes = self._route_topics()
         self.sparkplug = self._sparkplug_bridge()
         self.acker = InputAcker(self._outboxes(), self._ack_inputs)
@@ -346,7 +347,8 @@ class EdgeDaemon:
         self.acker.submit(inputs)  # ... there
         self.metrics.messages.inc(len(inputs))  # "messages_total": committed, done with
         self.metrics.stage_commit.observe(time.perf_counter() - start)
-        self._update_gauges()
+        if out:  # rows are evicted only when rows are added
+            self._report_evictions()
 
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None
@@ -498,13 +500,7 @@ class EdgeDaemon:
             log.warning("rejected payload on %s (%s): %r (further ones logged once a minute)",
                         topic[:200], reason, payload[:80])
 
-    def _update_gauges(self) -> None:
-        counts = dict.fromkeys(EFFECTIVE_STATES, 0)
-        for alarm in self.alarms.values():
-            counts[alarm.effective_state] += 1
-        for state, gauge in self.metrics.alarm_states.items():  # children looked up once
-            gauge.set(counts[state])
-        self.metrics.outbox_depth.set(self.outbox.depth)
+    def _report_evictions(self) -> None:
         for priority, n in self.outbox.evicted.items():
             reported = self._evictions_reported.get(priority, 0)
             if n > reported:

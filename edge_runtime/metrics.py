@@ -83,6 +83,13 @@ class DaemonMetrics:
         self.published_alarm = self.published.labels(kind="alarm")
         self._model_children: dict[str, tuple] = {}
 
+    def watch(self, outbox_depth: Callable[[], int], alarms: Callable[[], list]) -> None:
+        """Gauges read at scrape time, not set on every batch: a gateway is scraped every few
+        seconds and handles thousands of batches in between."""
+        self.outbox_depth.set_function(outbox_depth)
+        for state, gauge in self.alarm_states.items():
+            gauge.set_function(lambda s=state: sum(a.effective_state == s for a in alarms()))
+
     def observe_pipeline(self, pipeline) -> None:
         """Move a pipeline's stage timings and window counts into the metrics."""
         name = pipeline.name

@@ -89,7 +89,6 @@ class OutboxSender:
                         self._resend_stale()
                         self._fill_window(late_after)
                 self.metrics.outbox_inflight.set(len(self._inflight))
-                self.metrics.outbox_depth.set(self.outbox.depth)
             except Exception:
                 log.exception("sender error")
                 time.sleep(0.5)
