@@ -10,6 +10,8 @@ on the same raw topics. Measured:
   sample that completes a grid step → the daemon's anomaly result for that step received
   (the path an alarm event takes: window, model, ISA-18.2 logic, outbox, PUBACK), each side
   received by a paho subscriber in a process of its own;
+- with ``--relay``, the same latency through a zero-work paho relay (QoS 1 in, republish at
+  QoS 1): the daemon's path with none of its work, i.e. the floor of its ratio;
 - RSS of the daemon after the run (and at its start), to spot growth.
 
 Usage: ``python bench/bench_daemon.py --bundles artifacts/tiny/bundles`` (folders
@@ -255,6 +257,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--broker-nagle", action="store_true",
                     help="leave Mosquitto's Nagle algorithm on (its default; procedge's "
                          "recommended broker config sets set_tcp_nodelay true)")
+    ap.add_argument("--relay", action="store_true",
+                    help="also run a zero-work paho relay (QoS 1 in and out) in the latency "
+                         "phases: the floor of any relay's ratio to the bare subscriber")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "daemon.json")
     args = ap.parse_args(argv)
     args.bundles = args.bundles or find_or_train_bundles()
@@ -328,12 +333,13 @@ def main(argv: list[str] | None = None) -> dict:
                     [sys.executable, "-c", RESULTS, str(broker.port),
                      f"{UNS}/inference/tank_anomaly", "bench-results"], stdout=subprocess.PIPE,
                     text=True)
-                relay = subprocess.Popen([sys.executable, "-c", RELAY, str(broker.port), UNS,
-                                          bench.tags[-1]])
-                relay_receiver = subprocess.Popen(
-                    [sys.executable, "-c", RESULTS, str(broker.port), "bench/relay/result",
-                     "bench-relay-results"],
-                    stdout=subprocess.PIPE, text=True)
+                relay = relay_receiver = None
+                if args.relay:
+                    relay = subprocess.Popen([sys.executable, "-c", RELAY, str(broker.port),
+                                              UNS, bench.tags[-1]])
+                    relay_receiver = subprocess.Popen(
+                        [sys.executable, "-c", RESULTS, str(broker.port), "bench/relay/result",
+                         "bench-relay-results"], stdout=subprocess.PIPE, text=True)
                 time.sleep(1.0)
                 bench.step_sent.clear()
                 n = int(rate * args.seconds)
@@ -341,20 +347,22 @@ def main(argv: list[str] | None = None) -> dict:
                 total += n
                 bench.wait_daemon(total)
                 bench.wait_drained(60)  # the slowest results are sent last: wait for them
-                time.sleep(0.5)  # the relay's last results
+                if relay:
+                    time.sleep(0.5)  # the relay's last results
                 b = finish_bare(bare, pub)  # "done" ends the receivers too, after the results
                 lat = bench.latencies(receiver)
-                relay_lat = bench.latencies(relay_receiver)
-                relay.wait(timeout=60)
                 row = {"rate_msg_s": rate, "achieved_msg_s": round(n / took),
                        "bare_p50_ms": round(percentile(b["latency"], 50) * 1e3, 3),
                        "bare_p99_ms": round(percentile(b["latency"], 99) * 1e3, 3),
                        "daemon_p50_ms": round(percentile(lat, 50) * 1e3, 3),
                        "daemon_p99_ms": round(percentile(lat, 99) * 1e3, 3),
-                       "daemon_results": len(lat),
-                       "relay_p50_ms": round(percentile(relay_lat, 50) * 1e3, 3),
-                       "relay_p99_ms": round(percentile(relay_lat, 99) * 1e3, 3),
-                       "relay_results": len(relay_lat)}
+                       "daemon_results": len(lat)}
+                if relay:
+                    relay_lat = bench.latencies(relay_receiver)
+                    relay.wait(timeout=60)
+                    row |= {"relay_p50_ms": round(percentile(relay_lat, 50) * 1e3, 3),
+                            "relay_p99_ms": round(percentile(relay_lat, 99) * 1e3, 3),
+                            "relay_results": len(relay_lat)}
                 report["latency"].append(row)
                 print(json.dumps(row), flush=True)
                 rss.append([total, round(bench.rss_mb(daemon.pid), 1)])
