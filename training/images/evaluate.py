@@ -57,6 +57,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="U-Net trains on crops this size near defects (0 = whole images): "
                         "about 3x the epochs per minute")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--segmenter-epochs", type=int,
+                   help="U-Net epoch budget (default: --epochs)")
     p.add_argument("--max-minutes", type=float, default=9.0, help="per model")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
                    help="learning rate: cosine decay over the budget, or cut on plateaus")
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     for role, family, width in roles:
         patch = args.segmenter_patch if role == "segmenter" else 0
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
-                                  epochs=args.epochs, max_minutes=args.max_minutes, patch=patch,
+                                  epochs=_epochs(args, role), max_minutes=args.max_minutes,
+                                  patch=patch,
                                   schedule=args.schedule, precision=_precision(args.precision),
                                   mask_weight=args.mask_weight if role == "classifier" else 0.0,
                                   seed=args.seed, output_dir=args.out / "runs")
@@ -116,6 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _epochs(args: argparse.Namespace, role: str) -> int:
+    if role == "segmenter" and args.segmenter_epochs:
+        return args.segmenter_epochs
+    return args.epochs
 
 
 def _precision(choice: str) -> str:
