@@ -271,3 +271,35 @@ def test_mask_supervised_bfloat16_classifier_saves_a_plain_float32_model(tmp_pat
     assert model.output_shape == (None, len(data.class_names))
     probs = model.predict(split.x, verbose=0)
     assert probs.dtype == np.float32 and np.allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_eval_images_command_reports_float_and_int8_rows(tmp_path):
+    """``procedge eval images`` end to end on a tiny synthetic folder: both models trained
+    (the U-Net on its own epoch budget), gated to int8, and the row shape the other eval
+    commands write."""
+    from training.images import evaluate
+
+    root = write_set(tmp_path / "data", per_class=10, seed=3, free_extra=6)
+    out = tmp_path / "eval"
+    result = evaluate.main(["--root", str(root), "--size", "32", "--epochs", "2",
+                            "--segmenter-epochs", "1", "--latency-size", "0",
+                            "--classifier", "small_cnn", "--classifier-width", "4",
+                            "--segmenter-width", "4", "--segmenter-patch", "0",
+                            "--precision", "float32", "--out", str(out),
+                            "--json", str(out / "result.json")])
+    written = json.loads((out / "result.json").read_text())
+    assert [(r["model"], r["variant"]) for r in written["rows"]] == [
+        (r["model"], r["variant"]) for r in result["rows"]]
+    epochs = {role: json.loads((out / "runs" / f"tile_{role}" / "training.json").read_text())
+              ["metrics"]["keras"]["epochs"] for role in ("classifier", "segmenter")}
+    assert epochs == {"classifier": 2.0, "segmenter": 1.0}
+    rows = {r["variant"]: r["metrics"] for r in result["rows"]
+            if r["model"] == "classifier+segmenter"}
+    assert set(rows) == {"keras-fp32", "edge-int8"}
+    for metrics in rows.values():
+        assert set(evaluate.METRIC_KEYS) <= set(metrics)
+        for key in ("auroc", "balanced_accuracy", "accuracy_6class", "iou", "dice"):
+            assert 0.0 <= metrics[key] <= 1.0, (key, metrics[key])
+    assert rows["edge-int8"]["edge_ms_per_image"] > 0
+    assert list((out / "bundles").glob("tile_classifier-int8*")) or list(
+        (out / "bundles" / "ungated").glob("tile_classifier-int8*"))
