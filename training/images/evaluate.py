@@ -57,10 +57,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="U-Net trains on crops this size near defects (0 = whole images): "
                         "about 3x the epochs per minute")
     p.add_argument("--epochs", type=int, default=200,
-                   help="from scratch, the classifier needed ~200 (run G, docs/images.md)")
-    p.add_argument("--segmenter-epochs", type=int,
-                   help="U-Net epoch budget (default: --epochs)")
-    p.add_argument("--max-minutes", type=float, default=40.0, help="per model")
+                   help="from scratch, the classifier needed ~200 (runs G, H: docs/images.md)")
+    p.add_argument("--segmenter-epochs", type=int, default=300,
+                   help="U-Net epoch budget; 0 = --epochs (it needed ~300: run H)")
+    p.add_argument("--max-minutes", type=float, default=45.0, help="per model")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
                    help="learning rate: cosine decay over the budget, or cut on plateaus")
     p.add_argument("--mask-weight", type=float, default=0.0,
