@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 class InputAcker:
     def __init__(self, outboxes: Sequence[Outbox], ack: Callable[[list[Any]], None]):
-        """``ack`` acknowledges one batch's inputs (and counts them as done)."""
+        """``ack`` acknowledges inputs, in order: those of every batch that one sync covered."""
         self.outboxes = list(outboxes)
         self._ack = ack
         self._batches: queue.SimpleQueue[list[Any] | None] = queue.SimpleQueue()
@@ -56,9 +56,7 @@ class InputAcker:
             try:
                 for outbox in self.outboxes:
                     outbox.sync()  # one fsync for all of them
-                for inputs in batches:
-                    if inputs is not None:
-                        self._ack(inputs)
+                self._ack([item for inputs in batches if inputs for item in inputs])
             except Exception:  # an input left unacknowledged is redelivered: never fatal
                 log.exception("could not acknowledge %d batch(es)", len(batches))
             if None in batches:

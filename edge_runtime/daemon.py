@@ -36,6 +36,7 @@ from edge_runtime.bundle import Bundle, BundleError
 from edge_runtime.config import EdgeConfig, ModelConfig, load_edge_config
 from edge_runtime.imaging import FolderWatcher, ImagePipeline, camera_pipeline
 from edge_runtime.metrics import DaemonMetrics
+from edge_runtime.mqtt_client import BufferedClient
 from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message, Outbox
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples, parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
@@ -154,8 +155,9 @@ class EdgeDaemon:
                                   "manual_ack": True}
         if not v5:
             kwargs["clean_session"] = not c.persistent_session
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                             client_id=c.client_id or f"procedge-{self.config.gateway}", **kwargs)
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2,
+                                client_id=c.client_id or f"procedge-{self.config.gateway}",
+                                **kwargs)
         c.configure(client)
         client.will_set(self._topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
@@ -356,8 +358,10 @@ class EdgeDaemon:
 
     def _ack_inputs(self, inputs: list[Inbound]) -> None:
         """(acker thread, once the batch's results are durable) acknowledge the inputs."""
-        for item in inputs:
-            if item.qos and item.generation == self._generation:  # else void: redelivered
+        current = [item for item in inputs if item.qos and item.generation == self._generation]
+        self.client.ack_many(item.mid for item in current if item.qos == 1)
+        for item in current:  # older generations: void, the broker redelivers them
+            if item.qos == 2:
                 self.client.ack(item.mid, item.qos)
 
     def _handle(self, item: Inbound, out: list[Message], changed: set[str]) -> None:
