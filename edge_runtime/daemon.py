@@ -161,7 +161,9 @@ class EdgeDaemon:
         c.configure(client)
         client.will_set(self._topic("status"), "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=c.reconnect_min_s, max_delay=c.reconnect_max_s)
-        client.max_inflight_messages_set(min(self.config.outbox.max_inflight, 1000))
+        # Unlimited in paho: the sender's window (outbox.max_inflight) bounds what is in flight,
+        # and paho's own bound rescans every in-flight message on each PUBACK.
+        client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect

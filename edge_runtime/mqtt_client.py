@@ -17,12 +17,16 @@ wakes paho's network thread (one byte through its socket pair) and is written wi
 for the GIL with the one still queueing. :meth:`BufferedClient.ack_many` queues the batch's
 PUBACKs as one write: the same 4-byte packets (``0x40 0x02 <packet id>``, what
 ``Client.ack`` sends, also for MQTT 5 where reason code 0 may be omitted) back to back.
+Publishes are tracked one by one by paho, so they stay separate packets; inside
+:meth:`BufferedClient.one_wakeup` their wake-ups are folded into one, sent at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,11 +62,61 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
+class WakeGate:
+    """paho's socket-pair writer (a byte written wakes its network thread from select()); a
+    thread holding the gate has its wake-ups folded into one, written on release."""
+
+    def __init__(self, sock: Any):
+        self._sock = sock
+        self._state = threading.local()
+
+    def send(self, data: bytes) -> int:
+        if getattr(self._state, "held", False):
+            self._state.wake = True
+            return len(data)
+        return self._sock.send(data)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        state = self._state
+        if getattr(state, "held", False):  # nested: the outer one wakes
+            yield
+            return
+        state.held, state.wake = True, False
+        try:
+            yield
+        finally:
+            state.held = False
+            if state.wake:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
+                    self._sock.send(b"0")
+
+    def __getattr__(self, name: str) -> Any:  # recv, close, fileno, ...
+        return getattr(self._sock, name)
+
+
 class BufferedClient(mqtt.Client):
     """``paho.mqtt.client.Client`` reading through a :class:`BufferedSocket`."""
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
+
+    def loop_start(self) -> mqtt.MQTTErrorCode:
+        rc = super().loop_start()
+        if self._sockpairW is not None and not isinstance(self._sockpairW, WakeGate):
+            self._sockpairW = WakeGate(self._sockpairW)
+        return rc
+
+    @contextlib.contextmanager
+    def one_wakeup(self) -> Iterator[None]:
+        """Packets queued by this thread inside wake the network thread once, at the end (it
+        then writes them all), instead of once each while this thread still queues."""
+        gate = self._sockpairW
+        if not isinstance(gate, WakeGate):  # no network thread (yet): nothing to fold
+            yield
+            return
+        with gate.held():
+            yield
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACK these QoS 1 messages (``manual_ack=True``): one queued write for all."""

@@ -21,13 +21,14 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime.config import OutboxConfig
 from edge_runtime.metrics import DaemonMetrics
+from edge_runtime.mqtt_client import BufferedClient
 from edge_runtime.outbox import Outbox
 
 log = logging.getLogger("procedge.edge")
 
 
 class OutboxSender:
-    def __init__(self, client: mqtt.Client, outbox: Outbox, config: OutboxConfig,
+    def __init__(self, client: BufferedClient, outbox: Outbox, config: OutboxConfig,
                  metrics: DaemonMetrics):
         self.client, self.outbox, self.config, self.metrics = client, outbox, config, metrics
         self.wake = threading.Event()  # set when rows or PUBACKs wait
@@ -127,16 +128,18 @@ class OutboxSender:
             return
         sending = {row for row, _ in self._inflight.values()}
         now = time.time()
-        for msg in self.outbox.peek(self._last_sent_row, room):
-            if msg.row in sending:
+        with self.client.one_wakeup():  # paho's thread wakes once, for all of them
+            for msg in self.outbox.peek(self._last_sent_row, room):
+                if msg.row in sending:
+                    self._last_sent_row = msg.row
+                    continue
+                info = self.client.publish(msg.topic, msg.for_sending(now, late_after), qos=1,
+                                           retain=msg.retain)
+                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                    log.warning("publish not queued (%s); will retry",
+                                mqtt.error_string(info.rc))
+                    return  # keep order: retry from this row later
+                self._inflight[info.mid] = (msg.row, time.monotonic())
                 self._last_sent_row = msg.row
-                continue
-            info = self.client.publish(msg.topic, msg.for_sending(now, late_after), qos=1,
-                                       retain=msg.retain)
-            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                log.warning("publish not queued (%s); will retry", mqtt.error_string(info.rc))
-                return  # keep order: retry from this row later
-            self._inflight[info.mid] = (msg.row, time.monotonic())
-            self._last_sent_row = msg.row
-            if info.rc == mqtt.MQTT_ERR_NO_CONN:
-                return  # paho keeps it and sends it after the reconnect
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    return  # paho keeps it and sends it after the reconnect

@@ -8,7 +8,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge_runtime.mqtt_client import BufferedClient, BufferedSocket
+from edge_runtime.mqtt_client import BufferedClient, BufferedSocket, WakeGate
 
 
 class ChunkSocket:
@@ -51,6 +51,35 @@ def test_buffered_socket_passes_a_short_read_through_unbuffered():
     assert sock.recv(1) == b"\x40" and sock.pending() == 0
     assert sock.recv(1) == b"\x02" and sock.pending() == 2
     assert sock.recv(2) == b"\x00\x07" and sock.pending() == 0
+
+
+class CountingSocket:
+    def __init__(self):
+        self.sent: list[bytes] = []
+
+    def send(self, data: bytes) -> int:
+        self.sent.append(data)
+        return len(data)
+
+
+def test_wake_gate_folds_a_threads_wakeups_into_one_and_leaves_others_alone():
+    sock = CountingSocket()
+    gate = WakeGate(sock)
+    with gate.held():
+        for _ in range(5):
+            gate.send(b"0")
+        with gate.held():  # nested: still one
+            gate.send(b"0")
+        other = threading.Thread(target=gate.send, args=(b"0",))  # another thread: at once
+        other.start()
+        other.join()
+        assert len(sock.sent) == 1
+    assert len(sock.sent) == 2  # the holder's one wake-up, on release
+    with gate.held():
+        pass
+    assert len(sock.sent) == 2  # nothing queued: no wake-up
+    gate.send(b"0")
+    assert len(sock.sent) == 3
 
 
 def _receiver(port: int, acks: str, got: list[int], done: threading.Event,
@@ -108,3 +137,36 @@ def test_ack_many_acknowledges_every_message_to_a_real_broker(broker, acks):
         assert second == []
     else:  # the control: unacknowledged messages come back, so the check above can fail
         assert sorted(set(second)) == list(range(15))
+
+
+def test_publishes_inside_one_wakeup_leave_promptly(broker):
+    """Without the release's wake-up, paho's thread would send them at its next select()
+    timeout (1 s); five rounds all under 0.5 s would then be a 1-in-32 chance."""
+    got: list[float] = []
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wake-sub")
+    sub.on_message = lambda *a: got.append(time.monotonic())
+    sub.on_connect = lambda c, *a: c.subscribe("t/wake", qos=1)
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="wake-pub")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    assert isinstance(client._sockpairW, WakeGate)
+    time.sleep(0.5)
+    try:
+        for round_ in range(5):
+            time.sleep(0.3)  # paho's thread asleep in select()
+            with client.one_wakeup():
+                for _ in range(3):
+                    client.publish("t/wake", b"x", qos=1)
+            released = time.monotonic()
+            deadline = released + 2
+            while len(got) < 3 * (round_ + 1) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert len(got) == 3 * (round_ + 1)
+            assert got[-1] - released < 0.5
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        sub.disconnect()
+        sub.loop_stop()
