@@ -159,14 +159,31 @@ class Bench:
                 return float(line.split()[1])
         return 0.0
 
+    def worker_load(self) -> tuple[float, float]:
+        """(batches processed, seconds the worker spent on them) so far, from /metrics."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
+        batches = seconds = 0.0
+        for line in text.decode().splitlines():
+            if line.startswith('procedge_stage_seconds_count{stage="parse"}'):
+                batches = float(line.split()[1])
+            elif line.startswith("procedge_stage_seconds_sum{"):
+                seconds += float(line.split()[1])
+        return batches, seconds
+
     def rss_mb(self, pid: int) -> float:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
 
-    def publish_steps(self, pub: mqtt.Client, n_msgs: int, rate: float | None) -> float:
-        """Publish n_msgs samples (whole steps of 5 tags); returns the seconds taken."""
+    def publish_steps(self, pub: mqtt.Client, n_msgs: int, rate: float | None,
+                      pacing: str = "step") -> float:
+        """Publish n_msgs samples (whole steps of 5 tags); returns the seconds taken.
+
+        ``pacing="step"``: a step's samples leave together, steps evenly spaced (a PLC
+        publishing its scan); ``"message"``: every sample evenly spaced, which costs the
+        publisher (a process on the same two cores) twice the CPU.
+        """
         start = time.perf_counter()
         sent = 0
         while sent < n_msgs:
@@ -174,7 +191,7 @@ class Bench:
             self.step += 1
             row = self.rows[self.step % len(self.rows)]
             for k, tag in enumerate(self.tags):
-                if rate:
+                if rate and (k == 0 or pacing == "message"):
                     delay = start + sent / rate - time.perf_counter()
                     if delay > 0:
                         time.sleep(delay)
@@ -257,6 +274,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--broker-nagle", action="store_true",
                     help="leave Mosquitto's Nagle algorithm on (its default; procedge's "
                          "recommended broker config sets set_tcp_nodelay true)")
+    ap.add_argument("--pacing", choices=["step", "message"], default="step",
+                    help="fixed rates: space the 5-tag steps evenly, their samples sent back "
+                         "to back (default; a PLC's scan), or space every sample evenly")
     ap.add_argument("--relay", action="store_true",
                     help="also run a zero-work paho relay (QoS 1 in and out) in the latency "
                          "phases: the floor of any relay's ratio to the bare subscriber")
@@ -271,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra = f"max_inflight_messages {args.broker_inflight}\n"
     if not args.broker_nagle:  # else a small publish waits for the ACK of the one before
         extra += "set_tcp_nodelay true\n"
+    report["pacing"] = args.pacing
     report["broker_max_inflight_messages"] = args.broker_inflight
     report["broker_tcp_nodelay"] = not args.broker_nagle
     with mosquitto(port=free_port(), workdir=workdir, extra_config=extra) as broker:
@@ -343,9 +364,11 @@ def main(argv: list[str] | None = None) -> dict:
                 time.sleep(1.0)
                 bench.step_sent.clear()
                 n = int(rate * args.seconds)
-                took = bench.publish_steps(pub, n, rate)
+                load0 = bench.worker_load()
+                took = bench.publish_steps(pub, n, rate, args.pacing)
                 total += n
                 bench.wait_daemon(total)
+                load1 = bench.worker_load()
                 bench.wait_drained(60)  # the slowest results are sent last: wait for them
                 if relay:
                     time.sleep(0.5)  # the relay's last results
@@ -356,7 +379,11 @@ def main(argv: list[str] | None = None) -> dict:
                        "bare_p99_ms": round(percentile(b["latency"], 99) * 1e3, 3),
                        "daemon_p50_ms": round(percentile(lat, 50) * 1e3, 3),
                        "daemon_p99_ms": round(percentile(lat, 99) * 1e3, 3),
-                       "daemon_results": len(lat)}
+                       "daemon_results": len(lat),
+                       # how the worker took the load: messages per batch, and the share of
+                       # the phase it spent processing (parse + models + commit)
+                       "daemon_msgs_per_batch": round(n / max(load1[0] - load0[0], 1), 1),
+                       "daemon_worker_busy": round((load1[1] - load0[1]) / took, 3)}
                 if relay:
                     relay_lat = bench.latencies(relay_receiver)
                     relay.wait(timeout=60)
