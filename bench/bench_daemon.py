@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,7 +49,7 @@ UNS = "bench/site/area/tank"
 PERIOD = 5.0
 
 BARE = r"""
-import json, sys, time, threading
+import json, socket, sys, time, threading
 import paho.mqtt.client as mqtt
 port, uns = int(sys.argv[1]), sys.argv[2]
 lat, first, count, lock = [], [None], [0], threading.Lock()
@@ -67,6 +68,7 @@ def on_message(c, u, m):
 last = [None]
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bare")
 c.on_connect = lambda c, *a: c.subscribe([(uns + "/raw/#", 1), ("bench/control/#", 1)])
+c.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.on_message = on_message
 c.connect("127.0.0.1", port)
 c.loop_forever()
@@ -75,7 +77,7 @@ c.loop_forever()
 # The daemon's results are received the same way, in a process of their own: a receiver
 # sharing the publisher's process (and GIL) would add the publisher's stalls to the daemon.
 RESULTS = r"""
-import json, sys, time
+import json, socket, sys, time
 import paho.mqtt.client as mqtt
 port, topic, client_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 got = []
@@ -88,6 +90,7 @@ def on_message(c, u, m):
     got.append((json.loads(m.payload)["ts"], now))
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
 c.on_connect = lambda c, *a: c.subscribe([(topic, 1), ("bench/control/#", 1)])
+c.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.on_message = on_message
 c.connect("127.0.0.1", port)
 c.loop_forever()
@@ -98,20 +101,25 @@ c.loop_forever()
 # → broker → receiver) with none of the daemon's work, so the daemon's ratio to the bare
 # subscriber can be read against the relay's.
 RELAY = r"""
-import json, sys
+import json, socket, sys, threading
 import paho.mqtt.client as mqtt
 port, uns, last_tag = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+done = threading.Event()
 def on_message(c, u, m):
     if m.topic == "bench/control/done":
-        c.disconnect()
+        done.set()
     elif m.topic.endswith("/" + last_tag):
         c.publish("bench/relay/result", json.dumps({"ts": json.loads(m.payload)["ts"]}), qos=1)
 c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-relay")
 c.max_inflight_messages_set(1000)
 c.on_connect = lambda c, *a: c.subscribe([(uns + "/raw/#", 1), ("bench/control/#", 1)])
+c.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.on_message = on_message
 c.connect("127.0.0.1", port)
-c.loop_forever()
+c.loop_start()  # not loop_forever(): there a publish made in on_message waits in paho's
+done.wait()     # queue until the next packet arrives (no socket-pair wake-up without a thread)
+c.disconnect()
+c.loop_stop()
 """
 
 
@@ -246,6 +254,23 @@ def find_or_train_bundles() -> Path:
     return ROOT / "artifacts" / "bench" / "bundles"
 
 
+def no_nagle(client, userdata, sock) -> None:
+    """Every bench client sends at once, as the daemon does (paho leaves Nagle on: a small
+    publish would wait for the ACK of the segment before it)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def publisher(port: int) -> mqtt.Client:
+    """The sensors: one paho client, QoS 1, its network thread started."""
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    pub.on_socket_open = no_nagle
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(20000)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    return pub
+
+
 def run_bare(port: int) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", BARE, str(port), UNS], stdout=subprocess.PIPE,
                             text=True)
@@ -302,11 +327,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    str(bench.config_path)], env=env, cwd=ROOT,
                                   stdout=(workdir / "daemon.log").open("wb"),
                                   stderr=subprocess.STDOUT)
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
-        pub.max_inflight_messages_set(1000)
-        pub.max_queued_messages_set(20000)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
+        pub = publisher(broker.port)
         try:
             deadline = time.monotonic() + 60
             while True:

@@ -19,8 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_daemon as bd  # noqa: E402  (puts the repository on sys.path)
 
@@ -33,11 +31,7 @@ def measure(rates: list[float], seconds: float, pacing: str) -> list[dict]:
     extra = "max_inflight_messages 1000\nset_tcp_nodelay true\n"  # as bench_daemon's broker
     with mosquitto(port=free_port(), workdir=workdir, extra_config=extra) as broker:
         bench = bd.Bench(bd.find_or_train_bundles(), workdir, broker.port)  # the same samples
-        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-pub")
-        pub.max_inflight_messages_set(1000)
-        pub.max_queued_messages_set(20000)
-        pub.connect("127.0.0.1", broker.port)
-        pub.loop_start()
+        pub = bd.publisher(broker.port)
         try:
             for rate in rates:
                 bare = bd.run_bare(broker.port)
