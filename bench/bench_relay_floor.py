@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[1000, 5000])
     ap.add_argument("--seconds", type=float, default=10, help="per rate")
-    ap.add_argument("--pacing", choices=["step", "message"], default="step")
+    ap.add_argument("--pacing", choices=["message", "step"], default="message")
     args = ap.parse_args(argv)
     rows = measure(args.rates, args.seconds, args.pacing)
     print("| rate (achieved), msg/s | bare p50 / p99 ms | zero-work relay p50 / p99 ms | "
