@@ -55,6 +55,7 @@ lint: setup
 bench: setup mosquitto
 	$(BIN)/python bench/bench_convert.py $(CONVERT_BENCH_ARGS)
 	$(BIN)/python bench/bench_daemon.py $(DAEMON_BENCH_ARGS)
+	$(BIN)/python bench/bench_relay_floor.py
 
 # Published protocols on the real data sets (minutes to tens of minutes on 2 cores).
 eval: setup
