@@ -3,12 +3,12 @@ one ``send`` for many acknowledgements.
 
 paho reads every packet with at least three ``recv`` calls (command byte, each byte of the
 remaining length, then the body) and one more that finds the socket empty. At thousands of
-small QoS 1 samples a second those system calls were the largest single cost of the daemon's
-network thread. :class:`BufferedSocket` reads what the kernel has (up to 64 KiB) at once and
-hands paho the bytes it asks for from memory. It reports the bytes it holds through
-``pending()``, the hook paho already uses for TLS sockets (whose decrypted bytes select()
-cannot see either): while anything is buffered, paho's loop does not wait in select() and
-reads on. Everything else (send, fileno, close, TLS errors) goes to the real socket.
+small QoS 1 samples a second that ``recv`` was the line most often on the stack of the daemon's
+network thread (py-spy, session 6). :class:`BufferedSocket` reads what the kernel has (up to 64
+KiB) at once and hands paho the bytes it asks for from memory. It reports the bytes it holds
+through ``pending()``, the hook paho already uses for TLS sockets (whose decrypted bytes
+select() cannot see either): while anything is buffered, paho's loop does not wait in select()
+and reads on. Everything else (send, fileno, close, TLS errors) goes to the real socket.
 
 The daemon acknowledges its inputs (manual QoS 1 acks) a batch at a time, after the batch's
 results are on disk. ``Client.ack`` queues one packet per message, and each queued packet
@@ -19,6 +19,10 @@ PUBACKs as one write: the same 4-byte packets (``0x40 0x02 <packet id>``, what
 ``Client.ack`` sends, also for MQTT 5 where reason code 0 may be omitted) back to back.
 Publishes are tracked one by one by paho, so they stay separate packets; inside
 :meth:`BufferedClient.one_wakeup` their wake-ups are folded into one, sent at the end.
+
+This leans on three paho internals, stable through paho 2.x: ``_create_socket``,
+``_sockpairW`` and ``_packet_queue``. ``tests/test_mqtt_client.py`` exercises each against a
+real Mosquitto, so an upgrade that moves them fails there, not on a gateway.
 """
 
 from __future__ import annotations
@@ -96,7 +100,8 @@ class WakeGate:
 
 
 class BufferedClient(mqtt.Client):
-    """``paho.mqtt.client.Client`` reading through a :class:`BufferedSocket`."""
+    """``paho.mqtt.client.Client`` reading through a :class:`BufferedSocket`, with wake-ups
+    folded per thread (:meth:`one_wakeup`) and acknowledgements in one write (:meth:`ack_many`)."""
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
