@@ -81,9 +81,10 @@ class EdgeDaemon:
         self.cameras: dict[str, ImagePipeline] = {
             self._camera_topic(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.alarms = self._restore_alarms()
-        self.metrics.watch(lambda: self.outbox.depth, lambda: list(self.alarms.values()))
         self.routes = self._route_topics()
         self.sparkplug = self._sparkplug_bridge()
+        self.metrics.watch(lambda: self.outbox.depth, lambda: list(self.alarms.values()),
+                           lambda: sum(o.depth for o in self._outboxes()[1:]))
         self.acker = InputAcker(self._outboxes(), self._ack_inputs)
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
@@ -95,7 +96,7 @@ class EdgeDaemon:
         self._watcher = threading.Thread(target=self._watch, name="procedge-reload", daemon=True)
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
-        self._evictions_reported: dict[int, int] = {}
+        self._evictions_reported: dict[tuple[int, int], int] = {}  # (outbox, priority) -> n
         self._cmd_prefix = self._topic("cmd") + "/"
         self._parse_s = 0.0  # parse time of the batch being processed
         self._http = None
@@ -507,11 +508,15 @@ class EdgeDaemon:
                         topic[:200], reason, payload[:80])
 
     def _report_evictions(self) -> None:
-        for priority, n in self.outbox.evicted.items():
-            reported = self._evictions_reported.get(priority, 0)
-            if n > reported:
-                self.metrics.outbox_evicted.labels(priority=str(priority)).inc(n - reported)
-                self._evictions_reported[priority] = n
+        """Count the rows each outbox evicted since the last report (the Sparkplug one too)."""
+        counters = [self.metrics.outbox_evicted, self.metrics.sparkplug_outbox_evicted]
+        pairs = zip(self._outboxes(), counters, strict=False)  # no Sparkplug: one outbox
+        for kind, (outbox, counter) in enumerate(pairs):
+            for priority, n in outbox.evicted.items():
+                reported = self._evictions_reported.get((kind, priority), 0)
+                if n > reported:
+                    counter.labels(priority=str(priority)).inc(n - reported)
+                    self._evictions_reported[(kind, priority)] = n
 
     # -- operator commands ------------------------------------------------------------------
     def _command(self, verb_path: str, item: Inbound, out: list[Message],

@@ -70,6 +70,12 @@ class DaemonMetrics:
         self.outbox_evicted = Counter("procedge_outbox_evicted_total",
                                       "Rows dropped because the outbox was full.", ["priority"],
                                       registry=r)
+        self.sparkplug_outbox_depth = Gauge(
+            "procedge_sparkplug_outbox_depth",
+            "Sparkplug rows waiting for a PUBACK (0 without sparkplug.output).", registry=r)
+        self.sparkplug_outbox_evicted = Counter(
+            "procedge_sparkplug_outbox_evicted_total",
+            "Sparkplug rows dropped because its outbox was full.", ["priority"], registry=r)
         self.acked = Counter("procedge_outbox_acked_total", "Publishes acknowledged.", registry=r)
         self.alarms = Gauge("procedge_alarms", "Alarms by state.", ["state"], registry=r)
         self.alarm_states = {state: self.alarms.labels(state=state) for state in EFFECTIVE_STATES}
@@ -83,10 +89,12 @@ class DaemonMetrics:
         self.published_alarm = self.published.labels(kind="alarm")
         self._model_children: dict[str, tuple] = {}
 
-    def watch(self, outbox_depth: Callable[[], int], alarms: Callable[[], list]) -> None:
+    def watch(self, outbox_depth: Callable[[], int], alarms: Callable[[], list],
+              sparkplug_depth: Callable[[], int] = lambda: 0) -> None:
         """Gauges read at scrape time, not set on every batch: a gateway is scraped every few
         seconds and handles thousands of batches in between."""
         self.outbox_depth.set_function(outbox_depth)
+        self.sparkplug_outbox_depth.set_function(sparkplug_depth)
         for state, gauge in self.alarm_states.items():
             gauge.set_function(lambda s=state: sum(a.effective_state == s for a in alarms()))
 

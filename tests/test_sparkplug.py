@@ -400,3 +400,28 @@ def test_outage_drains_after_a_new_birth_with_fresh_seq(tmp_path: Path, bundles)
         daemon.stop(drain_timeout_s=2)
         watch.close()
         broker.cleanup()
+
+
+def test_full_sparkplug_outbox_is_counted_in_the_metrics(tmp_path: Path, bundles):
+    """Broker unreachable, outboxes bounded: the Sparkplug outbox's depth and evictions are on
+    /metrics as the main outbox's are, each counted once."""
+    from edge_runtime.config import EdgeConfig
+    from edge_runtime.daemon import EdgeDaemon, Inbound
+
+    config = edge_config(tmp_path, free_port(), bundles, outbox={"max_rows": 30},
+                         sparkplug={"output": {"group": GROUP}})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    items = samples(labelled_run(200))
+    for k in range(0, len(items), 50):
+        daemon._process([Inbound(f"{UNS}/raw/{t}", p, time.time()) for t, p in items[k:k + 50]])
+    node = daemon.sparkplug.node
+    value = daemon.metrics.value
+    assert node.outbox.depth == 30 and value("procedge_sparkplug_outbox_depth") == 30
+    assert daemon.outbox.depth == 30 and value("procedge_outbox_depth") == 30
+    for priority, n in node.outbox.evicted.items():
+        assert value("procedge_sparkplug_outbox_evicted_total", priority=str(priority)) == n
+    assert sum(node.outbox.evicted.values()) > 100
+    for priority, n in daemon.outbox.evicted.items():
+        assert value("procedge_outbox_evicted_total", priority=str(priority)) == n
+    node.outbox.close()
+    daemon.outbox.close()
