@@ -116,8 +116,8 @@ c.on_connect = lambda c, *a: c.subscribe([(uns + "/raw/#", 1), ("bench/control/#
 c.on_socket_open = lambda c, u, sock: sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 c.on_message = on_message
 c.connect("127.0.0.1", port)
-c.loop_start()  # not loop_forever(): there a publish made in on_message waits in paho's
-done.wait()     # queue until the next packet arrives (no socket-pair wake-up without a thread)
+c.loop_start()  # the network thread beside the main one, as in the daemon
+done.wait()
 c.disconnect()
 c.loop_stop()
 """
