@@ -160,18 +160,21 @@ class Bench:
         run = simulate(20_000, PERIOD, seed=5, start_epoch_s=self.t0)
         self.tags, self.rows = run.tag_names, np.round(run.values, 4)
 
+    def scrape(self) -> list[str]:
+        """The daemon's /metrics, line by line."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        return urllib.request.urlopen(url).read().decode().splitlines()
+
     def metric(self, name: str) -> float:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
-        for line in text.decode().splitlines():
+        for line in self.scrape():
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0
 
     def worker_load(self) -> tuple[float, float]:
         """(batches processed, seconds the worker spent on them) so far, from /metrics."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics").read()
         batches = seconds = 0.0
-        for line in text.decode().splitlines():
+        for line in self.scrape():
             if line.startswith('procedge_stage_seconds_count{stage="parse"}'):
                 batches = float(line.split()[1])
             elif line.startswith("procedge_stage_seconds_sum{"):

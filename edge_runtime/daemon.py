@@ -83,8 +83,12 @@ class EdgeDaemon:
         self.alarms = self._restore_alarms()
         self.routes = self._route_topics()
         self.sparkplug = self._sparkplug_bridge()
-        self.metrics.watch(lambda: self.outbox.depth, lambda: list(self.alarms.values()),
-                           lambda: sum(o.depth for o in self._outboxes()[1:]))
+        main, *sparkplug = self._outboxes()
+        self.metrics.watch(lambda: main.depth, lambda: list(self.alarms.values()),
+                           lambda: sum(o.depth for o in sparkplug))
+        # (outbox, its eviction counter, evictions counted so far by priority)
+        self._evictions = [(main, self.metrics.outbox_evicted, {})] + [
+            (o, self.metrics.sparkplug_outbox_evicted, {}) for o in sparkplug]
         self.acker = InputAcker(self._outboxes(), self._ack_inputs)
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
@@ -96,7 +100,6 @@ class EdgeDaemon:
         self._watcher = threading.Thread(target=self._watch, name="procedge-reload", daemon=True)
         self._seen_bundles: dict[str, float] = {}
         self._last_malformed_log: dict[str, float] = {}
-        self._evictions_reported: dict[tuple[int, int], int] = {}  # (outbox, priority) -> n
         self._cmd_prefix = self._topic("cmd") + "/"
         self._parse_s = 0.0  # parse time of the batch being processed
         self._http = None
@@ -509,14 +512,11 @@ class EdgeDaemon:
 
     def _report_evictions(self) -> None:
         """Count the rows each outbox evicted since the last report (the Sparkplug one too)."""
-        counters = [self.metrics.outbox_evicted, self.metrics.sparkplug_outbox_evicted]
-        pairs = zip(self._outboxes(), counters, strict=False)  # no Sparkplug: one outbox
-        for kind, (outbox, counter) in enumerate(pairs):
+        for outbox, counter, reported in self._evictions:
             for priority, n in outbox.evicted.items():
-                reported = self._evictions_reported.get((kind, priority), 0)
-                if n > reported:
-                    counter.labels(priority=str(priority)).inc(n - reported)
-                    self._evictions_reported[(kind, priority)] = n
+                if n > reported.get(priority, 0):
+                    counter.labels(priority=str(priority)).inc(n - reported.get(priority, 0))
+                    reported[priority] = n
 
     # -- operator commands ------------------------------------------------------------------
     def _command(self, verb_path: str, item: Inbound, out: list[Message],

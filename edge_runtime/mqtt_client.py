@@ -37,6 +37,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 
 READ_CHUNK = 65536
+PUBACK = PacketTypes.PUBACK << 4
+_PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
 
 
 class BufferedSocket:
@@ -128,7 +130,3 @@ class BufferedClient(mqtt.Client):
         blob = b"".join(_PUBACK.pack(PUBACK, 2, mid) for mid in mids)
         if blob:
             self._packet_queue(PUBACK, blob, 0, 1)
-
-
-PUBACK = PacketTypes.PUBACK << 4
-_PUBACK = struct.Struct("!BBH")
