@@ -93,6 +93,10 @@ class EdgeDaemon:
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
+        # set once the broker has granted every subscription of the current connection: until
+        # then "connected" does not mean that inputs arrive (the SUBSCRIBE may still be unsent)
+        self.subscribed = threading.Event()
+        self._subscribe: tuple[int, list[str]] = (-1, [])  # (packet id, topic filters)
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
         self.sender = OutboxSender(self.client, self.outbox, config.outbox, self.metrics)
@@ -171,6 +175,7 @@ class EdgeDaemon:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         return client
 
     def start(self) -> None:
@@ -237,10 +242,12 @@ class EdgeDaemon:
         log.info("stopped; %d message(s) left in the outbox for the next start", left)
 
     def health(self) -> tuple[bool, dict]:
-        ok = (self.client.is_connected() and self._worker.is_alive()
+        ok = (self.client.is_connected() and self.subscribed.is_set()
+              and self._worker.is_alive()
               and self.acker.is_alive() and self.sender.is_alive()
               and (self.sparkplug is None or self.sparkplug.is_alive()))
-        return ok, {"connected": self.client.is_connected(), "outbox": self.outbox.depth,
+        return ok, {"connected": self.client.is_connected(),
+                    "subscribed": self.subscribed.is_set(), "outbox": self.outbox.depth,
                     "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
 
     # -- MQTT callbacks: tiny and guarded ---------------------------------------------------
@@ -251,13 +258,16 @@ class EdgeDaemon:
                 log.error("broker refused the connection: %s", reason_code)
                 return
             self._generation += 1
-            client.subscribe(self._subscriptions())  # again on every reconnect
+            self.subscribed.clear()
+            subscriptions = self._subscriptions()
+            _, mid = client.subscribe(subscriptions)  # again on every reconnect
+            self._subscribe = (mid, [topic for topic, _ in subscriptions])
             client.publish(self._topic("status"), "online", qos=1, retain=True)
             client.publish(self._topic("models"), self._models_status(), qos=1, retain=True)
             self.metrics.connects.inc()
             self.metrics.connected.set(1)
             self.sender.wake.set()
-            log.info("connected; subscribed to %d topic(s)", len(self.routes) + 1)
+            log.info("connected; subscribing to %d topic filter(s)", len(subscriptions))
         except Exception:
             log.exception("on_connect failed")
 
@@ -272,7 +282,26 @@ class EdgeDaemon:
     def _models_status(self) -> str:
         return json.dumps({n: p.bundle.manifest.version for n, p in self.pipelines.items()})
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
+        """SUBACK: inputs flow once every filter is granted; a refused one is an error to see
+        (on /healthz, in the log and in the metrics), not a silence."""
+        try:
+            expected, topics = self._subscribe
+            if mid != expected:
+                return
+            refused = [t for t, rc in zip(topics, reason_codes, strict=False) if rc.is_failure]
+            if refused:
+                self.metrics.subscriptions_refused.inc(len(refused))
+                log.error("broker refused %d subscription(s): %s", len(refused),
+                          ", ".join(refused))
+                return
+            self.subscribed.set()
+            log.info("subscribed: the broker granted %d topic filter(s)", len(topics))
+        except Exception:
+            log.exception("on_subscribe failed")
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        self.subscribed.clear()
         self.metrics.connected.set(0)
         if not self._stop.is_set():
             self.metrics.disconnects.inc()

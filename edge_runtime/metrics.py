@@ -63,6 +63,9 @@ class DaemonMetrics:
         self.disconnects = Counter("procedge_mqtt_disconnects_total", "Lost connections.",
                                    registry=r)
         self.connected = Gauge("procedge_mqtt_connected", "1 while connected.", registry=r)
+        self.subscriptions_refused = Counter(
+            "procedge_mqtt_subscriptions_refused_total",
+            "Topic filters the broker refused in a SUBACK (an ACL, most often).", registry=r)
         self.outbox_depth = Gauge("procedge_outbox_depth", "Messages waiting for a PUBACK.",
                                   registry=r)
         self.outbox_inflight = Gauge("procedge_outbox_inflight", "Publishes awaiting PUBACK.",
