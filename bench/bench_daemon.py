@@ -165,6 +165,14 @@ class Bench:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         return urllib.request.urlopen(url).read().decode().splitlines()
 
+    def ready(self) -> bool:
+        """/healthz says 200: connected, every subscription granted, threads alive."""
+        url = f"http://127.0.0.1:{self.metrics_port}/healthz"
+        try:
+            return urllib.request.urlopen(url).status == 200
+        except OSError:  # not listening yet, or 503 (HTTPError is an OSError)
+            return False
+
     def metric(self, name: str) -> float:
         for line in self.scrape():
             if line.startswith(name + " "):
@@ -334,14 +342,9 @@ def main(argv: list[str] | None = None) -> dict:
         pub = publisher(broker.port)
         try:
             deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if bench.metric("procedge_mqtt_connected") == 1:
-                        break
-                except OSError:
-                    pass
+            while not bench.ready():
                 if time.monotonic() > deadline:
-                    raise TimeoutError("daemon did not connect")
+                    raise TimeoutError("daemon not ready (connected and subscribed)")
                 time.sleep(0.2)
             time.sleep(0.5)
             report["rss_start_mb"] = bench.rss_mb(daemon.pid)

@@ -75,20 +75,24 @@ class RestartableBroker:
 
 
 class Collector:
-    """A persistent-session QoS 1 subscriber that survives broker restarts."""
+    """A persistent-session QoS 1 subscriber that survives broker restarts; returns once the
+    broker has granted its subscriptions (before that, what is published is not for it)."""
 
     def __init__(self, port: int, topics: list[str], client_id: str = "collector", **tls):
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
+        self.subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
                                   clean_session=False)
         if tls:
             self.client.tls_set(**tls)
         self.client.reconnect_delay_set(0.1, 0.5)
         self.client.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
+        assert self.subscribed.wait(10), f"{client_id}: no SUBACK within 10 s"
 
     def _on_message(self, client, userdata, message) -> None:
         with self.lock:

@@ -82,7 +82,7 @@ def test_broker_restarts_lose_nothing(tmp_path: Path, bundles):
     daemon.start()
     feed = feed_client(broker.port)
     try:
-        assert wait_for(daemon.client.is_connected, 10)
+        assert daemon.subscribed.wait(10)  # not just connected: inputs flow
         chunk = len(items) // 8
         for i in range(8):
             part = items[i * chunk:(i + 1) * chunk if i < 7 else None]
@@ -169,7 +169,6 @@ def test_outbox_of_a_killed_daemon_drains_in_order(tmp_path: Path, bundles):
     assert depth >= len(expected_inf) + len(expected)
     broker.start()
     collector = Collector(broker.port, [f"{UNS}/alarm/#", f"{UNS}/inference/#"])
-    time.sleep(0.3)
     daemon = start_daemon_process(conf, tmp_path / "daemon.log")
     try:
         wait_for(lambda: len(collector.json("/inference/")) >= len(expected_inf), 60)

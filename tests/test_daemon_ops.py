@@ -59,7 +59,7 @@ def test_alarm_commands_over_mqtt5(tmp_path: Path, broker, bundles):
     console = commander(broker.port)
     aid = "tank_anomaly.anomaly"
     try:
-        assert wait_for(daemon.client.is_connected, 10)
+        assert daemon.subscribed.wait(10)  # not just connected: inputs flow
         # Nagle off: a small alarm publish must not wait for the ACK of the previous segment
         assert daemon.client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         items = samples(labelled_run(400), 0, 160)
@@ -111,7 +111,7 @@ def test_alarm_commands_over_mqtt5(tmp_path: Path, broker, bundles):
                                             stage=stage) > 0, (model, stage)
         assert 'procedge_alarms{state="active_acknowledged"}' in text
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz").read())
-        assert health["ok"] and health["connected"]
+        assert health["ok"] and health["connected"] and health["subscribed"]
     finally:
         console.loop_stop()
         daemon.stop(drain_timeout_s=2)
@@ -141,7 +141,7 @@ def test_hot_reload_good_and_tampered(tmp_path: Path, broker, bundles):
     items = samples(labelled_run(300))
     old = Bundle.load(bundles["tank_anomaly"]).manifest.version
     try:
-        assert wait_for(daemon.client.is_connected, 10)
+        assert daemon.subscribed.wait(10)  # not just connected: inputs flow
         feed_local(daemon, items[:500])
         staged = copy_bundle(bundles["tank_anomaly"], tmp_path / "staged", "v-next")
         staged.rename(models / "anomaly-next")  # atomic drop into the watched folder

@@ -116,7 +116,7 @@ def test_tls_with_password_file(tls_broker, tmp_path: Path, bundles, caplog):
     caplog.set_level(logging.DEBUG)
     daemon.start()
     try:
-        assert wait_for(daemon.client.is_connected, 10)
+        assert daemon.subscribed.wait(10)  # not just connected: inputs flow
         assert wait_for(lambda: ("edge/gwtest/status", b"online") in seen, 10)
         for tag, payload in samples(labelled_run(40)):
             daemon.inbox.put(Inbound(f"{UNS}/raw/{tag}", payload, time.time()))

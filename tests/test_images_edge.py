@@ -174,7 +174,7 @@ def test_nok_rate_alarm_goes_through_the_isa_alarm_and_takes_an_ack(tmp_path, br
     daemon.start()
     console = commander(broker.port)
     try:
-        assert wait_for(daemon.client.is_connected, 10)
+        assert daemon.subscribed.wait(10)  # not just connected: inputs flow
         for _ in range(2):
             console.publish(f"{uns}/camera/press2", _jpeg(value=90), qos=1).wait_for_publish(5)
         state_topic = f"{uns}/alarm/press2/{aid}/state"
