@@ -153,8 +153,7 @@ def test_daemon_does_image_qc_over_mqtt_and_refuses_bad_frames(image_runs, broke
     sub.loop_start()
     daemon.start()
     try:
-        _wait(lambda: daemon.metrics.value("procedge_mqtt_connects_total") >= 1)
-        time.sleep(0.3)
+        assert daemon.subscribed.wait(10)
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="img-pub")
         pub.connect(broker.host, broker.port)
         pub.loop_start()

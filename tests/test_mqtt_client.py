@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from edge_runtime.mqtt_client import BufferedClient, BufferedSocket, WakeGate
+from tests.daemon_support import wait_for
 
 
 class ChunkSocket:
@@ -99,6 +100,8 @@ def _receiver(port: int, acks: str, got: list[int], done: threading.Event,
 
     client.on_message = on_message
     client.on_connect = lambda c, *a: c.subscribe("t/ack", qos=1)
+    client.subscribed = threading.Event()
+    client.on_subscribe = lambda *a: client.subscribed.set()
     client.connect("127.0.0.1", port)
     return client
 
@@ -109,7 +112,7 @@ def _deliveries(port: int, acks: str, publish: int) -> tuple[list[int], list[int
     done = threading.Event()
     client = _receiver(port, acks, first, done, publish)
     client.loop_start()
-    time.sleep(0.5)
+    assert client.subscribed.wait(10)
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ack-test-pub")
     pub.connect("127.0.0.1", port)
     pub.loop_start()
@@ -121,7 +124,8 @@ def _deliveries(port: int, acks: str, publish: int) -> tuple[list[int], list[int
     client.loop_stop()
     again = _receiver(port, "none", second, threading.Event(), publish)
     again.loop_start()
-    time.sleep(1.5)
+    assert again.subscribed.wait(10)
+    time.sleep(1.5)  # the session's unacknowledged messages, if any, come back meanwhile
     again.disconnect()
     again.loop_stop()
     pub.loop_stop()
@@ -146,13 +150,16 @@ def test_publishes_inside_one_wakeup_leave_promptly(broker):
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wake-sub")
     sub.on_message = lambda *a: got.append(time.monotonic())
     sub.on_connect = lambda c, *a: c.subscribe("t/wake", qos=1)
+    subscribed = threading.Event()
+    sub.on_subscribe = lambda *a: subscribed.set()
     sub.connect("127.0.0.1", broker.port)
     sub.loop_start()
+    assert subscribed.wait(10)
     client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="wake-pub")
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     assert isinstance(client._sockpairW, WakeGate)
-    time.sleep(0.5)
+    assert wait_for(client.is_connected, 10)
     try:
         for round_ in range(5):
             time.sleep(0.3)  # paho's thread asleep in select()
