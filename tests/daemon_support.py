@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -33,6 +34,15 @@ def wait_for(predicate, timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return predicate()
+
+
+def healthy(metrics_port: int) -> bool:
+    """A daemon process's /healthz says 200: connected, subscribed, threads alive."""
+    try:
+        url = f"http://127.0.0.1:{metrics_port}/healthz"
+        return urllib.request.urlopen(url, timeout=2).status == 200
+    except OSError:  # not listening yet, or 503
+        return False
 
 
 class RestartableBroker:

@@ -25,6 +25,7 @@ from procedge.broker import free_port
 from tests.daemon_support import (
     UNS,
     edge_config,
+    healthy,
     labelled_run,
     reference_events,
     samples,
@@ -239,6 +240,8 @@ def test_sparkplug_in_and_out_against_mosquitto(tmp_path: Path, broker, bundles)
     me = f"spBv1.0/{GROUP}/%s/gwtest"
     try:
         assert wait_for(lambda: watch.of(me % "NBIRTH"), 60), (tmp_path / "daemon.log").read_text()
+        # NBIRTH comes from the edge node's own session: the inputs are subscribed by another
+        assert wait_for(lambda: healthy(http), 30), (tmp_path / "daemon.log").read_text()
         nbirth = watch.of(me % "NBIRTH")[0]
         bd_seq = metric(nbirth, codec.BDSEQ).long_value
         assert nbirth.seq == 0 and metric(nbirth, codec.REBIRTH).boolean_value is False
