@@ -97,6 +97,7 @@ class EdgeDaemon:
         # then "connected" does not mean that inputs arrive (the SUBSCRIBE may still be unsent)
         self.subscribed = threading.Event()
         self._subscribe: tuple[int, list[str]] = (-1, [])  # (packet id, topic filters)
+        self._subscribe_lock = threading.Lock()  # the SUBACK may come before subscribe() returns
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
         self.sender = OutboxSender(self.client, self.outbox, config.outbox, self.metrics)
@@ -258,16 +259,13 @@ class EdgeDaemon:
                 log.error("broker refused the connection: %s", reason_code)
                 return
             self._generation += 1
-            self.subscribed.clear()
-            subscriptions = self._subscriptions()
-            _, mid = client.subscribe(subscriptions)  # again on every reconnect
-            self._subscribe = (mid, [topic for topic, _ in subscriptions])
+            count = self._subscribe_all(client)  # again on every reconnect
             client.publish(self._topic("status"), "online", qos=1, retain=True)
             client.publish(self._topic("models"), self._models_status(), qos=1, retain=True)
             self.metrics.connects.inc()
             self.metrics.connected.set(1)
             self.sender.wake.set()
-            log.info("connected; subscribing to %d topic filter(s)", len(subscriptions))
+            log.info("connected; subscribing to %d topic filter(s)", count)
         except Exception:
             log.exception("on_connect failed")
 
@@ -282,11 +280,22 @@ class EdgeDaemon:
     def _models_status(self) -> str:
         return json.dumps({n: p.bundle.manifest.version for n, p in self.pipelines.items()})
 
+    def _subscribe_all(self, client: mqtt.Client) -> int:
+        """Subscribe to every input topic (on connect, and after a reload that may add some);
+        :attr:`subscribed` is set again by the SUBACK of this very request."""
+        subscriptions = self._subscriptions()
+        with self._subscribe_lock:
+            self.subscribed.clear()
+            _, mid = client.subscribe(subscriptions)
+            self._subscribe = (mid, [topic for topic, _ in subscriptions])
+        return len(subscriptions)
+
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         """SUBACK: inputs flow once every filter is granted; a refused one is an error to see
         (on /healthz, in the log and in the metrics), not a silence."""
         try:
-            expected, topics = self._subscribe
+            with self._subscribe_lock:
+                expected, topics = self._subscribe
             if mid != expected:
                 return
             refused = [t for t, rc in zip(topics, reason_codes, strict=False) if rc.is_failure]
@@ -651,7 +660,7 @@ class EdgeDaemon:
         if self.sparkplug is not None:
             self.sparkplug.reload(self.pipelines)
         if self.client.is_connected():
-            self.client.subscribe(self._subscriptions())
+            self._subscribe_all(self.client)
             self.client.publish(self._topic("models"), self._models_status(), qos=1,
                                 retain=True)
         self.metrics.reloads.labels(result="swapped").inc()

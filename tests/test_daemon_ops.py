@@ -150,6 +150,7 @@ def test_hot_reload_good_and_tampered(tmp_path: Path, broker, bundles):
         feed_local(daemon, items[500:1000])
         assert wait_for(lambda: watch.json("edge/gwtest/status/models")[-1]
                         .get("tank_anomaly") == "v-next", 10)
+        assert daemon.subscribed.wait(10)  # the reload subscribed again: its SUBACK came back
         # tampered: the model file changed after sealing → refused, running version kept
         bad = copy_bundle(bundles["tank_anomaly"], tmp_path / "bad", "v-evil")
         (bad / "model.tflite").write_bytes((bad / "model.tflite").read_bytes()[:-8] + b"\0" * 8)
