@@ -167,6 +167,7 @@ class SparkplugNode:
         client.will_set(self.topic("NDEATH"), self._death_payload(), qos=1, retain=False)
         client.max_inflight_messages_set(self.max_inflight)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_publish = lambda _c, _u, mid, *_: self._acked.append(mid)
         client.on_message = self._on_message
         return client
@@ -176,6 +177,12 @@ class SparkplugNode:
             log.error("sparkplug: broker refused the connection: %s", reason_code)
             return
         self.connected = True
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
+        """NCMD refused (an ACL): no host can ask for a rebirth; an error to see, not a silence."""
+        if any(rc.is_failure for rc in reason_codes):
+            self.metrics.subscriptions_refused.inc()
+            log.error("sparkplug: broker refused the subscription to %s", self.topic("NCMD"))
 
     def _on_message(self, client, userdata, message) -> None:
         try:
