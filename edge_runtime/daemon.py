@@ -89,7 +89,7 @@ class EdgeDaemon:
         # (outbox, its eviction counter, evictions counted so far by priority)
         self._evictions = [(main, self.metrics.outbox_evicted, {})] + [
             (o, self.metrics.sparkplug_outbox_evicted, {}) for o in sparkplug]
-        self.acker = InputAcker(self._outboxes(), self._ack_inputs)
+        self.acker = InputAcker([main, *sparkplug], self._ack_inputs)
         self.inbox: queue.Queue[Inbound | Swap | None] = queue.Queue(config.queue_size)
         self.client = self._make_client()
         self._generation = 0  # bumped on every connect: acks of older messages are void
@@ -294,18 +294,20 @@ class EdgeDaemon:
         """SUBACK: inputs flow once every filter is granted; a refused one is an error to see
         (on /healthz, in the log and in the metrics), not a silence."""
         try:
-            with self._subscribe_lock:
+            with self._subscribe_lock:  # held to the set: a newer request clears it after
                 expected, topics = self._subscribe
-            if mid != expected:
-                return
-            refused = [t for t, rc in zip(topics, reason_codes, strict=False) if rc.is_failure]
+                if mid != expected:
+                    return
+                refused = [t for t, rc in zip(topics, reason_codes, strict=False)
+                           if rc.is_failure]
+                if not refused:
+                    self.subscribed.set()
             if refused:
                 self.metrics.subscriptions_refused.inc(len(refused))
                 log.error("broker refused %d subscription(s): %s", len(refused),
                           ", ".join(refused))
-                return
-            self.subscribed.set()
-            log.info("subscribed: the broker granted %d topic filter(s)", len(topics))
+            else:
+                log.info("subscribed: the broker granted %d topic filter(s)", len(topics))
         except Exception:
             log.exception("on_subscribe failed")
 
