@@ -19,7 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from edge_runtime.contract import Strict
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -34,16 +35,13 @@ class BundleError(RuntimeError):
     """A bundle that must not be loaded; the message names the offending file."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class TagSpec(_Strict):
+class TagSpec(Strict):
     name: str = Field(description="Tag name as published on the raw topic.")
     unit: str = Field(default="", description="Engineering unit, e.g. 'degC'.")
 
 
-class InputSpec(_Strict):
+class InputSpec(Strict):
     tags: list[TagSpec] = Field(description="Ordered model inputs (column order of the window).")
     period_s: float = Field(gt=0, description="Sampling period of the aligned grid, seconds.")
     window: int = Field(gt=0, description="Window length L in grid steps.")
@@ -55,14 +53,14 @@ class InputSpec(_Strict):
         return [t.name for t in self.tags]
 
 
-class ScalerSpec(_Strict):
+class ScalerSpec(Strict):
     """Per-tag standardisation fitted on training rows only."""
 
     mean: list[float]
     scale: list[float]
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     horizon: int = Field(default=0, ge=0, description="Forecast steps H (0 for non-forecasts).")
     targets: list[str] = Field(default_factory=list, description="Forecast target tags.")
     quantiles: list[float] = Field(
@@ -94,7 +92,7 @@ def check_quantile_levels(levels: list[float]) -> list[float]:
     return levels
 
 
-class ThresholdSpec(_Strict):
+class ThresholdSpec(Strict):
     """Anomaly alarm limits on the reconstruction score, calibrated on normal data."""
 
     raise_at: float = Field(description="Score at or above which a window is anomalous.")
@@ -112,7 +110,7 @@ class ThresholdSpec(_Strict):
                     "output) negative ELBO = that error + the KL output.")
 
 
-class ImageSpec(_Strict):
+class ImageSpec(Strict):
     """How a camera frame becomes the model input (task "image"): grey or RGB, resized to a
     fixed size (stretched, or letterboxed to keep the aspect ratio), ``(pixel/255 - mean)/std``.
     """
@@ -130,7 +128,7 @@ class ImageSpec(_Strict):
     mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="Segmenter: defect if >=.")
 
 
-class Manifest(_Strict):
+class Manifest(Strict):
     format_version: int = FORMAT_VERSION
     name: str
     version: str = Field(description="Bundle version, published by the daemon.")

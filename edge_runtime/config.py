@@ -8,22 +8,20 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from edge_runtime.sparkplug.config import SparkplugConfig
+from edge_runtime.contract import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class TlsConfig(_Strict):
+class TlsConfig(Strict):
     ca_file: Path = Field(description="CA certificate(s) that signed the broker's certificate.")
     cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(default=None, description="Client private key.")
 
 
-class MqttConfig(_Strict):
+class MqttConfig(Strict):
     host: str = Field(default="127.0.0.1", description="Broker host.")
     port: int = Field(default=1883, ge=1, le=65535, description="Broker port.")
     client_id: str = Field(default="", description="MQTT client id; default procedge-<gateway>.")
@@ -81,7 +79,7 @@ def _no_nagle(client, userdata, sock) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class TopicConfig(_Strict):
+class TopicConfig(Strict):
     """ISA-95 style namespace; ``{uns}``, ``{tag}``, ``{model}``, ``{gateway}`` are filled in."""
 
     uns: str = Field(default="procedge/site/area/line1", description="Namespace prefix.")
@@ -105,7 +103,7 @@ class TopicConfig(_Strict):
         return value
 
 
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     name: str = Field(description="Name used in topics; default the bundle's name.")
     bundle: Path = Field(description="Bundle directory or .zip.")
     threads: int = Field(default=1, ge=1, description="Interpreter threads.")
@@ -113,7 +111,7 @@ class ModelConfig(_Strict):
         default=None, description="Ed25519 public key (PEM): refuse unsigned or foreign bundles.")
 
 
-class OutboxConfig(_Strict):
+class OutboxConfig(Strict):
     path: Path = Field(default=Path("procedge-outbox.sqlite"),
                        description="SQLite file (relative to the config file).")
     max_rows: int = Field(default=100_000, gt=0, description="Bound; forecasts evicted first.")
@@ -127,25 +125,25 @@ class OutboxConfig(_Strict):
                                   description="Re-send a publish unacknowledged this long.")
 
 
-class AlarmConfig(_Strict):
+class AlarmConfig(Strict):
     max_shelve_s: float = Field(default=8 * 3600, gt=0, description="Longest shelve.")
     chatter_count: int = Field(default=5, ge=2, description="Raises within the window ...")
     chatter_window_s: float = Field(default=600, gt=0, description="... that mean chattering.")
 
 
-class CommandConfig(_Strict):
+class CommandConfig(Strict):
     allowed: list[str] = Field(
         default_factory=list,
         description="Identities (`by` field / MQTT 5 user property `by`) allowed to command; "
                     "empty = every command refused. The broker ACL on cmd/# is the real gate.")
 
 
-class ReloadConfig(_Strict):
+class ReloadConfig(Strict):
     models_dir: Path | None = Field(default=None, description="Watched for new bundles.")
     poll_s: float = Field(default=2.0, gt=0, description="How often to look.")
 
 
-class CameraConfig(_Strict):
+class CameraConfig(Strict):
     """Image QC for one camera: frames (JPEG/PNG) arrive as binary MQTT payloads."""
 
     name: str = Field(description="Camera / station name, used in topics.")
@@ -170,7 +168,7 @@ class CameraConfig(_Strict):
         return self
 
 
-class EdgeConfig(_Strict):
+class EdgeConfig(Strict):
     gateway: str = Field(default="gw1", description="This gateway's name (status topic).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
     topics: TopicConfig = Field(default_factory=TopicConfig)

@@ -6,19 +6,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
+from edge_runtime.contract import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class SimulatorSource(_Strict):
+class SimulatorSource(Strict):
     steps: int = Field(default=6000, gt=0, description="Samples to simulate.")
     seed: int = Field(default=0, description="Random seed of the plant's disturbances.")
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     source: Literal["simulator", "historian"] = Field(
         default="simulator", description="Built-in plant simulator, or a historian export."
     )
@@ -35,21 +33,21 @@ class DataConfig(_Strict):
         return self
 
 
-class WindowConfig(_Strict):
+class WindowConfig(Strict):
     period_s: float = Field(default=5.0, gt=0, description="Grid period the data is aligned to.")
     length: int = Field(default=24, gt=1, description="Window length L in grid steps.")
     stride: int = Field(default=1, gt=0, description="Steps between windows at the edge.")
     max_gap_s: float = Field(default=15.0, ge=0, description="Longest hold before data is a gap.")
 
 
-class SplitConfig(_Strict):
+class SplitConfig(Strict):
     """Chronological split: train, then validation, then test; never shuffled across."""
 
     train: float = Field(default=0.7, gt=0, lt=1)
     val: float = Field(default=0.15, gt=0, lt=1)
 
 
-class FitConfig(_Strict):
+class FitConfig(Strict):
     epochs: int = Field(default=30, gt=0)
     batch_size: int = Field(default=64, gt=0)
     patience: int = Field(default=5, ge=0, description="Early-stopping patience (epochs).")
@@ -62,7 +60,7 @@ class FitConfig(_Strict):
     tensorboard: bool = Field(default=True, description="TensorBoard logs in <run>/logs.")
 
 
-class ThresholdConfig(_Strict):
+class ThresholdConfig(Strict):
     quantile: float = Field(default=0.995, gt=0, lt=1, description="Of normal val scores.")
     margin: float = Field(default=1.2, gt=0, description="Multiplies the quantile.")
     clear_ratio: float = Field(default=0.8, gt=0, le=1, description="clear_at = ratio·raise_at.")
@@ -78,7 +76,7 @@ class ThresholdConfig(_Strict):
         default="reconstruction", description="elbo: VAE negative ELBO (ships a KL output).")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     name: str = Field(description="Model name; also the bundle and MQTT topic name.")
     task: Literal["forecast", "anomaly"]
     family: str = Field(description="Registry name, e.g. 'tcn' or 'dense_ae'.")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from edge_runtime.contract import Strict
 
 _FORBIDDEN = set("+#/ ")  # Sparkplug ids are single MQTT topic levels
 
@@ -20,11 +21,8 @@ def _topic_level(value: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
-
-class SparkplugTag(_Strict):
+class SparkplugTag(Strict):
     """One Sparkplug metric that feeds one model tag."""
 
     tag: str = Field(description="Model input tag (as in the bundle manifest) that this feeds.")
@@ -45,7 +43,7 @@ class SparkplugTag(_Strict):
         return self
 
 
-class SparkplugInputConfig(_Strict):
+class SparkplugInputConfig(Strict):
     """Read model inputs from Sparkplug B edge nodes (births tracked, aliases resolved)."""
 
     group: str = Field(description="Sparkplug group id to subscribe to.")
@@ -60,7 +58,7 @@ class SparkplugInputConfig(_Strict):
     _group = field_validator("group")(_topic_level)
 
 
-class SparkplugOutputConfig(_Strict):
+class SparkplugOutputConfig(Strict):
     """Publish forecasts, scores and alarm states as a Sparkplug B edge node (NBIRTH/NDATA)."""
 
     group: str = Field(description="Sparkplug group id to publish under.")
@@ -82,7 +80,7 @@ class SparkplugOutputConfig(_Strict):
         return _topic_level(value) if value else value
 
 
-class SparkplugConfig(_Strict):
+class SparkplugConfig(Strict):
     """Sparkplug B input and/or output; both off by default (JSON on ISA-95 topics)."""
 
     input: SparkplugInputConfig | None = Field(default=None, description="Sparkplug inputs.")

@@ -1,0 +1,94 @@
+"""The tables every layer reads: the tasks a bundle can carry and the quantization modes a
+model can be shipped in, plus the one strict pydantic base of every config and manifest model.
+
+Adding a quantization mode is one row in :data:`QUANT_MODES` plus its converter settings
+(``converters/worker.py``); adding a task is one row in :data:`TASKS` plus its modules
+(``training/tasks/<task>.py`` for training and parity, ``edge_runtime/tasks/<task>.py`` for the
+gateway). The CLI choices, the bundle schema, the converter, ``auto``'s ranking and the
+evaluations all read these tables, so no list of names is written out anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Strict(BaseModel):
+    """Base of every config section and manifest model: an unknown key (a typo) is an error
+    that names the field, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class QuantModeSpec:
+    """One way to ship a model. ``calibrated``: needs representative windows (full integer
+    quantization); ``auto_rank``: smaller ranks are smaller files (``auto`` breaks ties by it)."""
+
+    name: str
+    calibrated: bool
+    auto_rank: int
+    doc: str
+
+
+QUANT_MODES: tuple[QuantModeSpec, ...] = (
+    QuantModeSpec("int8", True, 0, "full integer: int8 weights and activations"),
+    QuantModeSpec("int16x8", True, 1, "int8 weights, int16 activations (reference kernels)"),
+    QuantModeSpec("dynamic", False, 2, "int8 weights, float activations (dynamic range)"),
+    QuantModeSpec("fp16", False, 3, "float16 weights, float32 compute"),
+    QuantModeSpec("fp32", False, 4, "float32: the Keras model as is"),
+)
+MODE_NAMES: tuple[str, ...] = tuple(m.name for m in QUANT_MODES)
+#: ``auto``'s candidates, smallest first (the order ties are broken in).
+AUTO_ORDER: tuple[str, ...] = tuple(m.name for m in sorted(QUANT_MODES, key=lambda m: m.auto_rank))
+#: Modes calibrated on representative windows (integer activations).
+CALIBRATED_MODES: tuple[str, ...] = tuple(m.name for m in QUANT_MODES if m.calibrated)
+QuantMode = Literal[MODE_NAMES]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: what its bundles take in (``series``: tag windows from MQTT samples;
+    ``image``: camera frames), and the metric its parity gate holds with the default budget
+    (``budget_kind``: ``relative`` = a fraction of the float metric, ``points`` = a drop in
+    points as a fraction, 0.01 = 1 point)."""
+
+    name: str
+    inputs: Literal["series", "image"]
+    parity_metric: str
+    budget: float
+    budget_kind: Literal["relative", "points"]
+    doc: str
+
+
+TASKS: tuple[TaskSpec, ...] = (
+    TaskSpec("forecast", "series", "mse", 0.02, "relative",
+             "future values of chosen tags from a window of every tag"),
+    TaskSpec("anomaly", "series", "f1", 0.01, "points",
+             "a reconstruction score against a calibrated limit, with ISA-18.2 alarms"),
+    TaskSpec("image_class", "image", "accuracy", 0.005, "points",
+             "class scores of a camera frame (OK/NOK, defect class)"),
+    TaskSpec("image_segment", "image", "iou", 0.01, "points",
+             "a defect mask of a camera frame (area, boxes)"),
+)
+TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
+TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The row of task ``name``; a clear error naming the known tasks otherwise."""
+    for spec in TASKS:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown task {name!r}; known: {list(TASK_NAMES)}")
+
+
+def mode_spec(name: str) -> QuantModeSpec:
+    """The row of quantization mode ``name``; a clear error naming the known modes otherwise."""
+    for spec in QUANT_MODES:
+        if spec.name == name:
+            return spec
+    raise KeyError(f"unknown quantization mode {name!r}; known: {list(MODE_NAMES)}")
