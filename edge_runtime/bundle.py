@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
-from edge_runtime.contract import Strict
+
+from edge_runtime.contract import QuantMode, Strict, TaskName, image_task, task_spec
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE = "manifest.sig"
 
-Task = Literal["forecast", "anomaly", "image"]
-QuantMode = Literal["fp32", "fp16", "dynamic", "int8", "int16x8"]
+Task = TaskName  # the task names live in edge_runtime.contract.TASKS
 
 
 class BundleError(RuntimeError):
@@ -128,25 +128,85 @@ class ImageSpec(Strict):
     mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="Segmenter: defect if >=.")
 
 
-class Manifest(Strict):
-    format_version: int = FORMAT_VERSION
-    name: str
-    version: str = Field(description="Bundle version, published by the daemon.")
-    task: Task
+class RunRecord(Strict):
+    """What ``procedge train`` writes (``training.json`` in the run directory) and
+    ``procedge convert`` reads: the manifest minus what conversion adds (the quantization, the
+    batch, the edge metrics, the version, the file hashes)."""
+
+    name: str = Field(description="Model name; also the bundle and MQTT topic name.")
+    task: Task = Field(description="A task of edge_runtime.contract.TASKS.")
     family: str = Field(description="Model family from the training registry, e.g. 'dense_ae'.")
-    input: InputSpec | None = Field(default=None, description="Time-series tasks only.")
-    scaler: ScalerSpec | None = Field(default=None, description="Time-series tasks only.")
-    image: ImageSpec | None = Field(default=None, description="Task 'image' only.")
+    input: InputSpec | None = Field(default=None, description="Series tasks only.")
+    scaler: ScalerSpec | None = Field(default=None, description="Series tasks only.")
+    image: ImageSpec | None = Field(default=None, description="Image tasks only.")
     output: OutputSpec = Field(default_factory=OutputSpec)
     thresholds: ThresholdSpec | None = None
+    training_data_sha256: str = Field(description="Fingerprint of the training rows.")
+    metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Held-out metrics per variant: {'keras': ..}, and "
+        "in a manifest also {'training': .., 'edge': ..}.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_task(cls, data: Any) -> Any:
+        return migrate_task(data)
+
+    @model_validator(mode="after")
+    def _inputs_for_task(self):
+        if task_spec(self.task).inputs == "image":
+            if self.image is None:
+                raise ValueError(f"task {self.task!r} needs an 'image' section")
+            kind = task_spec(self.task).image_kind
+            if self.image.kind != kind:
+                raise ValueError(f"task {self.task!r} needs image.kind {kind!r}, "
+                                 f"not {self.image.kind!r}")
+        elif self.input is None or self.scaler is None:
+            raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
+        return self
+
+    def save(self, run_dir: Path) -> Path:
+        path = Path(run_dir) / RUN_RECORD
+        path.write_text(self.model_dump_json(indent=2, exclude_none=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunRecord:
+        """Read and validate ``training.json``; an error names the file and the field."""
+        path = Path(run_dir) / RUN_RECORD
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (is {run_dir} a run directory of "
+                                    "`procedge train`?)")
+        try:
+            return cls.model_validate_json(path.read_text())
+        except ValueError as exc:
+            raise ValueError(f"{path}: invalid run record\n{exc}") from exc
+
+
+RUN_RECORD = "training.json"
+
+
+def migrate_task(data: Any) -> Any:
+    """Bundles and runs made before the task table said ``task: image`` and told a classifier
+    from a segmenter by ``image.kind``; they load as ``image_class`` / ``image_segment``."""
+    if isinstance(data, dict) and data.get("task") == "image":
+        if not data.get("image"):
+            raise ValueError("task 'image' needs an 'image' section (its kind names the task)")
+        kind = data["image"].get("kind") if isinstance(data["image"], dict) else data["image"].kind
+        try:
+            data = data | {"task": image_task(kind)}
+        except KeyError as exc:
+            raise ValueError(f"task 'image' with image.kind {kind!r}: rebuild the bundle "
+                             "with `procedge convert`") from exc
+    return data
+
+
+class Manifest(RunRecord):
+    format_version: int = FORMAT_VERSION
+    version: str = Field(description="Bundle version, published by the daemon.")
     quantization: QuantMode
     batch: Literal["one", "dynamic"] | None = Field(
         default=None, description="Batch dimension of model.tflite's input: 'one' (fixed; the "
         "edge runs one window per invoke) or 'dynamic'; None in bundles that predate it.")
-    metrics: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="Held-out metrics per variant: {'keras': .., 'edge': ..}."
-    )
-    training_data_sha256: str = Field(description="Fingerprint of the training rows.")
     representative_sha256: str = Field(
         default="", description="Fingerprint of the int8 calibration windows (if quantized).")
     representative_sampling: dict[str, Any] = Field(
@@ -155,14 +215,6 @@ class Manifest(Strict):
     created_at: str = Field(default_factory=lambda: utc_now_iso())
     files: dict[str, str] = Field(default_factory=dict, description="SHA-256 of each file.")
     manifest_sha256: str = Field(default="", description="SHA-256 of this manifest without it.")
-
-    @model_validator(mode="after")
-    def _inputs_for_task(self) -> Manifest:
-        if self.task == "image" and self.image is None:
-            raise ValueError("task 'image' needs an 'image' section")
-        if self.task != "image" and (self.input is None or self.scaler is None):
-            raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
-        return self
 
 
 def utc_now_iso() -> str:

@@ -35,11 +35,11 @@ class QuantModeSpec:
 
 
 QUANT_MODES: tuple[QuantModeSpec, ...] = (
+    QuantModeSpec("fp32", False, 4, "float32: the Keras model as is"),
+    QuantModeSpec("fp16", False, 3, "float16 weights, float32 compute"),
+    QuantModeSpec("dynamic", False, 2, "int8 weights, float activations (dynamic range)"),
     QuantModeSpec("int8", True, 0, "full integer: int8 weights and activations"),
     QuantModeSpec("int16x8", True, 1, "int8 weights, int16 activations (reference kernels)"),
-    QuantModeSpec("dynamic", False, 2, "int8 weights, float activations (dynamic range)"),
-    QuantModeSpec("fp16", False, 3, "float16 weights, float32 compute"),
-    QuantModeSpec("fp32", False, 4, "float32: the Keras model as is"),
 )
 MODE_NAMES: tuple[str, ...] = tuple(m.name for m in QUANT_MODES)
 #: ``auto``'s candidates, smallest first (the order ties are broken in).
@@ -61,18 +61,21 @@ class TaskSpec:
     parity_metric: str
     budget: float
     budget_kind: Literal["relative", "points"]
+    budget_key: str  # its key in a conversion report's "budgets"
+    budget_flag: str  # `procedge convert --<flag>` overrides the budget for this task
     doc: str
+    image_kind: Literal["", "classifier", "segmenter"] = ""  # the bundle's image.kind
 
 
 TASKS: tuple[TaskSpec, ...] = (
-    TaskSpec("forecast", "series", "mse", 0.02, "relative",
+    TaskSpec("forecast", "series", "mse", 0.02, "relative", "forecast_mse_rel", "forecast-mse",
              "future values of chosen tags from a window of every tag"),
-    TaskSpec("anomaly", "series", "f1", 0.01, "points",
+    TaskSpec("anomaly", "series", "f1", 0.01, "points", "anomaly_f1_points", "anomaly-f1",
              "a reconstruction score against a calibrated limit, with ISA-18.2 alarms"),
-    TaskSpec("image_class", "image", "accuracy", 0.005, "points",
-             "class scores of a camera frame (OK/NOK, defect class)"),
-    TaskSpec("image_segment", "image", "iou", 0.01, "points",
-             "a defect mask of a camera frame (area, boxes)"),
+    TaskSpec("image_class", "image", "accuracy", 0.005, "points", "classifier_accuracy_points",
+             "accuracy", "class scores of a camera frame (OK/NOK, defect class)", "classifier"),
+    TaskSpec("image_segment", "image", "iou", 0.01, "points", "segmentation_iou_points", "iou",
+             "a defect mask of a camera frame (area, boxes)", "segmenter"),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
@@ -84,6 +87,14 @@ def task_spec(name: str) -> TaskSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"unknown task {name!r}; known: {list(TASK_NAMES)}")
+
+
+def image_task(kind: str) -> str:
+    """The task whose bundles carry ``image.kind == kind`` (classifier or segmenter)."""
+    for spec in TASKS:
+        if spec.image_kind and spec.image_kind == kind:
+            return spec.name
+    raise KeyError(f"no image task for image kind {kind!r}")
 
 
 def mode_spec(name: str) -> QuantModeSpec:

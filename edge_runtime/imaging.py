@@ -171,8 +171,8 @@ class ImagePipeline:
             raise ValueError(f"camera {name!r}: needs a classifier and/or a segmenter bundle")
         self.name = name
         self.settings = settings or QcSettings()
-        self.classifier = _Model(classifier, "classifier", threads) if classifier else None
-        self.segmenter = _Model(segmenter, "segmenter", threads) if segmenter else None
+        self.classifier = TaskModel(classifier, "classifier", threads) if classifier else None
+        self.segmenter = TaskModel(segmenter, "segmenter", threads) if segmenter else None
         s = self.settings
         self.recent: deque[bool] = deque(maxlen=s.nok_window)
         self.alarm = AlarmLogic(ThresholdSpec(
@@ -207,28 +207,12 @@ class ImagePipeline:
         """Verdict of one decoded frame (JSON-ready, plus the frame-size 'mask' if any)."""
         start = time.perf_counter()
         out: dict[str, Any] = {"width": img.width, "height": img.height}
-        if self.classifier:
-            spec = self.classifier.spec
-            probs = self.classifier.run(to_input(img, spec))
-            best = int(np.argmax(probs))
-            ok = spec.class_names.index(spec.ok_class) if spec.ok_class else -1
-            p_nok = float(1.0 - probs[ok]) if ok >= 0 else float("nan")
-            out |= {"class": spec.class_names[best], "confidence": round(float(probs[best]), 4),
-                    "p_nok": round(p_nok, 4),
-                    "verdict": "NOK" if p_nok >= self.settings.nok_threshold else "OK"}
-        if self.segmenter:
-            spec = self.segmenter.spec
-            prob = self.segmenter.run(to_input(img, spec))[..., 0]
-            mask = mask_to_frame(prob >= spec.mask_threshold, img.width, img.height, spec)
-            regions = connected_regions(mask)
-            area = int(mask.sum())
-            out |= {"defect_area_px": area,
-                    "defect_area_pct": round(100.0 * area / mask.size, 3),
-                    "regions": len(regions),
-                    "boxes": [list(g.box) for g in regions[: self.settings.max_boxes]],
-                    "mask": mask}
-            if not self.classifier:
-                out["verdict"] = "NOK" if area >= self.settings.min_defect_px else "OK"
+        for model in (self.classifier, self.segmenter):  # edge_runtime/tasks/<task>.py
+            if model:
+                out |= model.task.read(model, img, self.settings)
+        from_mask = out.pop("verdict_from_mask", None)
+        if not self.classifier:
+            out["verdict"] = from_mask
         elapsed = time.perf_counter() - start
         self.inference_s.append(elapsed)
         out["inference_ms"] = round(1000 * elapsed, 2)
@@ -298,14 +282,17 @@ def camera_pipeline(camera) -> ImagePipeline:
                          camera.threads)
 
 
-class _Model:
-    """An image bundle's model and spec."""
+class TaskModel:
+    """An image bundle's model, spec and task module (``edge_runtime/tasks/<task>.py``)."""
 
     def __init__(self, bundle: Bundle, role: str, threads: int):
+        from edge_runtime.tasks import edge_task
+
         m = bundle.manifest
-        if m.task != "image" or m.image is None or m.image.kind != role:
+        task = edge_task(m.task)
+        if getattr(task, "ROLE", None) != role or m.image is None:
             raise ValueError(f"{bundle.root}: not an image {role} bundle")
-        self.role, self.spec, self.version = role, m.image, m.version
+        self.role, self.spec, self.version, self.task = role, m.image, m.version, task
         self.model = EdgeModel(bundle.model_path, num_threads=threads)
 
     def run(self, x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,50 @@
+"""Task ``anomaly`` at the edge: reconstruction outputs → the window score (error, or negative
+ELBO with a VAE's KL output), the bundle's smoothing (EWMA, k-of-n), the tags ranked by their
+share of the error (with units), and the alarm logic; one ``inference`` payload per window and
+an ``alarm`` payload on every raise or clear.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_runtime.payloads import iso_ms
+from edge_runtime.scoring import contribution_shares, scored_windows
+
+if TYPE_CHECKING:
+    from edge_runtime.pipelines import ModelPipeline, Output
+
+
+def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
+         ys: list[np.ndarray]) -> list[Output]:
+    from edge_runtime.pipelines import Output
+
+    spec = pipeline.bundle.manifest.thresholds
+    scores, per_tag = scored_windows(x, ys, spec.score)  # error (+ KL: elbo)
+    shares, order = contribution_shares(per_tag)
+    raw_scores, shares_list, order = scores.tolist(), shares.tolist(), order.tolist()
+    tags, units = pipeline.tags, [pipeline.units[t] for t in pipeline.tags]
+    alarm, score_filter = pipeline.alarm, pipeline.score_filter
+    base = pipeline.base_payload() | {"threshold": spec.raise_at}
+    outputs = []
+    for i, grid_t in enumerate(times):
+        raw_score = raw_scores[i]
+        score = score_filter.update(raw_score)  # EWMA + k-of-n, as evaluated
+        share = shares_list[i]
+        ranked = [{"tag": tags[j], "share": round(share[j], 4), "unit": units[j]}
+                  for j in order[i]]
+        result = base | {"ts": iso_ms(grid_t), "score": score, "raw_score": raw_score,
+                         "contributions": ranked}
+        outputs.append(Output("inference", result | {"alarm_active": alarm.active},
+                              grid_t=grid_t))
+        transition = alarm.update(score)
+        if transition:
+            outputs[-1].payload["alarm_active"] = alarm.active
+            outputs.append(Output("alarm", result | {
+                "alarm_id": pipeline.alarm_id, "event": transition,
+                "state": "active" if alarm.active else "normal",
+                "priority": alarm.priority(score), "source": tags}, pipeline.alarm_id,
+                grid_t))
+    return outputs

@@ -1,0 +1,63 @@
+"""Task ``forecast`` at the edge: (N, H, T) model outputs → one ``inference`` payload per
+window with ``forecast`` per target and step in engineering units, the step ``timestamps`` and
+the ``units``; a quantile model's (N, H, T, Q) also gives ``quantiles`` per target
+(``{"p10": [...], ...}``), ``forecast`` then being P50 (what a point consumer already reads).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_runtime.payloads import iso_ms
+
+if TYPE_CHECKING:
+    from edge_runtime.pipelines import ModelPipeline, Output
+
+
+def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
+         ys: list[np.ndarray]) -> list[Output]:
+    from edge_runtime.pipelines import Output
+
+    y_scaled = ys[0]
+    manifest = pipeline.bundle.manifest
+    out = manifest.output
+    cols = [pipeline.tags.index(t) for t in out.targets]
+    if out.quantiles:  # (N, H, T, Q) → (Q, N, H, T): the scaler works on the last axis
+        levels = np.round(pipeline.scaler.inverse(np.moveaxis(y_scaled, -1, 0), cols), 6)
+        values = levels[out.quantiles.index(0.5)]
+        keys = [quantile_key(q) for q in out.quantiles]
+    else:
+        values = np.round(pipeline.scaler.inverse(y_scaled, cols), 6)  # (N, H, T) engineering
+    period = manifest.input.period_s
+    units = {t: pipeline.units[t] for t in out.targets}
+    stamps: dict[float, str] = {}  # consecutive windows share most of their horizon
+    base = pipeline.base_payload()
+
+    def stamp(t: float) -> str:
+        return stamps.get(t) or stamps.setdefault(t, iso_ms(t))
+
+    outputs = []
+    for n, (grid_t, v) in enumerate(zip(times, values.tolist(), strict=True)):
+        payload = base | {
+            "ts": iso_ms(grid_t),
+            "timestamps": [stamp(grid_t + period * (k + 1)) for k in range(out.horizon)],
+            "forecast": _per_target(v, out.targets), "units": units}
+        if out.quantiles:
+            per_level = [_per_target(level[n].tolist(), out.targets) for level in levels]
+            payload["quantiles"] = {
+                t: {key: p[t] for key, p in zip(keys, per_level, strict=True)}
+                for t in out.targets}
+        outputs.append(Output("inference", payload, grid_t=grid_t))
+    return outputs
+
+
+def quantile_key(level: float) -> str:
+    """0.1 → "p10", 0.5 → "p50", 0.025 → "p2.5"."""
+    return f"p{level * 100:g}"
+
+
+def _per_target(rows: list[list[float]], targets: list[str]) -> dict[str, list[float]]:
+    """(H, T) rows of engineering values → {target: [step values]}."""
+    return {t: [row[i] for row in rows] for i, t in enumerate(targets)}
