@@ -36,7 +36,8 @@ import numpy as np  # noqa: E402
 
 from converters.footprint import footprint  # noqa: E402
 from converters.latency import batch_throughput, window_latency_ms  # noqa: E402
-from converters.tflite import DEFAULT_BATCH, MODES, convert_many  # noqa: E402
+from converters.tflite import DEFAULT_BATCH, convert_many  # noqa: E402
+from edge_runtime.contract import CALIBRATED_MODES, MODE_NAMES  # noqa: E402
 from edge_runtime.interpreter import EdgeModel  # noqa: E402
 
 # Model sizes as procedge's evaluations train them (their CLI defaults): TEP 52 tags and SKAB
@@ -278,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--families", help="comma-separated names (default: all registered)")
     parser.add_argument("--profiles", default=",".join(DEFAULT_PROFILES),
                         help=f"comma-separated, of {sorted(PROFILES)}")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(MODE_NAMES))
     parser.add_argument("--batch", default=DEFAULT_BATCH,
                         help="keras route: one, dynamic, or one,dynamic to compare them")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/convert.json")
@@ -314,7 +315,7 @@ def report(rows: list[dict], args, start: float, quiet: bool = False) -> None:
     main_rows = [r for r in rows if r.get("batch", batches[0]) == batches[0]]
     slower = [f"{r['family']}/{r['profile']} {r['mode']} ({r['latency_over_fp32']:.2f}× fp32)"
               for r in main_rows
-              if r.get("latency_over_fp32", 0) > 1.0 and r["mode"] in ("int8", "int16x8")]
+              if r.get("latency_over_fp32", 0) > 1.0 and r["mode"] in CALIBRATED_MODES]
     sizes, misses = size_table(main_rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

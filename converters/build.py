@@ -11,7 +11,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import asdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,27 +21,35 @@ from converters.ops import input_batch
 from converters.optimize import run_tfmot
 from converters.parity import Budgets, check_parity, keras_reference
 from converters.tflite import DEFAULT_BATCH, ConversionError, check_builtin_ops, convert_many
-from edge_runtime.bundle import (
-    MODEL_FILE,
-    Bundle,
-    Manifest,
-    ThresholdSpec,
-    sign_bundle,
-    write_bundle,
-)
+from edge_runtime.bundle import MODEL_FILE, Bundle, Manifest, RunRecord, sign_bundle, write_bundle
+from edge_runtime.contract import AUTO_ORDER, CALIBRATED_MODES
 from training.calibration import load_sampling
+from training.registry import get_family
 
-# Smallest first (the order ties are broken in).
-AUTO_ORDER = ("int8", "int16x8", "dynamic", "fp16", "fp32")
 LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastest and still win
 
 
-def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER,
-          budgets: Budgets | None = None, budget: float | None = None, int8_io: bool = False,
-          sign_key: Path | None = None, version: str | None = None, route: str = "auto",
-          keras_path: Path | None = None, latency_slack: float = LATENCY_SLACK,
-          qat: bool = False, prune: float | None = None, allow_offline: bool = False,
-          batch: str = DEFAULT_BATCH) -> tuple[Bundle, dict]:
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything ``procedge convert`` decides besides the run and the output folder."""
+
+    candidates: tuple[str, ...] = AUTO_ORDER  # modes to measure; one mode = that mode only
+    budgets: Budgets | None = None  # per task; default: edge_runtime.contract.TASKS
+    budget: float | None = None  # overrides the run's own task budget
+    int8_io: bool = False  # int8/int16x8 with integer input and output
+    sign_key: Path | None = None  # Ed25519 private key (PEM): sign the bundle
+    version: str | None = None  # default: a short hash of the trained weights
+    route: str = "auto"  # recurrent layers: auto, keras, fused or unroll
+    keras_path: Path | None = None  # convert this model instead of the run's model.keras
+    latency_slack: float = LATENCY_SLACK
+    qat: bool = False  # the int8 candidate from quantization-aware fine-tuning
+    prune: float | None = None  # prune to this sparsity first, then convert
+    allow_offline: bool = False  # bundle an offline-only family (e.g. bilstm)
+    batch: str = DEFAULT_BATCH  # "one" (fixed batch of one) or "dynamic"
+
+
+def build(run_dir: Path, out_dir: Path, options: ConvertOptions | None = None
+          ) -> tuple[Bundle, dict]:
     """Convert every candidate, measure, choose, and write ``out_dir/<name>-<mode>``.
     Raises :class:`ConversionError` (and writes nothing) when no candidate passes.
     ``batch``: "one" (default: a fixed batch of one, fewer operators and bytes) or "dynamic",
@@ -50,47 +58,48 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
     candidate comes from quantization-aware fine-tuning instead of post-training quantization."""
     import keras
 
+    o = options or ConvertOptions()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     original = run_dir / "model.keras"  # the float model every candidate is judged against
-    keras_path = Path(keras_path or original)
-    draft = json.loads((run_dir / "training.json").read_text())
-    refuse_offline_only(draft, allow_offline)
+    keras_path = Path(o.keras_path or original)
+    record = RunRecord.load(run_dir)
+    refuse_offline_only(record, o.allow_offline)
     rep_path = run_dir / "representative.npz"
-    staging = Path(tempfile.mkdtemp(prefix=f"{draft['name']}-", dir=_ensure(out_dir)))
+    staging = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=_ensure(out_dir)))
     try:
         optimized = {}
-        if prune:
-            optimized["prune"] = run_tfmot(keras_path, rep_path, staging / "tfmot", sparsity=prune)
+        if o.prune:
+            optimized["prune"] = run_tfmot(keras_path, rep_path, staging / "tfmot",
+                                           sparsity=o.prune)
             keras_path = Path(optimized["prune"].pop("path"))
-        ptq = tuple(m for m in candidates if not (qat and m == "int8"))
-        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, int8_io, route,
-                             batch=batch)
-        if qat and "int8" in candidates:
+        ptq = tuple(m for m in o.candidates if not (o.qat and m == "int8"))
+        infos = convert_many(keras_path, staging / "candidates", ptq, rep_path, o.int8_io,
+                             o.route, batch=o.batch)
+        if o.qat and "int8" in o.candidates:
             info = optimized["qat"] = run_tfmot(keras_path, rep_path, staging / "candidates",
                                                 qat=True)
             info["path"] = str(staging / "candidates" / "int8.tflite")
             info["ops"] = check_builtin_ops(Path(info["path"]))
             info["batch"] = input_batch(Path(info["path"]))
             infos = {"int8": info} | infos
-        version = version or _version(keras_path)
+        version = o.version or _version(keras_path)
         shutil.rmtree(staging / "tfmot", ignore_errors=True)  # the pruned model is not shipped
         heldout = dict(np.load(run_dir / "heldout.npz"))
         model = keras.models.load_model(original, compile=False, safe_mode=False)
         reference = keras_reference(model, heldout)
-        spec = ThresholdSpec(**draft["thresholds"]) if draft.get("thresholds") else None
-        rows = [_measure(info, model, heldout, reference, draft, spec, budget, budgets)
+        budgets = (o.budgets or Budgets()).with_task_budget(record.task, o.budget)
+        rows = [_measure(info, model, heldout, reference, record, budgets)
                 for info in infos.values()]
-        choice, why = choose(rows, latency_slack)
+        choice, why = choose(rows, o.latency_slack)
         report = {"run_dir": str(run_dir),
-                  "keras_model": f"{original} pruned" if prune else str(keras_path),
-                  "budgets": asdict((budgets or Budgets()).with_task_budget(
-                      draft["task"], budget, "masks" in heldout)),
-                  "int8_io": int8_io, "batch": batch, "representative": {
-                      "sha256": _fingerprint(rep_path), **load_sampling(rep_path)},
+                  "keras_model": f"{original} pruned" if o.prune else str(keras_path),
+                  "budgets": dict(budgets), "int8_io": o.int8_io, "batch": o.batch,
+                  "representative": {"sha256": _fingerprint(rep_path),
+                                     **load_sampling(rep_path)},
                   "optimization": optimized, "candidates": rows,
                   "choice": choice, "why": why}
         if choice is None:
-            raise ConversionError(f"no mode passed the parity gate for {draft['name']}; "
+            raise ConversionError(f"no mode passed the parity gate for {record.name}; "
                                   "nothing shipped:\n" + markdown_table(rows))
         row = next(r for r in rows if r["mode"] == choice)
         shutil.move(row["path"], staging / MODEL_FILE)
@@ -99,18 +108,18 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         shutil.rmtree(staging / "candidates")
         (staging / "parity.json").write_text(json.dumps(row["parity"], indent=2) + "\n")
         (staging / "conversion.json").write_text(json.dumps(report, indent=2) + "\n")
-        (staging / "conversion.md").write_text(render_markdown(draft["name"], report))
-        metrics = {"training": draft.pop("metrics")["keras"], "keras": row["parity"]["keras"],
+        (staging / "conversion.md").write_text(render_markdown(record.name, report))
+        metrics = {"training": record.metrics["keras"], "keras": row["parity"]["keras"],
                    "edge": row["parity"]["edge"]}
-        quantized = choice in ("int8", "int16x8")
-        manifest = Manifest(**draft, version=version,
+        quantized = choice in CALIBRATED_MODES
+        manifest = Manifest(**record.model_dump(exclude={"metrics"}), version=version,
                             quantization=choice, batch=row["batch"], metrics=metrics,
                             representative_sha256=_fingerprint(rep_path) if quantized else "",
                             representative_sampling=load_sampling(rep_path) if quantized else {})
         write_bundle(staging, manifest)
-        if sign_key is not None:
-            sign_bundle(staging, sign_key)
-        final = out_dir / f"{draft['name']}-{choice}"
+        if o.sign_key is not None:
+            sign_bundle(staging, o.sign_key)
+        final = out_dir / f"{record.name}-{choice}"
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
@@ -119,20 +128,15 @@ def build(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _measure(info: dict, model, heldout, reference, draft, spec, budget, budgets) -> dict:
+def _measure(info: dict, model, heldout, reference, record: RunRecord,
+             budgets: Budgets) -> dict:
     """One candidate's row: size, ops, parity against float, latency per window."""
     row = {"mode": info["mode"], "route": info.get("route"), "batch": info.get("batch"),
            "passed": False}
     if "error" in info:
         return row | {"reasons": [info["error"]]}
     path = Path(info["path"])
-    if draft["task"] == "image":  # accuracy/AUROC or IoU on held-out images
-        from converters.image_parity import check_image_parity
-
-        parity = check_image_parity(model, path, heldout, draft["image"], budget)
-    else:
-        parity = check_parity(model, path, heldout, draft["task"], spec, budget, budgets,
-                              reference, draft.get("output", {}).get("quantiles"))
+    parity = check_parity(model, path, heldout, record, budgets=budgets, reference=reference)
     latency = window_latency_ms(path, heldout["x"][0])
     return row | {
         "passed": parity.passed, "reasons": parity.reasons, "bytes": path.stat().st_size,
@@ -203,11 +207,9 @@ class OfflineOnlyError(ValueError):
     """The family needs data a live window does not have; not for deployment."""
 
 
-def refuse_offline_only(draft: dict, allow_offline: bool) -> None:
+def refuse_offline_only(record: RunRecord, allow_offline: bool) -> None:
     """A family marked offline-only (e.g. BiLSTM) is not bundled unless the user insists."""
-    from training.registry import get_family
-
-    family = draft.get("family", "")
+    family = record.family
     try:
         offline = get_family(family).offline_only
     except KeyError:
@@ -231,16 +233,16 @@ def _version(keras_path: Path) -> str:
     return sha256_file(keras_path)[:12]
 
 
-def build_bundle(run_dir: Path, out_dir: Path, mode: str = "int8", version: str | None = None,
-                 budget: float | None = None, **options) -> Bundle:
-    """One fixed mode; shipped only if it passes the parity gate."""
-    return build(run_dir, out_dir, (mode,), budget=budget, version=version, **options)[0]
+def build_bundle(run_dir: Path, out_dir: Path, mode: str = "int8", **options) -> Bundle:
+    """One fixed mode; shipped only if it passes the parity gate. ``options``: the fields of
+    :class:`ConvertOptions`."""
+    return build(run_dir, out_dir, ConvertOptions(candidates=(mode,), **options))[0]
 
 
 def build_auto(run_dir: Path, out_dir: Path, candidates: tuple[str, ...] = AUTO_ORDER,
-               budget: float | None = None, **options) -> tuple[Bundle, list[str]]:
+               **options) -> tuple[Bundle, list[str]]:
     """Measure every candidate; return the chosen bundle and one line per candidate."""
-    bundle, report = build(run_dir, out_dir, candidates, budget=budget, **options)
+    bundle, report = build(run_dir, out_dir, ConvertOptions(candidates=candidates, **options))
     return bundle, summary_lines(report)
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from converters.tflite import ConversionError, _import_root
+from converters.tflite import ConversionError, import_root
 
 
 def run_tfmot(keras_path: Path, representative: Path, out_dir: Path, qat: bool = False,
@@ -20,7 +20,7 @@ def run_tfmot(keras_path: Path, representative: Path, out_dir: Path, qat: bool =
         raise ConversionError(f"--prune {sparsity}: sparsity must be between 0 and 1")
     cmd = [sys.executable, "-m", "converters.tfmot_worker", str(keras_path), str(representative),
            str(out_dir)] + (["--qat"] if qat else ["--prune", str(sparsity)])
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _import_root(),
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": import_root(),
                         "TF_USE_LEGACY_KERAS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

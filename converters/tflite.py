@@ -13,8 +13,7 @@ from pathlib import Path
 
 from converters.ops import input_batch, model_ops, non_builtin_ops
 from converters.worker import BATCHES, DEFAULT_BATCH
-
-MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+from edge_runtime.contract import MODE_NAMES
 
 
 class ConversionError(RuntimeError):
@@ -30,9 +29,9 @@ def convert_many(keras_path: Path, out_dir: Path, modes: tuple[str, ...],
     ``batch``: "one" (fixed batch of one) or "dynamic", for the keras route; recurrent
     routes keep theirs. Returns mode → worker info with ``path``, ``ops`` and ``batch`` (read
     from the file), or with ``error``."""
-    bad = [m for m in modes if m not in MODES]
+    bad = [m for m in modes if m not in MODE_NAMES]
     if bad:
-        raise ConversionError(f"unknown mode(s) {bad}; choose from {MODES}")
+        raise ConversionError(f"unknown mode(s) {bad}; choose from {MODE_NAMES}")
     if batch not in BATCHES:
         raise ConversionError(f"unknown batch {batch!r}; choose from {BATCHES}")
     out_dir = Path(out_dir)
@@ -92,7 +91,7 @@ def _run_worker(keras_path, out_dir, modes, route, representative, int8_io, time
     if int8_io:
         cmd.append("--int8-io")
     cmd += ["--route", route, "--batch", batch]
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": _import_root()}
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": import_root()}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
         stdout, stderr, code = proc.stdout, proc.stderr, proc.returncode
@@ -116,6 +115,6 @@ def _text(data) -> str:
     return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
 
 
-def _import_root() -> str:
+def import_root() -> str:
     root = str(Path(__file__).resolve().parent.parent)
     return os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)

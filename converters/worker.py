@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from converters.compact import compact
+from edge_runtime.contract import CALIBRATED_MODES
 
 ROUTES = ("auto", "keras", "fused", "unroll")
 BATCHES = ("one", "dynamic")  # of the keras route (see fixed_batch)
@@ -87,6 +88,59 @@ def fixed_batch(model):
     return keras.Model(inputs, outputs)
 
 
+def settings_fp32(converter, tf, windows, int8_io: bool, per_channel: bool) -> None:
+    """The Keras model as is."""
+
+
+def settings_dynamic(converter, tf, windows, int8_io: bool, per_channel: bool) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def settings_fp16(converter, tf, windows, int8_io: bool, per_channel: bool) -> None:
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+
+
+def settings_int8(converter, tf, windows, int8_io: bool, per_channel: bool) -> None:
+    _calibrate(converter, tf, windows, "int8")
+    # Per-channel FULLY_CONNECTED stores a float scale and an int64 zero point per output
+    # unit, for the weights and again for the bias: 24 B per unit, as much as the weights
+    # themselves for a wide head (see converters/footprint.py). Dense layers go per-tensor
+    # (TFLite's classic int8 scheme; QAT does the same); convolutions only when measured as
+    # close (``int8_granularity``): BatchNorm folding, e.g., gives channels very different
+    # ranges.
+    converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+    converter._experimental_disable_per_channel = not per_channel
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        converter.inference_input_type = converter.inference_output_type = tf.int8
+
+
+def settings_int16x8(converter, tf, windows, int8_io: bool, per_channel: bool) -> None:
+    _calibrate(converter, tf, windows, "int16x8")
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    if int8_io:
+        converter.inference_input_type = converter.inference_output_type = tf.int16
+
+
+def _calibrate(converter, tf, windows, mode: str) -> None:
+    if windows is None:
+        raise ValueError(f"mode {mode} needs representative data")
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([w[None]] for w in windows)
+
+
+def mode_settings(mode: str):
+    """The converter settings of a mode of ``edge_runtime.contract.QUANT_MODES``: the function
+    ``settings_<mode>`` of this module (a new mode is its row there plus that function here)."""
+    settings = globals().get(f"settings_{mode}")
+    if settings is None:
+        raise ValueError(f"quantization mode {mode!r} has no converter settings "
+                         f"(settings_{mode} in converters/worker.py)")
+    return settings
+
+
 def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = False,
               per_channel: bool = True) -> bytes:
     """Run TFLiteConverter on a (Keras 3 or tf-keras) model: builtin ops only, never Flex.
@@ -95,33 +149,8 @@ def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = Fals
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.exclude_conversion_metadata = True  # TF version and options: not for the edge
-    ops = tf.lite.OpsSet
-    converter.target_spec.supported_ops = [ops.TFLITE_BUILTINS]  # never Flex, never custom
-    if mode != "fp32":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode in ("int8", "int16x8"):
-        if windows is None:
-            raise ValueError(f"mode {mode} needs representative data")
-        converter.representative_dataset = lambda: ([w[None]] for w in windows)
-        if mode == "int8":
-            # Per-channel FULLY_CONNECTED stores a float scale and an int64 zero point per
-            # output unit, for the weights and again for the bias: 24 B per unit, as much as
-            # the weights themselves for a wide head (see converters/footprint.py). Dense
-            # layers go per-tensor (TFLite's classic int8 scheme; QAT does the same);
-            # convolutions only when measured as close (``int8_granularity``): BatchNorm
-            # folding, e.g., gives channels very different ranges.
-            converter._experimental_disable_per_channel_quantization_for_dense_layers = True
-            converter._experimental_disable_per_channel = not per_channel
-        converter.target_spec.supported_ops = (
-            [ops.TFLITE_BUILTINS_INT8] if mode == "int8"
-            else [ops.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        )
-        if int8_io:
-            io_type = tf.int8 if mode == "int8" else tf.int16
-            converter.inference_input_type = io_type
-            converter.inference_output_type = io_type
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never Flex/custom
+    mode_settings(mode)(converter, tf, windows, int8_io, per_channel)
     return converter.convert()
 
 
@@ -135,7 +164,7 @@ def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8
     for candidate in routes:
         try:
             made, diff = conversion_model(model, candidate, batch)
-            if candidate == "fused" and mode in ("int8", "int16x8"):
+            if candidate == "fused" and mode in CALIBRATED_MODES:
                 _refuse_while_loop(made)
             data = to_tflite(made, mode, windows, int8_io)
             granularity = {}

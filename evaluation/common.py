@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_runtime.alarms import replay
 from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scoring import scored_windows
 from edge_runtime.windowing import sliding_windows
 from training import thresholds
@@ -64,8 +65,7 @@ def add_settings_args(p: argparse.ArgumentParser, window: int, level: float,
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--edge-mode", default="int8", choices=["int8", "int16x8", "dynamic",
-                                                            "fp16", "fp32", "none"])
+    p.add_argument("--edge-mode", default="int8", choices=[*MODE_NAMES, "none"])
     p.add_argument("--edge-families", default=",".join(DEEP_FAMILIES),
                    help="families also converted and scored in LiteRT (slow: one per file)")
     p.add_argument("--rule", default="quantile", choices=["quantile", "coverage", "kde"],
@@ -175,14 +175,14 @@ class EdgeConverter:
         from converters.tflite import convert
         from edge_runtime.interpreter import EdgeModel
         from training.autoencoders import edge_model
-        from training.train import _save_representative
+        from training.calibration import save_representative
 
         self.count += 1
         run = self.root / f"m{self.count}"
         run.mkdir(parents=True, exist_ok=True)
         edge_model(model, family_score(model, score)).save(run / "model.keras")
         x, _ = sliding_windows(train_rows, window)
-        _save_representative(run, x, seed)  # same int8 calibration recipe as the trainer
+        save_representative(run, x, seed)  # same int8 calibration recipe as the trainer
         convert(run / "model.keras", run / "model.tflite", self.mode,
                 representative=run / "representative.npz")
         return EdgeModel(run / "model.tflite")

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
+from edge_runtime.bundle import InputSpec, OutputSpec, RunRecord, TagSpec, check_quantile_levels
+from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
 from training.metrics import forecast_metrics, regression_metrics
@@ -136,9 +137,10 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     ``converters.build`` reads (validation windows as the parity set). Returns (model, s)."""
     import keras
 
+    from training.calibration import save_representative
     from training.config import TrainConfig
     from training.registry import get_family
-    from training.train import _fit, _save_representative
+    from training.series import fit_model
 
     config = TrainConfig.model_validate({
         "name": name, "task": "forecast", "family": family, "model": model_kw,
@@ -149,27 +151,26 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     builder = get_family(family, "forecast")
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model = _fit(lambda: builder.build(window, len(prep.columns), horizon, len(prep.targets),
-                                       target_columns=prep.target_columns, **model_kw),
-                 config, *prep.train, *prep.val, run_dir)
+    model = fit_model(lambda: builder.build(window, len(prep.columns), horizon,
+                                            len(prep.targets),
+                                            target_columns=prep.target_columns, **model_kw),
+                      config, *prep.train, *prep.val, run_dir)
     seconds = time.perf_counter() - start
     val_x, val_y = prep.val
     levels = quantile_levels(model_kw)
     val_metrics = forecast_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256),
                                    levels)
     np.savez_compressed(run_dir / "heldout.npz", x=val_x, y=val_y)
-    _save_representative(run_dir, prep.train[0], config.fit.seed)
-    draft = {
-        "name": name, "task": "forecast", "family": family,
-        "input": InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
-                           window=window, stride=1, max_gap_s=period_s).model_dump(),
-        "scaler": prep.scaler.to_spec().model_dump(),
-        "output": OutputSpec(horizon=horizon, targets=prep.targets,
-                             quantiles=levels).model_dump(),
-        "training_data_sha256": prep.train_sha256,
-        "metrics": {"keras": {f"val_{k}": v for k, v in val_metrics.items()}},
-    }
-    (run_dir / "training.json").write_text(json.dumps(draft, indent=2) + "\n")
+    save_representative(run_dir, prep.train[0], config.fit.seed)
+    RunRecord(
+        name=name, task="forecast", family=family,
+        input=InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
+                        window=window, stride=1, max_gap_s=period_s),
+        scaler=prep.scaler.to_spec(),
+        output=OutputSpec(horizon=horizon, targets=prep.targets, quantiles=levels),
+        training_data_sha256=prep.train_sha256,
+        metrics={"keras": {f"val_{k}": v for k, v in val_metrics.items()}},
+    ).save(run_dir)
     return model, seconds
 
 
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-args", type=json.loads, default={},
                    help='JSON keyword arguments for the family builder, e.g. \'{"kernel": 25}\'')
     p.add_argument("--mode", default="auto",
-                   choices=["auto", "none", "fp32", "fp16", "dynamic", "int8", "int16x8"],
+                   choices=["auto", "none", *MODE_NAMES],
                    help="edge conversion; none = Keras only")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -257,7 +258,7 @@ def run(args) -> dict:
     timing = {}
     levels = quantile_levels(args.model_args)
     for family in args.model:
-        from training.train import forecast_plots  # keras: only when a model is trained
+        from training.tasks.forecast import forecast_plots  # keras: only when one is trained
 
         run_dir = args.out / tag / family
         shutil.rmtree(run_dir, ignore_errors=True)

@@ -24,7 +24,7 @@ import numpy as np
 
 from converters.build import build_bundle
 from converters.tflite import ConversionError, convert
-from edge_runtime.bundle import Bundle, ImageSpec
+from edge_runtime.bundle import Bundle, ImageSpec, RunRecord
 from edge_runtime.imaging import ImageLimits, ImagePipeline, QcSettings, decode_image
 from edge_runtime.interpreter import EdgeModel
 from training.images import data as imdata
@@ -81,11 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
     names = everything.class_names
     train_idx, val_idx = imdata.stratified_split(everything.labels, args.val_fraction, args.seed)
     spec = ImageSpec(kind="classifier", height=args.size, width=args.size,
-                     class_names=names, ok_class=_ok_class(names))
+                     class_names=names, ok_class=imdata.ok_class(names))
     train_set, val_set = everything.subset(train_idx), everything.subset(val_idx)
     test_set = (imdata.scan(args.test_root, split=None, class_names=names)
                 if args.test_root else val_set)
-    spec, train, val, test = _load(spec, train_set, val_set, test_set, args.test_root is not None)
+    spec, train, val, test = imdata.load_splits(spec, train_set, val_set, test_set,
+                                                args.test_root is not None)
     print(f"images: train {len(train.x)}, val {len(val.x)}, "
           f"{'test' if args.test_root else 'evaluated on val'} {len(test.x)}; "
           f"input {args.size}x{args.size}, mean {spec.mean:.3f} std {spec.std:.3f}")
@@ -138,22 +139,6 @@ def _precision(choice: str) -> str:
     except OSError:
         return "float32"
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
-
-
-def _ok_class(names: list[str]) -> str:
-    return imdata.OK_CLASS if imdata.OK_CLASS in names else names[0]
-
-
-def _load(spec, train_set, val_set, test_set, separate_test: bool):
-    """Arrays for every split; mean/std from the training images only."""
-    plain = spec.model_copy(update={"mean": 0.0, "std": 1.0})
-    arrays = [imdata.load_arrays(s, plain) for s in (train_set, val_set)]
-    arrays.append(imdata.load_arrays(test_set, plain) if separate_test else arrays[1])
-    mean, std = float(arrays[0][0].mean()), float(arrays[0][0].std())
-    spec = spec.model_copy(update={"mean": mean, "std": std})
-    splits = [Split((x - mean) / std, s.labels, m)
-              for (x, m), s in zip(arrays, (train_set, val_set, test_set), strict=True)]
-    return spec, *splits
 
 
 def _bundle(run_dir: Path, out: Path) -> tuple[Path, str]:
@@ -227,11 +212,11 @@ def _latency_at(models: dict[str, Path], widths: dict[str, int], size: int, out:
     result = {}
     for role, run_dir in models.items():
         trained = keras.models.load_model(run_dir / "model.keras", compile=False)
-        draft = json.loads((run_dir / "training.json").read_text())
-        family = get_family(draft["family"])
+        record = RunRecord.load(run_dir)
+        family = get_family(record.family)
         shape = (size, size, 1)
-        kwargs = {"width": widths[role]} if draft["family"] != "mobilenet" else {}
-        big = (family.build(shape, len(draft["image"]["class_names"]), **kwargs)
+        kwargs = {"width": widths[role]} if record.family != "mobilenet" else {}
+        big = (family.build(shape, len(record.image.class_names), **kwargs)
                if role == "classifier" else family.build(shape, **kwargs))
         big.set_weights(trained.get_weights())
         with tempfile.TemporaryDirectory() as tmp:

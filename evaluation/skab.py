@@ -21,7 +21,7 @@ import pandas as pd
 
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.smoothing import smooth_scores
-from training.evaluation import common
+from evaluation import common
 from training.metrics import detection_metrics
 from training.nab import NabTally, changepoints_from_flags, nab_tally
 from training.pca_monitor import PCAMonitor

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.scaling import StandardScaler
-from training.evaluation import common
+from evaluation import common
 from training.pca_monitor import PCAMonitor
 
 log = logging.getLogger(__name__)

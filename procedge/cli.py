@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from edge_runtime.contract import AUTO_ORDER, MODE_NAMES, TASKS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -26,20 +28,19 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_convert(args) -> None:
-    from converters.build import AUTO_ORDER, build, summary_lines
+    from converters.build import ConvertOptions, build, summary_lines
     from converters.parity import Budgets
 
     candidates = AUTO_ORDER if args.mode == "auto" else (args.mode,)
     if args.candidates:
         candidates = tuple(args.candidates.split(","))
-    given = {"forecast_mse_rel": args.forecast_mse, "anomaly_f1_points": args.anomaly_f1,
-             "classifier_accuracy_points": args.accuracy, "segmentation_iou_points": args.iou}
-    budgets = Budgets(**{k: v for k, v in given.items() if v is not None})
+    given = {t.budget_key: getattr(args, f"budget_{t.name}") for t in TASKS}
+    options = ConvertOptions(
+        candidates=candidates, budgets=Budgets(**{k: v for k, v in given.items() if v is not None}),
+        budget=args.budget, int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
+        qat=args.qat, prune=args.prune, allow_offline=args.allow_offline, batch=args.batch)
     for run_dir in args.run_dirs:
-        bundle, report = build(run_dir, args.out, candidates, budgets=budgets, budget=args.budget,
-                               int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
-                               qat=args.qat, prune=args.prune, allow_offline=args.allow_offline,
-                               batch=args.batch)
+        bundle, report = build(run_dir, args.out, options)
         print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
@@ -109,6 +110,11 @@ def _cmd_demo(args) -> None:
     demo(workdir=args.workdir, allow_fallback=not args.require_mosquitto)
 
 
+def _budget_text(task) -> str:
+    return ("increase, relative" if task.budget_kind == "relative"
+            else "drop, in points as a fraction")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="procedge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -121,19 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories from `train`")
-    p.add_argument("--mode", default="auto",
-                   choices=["auto", "fp32", "fp16", "dynamic", "int8", "int16x8"],
+    p.add_argument("--mode", default="auto", choices=["auto", *MODE_NAMES],
                    help="quantization; auto = smallest mode that passes the parity gate")
     p.add_argument("--out", type=Path, default=Path("artifacts/bundles"))
-    p.add_argument("--budget", type=float, help="parity budget of the run's own task metric "
-                   "(forecast: relative MSE increase, default 0.02; anomaly: F1 points as a "
-                   "fraction, default 0.01; classifier accuracy 0.005; segmentation IoU 0.01)")
-    p.add_argument("--forecast-mse", type=float, help="forecast budget: relative MSE increase")
-    p.add_argument("--anomaly-f1", type=float, help="anomaly budget: F1 drop (fraction)")
-    p.add_argument("--accuracy", type=float, help="classifier budget: accuracy drop (fraction)")
-    p.add_argument("--iou", type=float, help="segmentation budget: IoU drop (fraction)")
+    p.add_argument("--budget", type=float, help="parity budget of the run's own task metric ("
+                   + "; ".join(f"{t.name}: {t.parity_metric} {_budget_text(t)}, default "
+                               f"{t.budget:g}" for t in TASKS) + ")")
+    for t in TASKS:
+        p.add_argument(f"--{t.budget_flag}", dest=f"budget_{t.name}", type=float,
+                       help=f"{t.name} budget: {t.parity_metric} {_budget_text(t)}")
     p.add_argument("--candidates", help="auto: comma-separated modes to measure "
-                   "(default int8,int16x8,dynamic,fp16,fp32)")
+                   f"(default {','.join(AUTO_ORDER)})")
     p.add_argument("--int8-io", action="store_true", help="int8/int16x8 with integer I/O")
     p.add_argument("--route", default="auto", choices=["auto", "keras", "fused", "unroll"],
                    help="recurrent layers: auto = fused LSTM via tf-keras, else unroll")
@@ -192,10 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # benchmark name → module with ``main(argv)``; each prints a table and can write --json.
 EVALS: dict[str, str] = {
-    "ett": "training.evaluation.ett",
-    "skab": "training.evaluation.skab",
-    "tep": "training.evaluation.tep",
-    "images": "training.images.evaluate",
+    "ett": "evaluation.ett",
+    "skab": "evaluation.skab",
+    "tep": "evaluation.tep",
+    "images": "evaluation.images",
 }
 
 

@@ -101,7 +101,8 @@ def stop_daemon(process: subprocess.Popen) -> int:
 
 def train_and_convert(workdir: Path) -> dict[str, Path]:
     """Train both demo models and convert them; returns bundle path per model name."""
-    from converters.build import AUTO_ORDER, build_auto
+    from converters.build import build_auto
+    from edge_runtime.contract import AUTO_ORDER
     from training.config import load_train_config
     from training.train import train
 

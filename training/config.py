@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
-from edge_runtime.contract import Strict
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edge_runtime.contract import Strict, TaskName, task_spec
 
 
 class SimulatorSource(Strict):
@@ -76,9 +77,29 @@ class ThresholdConfig(Strict):
         default="reconstruction", description="elbo: VAE negative ELBO (ships a KL output).")
 
 
+class ImageDataConfig(Strict):
+    """Image tasks: a folder of ``<class>/Imgs/<stem>.jpg`` (masks ``<stem>.png``), as the
+    magnetic-tile set; ``${PROCEDGE_DATA}`` and ``~`` in paths are expanded."""
+
+    root: Path = Field(description="Training folder; a stratified share is held out for val.")
+    test_root: Path | None = Field(default=None, description="Test folder, same layout; "
+                                   "default: metrics on the validation split.")
+    size: int = Field(default=128, gt=0, description="Square model input, pixels.")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="Of every class.")
+    trainer: dict[str, Any] = Field(
+        default_factory=dict, description="Further options of the image trainer "
+        "(training.images.train.ImageTrainConfig: schedule, max_minutes, augment, patch, "
+        "mask_weight, class_weight_power, defect_share, precision); checked strictly.")
+
+    @field_validator("root", "test_root", mode="before")
+    @classmethod
+    def _expand(cls, value):
+        return None if value is None else Path(os.path.expanduser(os.path.expandvars(value)))
+
+
 class TrainConfig(Strict):
     name: str = Field(description="Model name; also the bundle and MQTT topic name.")
-    task: Literal["forecast", "anomaly"]
+    task: TaskName = Field(description="A task of edge_runtime.contract.TASKS.")
     family: str = Field(description="Registry name, e.g. 'tcn' or 'dense_ae'.")
     model: dict[str, Any] = Field(default_factory=dict, description="Family keyword arguments.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -88,7 +109,15 @@ class TrainConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
+
+
+    @model_validator(mode="after")
+    def _section_for_task(self) -> TrainConfig:
+        if task_spec(self.task).inputs == "image" and self.image is None:
+            raise ValueError(f"task {self.task!r} needs an 'image' section (root: a folder)")
+        return self
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -179,7 +179,7 @@ def moving_average(x, window: int, kernel: int):
     return layers.AveragePooling1D(kernel, strides=1, padding="valid", name="trend")(padded)
 
 
-@register("forecast", "dlinear")
+@register("forecast", "dlinear", small={"subtract_last": True, "init": "zeros"})
 def dlinear(window: int, features: int, horizon: int, targets: int,
             target_columns: list[int] | None = None, kernel: int = 25,
             subtract_last: bool = False, init: str = "glorot"):
@@ -224,7 +224,7 @@ def _recurrent(name: str, rnn, window, features, horizon, targets, target_column
                        name=name)
 
 
-@register("forecast", "lstm")
+@register("forecast", "lstm", small={"units": [8]})
 def lstm(window: int, features: int, horizon: int, targets: int,
          target_columns: list[int] | None = None, units: tuple[int, ...] = (32,),
          dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None):
@@ -234,7 +234,7 @@ def lstm(window: int, features: int, horizon: int, targets: int,
                       units, dropout, unroll, quantiles=quantiles)
 
 
-@register("forecast", "gru")
+@register("forecast", "gru", small={"units": [8]})
 def gru(window: int, features: int, horizon: int, targets: int,
         target_columns: list[int] | None = None, units: tuple[int, ...] = (32,),
         dropout: float = 0.0, unroll: bool = True):
@@ -243,7 +243,7 @@ def gru(window: int, features: int, horizon: int, targets: int,
                       units, dropout, unroll)
 
 
-@register("forecast", "bilstm", offline_only=True)
+@register("forecast", "bilstm", offline_only=True, small={"units": [8]})
 def bilstm(window: int, features: int, horizon: int, targets: int,
            target_columns: list[int] | None = None, units: tuple[int, ...] = (32,),
            dropout: float = 0.0, unroll: bool = True):
@@ -252,7 +252,7 @@ def bilstm(window: int, features: int, horizon: int, targets: int,
                       units, dropout, unroll, bidirectional=True)
 
 
-@register("forecast", "seq2seq")
+@register("forecast", "seq2seq", small={"units": 8})
 def seq2seq(window: int, features: int, horizon: int, targets: int,
             target_columns: list[int] | None = None, units: int = 32,
             attention: str = "additive", unroll: bool = True):
@@ -303,7 +303,8 @@ def add_positional_encoding(x, inputs, window: int, dim: int):
     return layers.Add()([x, layers.Reshape((window, dim))(pe)])
 
 
-@register("forecast", "transformer")
+@register("forecast", "transformer",
+          small={"d_model": 8, "heads": 2, "ff": 16, "blocks": 1})
 def transformer(window: int, features: int, horizon: int, targets: int,
                 target_columns: list[int] | None = None, d_model: int = 32, heads: int = 4,
                 ff: int = 64, blocks: int = 2, dropout: float = 0.0,
@@ -332,7 +333,7 @@ def transformer(window: int, features: int, horizon: int, targets: int,
 # ------------------------------------------------------------------------------- convolutional
 
 
-@register("forecast", "tcn")
+@register("forecast", "tcn", small={"filters": 8, "dilations": [1, 2, 4]})
 def tcn(window: int, features: int, horizon: int, targets: int,
         target_columns: list[int] | None = None, filters: int = 32, kernel_size: int = 3,
         dilations: tuple[int, ...] = (1, 2, 4, 8), dropout: float = 0.0):

@@ -1,40 +1,51 @@
-"""Model families by name: training configs pick a builder with ``family: <name>``."""
+"""Model families by task and name: training configs pick a builder with ``family: <name>``.
+
+Each family is registered for one task of :data:`edge_runtime.contract.TASKS` with its
+``small`` keyword arguments: a model that trains in seconds, which the shared contract test
+(``tests/test_family_contract.py``) and each task's end-to-end tests build for every family.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any
 
-Task = Literal["forecast", "anomaly"]
+from edge_runtime.contract import TaskName, task_spec
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    task: Task
+    task: TaskName
     build: Callable[..., object]  # returns an (uncompiled) keras.Model
     offline_only: bool = False  # needs data a live window does not have (e.g. BiLSTM)
     doc: str = ""
+    small: dict[str, Any] = field(default_factory=dict)  # tiny, fast: for tests
 
 
 _FAMILIES: dict[str, Family] = {}
+# The modules that register the built-in families (import side effect).
+BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models")
 
 
-def register(task: Task, name: str, offline_only: bool = False):
-    """Decorator: ``@register("forecast", "tcn")`` on a builder function."""
+def register(task: TaskName, name: str, offline_only: bool = False,
+             small: dict[str, Any] | None = None):
+    """Decorator: ``@register("forecast", "tcn", small={"filters": 8})`` on a builder."""
+    task_spec(task)  # an unknown task is an error at import, naming the known ones
 
     def wrap(builder: Callable[..., object]) -> Callable[..., object]:
         if name in _FAMILIES:
             raise ValueError(f"model family {name!r} registered twice")
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        _FAMILIES[name] = Family(name, task, builder, offline_only, doc)
+        _FAMILIES[name] = Family(name, task, builder, offline_only, doc, dict(small or {}))
         return builder
 
     return wrap
 
 
-def get_family(name: str, task: Task | None = None) -> Family:
+def get_family(name: str, task: TaskName | None = None) -> Family:
     _load_builtin_families()
     if name not in _FAMILIES:
         raise KeyError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}")
@@ -44,10 +55,11 @@ def get_family(name: str, task: Task | None = None) -> Family:
     return family
 
 
-def families(task: Task | None = None) -> list[Family]:
+def families(task: TaskName | None = None) -> list[Family]:
     _load_builtin_families()
     return [f for f in _FAMILIES.values() if task is None or f.task == task]
 
 
 def _load_builtin_families() -> None:
-    from training import autoencoders, forecasters  # noqa: F401  (registration side effect)
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)

@@ -94,6 +94,33 @@ def load_arrays(data: ImageSet, spec: ImageSpec) -> tuple[np.ndarray, np.ndarray
     return np.stack(xs).astype(np.float32), np.stack(ms).astype(np.float32)
 
 
+def ok_class(names: list[str]) -> str:
+    """The defect-free class: ``MT_Free`` where present, else the first class."""
+    return OK_CLASS if OK_CLASS in names else names[0]
+
+
+def load_splits(spec: ImageSpec, train_set: ImageSet, val_set: ImageSet, test_set: ImageSet,
+                separate_test: bool) -> tuple[ImageSpec, Split, Split, Split]:
+    """Arrays for every split; mean/std from the training images only (and in the spec)."""
+    plain = spec.model_copy(update={"mean": 0.0, "std": 1.0})
+    arrays = [load_arrays(s, plain) for s in (train_set, val_set)]
+    arrays.append(load_arrays(test_set, plain) if separate_test else arrays[1])
+    mean, std = float(arrays[0][0].mean()), float(arrays[0][0].std())
+    spec = spec.model_copy(update={"mean": mean, "std": std})
+    splits = [Split((x - mean) / std, s.labels, m)
+              for (x, m), s in zip(arrays, (train_set, val_set, test_set), strict=True)]
+    return spec, *splits
+
+
+@dataclass
+class Split:
+    """Images normalised by the spec, labels and masks (N, H, W, 1)."""
+
+    x: np.ndarray
+    labels: np.ndarray
+    masks: np.ndarray
+
+
 def _mask(item: Item, size: tuple[int, int], spec: ImageSpec) -> np.ndarray:
     """Binarise at 128 in the frame, then resize like the image (defect where ≥ 0.5)."""
     if item.mask is None:

@@ -37,7 +37,7 @@ def _head(x, inputs, n_classes: int, dropout: float, name: str) -> keras.Model:
     return keras.Model(inputs, layers.Softmax(name="probs", dtype="float32")(logits), name=name)
 
 
-@register("image", "small_cnn")
+@register("image_class", "small_cnn", small={"width": 4, "blocks": 2})
 def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
               blocks: int = 4, dropout: float = 0.2) -> keras.Model:
     """Plain CNN: (conv-BN-ReLU, max-pool) blocks doubling the width."""
@@ -59,7 +59,7 @@ def _residual(x, filters: int, strides: int):
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
-@register("image", "resnet")
+@register("image_class", "resnet", small={"width": 4, "stages": 2})
 def resnet(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
            stages: int = 4, depth: int = 1, dropout: float = 0.2) -> keras.Model:
     """ResNet: strided stem, ``stages`` stages of ``depth`` residual blocks (BN), width × 2
@@ -72,7 +72,7 @@ def resnet(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
     return _head(x, inputs, n_classes, dropout, "resnet")
 
 
-@register("image", "mobilenet")
+@register("image_class", "mobilenet", small={"alpha": 0.35})
 def mobilenet(input_shape: tuple[int, int, int], n_classes: int, alpha: float = 0.35,
               weights: str | None = None, dropout: float = 0.2) -> keras.Model:
     """MobileNetV2: from scratch by default (no ImageNet download here); give ``weights`` = a
@@ -86,7 +86,7 @@ def mobilenet(input_shape: tuple[int, int, int], n_classes: int, alpha: float = 
     return _head(base(x), inputs, n_classes, dropout, "mobilenet")
 
 
-@register("image", "unet")
+@register("image_segment", "unet", small={"width": 4, "levels": 2})
 def unet(input_shape: tuple[int, int, int], width: int = 8, levels: int = 4) -> keras.Model:
     """U-Net: ``levels`` down/up steps with skip connections, BN; a sigmoid defect mask."""
     inputs = keras.Input(input_shape)

@@ -6,21 +6,20 @@ calibration images), ``learning_curve.png``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import keras
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from edge_runtime.bundle import ImageSpec
+from edge_runtime.bundle import ImageSpec, RunRecord
+from edge_runtime.contract import Strict, image_task
 from training import plots
 from training.images import models  # noqa: F401  (registers the image families)
-from training.images.data import Augment, Batches, coarse_masks
+from training.images.data import Augment, Batches, Split, coarse_masks
 from training.images.metrics import classification_metrics, segmentation_metrics
 from training.registry import get_family
 
@@ -28,9 +27,7 @@ log = logging.getLogger(__name__)
 REPRESENTATIVE_IMAGES = 200
 
 
-class ImageTrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ImageTrainConfig(Strict):
     name: str = Field(description="Model name; also the bundle name.")
     family: str = Field(description="small_cnn, resnet, mobilenet (classifiers) or unet.")
     model: dict[str, Any] = Field(default_factory=dict, description="Family keyword arguments.")
@@ -66,15 +63,6 @@ class ImageTrainConfig(BaseModel):
     @property
     def kind(self) -> Literal["classifier", "segmenter"]:
         return "segmenter" if self.family == "unet" else "classifier"
-
-
-@dataclass
-class Split:
-    """Images normalised by the spec, labels and masks (N, H, W, 1)."""
-
-    x: np.ndarray
-    labels: np.ndarray
-    masks: np.ndarray
 
 
 class _Progress(keras.callbacks.Callback):
@@ -201,10 +189,8 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
     plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
     metrics = evaluate_keras(model, spec, heldout)
     metrics |= {"epochs": float(len(history.history["loss"])), "fit_seconds": fit_s}
-    draft = {"name": config.name, "task": "image", "family": config.family,
-             "image": spec.model_dump(), "training_data_sha256": fingerprint,
-             "metrics": {"keras": metrics}}
-    (run_dir / "training.json").write_text(json.dumps(draft, indent=2) + "\n")
+    RunRecord(name=config.name, task=image_task(spec.kind), family=config.family, image=spec,
+              training_data_sha256=fingerprint, metrics={"keras": metrics}).save(run_dir)
     np.savez_compressed(run_dir / "heldout.npz", x=heldout.x, labels=heldout.labels,
                         masks=heldout.masks.astype(np.uint8))
     rng = np.random.default_rng(config.seed)

@@ -1,0 +1,126 @@
+"""What the series tasks (tag windows in) share in training: the aligned grid from the
+historian or the simulator, chronological splits, the scaler fitted on training rows only, the
+input section of the run record, and the fit itself (strategy, precision, early stopping)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
+from edge_runtime.scaling import StandardScaler
+from training import plots
+from training.autoencoders import edge_model
+from training.config import TrainConfig
+from training.distribute import distribution_strategy, precision
+from training.historian import GridData, load_grid
+
+
+@dataclass
+class Splits:
+    """Row ranges; validation and test start ``window`` rows early so their first window's
+    input may reach back (as the ETT protocol does) while their targets never overlap."""
+
+    train: slice
+    val: slice
+    test: slice
+
+
+def chronological_splits(n_rows: int, window: int, train: float, val: float) -> Splits:
+    train_end = int(n_rows * train)
+    val_end = int(n_rows * (train + val))
+    return Splits(
+        slice(0, train_end),
+        slice(max(train_end - window, 0), val_end),
+        slice(max(val_end - window, 0), n_rows),
+    )
+
+
+@dataclass
+class SeriesData:
+    """The aligned grid, its splits, the scaler (training rows only) and the scaled rows."""
+
+    grid: GridData
+    splits: Splits
+    scaler: StandardScaler
+    scaled: np.ndarray
+
+    @classmethod
+    def load(cls, config: TrainConfig) -> SeriesData:
+        grid = load_grid(config.data, config.window)
+        splits = chronological_splits(len(grid.rows), config.window.length,
+                                      config.split.train, config.split.val)
+        scaler = StandardScaler.fit(grid.rows[splits.train])
+        return cls(grid, splits, scaler, scaler.transform(grid.rows))
+
+    def record_fields(self, config: TrainConfig) -> dict:
+        """The run record's input, scaler and training-data fingerprint."""
+        w = config.window
+        tags = [TagSpec(name=t, unit=u)
+                for t, u in zip(self.grid.tags, self.grid.units, strict=True)]
+        return {"input": InputSpec(tags=tags, period_s=w.period_s, window=w.length,
+                                   stride=w.stride, max_gap_s=w.max_gap_s),
+                "scaler": self.scaler.to_spec(),
+                "training_data_sha256": self.grid.fingerprint(self.splits.train.stop)}
+
+
+def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
+    """Build (under the configured strategy and precision), fit with early stopping and
+    best-weights restore, save, plot. ``build`` is a zero-argument model factory. A forecaster
+    with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output."""
+    from training.forecasters import Pinball
+
+    levels = quantile_levels(config)
+    strategy = distribution_strategy(config.fit.strategy)
+    with precision(config.fit.mixed_precision), strategy.scope():
+        model = build()
+        loss = Pinball(levels) if levels else "mse"
+        model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss=loss)
+    callbacks = [
+        keras.callbacks.EarlyStopping(patience=config.fit.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
+    ]
+    if config.fit.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
+    batch, seed = config.fit.batch_size, config.fit.seed
+    history = model.fit(
+        dataset(x, y, batch, seed, shuffle=True), validation_data=dataset(val_x, val_y, batch),
+        epochs=config.fit.epochs, verbose=0, callbacks=callbacks,
+        shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
+    )
+    score = config.threshold.score if config.task == "anomaly" else "reconstruction"
+    shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
+    if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
+        shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
+    shipped.save(run_dir / "model.keras")
+    plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
+    return model
+
+
+def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
+            shuffle: bool = False):
+    """A ``tf.data`` pipeline: slices → (seeded reshuffle every epoch) → batch → prefetch.
+    ``batch_size`` is the global batch: under a distribution strategy Keras splits each batch
+    across replicas, and the pipeline is sharded by element (in-memory arrays have no files)."""
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y))
+    if shuffle:
+        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def quantile_levels(config: TrainConfig) -> list[float]:
+    """The forecaster's quantile levels (``model.quantiles``), checked; [] for a point model."""
+    if config.task != "forecast":
+        return []
+    return check_quantile_levels(list(config.model.get("quantiles") or []))
+
+
+def output_spec(config: TrainConfig, targets: list[str]) -> OutputSpec:
+    return OutputSpec(horizon=config.horizon, targets=targets, quantiles=quantile_levels(config))

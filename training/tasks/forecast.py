@@ -1,0 +1,79 @@
+"""Task ``forecast``: windows of every tag → the next ``horizon`` steps of ``targets`` (all tags
+by default). Loss: MSE, or the pinball loss of P10/P50/P90 heads (``model.quantiles``).
+Metrics: MSE/MAE per step on the chronological test split, beside persistence. Parity: the
+edge MSE (of P50) may exceed the float one by the budget (relative), and edge quantiles must
+not cross."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.bundle import RunRecord
+from edge_runtime.windowing import forecast_pairs
+from training import plots
+from training.calibration import save_representative
+from training.config import TrainConfig
+from training.metrics import forecast_metrics, regression_metrics
+from training.registry import Family
+from training.series import SeriesData, fit_model, output_spec, quantile_levels
+
+CONFIG_FIELDS = ("horizon", "targets")
+
+
+def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    data = SeriesData.load(config)
+    targets = config.targets or data.grid.tags
+    cols = [data.grid.tags.index(t) for t in targets]
+    L, H = config.window.length, config.horizon
+    levels = quantile_levels(config)
+    s = data.splits
+    x, y = forecast_pairs(data.scaled[s.train], L, H, cols)
+    val_x, val_y = forecast_pairs(data.scaled[s.val], L, H, cols)
+    test_x, test_y = forecast_pairs(data.scaled[s.test], L, H, cols)
+    features = len(data.grid.tags)
+    model = fit_model(lambda: family.build(L, features, H, len(cols), target_columns=cols,
+                                           **config.model), config, x, y, val_x, val_y, run_dir)
+    pred = model.predict(test_x, verbose=0)
+    persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
+    metrics = forecast_metrics(test_y, pred, levels)
+    metrics["persistence_mse"] = regression_metrics(test_y, persistence)["mse"]
+    np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
+    save_representative(run_dir, x, config.fit.seed)
+    forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels)
+    return RunRecord(name=config.name, task="forecast", family=config.family,
+                     output=output_spec(config, targets), metrics={"keras": metrics},
+                     **data.record_fields(config))
+
+
+def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[str],
+                   levels: list[float]) -> None:
+    """forecast_vs_actual.png (P50 with the outer quantiles shaded, for a quantile model) and,
+    for attention families, attention.png of the first window."""
+    from training.forecasters import attention_maps
+
+    band = None
+    if levels:
+        band, pred = (pred[..., 0], pred[..., -1]), pred[..., levels.index(0.5)]
+    plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png", band=band,
+                             band_label=f"P{levels[0] * 100:g}–P{levels[-1] * 100:g}"
+                             if levels else "")
+    maps = attention_maps(model, x[0])
+    if maps:
+        plots.attention_panels(maps, run_dir / "attention.png", title)
+
+
+def parity(refs: list[np.ndarray], gots: list[np.ndarray], heldout: dict[str, np.ndarray],
+           record: RunRecord, budget: float):
+    quantiles = record.output.quantiles
+    ref, got, y = refs[0], gots[0], heldout["y"]
+    keras_m, edge_m = forecast_metrics(y, ref, quantiles), forecast_metrics(y, got, quantiles)
+    limit = keras_m["mse"] * (1 + budget)
+    point = "P50 MSE" if quantiles else "MSE"
+    reasons = [] if edge_m["mse"] <= limit else [
+        f"edge {point} {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f} "
+        f"+{budget:.0%})"]
+    if edge_m.get("crossing_share", 0.0) > 0:
+        reasons.append(f"edge quantiles cross in {edge_m['crossing_share']:.2%} of outputs")
+    return keras_m, edge_m, reasons
