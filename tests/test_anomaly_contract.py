@@ -9,7 +9,7 @@ import pytest
 
 from converters.tflite import check_builtin_ops
 from edge_runtime.scaling import StandardScaler
-from training.evaluation import common
+from evaluation import common
 from training.registry import families, get_family
 from training.simulator import Fault, simulate
 

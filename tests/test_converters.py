@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.build import build, choose
+from converters.build import ConvertOptions, build, choose
 from converters.footprint import footprint
 from converters.tflite import ConversionError, check_builtin_ops, convert
 from edge_runtime.bundle import Bundle
@@ -75,7 +75,7 @@ def test_int8_missing_the_budget_falls_back_to_the_next_mode(forecast_run, tmp_p
     shutil.copytree(forecast_run, run)
     x = np.load(run / "representative.npz")["x"]
     np.savez_compressed(run / "representative.npz", x=x * 0.01)
-    bundle, report = build(run, tmp_path / "out", ("int8", "fp16"))
+    bundle, report = build(run, tmp_path / "out", ConvertOptions(candidates=("int8", "fp16")))
     int8 = report["candidates"][0]
     assert not int8["passed"] and "edge MSE" in int8["reasons"][0]
     assert report["choice"] == "fp16" and bundle.manifest.quantization == "fp16"
@@ -87,7 +87,7 @@ def test_int8_missing_the_budget_falls_back_to_the_next_mode(forecast_run, tmp_p
 
 def test_no_passing_mode_fails_and_ships_nothing(forecast_run, tmp_path):
     with pytest.raises(ConversionError, match="no mode passed"):
-        build(forecast_run, tmp_path, ("fp32",), budget=-0.5)
+        build(forecast_run, tmp_path, ConvertOptions(candidates=("fp32",), budget=-0.5))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PROBE = """
 import importlib, pkgutil, sys
-BLOCKED = ("tensorflow", "keras", "tf_keras", "pandas", "sklearn", "training", "converters")
+BLOCKED = ("tensorflow", "keras", "tf_keras", "pandas", "sklearn", "training", "converters",
+           "evaluation", "procedge")
 class Block:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:

@@ -19,22 +19,19 @@ import keras
 import numpy as np
 import pytest
 
-from converters.build import OfflineOnlyError, build, build_auto, summary_lines
+from converters.build import ConvertOptions, OfflineOnlyError, build, build_auto, summary_lines
 from edge_runtime.bundle import OutputSpec
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.scaling import StandardScaler
 from training.config import TrainConfig
-from training.registry import families
+from training.registry import families, get_family
 from training.train import train
 
 FORECASTERS = sorted(f.name for f in families("forecast"))
-# Kept small so each family trains in seconds; recurrent models unroll this window. Seed 0
-# keeps the test split inside the training range (int8 clips what calibration never saw).
-SMALL = {"dlinear": {"subtract_last": True, "init": "zeros"},
-         "tcn": {"filters": 8, "dilations": [1, 2, 4]}, "lstm": {"units": [8]},
-         "gru": {"units": [8]}, "bilstm": {"units": [8]}, "seq2seq": {"units": 8},
-         "transformer": {"d_model": 8, "heads": 2, "ff": 16, "blocks": 1}}
+# Each family's registered ``small`` arguments keep it training in seconds; recurrent models
+# unroll this window. Seed 0 keeps the test split inside the training range (int8 clips what
+# calibration never saw).
 CANDIDATES = ("int8", "dynamic", "fp32")  # auto order, minus 16x8/fp16 to stay fast
 MEAN_ABS_TOL, P99_ABS_TOL, MAX_ABS_TOL = 0.05, 0.25, 1.0
 QUANTILES = [0.1, 0.5, 0.9]
@@ -48,7 +45,7 @@ QUANTILE_CANDIDATES = ("int8", "fp32")  # int8 is what must survive; fp32 ships 
 def tiny_forecast(family: str, out: Path, **model_kw) -> Path:
     config = TrainConfig.model_validate({
         "name": f"contract_{family}", "task": "forecast", "family": family,
-        "model": SMALL.get(family, {}) | model_kw,
+        "model": get_family(family).small | model_kw,
         "data": {"source": "simulator", "simulator": {"steps": 600, "seed": 0}},
         "window": {"period_s": 5, "length": 8, "max_gap_s": 15},
         "horizon": 3, "targets": ["temperature", "level"],
@@ -104,7 +101,8 @@ def quantile_runs(tmp_path_factory) -> dict[str, tuple[Path, object, dict]]:
     for family in QUANTILE_FAMILIES:
         run_dir = tiny_forecast(family, out / "runs", quantiles=QUANTILES,
                                 **QUANTILE_KW.get(family, {}))
-        bundle, report = build(run_dir, out / "bundles", QUANTILE_CANDIDATES)
+        bundle, report = build(run_dir, out / "bundles",
+                               ConvertOptions(candidates=QUANTILE_CANDIDATES))
         runs[family] = (run_dir, bundle, report)
     return runs
 

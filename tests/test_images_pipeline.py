@@ -59,7 +59,7 @@ def image_runs(tmp_path_factory) -> dict:
 def test_trained_models_learn_the_synthetic_defects(image_runs):
     cls = json.loads((image_runs["runs"]["classifier"] / "training.json").read_text())
     seg = json.loads((image_runs["runs"]["segmenter"] / "training.json").read_text())
-    assert cls["task"] == "image" and cls["image"]["kind"] == "classifier"
+    assert cls["task"] == "image_class" and cls["image"]["kind"] == "classifier"
     assert cls["metrics"]["keras"]["auroc"] >= 0.9
     assert cls["metrics"]["keras"]["accuracy"] >= 0.7
     assert seg["image"]["kind"] == "segmenter"
@@ -82,7 +82,8 @@ def test_unet_beats_constant_masks_at_inference(image_runs):
 def test_int8_bundles_pass_the_image_parity_gate(image_runs):
     for role, bundle in image_runs["bundles"].items():
         m = bundle.manifest
-        assert (m.task, m.quantization, m.image.kind, m.input) == ("image", "int8", role, None)
+        task = {"classifier": "image_class", "segmenter": "image_segment"}[role]
+        assert (m.task, m.quantization, m.image.kind, m.input) == (task, "int8", role, None)
         assert m.metrics["edge"]["agreement"] >= 0.95
         assert Bundle.load(bundle.root).manifest == m  # hashes verify after the round trip
 

@@ -8,7 +8,8 @@ import numpy as np
 
 from tests.helpers import tiny_config
 from training.historian import load_grid
-from training.train import chronological_splits, train
+from training.series import chronological_splits
+from training.train import train
 
 
 def test_splits_are_chronological_and_targets_never_overlap():
@@ -58,7 +59,7 @@ def test_auto_strategy_is_the_default_one_on_a_single_device():
 
 
 def test_tf_data_pipeline_is_seeded_shuffled_batched_and_prefetched():
-    from training.train import dataset
+    from training.series import dataset
 
     x = np.arange(10, dtype=np.float32)[:, None]
 
