@@ -1,6 +1,6 @@
 """QAT and pruning vs post-training int8 on ETTh1, published 12/4/4-month split.
 
-Trains one forecaster exactly as ``procedge eval ett`` does (``training.evaluation.ett``:
+Trains one forecaster exactly as ``procedge eval ett`` does (``evaluation.ett``:
 train rows only for scaling and fitting, validation windows for early stopping), then builds
 four edge variants of it and runs each on the test months through the LiteRT interpreter:
 float (fp32), post-training int8, QAT int8 (``--qat``), pruned to ``--sparsity`` then int8
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     from converters.optimize import run_tfmot
     from converters.tflite import convert
     from edge_runtime.interpreter import EdgeModel
-    from training.evaluation import ett
+    from evaluation import ett
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--family", default="tcn")
