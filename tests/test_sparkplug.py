@@ -15,10 +15,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from edge_runtime.config import SparkplugInputConfig
 from edge_runtime.outbox import Message
 from edge_runtime.payloads import parse_timestamp
 from edge_runtime.sparkplug import codec
-from edge_runtime.sparkplug.config import SparkplugInputConfig
 from edge_runtime.sparkplug.inputs import SparkplugInput
 from edge_runtime.sparkplug.node import Sequencer
 from procedge.broker import free_port
@@ -145,10 +145,9 @@ def test_births_resolve_aliases_and_data_before_birth_is_refused():
 
 def test_rows_are_stamped_when_sent_historical_when_late(tmp_path: Path):
     """seq comes from the sender at publish time; a row older than late_after_s is historical."""
-    from edge_runtime.config import MqttConfig, OutboxConfig
+    from edge_runtime.config import MqttConfig, OutboxConfig, SparkplugOutputConfig
     from edge_runtime.metrics import DaemonMetrics
     from edge_runtime.sparkplug.catalogue import row_payload
-    from edge_runtime.sparkplug.config import SparkplugOutputConfig
     from edge_runtime.sparkplug.node import SparkplugNode
 
     class Catalogue:  # two metrics are enough here

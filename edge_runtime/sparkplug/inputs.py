@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from edge_runtime.config import SparkplugInputConfig
 from edge_runtime.payloads import MAX_FUTURE_S, MIN_EPOCH_S
 from edge_runtime.sparkplug import codec
-from edge_runtime.sparkplug.config import SparkplugInputConfig
 
 
 @dataclass

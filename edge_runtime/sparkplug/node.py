@@ -29,12 +29,11 @@ import time
 
 import paho.mqtt.client as mqtt
 
-from edge_runtime.config import MqttConfig, OutboxConfig
+from edge_runtime.config import MqttConfig, OutboxConfig, SparkplugOutputConfig
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import Outbox
 from edge_runtime.sparkplug import codec
 from edge_runtime.sparkplug.catalogue import Catalogue
-from edge_runtime.sparkplug.config import SparkplugOutputConfig
 
 log = logging.getLogger("procedge.edge")
 BDSEQ_KEY = "sparkplug:bdseq"
