@@ -277,7 +277,7 @@ def test_eval_images_command_reports_float_and_int8_rows(tmp_path):
     """``procedge eval images`` end to end on a tiny synthetic folder: both models trained
     (the U-Net on its own epoch budget), gated to int8, and the row shape the other eval
     commands write."""
-    from training.images import evaluate
+    from evaluation import images as evaluate
 
     root = write_set(tmp_path / "data", per_class=10, seed=3, free_extra=6)
     out = tmp_path / "eval"
