@@ -124,7 +124,12 @@ class OutboxConfig(Strict):
 
 
 class AlarmConfig(Strict):
-    max_shelve_s: float = Field(default=8 * 3600, gt=0, description="Longest shelve.")
+    max_shelve_s: float = Field(default=8 * 3600, gt=0,
+                                description="Longest shelve (a longer one is refused).")
+    max_out_of_service_s: float = Field(
+        default=8 * 3600, gt=0,
+        description="Longest out of service: a command without a duration, or asking for more, "
+                    "gets this (said in the reply); then the alarm returns to service by itself.")
     chatter_count: int = Field(default=5, ge=2, description="Raises within the window ...")
     chatter_window_s: float = Field(default=600, gt=0, description="... that mean chattering.")
 
