@@ -86,6 +86,11 @@ class DaemonMetrics:
                                     ["event"], registry=r)
         self.commands = Counter("procedge_commands_total", "Operator commands.",
                                 ["command", "result"], registry=r)
+        self.command_auth_failures = Counter(
+            "procedge_command_auth_failures_total",
+            "Commands refused by the signature check (commands.require_signature): unsigned, "
+            "unknown_operator, bad_envelope, bad_signature, stale, replay, nonce_cache_full.",
+            ["reason"], registry=r)
         self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
                                registry=r)
         self.published_inference = self.published.labels(kind="inference")
