@@ -82,6 +82,7 @@ class AlarmPolicy:
     """Operator-facing rules shared by every alarm of a gateway."""
 
     max_shelve_s: float = 8 * 3600.0
+    max_out_of_service_s: float = 8 * 3600.0  # out of service returns by itself after this
     chatter_count: int = 5       # this many raises ...
     chatter_window_s: float = 600.0  # ... within this source-time span = chattering
 
@@ -105,6 +106,7 @@ class Alarm:
     priority: str = "low"
     shelved_until: float | None = None
     out_of_service: bool = False
+    out_of_service_until: float | None = None  # None while out of service: set at next tick
     chattering: bool = False
     raise_times: list[float] | None = None
     context: dict | None = None  # last score record: score, threshold, contributions, ts...
@@ -123,7 +125,8 @@ class Alarm:
         return {"alarm_id": self.alarm_id, "model": self.model, "state": self.effective_state,
                 "isa_state": self.state, "condition_active": self.condition_active,
                 "priority": self.priority, "shelved_until": self.shelved_until,
-                "out_of_service": self.out_of_service, "chattering": self.chattering,
+                "out_of_service": self.out_of_service,
+                "out_of_service_until": self.out_of_service_until, "chattering": self.chattering,
                 "raise_times": self.raise_times or [], "context": self.context}
 
     @classmethod
@@ -131,7 +134,9 @@ class Alarm:
         return cls(alarm_id=data["alarm_id"], model=data["model"], policy=policy,
                    state=data["isa_state"], condition_active=data["condition_active"],
                    priority=data["priority"], shelved_until=data["shelved_until"],
-                   out_of_service=data["out_of_service"], chattering=data["chattering"],
+                   out_of_service=data["out_of_service"],
+                   out_of_service_until=data.get("out_of_service_until"),  # older snapshots
+                   chattering=data["chattering"],
                    raise_times=list(data["raise_times"]), context=data["context"])
 
     # -- process side ---------------------------------------------------------------------
@@ -194,18 +199,38 @@ class Alarm:
         elif verb == "out_of_service":
             if self.out_of_service:
                 return False, "alarm is already out of service", []
+            limit = self.policy.max_out_of_service_s
+            if duration_s is not None and not duration_s > 0:
+                return False, "out_of_service duration must be > 0 s", []
+            if duration_s is None:
+                reason = f"out of service for {limit:g} s (the maximum; no duration given)"
+            elif duration_s > limit:
+                reason = f"out of service for {limit:g} s (capped: {duration_s:g} s asked)"
+            else:
+                reason = f"out of service for {duration_s:g} s"
+            duration = limit if duration_s is None else min(duration_s, limit)
             self.out_of_service, self.shelved_until = True, None
+            self.out_of_service_until = now_s + duration
+            return True, reason, self._emit(verb, now_s, now_s, by=by or "unknown")
         elif verb == "return_to_service":
             if not self.out_of_service:
                 return False, "alarm is in service", []
-            self.out_of_service = False
+            self.out_of_service, self.out_of_service_until = False, None
             self._reannunciate()
         else:
             return False, f"unknown command {verb!r}", []
         return True, "accepted", self._emit(verb, now_s, now_s, by=by or "unknown")
 
     def tick(self, now_s: float) -> list[dict]:
-        """Time-driven changes: a shelve that reached its maximum time ends."""
+        """Time-driven changes: a shelve or an out of service that reached its time ends (an
+        out of service restored from a snapshot without an end gets the maximum from now)."""
+        if self.out_of_service:
+            if self.out_of_service_until is None:
+                self.out_of_service_until = now_s + self.policy.max_out_of_service_s
+            elif now_s >= self.out_of_service_until:
+                self.out_of_service, self.out_of_service_until = False, None
+                self._reannunciate()
+                return self._emit("return_to_service", now_s, now_s, by="out-of-service-timer")
         if self.shelved_until is not None and now_s >= self.shelved_until:
             self.shelved_until = None
             self._reannunciate()

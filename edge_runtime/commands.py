@@ -1,7 +1,10 @@
 """Operator commands on ``<cmd>/alarm/<verb>`` (ack, shelve, …) and ``<cmd>/model/load``.
 
 Every command gets a reply on the reply topic, accepted or refused with a reason; identities
-not in ``commands.allowed`` are refused (the broker's ACL on ``cmd/#`` is the real gate).
+not in ``commands.allowed`` are refused. Without ``commands.require_signature`` the identity is
+what the sender wrote (``by``), so the broker's ACL on ``cmd/#`` is the only real gate; with it,
+a command must carry a valid Ed25519 signature of that operator, a fresh ``ts`` and an unused
+``nonce`` (:mod:`edge_runtime.command_signing`).
 Handled in the worker, first of all inputs, after the batch's windows so far have run: a
 command sees the alarms as of its arrival.
 """
@@ -16,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_runtime.alarms import COMMANDS, Alarm
+from edge_runtime.command_signing import CommandAuthError, CommandVerifier
 from edge_runtime.config import CommandConfig
 from edge_runtime.inputs import Inbound, InputSource
 from edge_runtime.outbox import PRIO_STATUS, Message
@@ -37,6 +41,9 @@ class Commands(InputSource):
         self.flush = flush
         self.load_bundle = load_bundle
         self.prefix = router.topics.get("cmd") + "/"
+        self.verifier = (CommandVerifier(config.operator_keys, config.max_clock_skew_s,
+                                         config.max_nonces)
+                         if config.require_signature else None)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(self.prefix + "#", 1)]  # never shared: commands address this gateway
@@ -55,7 +62,13 @@ class Commands(InputSource):
         if not isinstance(body, dict):
             body = {}
         by = item.by or str(body.get("by", ""))
-        accepted, reason = self._apply(verb_path, body, by, out, changed)
+        try:
+            if self.verifier is not None:  # the identity is the verified one, never the claim
+                by = self.verifier.check(body, time.time())
+            accepted, reason = self._apply(verb_path, body, by, out, changed)
+        except CommandAuthError as exc:
+            self.router.metrics.command_auth_failures.labels(reason=exc.code).inc()
+            accepted, reason = False, str(exc)
         known = verb_path in KNOWN_COMMANDS  # a label per unknown topic would grow forever
         self.router.metrics.commands.labels(command=verb_path if known else "unknown",
                                             result="accepted" if accepted else "refused").inc()

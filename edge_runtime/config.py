@@ -124,7 +124,12 @@ class OutboxConfig(Strict):
 
 
 class AlarmConfig(Strict):
-    max_shelve_s: float = Field(default=8 * 3600, gt=0, description="Longest shelve.")
+    max_shelve_s: float = Field(default=8 * 3600, gt=0,
+                                description="Longest shelve (a longer one is refused).")
+    max_out_of_service_s: float = Field(
+        default=8 * 3600, gt=0,
+        description="Longest out of service: a command without a duration, or asking for more, "
+                    "gets this (said in the reply); then the alarm returns to service by itself.")
     chatter_count: int = Field(default=5, ge=2, description="Raises within the window ...")
     chatter_window_s: float = Field(default=600, gt=0, description="... that mean chattering.")
 
@@ -132,8 +137,30 @@ class AlarmConfig(Strict):
 class CommandConfig(Strict):
     allowed: list[str] = Field(
         default_factory=list,
-        description="Identities (`by` field / MQTT 5 user property `by`) allowed to command; "
-                    "empty = every command refused. The broker ACL on cmd/# is the real gate.")
+        description="Identities allowed to command; empty = every command refused. Without "
+                    "`require_signature` the identity is what the sender writes (`by` field / "
+                    "MQTT 5 user property `by`): then the broker ACL on cmd/# is the only gate.")
+    require_signature: bool = Field(
+        default=False,
+        description="Accept only commands signed (Ed25519) by a key in `operator_keys`; the "
+                    "identity is then the verified `by` (see docs/edge_daemon.md).")
+    operator_keys: dict[str, Path] = Field(
+        default_factory=dict,
+        description="Operator id → Ed25519 public key (PEM) that signs that operator's commands.")
+    max_clock_skew_s: float = Field(
+        default=120, gt=0, le=3600,
+        description="A signed command's `ts` may be at most this far from the gateway clock.")
+    max_nonces: int = Field(
+        default=10_000, gt=0,
+        description="Nonces remembered (for 2 × max_clock_skew_s) against replays; when full "
+                    "of live ones, further commands are refused until some expire.")
+
+    @model_validator(mode="after")
+    def _keys_when_signed(self) -> CommandConfig:
+        if self.require_signature and not self.operator_keys:
+            raise ValueError("require_signature is set but `operator_keys` is empty: "
+                             "no command could ever be accepted")
+        return self
 
 
 class ReloadConfig(Strict):
@@ -294,6 +321,8 @@ def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
         camera.watch_dir = fix(camera.watch_dir)
     config.outbox.path = fix(config.outbox.path)
     config.reload.models_dir = fix(config.reload.models_dir)
+    config.commands.operator_keys = {op: fix(key)
+                                     for op, key in config.commands.operator_keys.items()}
     if config.sparkplug.output is not None:
         config.sparkplug.output.outbox_path = fix(config.sparkplug.output.outbox_path)
     m = config.mqtt

@@ -64,8 +64,11 @@ class EdgeDaemon:
         self._topic = self.topics.get
         # outputs are durable first: the outbox also holds the alarms' states
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
-        self.policy = AlarmPolicy(config.alarms.max_shelve_s, config.alarms.chatter_count,
-                                  config.alarms.chatter_window_s)
+        a = config.alarms
+        self.policy = AlarmPolicy(max_shelve_s=a.max_shelve_s,
+                                  max_out_of_service_s=a.max_out_of_service_s,
+                                  chatter_count=a.chatter_count,
+                                  chatter_window_s=a.chatter_window_s)
         # pipelines: every bundle verified and warmed up before anything connects
         self.pipelines = {m.name: load_pipeline(m, Bundle.load(m.bundle, m.public_key))
                           for m in config.models}

@@ -58,8 +58,11 @@ class DaemonMetrics:
         self.stage_commit = self.stage.labels(stage="commit")
         self.connects = Counter("procedge_mqtt_connects_total", "Successful (re)connects.",
                                 registry=r)
-        self.connect_failures = Counter("procedge_mqtt_connect_failures_total",
-                                        "Connections refused by the broker.", registry=r)
+        self.connect_failures = Counter(
+            "procedge_mqtt_connect_failures_total",
+            "Failed connection attempts by reason: connack (the broker refused), tls_hostname, "
+            "tls_untrusted, tls_handshake, timeout, tcp_refused, dns, closed, network.",
+            ["reason"], registry=r)
         self.disconnects = Counter("procedge_mqtt_disconnects_total", "Lost connections.",
                                    registry=r)
         self.connected = Gauge("procedge_mqtt_connected", "1 while connected.", registry=r)
@@ -86,6 +89,11 @@ class DaemonMetrics:
                                     ["event"], registry=r)
         self.commands = Counter("procedge_commands_total", "Operator commands.",
                                 ["command", "result"], registry=r)
+        self.command_auth_failures = Counter(
+            "procedge_command_auth_failures_total",
+            "Commands refused by the signature check (commands.require_signature): unsigned, "
+            "unknown_operator, bad_envelope, bad_signature, stale, replay, nonce_cache_full.",
+            ["reason"], registry=r)
         self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
                                registry=r)
         self.published_inference = self.published.labels(kind="inference")
@@ -124,8 +132,13 @@ class DaemonMetrics:
             pipeline.gaps_unreported = 0
 
     def value(self, name: str, **labels: str) -> float:
-        """Current value of a sample (tests and the health endpoint)."""
-        return self.registry.get_sample_value(name, labels or None) or 0.0
+        """Current value of a sample (tests and the health endpoint); without labels, of a
+        labelled metric: the sum over its label values."""
+        found = self.registry.get_sample_value(name, labels or None)
+        if found is None and not labels:
+            return sum(s.value for m in self.registry.collect() for s in m.samples
+                       if s.name == name)
+        return found or 0.0
 
     def serve(self, port: int, health: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
         """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 + JSON) on 127.0.0.1."""

@@ -103,7 +103,31 @@ class WakeGate:
 
 class BufferedClient(mqtt.Client):
     """``paho.mqtt.client.Client`` reading through a :class:`BufferedSocket`, with wake-ups
-    folded per thread (:meth:`one_wakeup`) and acknowledgements in one write (:meth:`ack_many`)."""
+    folded per thread (:meth:`one_wakeup`) and acknowledgements in one write (:meth:`ack_many`).
+
+    It also keeps why the last connection attempt failed: paho's ``on_connect_fail`` is called
+    without the exception (a TLS certificate error, a refused TCP connect, ...)."""
+
+    attempts = 0  # connection attempts so far (each reconnect() is one)
+    connect_error: OSError | None = None  # what the last attempt raised, if it raised
+    connect_error_in_tls = False  # ... and whether it was raised during the TLS handshake
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        self.attempts += 1
+        self.connect_error, self.connect_error_in_tls = None, False
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.connect_error = exc
+            raise
+
+    def _ssl_wrap_socket(self, tcp_sock: Any) -> Any:
+        """(paho internal, 2.x) a reset during the handshake is a TLS failure: a plain port."""
+        try:
+            return super()._ssl_wrap_socket(tcp_sock)
+        except OSError:
+            self.connect_error_in_tls = True
+            raise
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())

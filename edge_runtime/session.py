@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,31 @@ from edge_runtime.mqtt_client import BufferedClient
 from edge_runtime.routing import Topics
 
 log = logging.getLogger("procedge.edge")
+LOG_FAILURE_EVERY_S = 60.0  # a failing broker is retried every few seconds: log each reason
+                            # at most this often (every failure is counted)
+
+
+def failure_reason(exc: BaseException | None, in_tls: bool = False) -> tuple[str, str]:
+    """(metric label from a small fixed set, human detail) for a failed connection attempt."""
+    if exc is None:
+        return "network", "connection attempt failed"
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = str(exc.verify_message or "")
+        if "mismatch" in message.lower() or exc.verify_code in (62, 64):
+            return "tls_hostname", f"{text} (the broker's certificate is for another name)"
+        return "tls_untrusted", f"{text} (is tls.ca_file the CA that signed the broker's?)"
+    if isinstance(exc, ssl.SSLError) or in_tls:
+        return "tls_handshake", f"TLS handshake failed: {text} (a plaintext port?)"
+    if isinstance(exc, socket.gaierror):
+        return "dns", f"host name not resolved: {text}"
+    if isinstance(exc, TimeoutError):
+        return "timeout", f"timed out: {text}"
+    if isinstance(exc, ConnectionRefusedError):
+        return "tcp_refused", f"TCP connection refused: {text}"
+    if isinstance(exc, ConnectionError):
+        return "closed", f"connection closed: {text}"
+    return "network", text
 
 
 class MqttSession:
@@ -50,6 +77,8 @@ class MqttSession:
         self.subscribed = threading.Event()
         self._subscribe: tuple[int, list[str]] = (-1, [])  # (packet id, topic filters)
         self._subscribe_lock = threading.Lock()  # the SUBACK may come before subscribe() returns
+        self._reported_attempt = 0  # the last connection attempt that connected or was counted
+        self._failure_logged: dict[str, tuple[float, int]] = {}  # reason → (when, suppressed)
         self.client = self._make_client(config.gateway)
 
     def _make_client(self, gateway: str) -> mqtt.Client:
@@ -68,6 +97,7 @@ class MqttSession:
         # and paho's own bound rescans every in-flight message on each PUBACK.
         client.max_inflight_messages_set(0)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -122,9 +152,10 @@ class MqttSession:
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
         try:
             if reason_code.is_failure:
-                self.metrics.connect_failures.inc()
-                log.error("broker refused the connection: %s", reason_code)
+                self._connect_failed("connack",
+                                     f"broker refused the connection: {reason_code}")
                 return
+            self._reported_attempt = getattr(client, "attempts", 0)
             self.generation += 1
             count = self.subscribe_all(client)  # again on every reconnect
             client.publish(self._status_topic, "online", qos=1, retain=True)
@@ -135,6 +166,29 @@ class MqttSession:
             log.info("connected; subscribing to %d topic filter(s)", count)
         except Exception:
             log.exception("on_connect failed")
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """A connection attempt raised (TCP, DNS, TLS): paho retries; say why, and count."""
+        try:
+            self._connect_failed(*failure_reason(getattr(client, "connect_error", None),
+                                                 getattr(client, "connect_error_in_tls", False)))
+        except Exception:
+            log.exception("on_connect_fail failed")
+
+    def _connect_failed(self, reason: str, detail: str) -> None:
+        """Count every failed attempt (by reason); log it with host:port, at most once per
+        :data:`LOG_FAILURE_EVERY_S` per reason, saying how many were not logged."""
+        self._reported_attempt = getattr(self.client, "attempts", 0)
+        self.metrics.connect_failures.labels(reason=reason).inc()
+        now = time.monotonic()
+        last, suppressed = self._failure_logged.get(reason, (None, 0))
+        if last is not None and now - last < LOG_FAILURE_EVERY_S:
+            self._failure_logged[reason] = (last, suppressed + 1)
+            return
+        self._failure_logged[reason] = (now, 0)
+        more = f" ({suppressed} more like it not logged)" if suppressed else ""
+        log.warning("MQTT connection to %s:%d failed (%s): %s; retrying%s", self.config.host,
+                    self.config.port, reason, detail, more)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         """SUBACK: inputs flow once every filter is granted; a refused one is an error to see
@@ -160,9 +214,18 @@ class MqttSession:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
         self.subscribed.clear()
         self.metrics.connected.set(0)
-        if not self._stop.is_set():
-            self.metrics.disconnects.inc()
-            log.warning("disconnected from broker (%s); reconnecting", reason_code)
+        if self._stop.is_set():
+            return
+        try:
+            if getattr(client, "attempts", 0) != self._reported_attempt:  # never connected
+                self._connect_failed("closed", f"connection closed before the broker's CONNACK "
+                                               f"({reason_code}; TLS expected?)")
+                return
+        except Exception:
+            log.exception("on_disconnect failed")
+        self.metrics.disconnects.inc()
+        log.warning("disconnected from broker %s:%d (%s); reconnecting", self.config.host,
+                    self.config.port, reason_code)
 
     def _on_message(self, client, userdata, message) -> None:
         try:

@@ -98,3 +98,31 @@ def test_state_survives_snapshot_restore():
     a.on_condition("raise", REC | {"priority": "medium"}, 1.0, 1.0)
     b = Alarm.restore(a.snapshot(), AlarmPolicy())
     assert (b.state, b.condition_active, b.priority) == (UNACK, True, "medium")
+
+
+def test_out_of_service_is_bounded_and_returns_by_itself():
+    """Issue 17 (6): out_of_service had no time limit; now capped at max_out_of_service_s."""
+    a = make(max_out_of_service_s=60)
+    a.on_condition("raise", REC, 0.0, 0.0)
+    ok, reason, [ev] = a.command("out_of_service", "op", 10.0)  # no duration: the maximum
+    assert ok and "60" in reason and ev["state"] == "out_of_service"
+    assert a.snapshot()["out_of_service_until"] == 70.0
+    assert a.tick(69.0) == []
+    [back] = a.tick(70.0)  # the time ran out: back in service, the active condition re-alarms
+    assert back["event"] == "return_to_service" and back["by"] == "out-of-service-timer"
+    assert a.effective_state == UNACK and not a.out_of_service
+    ok, reason, _ = a.command("out_of_service", "op", 100.0, duration_s=3600)  # too long
+    assert ok and "capped" in reason and a.out_of_service_until == 160.0
+    assert not a.command("out_of_service", "op", 100.0, duration_s=0)[0]
+    assert not a.command("out_of_service", "op", 100.0, duration_s=-5)[0]
+
+
+def test_out_of_service_from_an_older_snapshot_gets_a_limit():
+    a = make(max_out_of_service_s=60)
+    a.command("out_of_service", "op", 0.0)
+    saved = a.snapshot()
+    del saved["out_of_service_until"]  # persisted by a daemon without the limit
+    b = Alarm.restore(saved, AlarmPolicy(max_out_of_service_s=60))
+    assert b.tick(1000.0) == [] and b.out_of_service  # the limit starts now ...
+    [ev] = b.tick(1060.0)  # ... and ends it
+    assert ev["event"] == "return_to_service" and not b.out_of_service

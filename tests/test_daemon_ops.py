@@ -198,6 +198,11 @@ def test_sample_gateway_config_is_valid():
 
     config = load_edge_config(Path(__file__).parent.parent / "deploy" / "gateway.yaml")
     assert config.mqtt.require_tls and config.outbox.synchronous == "FULL"
+    # issue 17: the sample turns on signed bundles and signed commands, bounded out of service
+    assert all(m.public_key is not None for m in config.models)
+    assert config.commands.require_signature
+    assert set(config.commands.allowed) <= set(config.commands.operator_keys)
+    assert config.alarms.max_out_of_service_s <= 8 * 3600
 
 
 def test_json_log_lines():

@@ -3,11 +3,14 @@ config that requires TLS refuses plaintext before connecting."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
+import queue
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -21,13 +24,20 @@ from pydantic import ValidationError
 
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon, Inbound
+from edge_runtime.metrics import DaemonMetrics
+from edge_runtime.routing import Topics
+from edge_runtime.session import MqttSession
 from procedge.broker import _wait_for_port, free_port, mosquitto_binary
 from tests.daemon_support import UNS, edge_config, labelled_run, samples, wait_for
 
 SECRET = "s3cret-Pa55"
 
 
-def _cert(subject: str, key, issuer_name, issuer_key, ca: bool) -> x509.Certificate:
+LOCAL_NAMES = ("localhost", "127.0.0.1")
+
+
+def _cert(subject: str, key, issuer_name, issuer_key, ca: bool,
+          names: tuple[str, ...] = LOCAL_NAMES) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
@@ -38,17 +48,24 @@ def _cert(subject: str, key, issuer_name, issuer_key, ca: bool) -> x509.Certific
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if not ca:
         builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
+            [_general_name(n) for n in names]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(folder: Path) -> None:
-    """A throw-away CA and a server certificate for 127.0.0.1 (SAN)."""
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def make_pki(folder: Path, names: tuple[str, ...] = LOCAL_NAMES) -> None:
+    """A throw-away CA and a server certificate for ``names`` (SAN; default localhost and
+    127.0.0.1)."""
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "procedge test CA")])
     ca = _cert("procedge test CA", ca_key, ca_name, ca_key, ca=True)
-    server = _cert("127.0.0.1", key, ca_name, ca_key, ca=False)
+    server = _cert(names[0], key, ca_name, ca_key, ca=False, names=names)
     pem = serialization.Encoding.PEM
     (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
     (folder / "server.pem").write_bytes(server.public_bytes(pem))
@@ -56,12 +73,13 @@ def make_pki(folder: Path) -> None:
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
 
 
-@pytest.fixture
-def tls_broker():
-    """Mosquitto with TLS only, passwords and an ACL (files readable by user mosquitto)."""
+@contextlib.contextmanager
+def running_tls_broker(names: tuple[str, ...] = LOCAL_NAMES):
+    """Mosquitto with TLS only (server certificate for ``names``), passwords and an ACL (files
+    readable by user mosquitto); yields (port, folder holding ca.pem)."""
     folder = Path(tempfile.mkdtemp(prefix="procedge-tls-"))
     folder.chmod(0o755)
-    make_pki(folder)
+    make_pki(folder, names)
     passwd = folder / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "gw", SECRET], check=True)
     subprocess.run(["mosquitto_passwd", "-b", str(passwd), "watcher", "w4tch"], check=True)
@@ -86,6 +104,12 @@ def tls_broker():
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+@pytest.fixture
+def tls_broker():
+    with running_tls_broker() as running:
+        yield running
 
 
 def tls_config(tmp_path: Path, port: int, folder: Path, bundles, **mqtt_extra) -> EdgeConfig:
@@ -152,3 +176,51 @@ def test_plaintext_refused_when_tls_required(tmp_path: Path, bundles):
     config["mqtt"] |= {"require_tls": True}
     with pytest.raises(ValidationError, match="refusing plaintext"):
         EdgeConfig.model_validate(config)
+
+
+# -- issue 17 (7): a TLS or connection failure is logged (host:port, reason) and counted -------
+@pytest.mark.parametrize("case", ["wrong_hostname", "untrusted_ca", "plaintext_broker",
+                                  "plaintext_client"])
+def test_tls_failures_are_logged_and_counted(case: str, tmp_path: Path, request, caplog):
+    """Before: paho swallowed the handshake error; nothing logged, the counter stayed 0."""
+    with contextlib.ExitStack() as stack:
+        if case == "wrong_hostname":  # a trusted certificate, but for another name
+            port, folder = stack.enter_context(running_tls_broker(("broker.plant.invalid",)))
+            ca_file, reason, says = folder / "ca.pem", "tls_hostname", "mismatch"
+        elif case == "untrusted_ca":  # the broker's certificate is not from our CA
+            port, _ = stack.enter_context(running_tls_broker())
+            other = tmp_path / "other-ca"
+            other.mkdir()
+            make_pki(other)
+            ca_file, reason, says = other / "ca.pem", "tls_untrusted", "certificate verify failed"
+        elif case == "plaintext_broker":  # TLS configured, but the port speaks plain MQTT
+            port, folder = request.getfixturevalue("broker").port, tmp_path
+            make_pki(folder)
+            ca_file, reason, says = folder / "ca.pem", "tls_handshake", "TLS handshake"
+        else:  # no TLS configured, but the port wants TLS
+            port, _ = stack.enter_context(running_tls_broker())
+            ca_file, reason, says = None, "closed", "before the broker's CONNACK"
+        config = edge_config(tmp_path, port, {"m": tmp_path / "unused"})
+        config["mqtt"] |= {"reconnect_min_s": 0.05, "reconnect_max_s": 0.1}
+        if ca_file is not None:
+            config["mqtt"] |= {"tls": {"ca_file": str(ca_file)}, "require_tls": True}
+        config = EdgeConfig.model_validate(config)
+        metrics, stop = DaemonMetrics(), threading.Event()
+        session = MqttSession(config, metrics, Topics(config), queue.Queue(), lambda: [],
+                              lambda: "{}", stop)
+        caplog.set_level(logging.INFO, logger="procedge.edge")
+        session.connect()
+        try:
+            assert wait_for(lambda: metrics.value("procedge_mqtt_connect_failures_total",
+                                                  reason=reason) >= 3, 15), \
+                (case, caplog.text, metrics.value("procedge_mqtt_connect_failures_total"))
+            assert not session.client.is_connected()
+        finally:
+            stop.set()
+            session.close()
+    lines = [r for r in caplog.records if f"127.0.0.1:{port}" in r.getMessage()]
+    assert lines, caplog.text
+    assert all(r.levelno == logging.WARNING for r in lines)
+    assert says in lines[0].getMessage() and reason in lines[0].getMessage(), lines[0]
+    assert len(lines) == 1, [r.getMessage() for r in lines]  # throttled: once per reason
+    assert metrics.value("procedge_mqtt_connect_failures_total") >= 3  # the total, too
