@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import Bundle, BundleError
+from edge_runtime.bundle import Bundle, BundleError, verify_signature
 from edge_runtime.config import EdgeConfig, ModelConfig
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.pipelines import ModelPipeline
@@ -31,9 +31,15 @@ class Swap:
 
 
 def load_pipeline(model: ModelConfig, bundle: Bundle) -> ModelPipeline:
-    pipeline = ModelPipeline(model.name, bundle, model.threads)
-    shape = (1, *pipeline.model.input_shape)
-    pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
+    """Build and warm up the pipeline of a verified bundle. The bundle's temporary folder (a
+    zip's) is removed then, built or not: LiteRT maps the model file when the interpreter is
+    built, and the mapping outlives the file."""
+    try:
+        pipeline = ModelPipeline(model.name, bundle, model.threads)
+        shape = (1, *pipeline.model.input_shape)
+        pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
+    finally:
+        bundle.release()
     return pipeline
 
 
@@ -88,7 +94,9 @@ class Reloader:
                 log.exception("bundle watcher error")
 
     def try_bundle(self, path: Path, source: str) -> None:
-        """Verify, load and warm up a bundle; hand it to the worker, or refuse it (old kept)."""
+        """Verify, load and warm up a bundle; hand it to the worker, or refuse it (old kept).
+        Runs in a thread of its own (tests call it directly)."""
+        bundle = None
         try:
             bundle = Bundle.load(path)
             current = next((p for p in self.pipelines.values()
@@ -101,9 +109,11 @@ class Reloader:
                                   f"running {current.bundle.manifest.task}")
             model = next(m for m in self.config.models if m.name == current.name)
             if model.public_key is not None:  # a signed deployment stays signed
-                bundle = Bundle.load(path, model.public_key)
+                verify_signature(bundle.root, Path(model.public_key))
             pipeline = load_pipeline(model, bundle)
         except Exception as exc:  # any failure: refuse and keep the running version
+            if bundle is not None:
+                bundle.release()
             self.metrics.reloads.labels(result="refused").inc()
             log.error("bundle %s refused (%s): %s", path, source, exc)
             self.refused({"event": "reload", "accepted": False, "path": str(path),

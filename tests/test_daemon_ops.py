@@ -228,3 +228,49 @@ def test_full_outbox_keeps_alarms_and_counts_evictions(tmp_path: Path, bundles):
     assert daemon.metrics.value("procedge_outbox_evicted_total", priority="0") > 700
     assert daemon.metrics.value("procedge_outbox_evicted_total", priority="2") == 0
     daemon.outbox.close()
+
+
+# --- issue 17: zip bundles leave no folders -------------------------------------------------
+
+
+def test_zip_bundles_leave_no_temp_folders(tmp_path: Path, bundles, monkeypatch):
+    """A daemon started from a zip, then 5 zip reloads accepted and 2 refused: no
+    ``procedge-bundle-*`` folder is left behind, and the zip-loaded models still run."""
+    import tempfile
+    import zipfile
+
+    from edge_runtime.bundle import pack_bundle
+
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    leftovers = lambda: sorted(tmp.glob("procedge-bundle-*"))  # noqa: E731
+    archive = pack_bundle(bundles["tank_anomaly"], tmp_path / "anomaly.zip")
+    config = edge_config(tmp_path, 1, {"tank_anomaly": archive,
+                                       "tank_forecast": bundles["tank_forecast"]})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    assert leftovers() == []
+    for k in range(5):
+        copy = copy_bundle(bundles["tank_anomaly"], tmp_path / f"v{k}", f"v-{k}")
+        daemon.reloader.try_bundle(pack_bundle(copy, tmp_path / f"v{k}.zip"), "test")
+        daemon._process([daemon.inbox.get(timeout=10)])  # the swap
+        assert daemon.pipelines["tank_anomaly"].bundle.manifest.version == f"v-{k}"
+    tampered = copy_bundle(bundles["tank_anomaly"], tmp_path / "bad", "v-evil")
+    (tampered / "model.tflite").write_bytes((tampered / "model.tflite").read_bytes()[:-8]
+                                            + b"\0" * 8)
+    extra = pack_bundle(copy_bundle(bundles["tank_anomaly"], tmp_path / "x", "v-x"),
+                        tmp_path / "extra.zip")
+    with zipfile.ZipFile(extra, "a") as zf:
+        zf.writestr("payload.sh", "#!/bin/sh\n")
+    for refused in (pack_bundle(tampered, tmp_path / "bad.zip"), extra):
+        daemon.reloader.try_bundle(refused, "test")
+    assert daemon.metrics.value("procedge_reloads_total", result="refused") == 2
+    assert daemon.metrics.value("procedge_reloads_total", result="swapped") == 5
+    assert leftovers() == []
+    for tag, payload in samples(labelled_run(100)):  # the model from the zip still runs
+        daemon._process([Inbound(RAW.format(tag=tag), payload, time.time())])
+    rows = [json.loads(m.payload) for m in daemon.outbox.peek(0, 10**6)
+            if "inference/tank_anomaly" in m.topic]
+    assert rows and rows[-1]["version"] == "v-4"
+    daemon.outbox.close()
+
