@@ -81,7 +81,7 @@ class EdgeDaemon:
         self.reloader = Reloader(config, self.pipelines, self.metrics, self.inbox.put,
                                  self._reply_now, self._stop)
         self.commands = Commands(config.commands, self.router, self._flush_pipelines,
-                                 self.reloader.try_bundle)
+                                 self.reloader.request)
         self.inputs: list[InputSource] = [  # in dispatch order, after the commands
             CameraSource(self.cameras, self.router, config.topics.uns, config.mqtt),
             *self._sparkplug_inputs(),

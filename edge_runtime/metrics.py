@@ -86,8 +86,9 @@ class DaemonMetrics:
                                     ["event"], registry=r)
         self.commands = Counter("procedge_commands_total", "Operator commands.",
                                 ["command", "result"], registry=r)
-        self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
-                               registry=r)
+        self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads: swapped, refused "
+                               "(the bundle), busy (queue full), coalesced (path queued).",
+                               ["result"], registry=r)
         self.published_inference = self.published.labels(kind="inference")
         self.published_alarm = self.published.labels(kind="alarm")
         self._model_children: dict[str, tuple] = {}
