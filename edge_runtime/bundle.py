@@ -13,10 +13,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import stat
 import tempfile
 import zipfile
+import zlib
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -27,6 +29,13 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.tflite"
 SIGNATURE = "manifest.sig"
+# a zip bundle is unpacked within these caps (the zip's declared sizes are checked first, and
+# the bytes counted while unpacking: headers can lie); larger ones are refused
+MAX_BUNDLE_BYTES = 256 << 20  # all of its files, uncompressed
+MAX_MEMBER_BYTES = 128 << 20  # any one file, uncompressed
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MEMBERS = 1000
+TEMP_PREFIX = "procedge-bundle-"  # the temporary folder of an unpacked zip bundle
 
 Task = TaskName  # the task names live in edge_runtime.contract.TASKS
 
@@ -260,15 +269,28 @@ def pack_bundle(directory: Path, archive: Path) -> Path:
 
 
 class Bundle:
-    """A verified bundle on disk: the manifest plus the path of the model file."""
+    """A verified bundle on disk: the manifest plus the path of the model file.
 
-    def __init__(self, root: Path, manifest: Manifest):
+    A bundle loaded from a ``.zip`` lives in a temporary folder of its own (``temporary``):
+    :meth:`release` removes it once the model is loaded (the daemon does, right after the
+    interpreter is built); a refused zip leaves no folder behind.
+    """
+
+    def __init__(self, root: Path, manifest: Manifest, temporary: bool = False):
         self.root = root
         self.manifest = manifest
+        self.temporary = temporary
 
     @property
     def model_path(self) -> Path:
         return self.root / MODEL_FILE
+
+    def release(self) -> None:
+        """Remove the temporary folder of a bundle unpacked from a zip (idempotent); a
+        directory bundle is left alone."""
+        if self.temporary:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.temporary = False
 
     @classmethod
     def load(cls, path: str | Path, public_key: str | Path | None = None) -> Bundle:
@@ -276,30 +298,57 @@ class Bundle:
         :class:`BundleError` naming the file that fails."""
         root = Path(path)
         if root.is_file() and zipfile.is_zipfile(root):
-            root = _extract(root)
-        manifest_path = root / MANIFEST
-        if not manifest_path.is_file():
-            raise BundleError(f"{manifest_path}: missing")
-        if public_key is not None:
-            verify_signature(root, Path(public_key))
-        try:
-            data = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{manifest_path}: unsupported format_version")
-        if data.get("manifest_sha256") != _manifest_digest(data):
-            raise BundleError(f"{manifest_path}: content does not match its SHA-256")
-        manifest = Manifest.model_validate(data)
-        if MODEL_FILE not in manifest.files:
-            raise BundleError(f"{root / MODEL_FILE}: not listed in the manifest")
-        for name, expected in manifest.files.items():
-            file = root / name
-            if not file.is_file():
-                raise BundleError(f"{file}: listed in the manifest but missing")
-            if sha256_file(file) != expected:
-                raise BundleError(f"{file}: SHA-256 does not match the manifest")
-        return cls(root, manifest)
+            unpacked = _extract(root)
+            try:
+                return cls(unpacked, _verified(unpacked, public_key), temporary=True)
+            except BaseException:
+                shutil.rmtree(unpacked, ignore_errors=True)
+                raise
+        return cls(root, _verified(root, public_key))
+
+
+def _verified(root: Path, public_key: str | Path | None) -> Manifest:
+    """The manifest of the bundle in ``root``, every check passed."""
+    manifest_path = root / MANIFEST
+    if not manifest_path.is_file():
+        raise BundleError(f"{manifest_path}: missing")
+    if public_key is not None:
+        verify_signature(root, Path(public_key))
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: unsupported format_version")
+    if data.get("manifest_sha256") != _manifest_digest(data):
+        raise BundleError(f"{manifest_path}: content does not match its SHA-256")
+    manifest = Manifest.model_validate(data)
+    if MODEL_FILE not in manifest.files:
+        raise BundleError(f"{root / MODEL_FILE}: not listed in the manifest")
+    # every entry inside the bundle before any is read: a file outside it is never hashed,
+    # and the refusal says nothing about it (not even whether its hash matched)
+    real_root = root.resolve()
+    for name in manifest.files:
+        if not inside_path(name) or not (root / name).resolve().is_relative_to(real_root):
+            raise BundleError(f"{manifest_path}: files entry {name!r} is outside the bundle "
+                              "(must be a relative path inside it, no '..', no link out)")
+    for name, expected in manifest.files.items():
+        file = root / name
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in the manifest but missing")
+        if sha256_file(file) != expected:
+            raise BundleError(f"{file}: SHA-256 does not match the manifest")
+    return manifest
+
+
+def inside_path(name: object) -> bool:
+    """Whether ``name`` is a relative POSIX path that stays inside the bundle: not absolute,
+    no drive, no backslash, no empty, ``.`` or ``..`` part."""
+    if not isinstance(name, str) or not name or "\\" in name or "\0" in name:
+        return False
+    parts = name.split("/")
+    return (not name.startswith("/") and not PureWindowsPath(name).drive
+            and all(part not in ("", ".", "..") for part in parts))
 
 
 def sign_bundle(directory: Path, private_key: Path) -> Path:
@@ -332,11 +381,88 @@ def verify_signature(root: Path, public_key: Path) -> None:
 
 
 def _extract(archive: Path) -> Path:
-    target = Path(tempfile.mkdtemp(prefix="procedge-bundle-"))
-    with zipfile.ZipFile(archive) as zf:
-        for member in zf.namelist():
-            if member.startswith("/") or ".." in Path(member).parts:
+    """Unpack a zip bundle into a new temporary folder: only the files its manifest lists (and
+    the manifest, its signature), within the size caps; no absolute path, ``..`` or link.
+    Anything refused: :class:`BundleError` naming the member, and no folder left behind."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            members = _checked_members(archive, zf)
+            target = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+            try:
+                budget = MAX_BUNDLE_BYTES
+                for info in members:
+                    budget -= _unpack(archive, zf, info, target, budget)
+            except BaseException:
                 shutil.rmtree(target, ignore_errors=True)
-                raise BundleError(f"{archive}: unsafe path {member!r} in archive")
-        zf.extractall(target)
+                raise
+    except BundleError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+            OSError, EOFError, zlib.error) as exc:
+        raise BundleError(f"{archive}: unreadable zip ({exc})") from exc
     return target
+
+
+def _checked_members(archive: Path, zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The members to unpack, every name, kind and declared size checked before any is."""
+    infos = zf.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise BundleError(f"{archive}: more than {MAX_MEMBERS} members")
+    seen: set[str] = set()
+    for info in infos:
+        name = info.filename
+        if not inside_path(name.removesuffix("/") if info.is_dir() else name):
+            raise BundleError(f"{archive}: unsafe path {name!r} in archive")
+        if name in seen:
+            raise BundleError(f"{archive}: {name!r} appears twice in the archive")
+        seen.add(name)
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise BundleError(f"{archive}: {name!r} is a symbolic link")
+    manifest = next((i for i in infos if i.filename == MANIFEST), None)
+    if manifest is None:
+        raise BundleError(f"{archive}: {MANIFEST} missing")
+    if manifest.file_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{archive}: {MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")
+    with zf.open(manifest) as handle:
+        text = handle.read(MAX_MANIFEST_BYTES + 1)
+    try:
+        files = json.loads(text).get("files") if len(text) <= MAX_MANIFEST_BYTES else None
+    except (ValueError, AttributeError, RecursionError) as exc:  # not JSON, not an object
+        raise BundleError(f"{archive}: {MANIFEST} is not a valid manifest ({exc})") from exc
+    if not isinstance(files, dict):
+        raise BundleError(f"{archive}: {MANIFEST} has no 'files' table")
+    listed = {MANIFEST, SIGNATURE, *files}
+    folders = {"/".join(n.split("/")[:k]) for n in listed for k in range(1, n.count("/") + 1)}
+    members = []
+    for info in infos:
+        name = info.filename
+        if info.is_dir() and name.removesuffix("/") in folders:
+            continue  # a folder of listed files: made as they are unpacked
+        if name not in listed:
+            raise BundleError(f"{archive}: {name!r} is not listed in the manifest")
+        if info.file_size > MAX_MEMBER_BYTES:
+            raise BundleError(f"{archive}: {name!r} is larger than {MAX_MEMBER_BYTES} bytes "
+                              f"uncompressed ({info.file_size})")
+        members.append(info)
+    total = sum(i.file_size for i in members)
+    if total > MAX_BUNDLE_BYTES:
+        raise BundleError(f"{archive}: its files hold more than {MAX_BUNDLE_BYTES} bytes "
+                          f"uncompressed ({total})")
+    return members
+
+
+def _unpack(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
+            budget: int) -> int:
+    """Copy one member, counting its bytes (a header can lie); returns the bytes written."""
+    limit = min(info.file_size, MAX_MEMBER_BYTES, budget)
+    dest = target / info.filename
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with zf.open(info) as src, dest.open("xb") as out:
+        while block := src.read(1 << 20):
+            written += len(block)
+            if written > limit:
+                raise BundleError(f"{archive}: {info.filename!r} inflates beyond its declared "
+                                  f"size or the caps ({limit} bytes)")
+            out.write(block)
+    return written

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,9 +32,9 @@ KNOWN_COMMANDS = frozenset({"model/load", *(f"alarm/{verb}" for verb in COMMANDS
 class Commands(InputSource):
     def __init__(self, config: CommandConfig, router: Router,
                  flush: Callable[[list[Message], set[str]], None],
-                 load_bundle: Callable[[Path, str], None]):
-        """``flush`` runs the windows completed so far; ``load_bundle(path, source)`` verifies
-        and loads a bundle (slow: called in a thread of its own)."""
+                 load_bundle: Callable[[Path, str], tuple[bool, str]]):
+        """``flush`` runs the windows completed so far; ``load_bundle(path, source)`` queues a
+        bundle for the reload thread and says at once ``(accepted, reason)``."""
         self.config = config
         self.router = router
         self.flush = flush
@@ -87,9 +86,7 @@ class Commands(InputSource):
             path = body.get("path")
             if not isinstance(path, str):
                 return False, "model/load needs a 'path'"
-            threading.Thread(target=self.load_bundle, args=(Path(path), f"command by {by}"),
-                             daemon=True).start()
-            return True, "loading; the result follows on the reply topic"
+            return self.load_bundle(Path(path), f"command by {by}")  # queued, coalesced or busy
         if kind != "alarm" or verb not in COMMANDS:
             return False, f"unknown command {verb_path!r}"
         alarm: Alarm | None = self.router.alarms.get(str(body.get("alarm_id", "")))

@@ -166,6 +166,12 @@ class CommandConfig(Strict):
 class ReloadConfig(Strict):
     models_dir: Path | None = Field(default=None, description="Watched for new bundles.")
     poll_s: float = Field(default=2.0, gt=0, description="How often to look.")
+    min_interval_s: float = Field(
+        default=1.0, ge=0, description="Bundles load one at a time, starting at least this far "
+        "apart (from the folder or model/load commands alike).")
+    max_pending: int = Field(
+        default=4, ge=1, description="Bundles queued behind the one loading; a request for a "
+        "path already queued is coalesced with it, one beyond this is refused (busy).")
 
 
 class CameraConfig(Strict):

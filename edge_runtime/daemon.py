@@ -35,7 +35,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.config import EdgeConfig, load_edge_config
 from edge_runtime.imaging import ImagePipeline, camera_pipeline
-from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource
+from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
 from edge_runtime.inputs.folder import FolderSource
 from edge_runtime.inputs.raw import RawSource
@@ -84,7 +84,7 @@ class EdgeDaemon:
         self.reloader = Reloader(config, self.pipelines, self.metrics, self.inbox.put,
                                  self._reply_now, self._stop)
         self.commands = Commands(config.commands, self.router, self._flush_pipelines,
-                                 self.reloader.try_bundle)
+                                 self.reloader.request)
         self.inputs: list[InputSource] = [  # in dispatch order, after the commands
             CameraSource(self.cameras, self.router, config.topics.uns, config.mqtt),
             *self._sparkplug_inputs(),
@@ -92,6 +92,7 @@ class EdgeDaemon:
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]
         self.dispatch = Dispatch([self.commands, *self.inputs])
+        self._error_log = LogThrottle()  # unexpected errors: one traceback per topic a minute
         # the MQTT session, the sender and the acker
         self.session = MqttSession(config, self.metrics, self.topics, self.inbox,
                                    self._subscriptions, self._models_status, self._stop)
@@ -226,8 +227,10 @@ class EdgeDaemon:
             try:
                 self._process(batch)
             except Exception:  # never let one bad batch end the worker
-                log.exception("unexpected error in a batch of %d", len(batch))
                 self.metrics.rejected.labels(reason="internal_error").inc()
+                if self._error_log.due(""):  # "": the batch, not a topic
+                    log.exception("unexpected error in a batch of %d (further ones logged "
+                                  "once a minute)", len(batch))
             if None in batch:
                 break
 
@@ -248,9 +251,11 @@ class EdgeDaemon:
                         self.metrics.rejected.labels(reason="unknown_topic").inc()
                     else:
                         source.handle(item, out, changed)
-                except Exception:
-                    log.exception("unexpected error handling %s", item.topic)
+                except Exception:  # a bug, not a bad input: counted, its traceback throttled
                     self.metrics.rejected.labels(reason="internal_error").inc()
+                    if self._error_log.due(item.topic):
+                        log.exception("unexpected error handling %s (further ones on this "
+                                      "topic logged once a minute)", item.topic[:200])
         self._flush_pipelines(out, changed)
         self.metrics.stage_parse.observe(self.feed.parse_s)
         self.metrics.stage_models.observe(time.perf_counter() - start - self.feed.parse_s)

@@ -277,9 +277,15 @@ def camera_pipeline(camera) -> ImagePipeline:
         nok_threshold=camera.nok_threshold, min_defect_px=camera.min_defect_px,
         debug_mask=camera.debug_mask,
         limits=ImageLimits(max_bytes=camera.max_bytes, max_pixels=camera.max_pixels))
-    load = lambda path: Bundle.load(path) if path is not None else None  # noqa: E731
-    return ImagePipeline(camera.name, load(camera.classifier), load(camera.segmenter), settings,
-                         camera.threads)
+    bundles = []
+    try:
+        for path in (camera.classifier, camera.segmenter):
+            bundles.append(Bundle.load(path) if path is not None else None)
+        return ImagePipeline(camera.name, *bundles, settings, camera.threads)
+    finally:  # the interpreters are built: a zip bundle's temporary folder can go
+        for bundle in bundles:
+            if bundle is not None:
+                bundle.release()
 
 
 class TaskModel:

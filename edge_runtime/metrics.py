@@ -94,8 +94,9 @@ class DaemonMetrics:
             "Commands refused by the signature check (commands.require_signature): unsigned, "
             "unknown_operator, bad_envelope, bad_signature, stale, replay, nonce_cache_full.",
             ["reason"], registry=r)
-        self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads.", ["result"],
-                               registry=r)
+        self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads: swapped, refused "
+                               "(the bundle), busy (queue full), coalesced (path queued).",
+                               ["result"], registry=r)
         self.published_inference = self.published.labels(kind="inference")
         self.published_alarm = self.published.labels(kind="alarm")
         self._model_children: dict[str, tuple] = {}

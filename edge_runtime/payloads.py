@@ -15,10 +15,21 @@ def parse_sample(payload: bytes, received_s: float) -> tuple[float, float]:
     """Return ``(timestamp_s, value)``; without a ``ts`` the receive time is used."""
     if len(payload) > 4096:
         raise PayloadError("too_large")
+    return _sample(_loads(payload), received_s)
+
+
+def _loads(payload: bytes) -> object:
+    """JSON, or a :class:`PayloadError`: ``not_json``, or ``malformed_number`` for an integer
+    longer than Python converts (4 300 digits: ``int()`` raises a plain ``ValueError``)."""
     try:
-        data = json.loads(payload)
+        return json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PayloadError("not_json") from exc
+    except ValueError as exc:
+        raise PayloadError("malformed_number") from exc
+
+
+def _sample(data: object, received_s: float) -> tuple[float, float]:
     if isinstance(data, dict):
         value, ts = data.get("v"), data.get("ts")
         ts_s = received_s if ts is None else parse_timestamp(ts)
@@ -26,9 +37,13 @@ def parse_sample(payload: bytes, received_s: float) -> tuple[float, float]:
         value, ts_s = data, received_s
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError("not_a_number")
+    try:  # an int beyond a float's range (10**400) overflows
+        value = float(value)
+    except OverflowError as exc:
+        raise PayloadError("not_finite") from exc
     if not math.isfinite(value):
         raise PayloadError("not_finite")
-    return ts_s, float(value)
+    return ts_s, value
 
 
 MAX_BATCH_BYTES = 1 << 20
@@ -46,15 +61,12 @@ def parse_samples(payload: bytes, received_s: float) -> list[tuple[float, float]
     if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
         if len(payload) > MAX_BATCH_BYTES:
             raise PayloadError("too_large")
-        try:
-            items = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise PayloadError("not_json") from exc
+        items = _loads(payload)
         if not isinstance(items, list) or not items:
             raise PayloadError("empty_batch")
         if not all(isinstance(i, dict) and "ts" in i for i in items):
             raise PayloadError("batch_item_without_ts")
-        samples = [parse_sample(json.dumps(i).encode(), received_s) for i in items]
+        samples = [_sample(i, received_s) for i in items]
     else:
         samples = [parse_sample(payload, received_s)]
     for ts, _ in samples:
@@ -68,9 +80,13 @@ def parse_timestamp(ts: object) -> float:
     if isinstance(ts, bool):
         raise PayloadError("bad_timestamp")
     if isinstance(ts, int | float):
-        if not math.isfinite(ts):
+        try:  # an int beyond a float's range (10**400) overflows
+            ms = float(ts)
+        except OverflowError as exc:
+            raise PayloadError("bad_timestamp") from exc
+        if not math.isfinite(ms):
             raise PayloadError("bad_timestamp")
-        return float(ts) / 1000.0
+        return ms / 1000.0
     if not isinstance(ts, str):
         raise PayloadError("bad_timestamp")
     try:

@@ -57,6 +57,7 @@ def _cmd_verify(args) -> None:
     from edge_runtime.bundle import Bundle
 
     bundle = Bundle.load(args.bundle, args.public_key)
+    bundle.release()  # a zip's temporary folder: only the manifest is used from here
     m = bundle.manifest
     print(f"OK {m.name} v{m.version} {m.task}/{m.family} {m.quantization}, "
           f"{len(m.files)} file(s) verified")

@@ -7,6 +7,7 @@ reaches a window buffer; out-of-order and duplicate timestamps never build a bad
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -131,3 +132,69 @@ def test_huge_batch_rejected_and_good_batch_used(daemon: EdgeDaemon, tmp_path: P
     mixed = json.dumps([{"v": 1.0, "ts": iso_ms(now)}, {"v": "x", "ts": iso_ms(now)}])
     with pytest.raises(PayloadError):
         parse_samples(mixed.encode(), now)  # all or nothing
+
+
+# --- issue 17: parse errors of every kind counted by reason, logged once per topic a minute --
+
+
+def _fresh(bundles, tmp_path: Path) -> EdgeDaemon:
+    return EdgeDaemon(EdgeConfig.model_validate(edge_config(tmp_path, 1, bundles)))
+
+
+def test_overlong_integers_are_counted_not_a_traceback_each(bundles, tmp_path: Path, caplog):
+    """A 4 301-digit integer (Python refuses to convert it), a value or a timestamp too large
+    for a float: each message counted under its reason; one log line for the topic, no
+    traceback, nothing reaches a window."""
+    d = _fresh(bundles, tmp_path)
+    topic = "procedge/test/area/tank/raw/level"
+    now = time.time()
+    ms = int(now * 1000)
+    kinds = {
+        "malformed_number": f'[{{"v": {"7" * 4301}, "ts": {ms}}}]'.encode(),
+        "not_finite": f'[{{"v": {10 ** 400}, "ts": {ms}}}]'.encode(),
+        "bad_timestamp": f'[{{"v": 1.5, "ts": {10 ** 400}}}]'.encode(),
+    }
+    single = {"not_finite": f'{{"v": {10 ** 400}}}'.encode()}  # not a batch: same reasons
+    before = {r: d.metrics.value("procedge_messages_rejected_total", reason=r)
+              for r in [*kinds, "internal_error"]}
+    with caplog.at_level(logging.INFO, logger="procedge.edge"):
+        for _ in range(100):
+            d._process([Inbound(topic, p, now) for p in [*kinds.values(), *single.values()]])
+    assert d.metrics.value("procedge_messages_rejected_total", reason="internal_error") == \
+        before["internal_error"]
+    assert d.metrics.value("procedge_messages_rejected_total", reason="malformed_number") == \
+        before["malformed_number"] + 100
+    assert d.metrics.value("procedge_messages_rejected_total", reason="not_finite") == \
+        before["not_finite"] + 200
+    assert d.metrics.value("procedge_messages_rejected_total", reason="bad_timestamp") == \
+        before["bad_timestamp"] + 100
+    records = [r for r in caplog.records if r.name == "procedge.edge"]
+    assert not [r for r in records if r.exc_info], "a traceback was logged"
+    assert len([r for r in records if topic in r.getMessage()]) == 1
+    assert sum(len(r.getMessage()) for r in records) < 2000  # no 4 301-digit payload logged
+    assert buffers_clean(d) and sum(p.windows_built for p in d.pipelines.values()) == 0
+    d.outbox.close()
+
+
+def test_unexpected_errors_are_counted_and_logged_once_per_topic(bundles, tmp_path: Path,
+                                                                 caplog, monkeypatch):
+    """Any exception a message still raises is counted (``internal_error``), and its traceback
+    logged at most once per topic per minute, not once per message."""
+    d = _fresh(bundles, tmp_path)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("injected fault")
+
+    monkeypatch.setattr(d.feed, "feed", broken)  # fault injection into the real daemon
+    now = time.time()
+    topics = [f"procedge/test/area/tank/raw/{t}" for t in TAGS[:2]]
+    with caplog.at_level(logging.INFO, logger="procedge.edge"):
+        for k in range(100):
+            d._process([Inbound(t, json.dumps({"v": 1.0 + k, "ts": iso_ms(now)}).encode(), now)
+                        for t in topics])
+    assert d.metrics.value("procedge_messages_rejected_total", reason="internal_error") == 200
+    assert total(d, "procedge_messages_total") == 200  # still committed, acknowledged
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == len(topics)
+    assert {t for t in topics if any(t in r.getMessage() for r in tracebacks)} == set(topics)
+    d.outbox.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import socket
@@ -233,3 +234,119 @@ def test_full_outbox_keeps_alarms_and_counts_evictions(tmp_path: Path, bundles):
     assert daemon.metrics.value("procedge_outbox_evicted_total", priority="0") > 700
     assert daemon.metrics.value("procedge_outbox_evicted_total", priority="2") == 0
     daemon.outbox.close()
+
+
+# --- issue 17: zip bundles leave no folders; hot reload serialised and rate-limited ---------
+
+
+def test_zip_bundles_leave_no_temp_folders(tmp_path: Path, bundles, monkeypatch):
+    """A daemon started from a zip, then 5 zip reloads accepted and 2 refused: no
+    ``procedge-bundle-*`` folder is left behind, and the zip-loaded models still run."""
+    import tempfile
+    import zipfile
+
+    from edge_runtime.bundle import pack_bundle
+
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    leftovers = lambda: sorted(tmp.glob("procedge-bundle-*"))  # noqa: E731
+    archive = pack_bundle(bundles["tank_anomaly"], tmp_path / "anomaly.zip")
+    config = edge_config(tmp_path, 1, {"tank_anomaly": archive,
+                                       "tank_forecast": bundles["tank_forecast"]})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    assert leftovers() == []
+    for k in range(5):
+        copy = copy_bundle(bundles["tank_anomaly"], tmp_path / f"v{k}", f"v-{k}")
+        daemon.reloader.try_bundle(pack_bundle(copy, tmp_path / f"v{k}.zip"), "test")
+        daemon._process([daemon.inbox.get(timeout=10)])  # the swap
+        assert daemon.pipelines["tank_anomaly"].bundle.manifest.version == f"v-{k}"
+    tampered = copy_bundle(bundles["tank_anomaly"], tmp_path / "bad", "v-evil")
+    (tampered / "model.tflite").write_bytes((tampered / "model.tflite").read_bytes()[:-8]
+                                            + b"\0" * 8)
+    extra = pack_bundle(copy_bundle(bundles["tank_anomaly"], tmp_path / "x", "v-x"),
+                        tmp_path / "extra.zip")
+    with zipfile.ZipFile(extra, "a") as zf:
+        zf.writestr("payload.sh", "#!/bin/sh\n")
+    for refused in (pack_bundle(tampered, tmp_path / "bad.zip"), extra):
+        daemon.reloader.try_bundle(refused, "test")
+    assert daemon.metrics.value("procedge_reloads_total", result="refused") == 2
+    assert daemon.metrics.value("procedge_reloads_total", result="swapped") == 5
+    assert leftovers() == []
+    for tag, payload in samples(labelled_run(100)):  # the model from the zip still runs
+        daemon._process([Inbound(RAW.format(tag=tag), payload, time.time())])
+    rows = [json.loads(m.payload) for m in daemon.outbox.peek(0, 10**6)
+            if "inference/tank_anomaly" in m.topic]
+    assert rows and rows[-1]["version"] == "v-4"
+    daemon.outbox.close()
+
+
+def test_model_load_flood_is_serialised_and_rate_limited(tmp_path: Path, broker, bundles,
+                                                         caplog):
+    """50 ``model/load`` commands at once over 8 bundles: every one answered; loads run one
+    at a time in the one reload thread (no thread per command), at most one per
+    ``reload.min_interval_s``; repeats of a queued path are coalesced, the rest refused
+    (busy) beyond ``reload.max_pending``; the replaced interpreters are released."""
+    import gc
+    import threading
+    import weakref
+
+    from edge_runtime.config import ReloadConfig
+
+    config = edge_config(tmp_path, broker.port, bundles)
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    defaults = ReloadConfig()
+    copies = [copy_bundle(bundles["tank_anomaly"], tmp_path / f"c{i}", f"v-{i}")
+              for i in range(8)]
+    released = weakref.ref(daemon.pipelines["tank_anomaly"].model)
+    daemon.start()
+    watch = Collector(broker.port, ["edge/gwtest/#"], client_id="watch")
+    console = commander(broker.port)
+    done = threading.Event()
+    try:
+        assert daemon.subscribed.wait(10)
+        baseline = threading.active_count()
+        peak = [baseline]
+
+        def sample_threads() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], threading.active_count() - 1)  # less this sampler
+                time.sleep(0.002)
+
+        threading.Thread(target=sample_threads, daemon=True).start()
+        with caplog.at_level(logging.INFO, logger="procedge.edge"):
+            for i in range(50):
+                send(console, "model/load", {"path": str(copies[i % 8]), "by": "operator1",
+                                             "request_id": f"L{i}"})
+            answered = lambda: {r.get("request_id") for r in  # noqa: E731
+                                watch.json("edge/gwtest/reply")} >= {f"L{i}" for i in range(50)}
+            assert wait_for(answered, 20)
+            replies = [r for r in watch.json("edge/gwtest/reply") if r.get("command")]
+            assert len(replies) == 50
+            busy = [r for r in replies if not r["accepted"]]
+            coalesced = [r for r in replies if r["accepted"] and "coalesced" in r["reason"]]
+            queued = [r for r in replies if r["accepted"] and "coalesced" not in r["reason"]]
+            assert busy and all("busy" in r["reason"] for r in busy)
+            assert coalesced and 1 <= len(queued) <= 1 + defaults.max_pending
+            swapped = lambda: daemon.metrics.value("procedge_reloads_total",  # noqa: E731
+                                                   result="swapped")
+            assert wait_for(lambda: swapped() == len(queued),
+                            10 + len(queued) * defaults.min_interval_s)
+            time.sleep(defaults.min_interval_s + 0.5)  # nothing else follows
+            assert swapped() == len(queued)
+        done.set()
+        assert peak[0] <= baseline, f"{peak[0] - baseline} thread(s) more during the flood"
+        results = [r for r in watch.json("edge/gwtest/reply") if r.get("event") == "reload"]
+        assert len(results) == len(queued) and all(r["accepted"] for r in results)
+        swaps = [r.created for r in caplog.records if "model tank_anomaly: version" in
+                 r.getMessage()]
+        assert len(swaps) == len(queued)
+        gaps = [b - a for a, b in zip(swaps, swaps[1:], strict=False)]
+        assert all(g >= 0.8 * defaults.min_interval_s for g in gaps), gaps
+        gc.collect()
+        assert released() is None, "the replaced interpreter is still referenced"
+    finally:
+        done.set()
+        console.loop_stop()
+        daemon.stop(drain_timeout_s=2)
+        watch.close()

@@ -77,6 +77,24 @@ class Dispatch:
         self._known.clear()
 
 
+class LogThrottle:
+    """Whether to log now about a topic: at most once per ``interval_s`` per topic, so a
+    flood of bad messages costs a counter increment each, not a log line (or a traceback)."""
+
+    def __init__(self, interval_s: float = MALFORMED_LOG_INTERVAL_S):
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def due(self, topic: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(topic, -1e9) < self.interval_s:
+            return False
+        if len(self._last) > MAX_CACHED_TOPICS:  # bounded under a flood of topics
+            self._last.clear()
+        self._last[topic] = now
+        return True
+
+
 class Feed:
     """Samples into the pipelines that read their tag, and rejected inputs counted and logged
     (at most once a minute per topic): what every sample source shares."""
@@ -85,7 +103,7 @@ class Feed:
         self.routes = routes
         self.metrics = metrics
         self.parse_s = 0.0  # parse time of the batch being processed
-        self._last_malformed_log: dict[str, float] = {}
+        self._log_throttle = LogThrottle()
 
     def feed(self, targets: list[tuple[ModelPipeline, str]],
              samples: list[tuple[float, float]]) -> None:
@@ -100,10 +118,6 @@ class Feed:
 
     def reject(self, topic: str, reason: str, payload: bytes, n: int = 1) -> None:
         self.metrics.rejected.labels(reason=reason).inc(n)
-        now = time.monotonic()
-        if now - self._last_malformed_log.get(topic, -1e9) >= MALFORMED_LOG_INTERVAL_S:
-            if len(self._last_malformed_log) > 10_000:  # bounded under a flood of topics
-                self._last_malformed_log.clear()
-            self._last_malformed_log[topic] = now
+        if self._log_throttle.due(topic):
             log.warning("rejected payload on %s (%s): %r (further ones logged once a minute)",
                         topic[:200], reason, payload[:80])
