@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import Bundle, BundleError
-from edge_runtime.config import EdgeConfig, ModelConfig
+from edge_runtime.config import EdgeConfig, EventTimeConfig, ModelConfig
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.pipelines import ModelPipeline
 
@@ -30,8 +30,10 @@ class Swap:
     source: str
 
 
-def load_pipeline(model: ModelConfig, bundle: Bundle) -> ModelPipeline:
-    pipeline = ModelPipeline(model.name, bundle, model.threads)
+def load_pipeline(model: ModelConfig, bundle: Bundle,
+                  event_time: EventTimeConfig | None = None) -> ModelPipeline:
+    et = event_time or EventTimeConfig()
+    pipeline = ModelPipeline(model.name, bundle, model.threads, et, et.lateness_of(model))
     shape = (1, *pipeline.model.input_shape)
     pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
     return pipeline
@@ -102,7 +104,7 @@ class Reloader:
             model = next(m for m in self.config.models if m.name == current.name)
             if model.public_key is not None:  # a signed deployment stays signed
                 bundle = Bundle.load(path, model.public_key)
-            pipeline = load_pipeline(model, bundle)
+            pipeline = load_pipeline(model, bundle, self.config.event_time)
         except Exception as exc:  # any failure: refuse and keep the running version
             self.metrics.reloads.labels(result="refused").inc()
             log.error("bundle %s refused (%s): %s", path, source, exc)

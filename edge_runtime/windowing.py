@@ -83,10 +83,10 @@ class GridBuffer:
       NaN, i.e. is invalid;
     - **eager** finality, the low-latency path: a point is also final as soon as every tag
       has reported at or past it (each topic's samples arrive in order, as MQTT delivers one
-      publisher's topic within one connection). After :meth:`hold_eager` (the daemon calls it
-      when its MQTT session reconnects: redelivered and queued messages may then interleave,
-      within a topic too) only the watermark finalises points until it has passed the newest
-      sample seen before the reconnect, so out-of-order input within the lateness is placed
+      publisher's topic within one connection). Between :meth:`hold_eager` and
+      :meth:`release_eager` (the daemon holds for a while after its MQTT session reconnects:
+      redelivered and queued messages then interleave, within a topic too) only the
+      watermark finalises points, so out-of-order input within the lateness is placed
       correctly; ``eager=False`` always waits for the watermark (sources that reorder);
     - a sample at or before the last final point is **late** (``late_samples``): it would
       change a window already emitted, and re-emitting would duplicate results and alarms.
@@ -124,8 +124,7 @@ class GridBuffer:
         self._next_t: float | None = None
         self._final_t = -math.inf  # last final grid point: samples at or before it are late
         self._max_event = -math.inf  # newest accepted event time
-        self._eager_after = -math.inf  # eager finality only once the watermark passed this
-        self._hold_pending = False  # hold_eager() before any sample: starts at the first one
+        self._held = False  # eager finality held (input order not to be trusted for now)
         self._prune_at = 64  # samples of one tag that trigger a prune
         self._steps = 0
         self.late_samples = 0
@@ -138,12 +137,13 @@ class GridBuffer:
         return self._max_event - self.allowed_lateness_s
 
     def hold_eager(self) -> None:
-        """Input order is not to be trusted for a while (the MQTT session reconnected): wait
-        for the watermark until it has passed everything seen so far."""
-        if self._max_event == -math.inf:
-            self._hold_pending = True
-        else:
-            self._eager_after = max(self._eager_after, self._max_event)
+        """Input order is not to be trusted for now (the MQTT session reconnected): grid
+        points become final only when the watermark passes them."""
+        self._held = True
+
+    def release_eager(self) -> None:
+        """Back to eager finality; :meth:`windows` then yields what became final."""
+        self._held = False
 
     def push(self, tag: str, ts: float, value: float, now: float | None = None) -> bool:
         """Add one sample received at ``now`` (receive clock; None: not checked); return False
@@ -177,10 +177,7 @@ class GridBuffer:
 
     def _final_until(self) -> float:
         until = self._max_event - self.allowed_lateness_s
-        if self._hold_pending:
-            self._hold_pending = False
-            self._eager_after = self._max_event
-        if self.eager and until >= self._eager_after:
+        if self.eager and not self._held:
             latest = [s[-1][0] for s in self._samples.values() if s]
             if len(latest) == len(self.tags):
                 until = max(until, min(latest))
