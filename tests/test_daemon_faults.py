@@ -294,16 +294,24 @@ class ArrivalLog:
         return count, behind
 
 
+KILLS = 8  # the broker does not reorder after every restart: several make it likely
+
+
 def test_broker_kills_during_a_fast_feed_lose_no_alarm_event(tmp_path: Path, bundles):
-    """Issue 17, defect 2: Mosquitto (persistence on) SIGKILLed and restarted 5 times while a
+    """Issue 17, defect 2: Mosquitto (persistence on) SIGKILLed and restarted 8 times while a
     publisher feeds a labelled fault run at 200 msg/s, i.e. a replay at 200x real time (5
     tags every 5 s). After each restart the inputs reach the daemon out of order, within a
     topic too (redelivered and queued messages interleave): measured, up to ~650 s of data
     time behind the newest. With the lateness such a replay needs (docs/edge_daemon.md,
     "Event time": 200x the reorder of seconds at real time) every alarm event of the
-    in-order reference run is delivered; duplicates only by id."""
+    in-order reference run is delivered, duplicates only by id, and every forecast/score.
+    The broker does not reorder after every restart (in about half of the runs here), so it
+    is restarted 8 times; on the code before issue 17 a reordering run lost 9 of 15 alarm
+    events and 492 of 766 results (2 058 samples late)."""
     rate = 200.0
-    broker = RestartableBroker(tmp_path)
+    # saved on every change: a SIGKILL loses no input the broker acknowledged (that loss
+    # would be the broker's, docs/edge_daemon.md "Limits", and change the expected events)
+    broker = RestartableBroker(tmp_path, extra="autosave_on_changes true")
     broker.start()
     config = edge_config(tmp_path, broker.port, bundles,
                          event_time={"allowed_lateness_s": 1500.0, "reconnect_hold_s": 10.0})
@@ -326,10 +334,10 @@ def test_broker_kills_during_a_fast_feed_lose_no_alarm_event(tmp_path: Path, bun
 
         producer = threading.Thread(target=produce, daemon=True)
         producer.start()
-        for _ in range(5):
-            time.sleep(len(items) / rate / 7)
+        for _ in range(KILLS):
+            time.sleep(len(items) / rate / (KILLS + 2))
             broker.stop(signal.SIGKILL)
-            time.sleep(2.0)
+            time.sleep(1.5)
             broker.start()
         producer.join()
         want = {e["event_id"] for e in expected}
@@ -348,7 +356,8 @@ def test_broker_kills_during_a_fast_feed_lose_no_alarm_event(tmp_path: Path, bun
               f"{len(want & got())}/{len(want)} ({dups} duplicate(s)); inference "
               f"{len(inference)}/{len(expected_inf)}")
         check_same_events(received, expected)
-        assert daemon.metrics.value("procedge_mqtt_connects_total") >= 6
+        assert inference == {(m["model"], m["ts"]) for m in expected_inf}  # every window too
+        assert daemon.metrics.value("procedge_mqtt_connects_total") >= KILLS + 1
     finally:
         feed.loop_stop()
         daemon.stop(drain_timeout_s=2)
