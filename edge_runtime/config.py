@@ -107,6 +107,34 @@ class ModelConfig(Strict):
     threads: int = Field(default=1, ge=1, description="Interpreter threads.")
     public_key: Path | None = Field(
         default=None, description="Ed25519 public key (PEM): refuse unsigned or foreign bundles.")
+    allowed_lateness_s: float | None = Field(
+        default=None, ge=0, description="Event time this model's samples may arrive behind the "
+                                        "newest; default `event_time.allowed_lateness_s`.")
+
+
+class EventTimeConfig(Strict):
+    """How sample timestamps (event time) meet the receive clock (docs/edge_daemon.md,
+    "Event time"). Defaults suit live data at real time; a replay faster than real time needs
+    a larger lateness (and, if its timestamps run ahead of the clock, ``max_skew_s: null``)."""
+
+    max_skew_s: float | None = Field(
+        default=30.0, gt=0, description="A sample further ahead of the receive clock is refused "
+                                        "(`future`); null: no check (replays ahead of the clock).")
+    allowed_lateness_s: float = Field(
+        default=60.0, ge=0, description="Event time a sample may arrive behind the newest and "
+                                        "still be placed (rides out a broker restart).")
+    reconnect_hold_s: float = Field(
+        default=30.0, ge=0, description="After the MQTT session reconnects, steps wait for the "
+                                        "watermark this long (receive clock): redelivered and "
+                                        "queued inputs arrive out of order then. 0: no hold.")
+    eager: bool = Field(
+        default=True, description="Emit a grid step as soon as every tag reported past it; "
+                                  "false: only when the watermark passes it (sources that "
+                                  "reorder within a topic), results later by the lateness.")
+
+    def lateness_of(self, model: ModelConfig) -> float:
+        return (self.allowed_lateness_s if model.allowed_lateness_s is None
+                else model.allowed_lateness_s)
 
 
 class OutboxConfig(Strict):
@@ -286,6 +314,8 @@ class EdgeConfig(Strict):
     log_level: str = Field(default="INFO")
     log_format: Literal["text", "json"] = Field(default="text",
                                                 description="json: one object per line.")
+    event_time: EventTimeConfig = Field(default_factory=EventTimeConfig,
+                                        description="Watermark, skew and allowed lateness.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)

@@ -70,8 +70,8 @@ class EdgeDaemon:
                                   chatter_count=a.chatter_count,
                                   chatter_window_s=a.chatter_window_s)
         # pipelines: every bundle verified and warmed up before anything connects
-        self.pipelines = {m.name: load_pipeline(m, Bundle.load(m.bundle, m.public_key))
-                          for m in config.models}
+        self.pipelines = {m.name: load_pipeline(m, Bundle.load(m.bundle, m.public_key),
+                                                config.event_time) for m in config.models}
         self.cameras: dict[str, ImagePipeline] = {
             self.topics.camera(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         self.alarms = self._restore_alarms()
@@ -97,6 +97,8 @@ class EdgeDaemon:
         self.session = MqttSession(config, self.metrics, self.topics, self.inbox,
                                    self._subscriptions, self._models_status, self._stop)
         self.client, self.subscribed = self.session.client, self.session.subscribed
+        self._generation = 0  # the session's connection whose inputs the worker last saw
+        self._hold_until = 0.0  # monotonic time when the grids' reconnect hold ends (0: none)
         self.sender = OutboxSender(self.client, self.outbox, config.outbox, self.metrics)
         self.client.on_publish = self.sender.on_publish
         self.session.on_connected = self.sender.wake.set
@@ -239,6 +241,7 @@ class EdgeDaemon:
         changed: set[str] = set()
         self.feed.parse_s = 0.0
         start = time.perf_counter()
+        self._hold_on_reconnect()
         source_of = self.dispatch.source_of
         for item in batch:
             if isinstance(item, Swap):
@@ -279,6 +282,27 @@ class EdgeDaemon:
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         if out:  # rows are evicted only when rows are added
             self._report_evictions()
+
+    def _hold_on_reconnect(self) -> None:
+        """(worker, once per batch) After a reconnect the broker redelivers unacknowledged
+        inputs and sends what it queued while publishers send anew: for a while they come
+        out of order, within a topic too. For ``event_time.reconnect_hold_s`` the window
+        grids then finalise only what the watermark passed (docs/edge_daemon.md, "Event
+        time"). The worker runs a batch at least every 0.5 s, so a hold also ends when no
+        input follows it."""
+        generation = self.session.generation
+        if generation != self._generation:
+            hold_s = self.config.event_time.reconnect_hold_s
+            if self._generation and hold_s > 0:  # a reconnect, not this process's first connect
+                for pipeline in self.pipelines.values():
+                    pipeline.buffer.hold_eager()
+                self._hold_until = time.monotonic() + hold_s
+                log.info("reconnected: window grids wait for the watermark for %.0f s", hold_s)
+            self._generation = generation
+        elif self._hold_until and time.monotonic() >= self._hold_until:
+            self._hold_until = 0.0
+            for pipeline in self.pipelines.values():
+                pipeline.release_eager()
 
     def _flush_pipelines(self, out: list[Message], changed: set[str]) -> None:
         """Run the windows the batch completed, model by model, and route the results in

@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_runtime.alarms import AlarmLogic
 from edge_runtime.bundle import Bundle
+from edge_runtime.config import EventTimeConfig
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
@@ -51,7 +52,11 @@ class StageTimes:
 
 
 class ModelPipeline:
-    def __init__(self, name: str, bundle: Bundle, threads: int = 1):
+    def __init__(self, name: str, bundle: Bundle, threads: int = 1,
+                 event_time: EventTimeConfig | None = None,
+                 allowed_lateness_s: float | None = None):
+        """``event_time``: skew, lateness and eager finality of the window grid (defaults:
+        :class:`EventTimeConfig`'s); ``allowed_lateness_s`` overrides its lateness."""
         self.name = name
         self.bundle = bundle
         m = bundle.manifest
@@ -59,8 +64,11 @@ class ModelPipeline:
         self.units = {t.name: t.unit for t in m.input.tags}
         self.scaler = StandardScaler.from_spec(m.scaler)
         self.model = EdgeModel(bundle.model_path, num_threads=threads)
+        et = event_time or EventTimeConfig()
+        lateness = et.allowed_lateness_s if allowed_lateness_s is None else allowed_lateness_s
         self.buffer = GridBuffer(self.tags, m.input.period_s, m.input.window,
-                                 m.input.max_gap_s, m.input.stride)
+                                 m.input.max_gap_s, m.input.stride, allowed_lateness_s=lateness,
+                                 max_skew_s=et.max_skew_s, eager=et.eager)
         self.alarm = AlarmLogic(m.thresholds) if m.thresholds else None
         self.score_filter = ScoreFilter(m.thresholds) if m.thresholds else None
         self.alarm_id = f"{name}.anomaly"
@@ -77,19 +85,30 @@ class ModelPipeline:
         self._windows: list[np.ndarray] = []
         self._pre_s = 0.0  # assembly time of the waiting windows
 
-    def push(self, tag: str, ts: float, value: float) -> None:
-        """Add one sample; complete windows wait for :meth:`flush` (gap windows are counted
-        and dropped here: a model never sees a window with a hole)."""
+    def push(self, tag: str, ts: float, value: float, now: float | None = None) -> None:
+        """Add one sample received at ``now``; complete windows wait for :meth:`flush` (gap
+        windows are counted and dropped here: a model never sees a window with a hole)."""
         start = time.perf_counter()
-        if self.buffer.push(tag, ts, value):
-            for grid_t, window in self.buffer.windows():
-                if not np.isfinite(window).all():
-                    self.windows_dropped_gap += 1
-                    self.gaps_unreported += 1
-                    continue
-                self._times.append(grid_t)
-                self._windows.append(window)
+        if self.buffer.push(tag, ts, value, now):
+            self._take_windows()
         self._pre_s += time.perf_counter() - start
+
+    def release_eager(self) -> None:
+        """End a hold of the window grid (:meth:`GridBuffer.hold_eager`): the steps every tag
+        has reported past become final now, without waiting for another sample."""
+        start = time.perf_counter()
+        self.buffer.release_eager()
+        self._take_windows()
+        self._pre_s += time.perf_counter() - start
+
+    def _take_windows(self) -> None:
+        for grid_t, window in self.buffer.windows():
+            if not np.isfinite(window).all():
+                self.windows_dropped_gap += 1
+                self.gaps_unreported += 1
+                continue
+            self._times.append(grid_t)
+            self._windows.append(window)
 
     def flush(self) -> list[Output]:
         """Run every waiting window through the model; return the outputs, in window order."""

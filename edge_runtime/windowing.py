@@ -69,9 +69,29 @@ class GridBuffer:
     """Incremental version of :func:`hold_resample` + :func:`sliding_windows` for live data.
 
     Push samples as they arrive; :meth:`windows` yields ``(grid_time, window)`` for each grid
-    point that is final. A point is final once every tag has reported at or past it, or once
-    any tag is ``lateness_s`` past it (so a dead sensor cannot stall the others: its value
-    ages past ``max_gap_s`` and the window becomes NaN, i.e. invalid).
+    point that is final. Event time is handled as stream processors handle it:
+
+    - two clocks: a sample's own time (event time) and the receive clock (``now`` in
+      :meth:`push`). A sample more than ``max_skew_s`` ahead of the receive clock is a broken
+      clock: refused (``future_samples``), it moves nothing. ``max_skew_s=None`` (a replay
+      faster than real time) turns that check off;
+    - the **watermark** is the newest accepted event time less ``allowed_lateness_s``. As no
+      accepted sample is more than ``max_skew_s`` ahead of the receive clock, that is
+      ``min(newest event time, receive clock + skew) - lateness``; it never moves backwards.
+      Every grid point at or before the watermark is final. That alone bounds how long a
+      dead sensor can stall the others: its value ages past ``max_gap_s``, the window holds a
+      NaN, i.e. is invalid;
+    - **eager** finality, the low-latency path: a point is also final as soon as every tag
+      has reported at or past it (each topic's samples arrive in order, as MQTT delivers one
+      publisher's topic within one connection). Between :meth:`hold_eager` and
+      :meth:`release_eager` (the daemon holds for a while after its MQTT session reconnects:
+      redelivered and queued messages then interleave, within a topic too) only the
+      watermark finalises points, so out-of-order input within the lateness is placed
+      correctly; ``eager=False`` always waits for the watermark (sources that reorder);
+    - a sample at or before the last final point is **late** (``late_samples``): it would
+      change a window already emitted, and re-emitting would duplicate results and alarms.
+      Anything newer is placed where it belongs, also out of order (sample-and-hold then uses
+      the right previous value).
     """
 
     def __init__(
@@ -81,7 +101,9 @@ class GridBuffer:
         window: int,
         max_gap_s: float,
         stride: int = 1,
-        lateness_s: float | None = None,
+        allowed_lateness_s: float = 60.0,
+        max_skew_s: float | None = 30.0,
+        eager: bool = True,
         max_catchup: int = 10_000,
     ):
         self.tags = list(tags)
@@ -89,7 +111,9 @@ class GridBuffer:
         self.window = window
         self.max_gap_s = max_gap_s
         self.stride = stride
-        self.lateness_s = period_s if lateness_s is None else lateness_s
+        self.allowed_lateness_s = allowed_lateness_s
+        self.max_skew_s = math.inf if max_skew_s is None else max_skew_s
+        self.eager = eager
         self.max_catchup = max(max_catchup, window)
         self._samples: dict[str, list[tuple[float, float]]] = {t: [] for t in self.tags}
         # The last ``window`` rows, written twice into a ring of 2 × window rows so that every
@@ -98,17 +122,40 @@ class GridBuffer:
         self._filled = 0  # rows in the ring, up to ``window``
         self._pos = 0  # where the next row goes (0 .. window - 1)
         self._next_t: float | None = None
+        self._final_t = -math.inf  # last final grid point: samples at or before it are late
+        self._max_event = -math.inf  # newest accepted event time
+        self._held = False  # eager finality held (input order not to be trusted for now)
+        self._prune_at = 64  # samples of one tag that trigger a prune
         self._steps = 0
         self.late_samples = 0
+        self.future_samples = 0
         self.skipped_points = 0
 
-    def push(self, tag: str, ts: float, value: float) -> bool:
-        """Add one sample; return False (and count it) if it is too late to be used."""
-        if self._next_t is not None and ts <= self._next_t - self.period_s + 1e-9:
+    @property
+    def watermark(self) -> float:
+        """Event time up to which the grid is final whatever still arrives."""
+        return self._max_event - self.allowed_lateness_s
+
+    def hold_eager(self) -> None:
+        """Input order is not to be trusted for now (the MQTT session reconnected): grid
+        points become final only when the watermark passes them."""
+        self._held = True
+
+    def release_eager(self) -> None:
+        """Back to eager finality; :meth:`windows` then yields what became final."""
+        self._held = False
+
+    def push(self, tag: str, ts: float, value: float, now: float | None = None) -> bool:
+        """Add one sample received at ``now`` (receive clock; None: not checked); return False
+        (and count it) if it is too late to be used or too far ahead of the receive clock."""
+        if now is not None and ts > now + self.max_skew_s:
+            self.future_samples += 1
+            return False
+        if ts <= self._final_t + 1e-9:
             self.late_samples += 1
             return False
         samples = self._samples[tag]
-        if len(samples) > 64:  # many samples before the next grid point: keep it bounded
+        if len(samples) > self._prune_at:  # keep it bounded (and amortised)
             self._prune()
             samples = self._samples[tag]
         if not samples or ts > samples[-1][0]:
@@ -119,16 +166,22 @@ class GridBuffer:
                 samples[i] = (ts, value)
             else:
                 samples.insert(i, (ts, value))
-        if self._next_t is None:
+        if ts > self._max_event:
+            self._max_event = ts
+            if self._next_t is None:
+                self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
+        elif self._next_t is not None and ts < self._next_t - self.period_s + 1e-9:
+            # older than the first pending point (nothing final yet): the grid starts earlier
             self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
         return True
 
     def _final_until(self) -> float:
-        latest = [s[-1][0] for s in self._samples.values() if s]
-        if not latest:
-            return -math.inf
-        all_reported = min(latest) if len(latest) == len(self.tags) else -math.inf
-        return max(all_reported, max(latest) - self.lateness_s)
+        until = self._max_event - self.allowed_lateness_s
+        if self.eager and not self._held:
+            latest = [s[-1][0] for s in self._samples.values() if s]
+            if len(latest) == len(self.tags):
+                until = max(until, min(latest))
+        return until
 
     def windows(self) -> Iterator[tuple[float, np.ndarray]]:
         """Yield ``(grid_time, window (L, F))`` for newly final points; NaN marks a gap."""
@@ -146,6 +199,7 @@ class GridBuffer:
         while self._next_t <= until + 1e-9:
             t = self._next_t
             self._append_row([self._value_at(tag, t) for tag in self.tags])
+            self._final_t = t
             self._next_t = t + self.period_s
             self._steps += 1
             if self._filled == self.window and self._steps % self.stride == 0:
@@ -168,7 +222,12 @@ class GridBuffer:
 
     def _prune(self) -> None:
         """Keep only the last sample before the next grid point, and what follows it."""
+        longest = 0
         for tag, samples in self._samples.items():
             i = bisect.bisect_right(samples, (self._next_t, math.inf)) - 1
             if i > 0:
-                self._samples[tag] = samples[i:]
+                samples = self._samples[tag] = samples[i:]
+            longest = max(longest, len(samples))
+        # samples newer than the next point stay (up to the lateness of them): prune again
+        # only when a tag holds twice as many, not on every push
+        self._prune_at = max(64, 2 * longest)

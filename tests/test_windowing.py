@@ -74,3 +74,87 @@ def test_grid_buffer_counts_late_samples_and_keeps_order():
     buffer.push("a", 4.0, 4.0)  # out of order, but not yet final: used
     assert [(t, w[:, 0].tolist()) for t, w in buffer.windows()] == [
         (4.0, [3.0, 4.0]), (5.0, [4.0, 5.0])]
+
+
+def _two_tag_feed(steps: int = 40):
+    """Samples of tags a and b every second, a little after each grid point, in order."""
+    rng = np.random.default_rng(1)
+    return [(t + 0.5, tag, float(v)) for t in range(steps) for tag, v in
+            zip(("a", "b"), rng.normal(size=2), strict=True)]
+
+
+def _run(buffer: GridBuffer, feed, now=None) -> dict[float, np.ndarray]:
+    out = {}
+    for ts, tag, value in feed:
+        buffer.push(tag, ts, value) if now is None else buffer.push(tag, ts, value, now)
+        for t, w in buffer.windows():
+            assert t not in out  # a grid point is emitted once
+            out[t] = w
+    return out
+
+
+def _same_windows(got: dict, want: dict) -> None:
+    assert sorted(got) == sorted(want)
+    for t, w in want.items():
+        np.testing.assert_array_equal(got[t], w)
+
+
+def test_a_future_timestamp_is_refused_and_does_not_stop_the_windows():
+    """Issue 17, defect 1: one sample 23 h ahead used to become the newest time, make every
+    grid point before it final and every real sample after it late."""
+    feed = _two_tag_feed()
+    now = feed[-1][0]  # the receive clock: real time
+    want = _run(GridBuffer(["a", "b"], 1.0, 4, 3.0), feed, now)
+    buffer = GridBuffer(["a", "b"], 1.0, 4, 3.0)
+    assert not buffer.push("a", feed[0][0] + 23 * 3600, 60.0, now)
+    got = _run(buffer, feed, now)
+    assert buffer.future_samples == 1 and buffer.late_samples == 0
+    assert len(got) == 36
+    _same_windows(got, want)
+    # within the allowed skew a sample ahead is fine; the skew check is off for a replay
+    assert GridBuffer(["a"], 1.0, 2, 3.0, max_skew_s=30).push("a", now + 29, 1.0, now)
+    assert GridBuffer(["a"], 1.0, 2, 3.0, max_skew_s=None).push("a", now + 1e6, 1.0, now)
+
+
+def test_out_of_order_samples_within_the_lateness_are_placed():
+    """Issue 17, defect 2: a broker restart delivers one tag's samples behind the other's,
+    and within a topic out of order; within the allowed lateness all of them are placed and
+    the windows are those of the in-order feed."""
+    feed = _two_tag_feed()
+    want = _run(GridBuffer(["a", "b"], 1.0, 4, 3.0), feed)
+    assert len(want) == 36
+    # b arrives 8 s behind a (each topic in order): the eager path waits for b
+    lagging = sorted(feed, key=lambda s: s[0] + (8 if s[1] == "b" else 0))
+    buffer = GridBuffer(["a", "b"], 1.0, 4, 3.0)
+    _same_windows(_run(buffer, lagging), want)
+    assert buffer.late_samples == 0
+    # after a reconnect (hold_eager), a's samples 8..14 s come after newer ones of a and b
+    buffer = GridBuffer(["a", "b"], 1.0, 4, 3.0, allowed_lateness_s=30)
+    before, held = feed[:16], [s for s in feed[16:30] if s[1] == "a"]
+    rest = [s for s in feed[16:] if s not in held]
+    got = _run(buffer, before)
+    buffer.hold_eager()
+    got |= _run(buffer, rest[:20] + held + rest[20:])
+    assert max(got) == 39 - 30  # held: only what the watermark passed is final
+    buffer.release_eager()
+    got |= dict(buffer.windows())
+    _same_windows(got, want)
+    assert buffer.late_samples == 0
+    # eager=False: any order within the lateness (here a full shuffle of 20 s)
+    shuffled = [feed[i] for i in np.random.default_rng(2).permutation(len(feed))]
+    buffer = GridBuffer(["a", "b"], 1.0, 4, 3.0, allowed_lateness_s=45, eager=False)
+    got = _run(buffer, shuffled)
+    buffer.push("a", 200.0, 0.0)  # the watermark moves on: every grid point is final
+    buffer.push("b", 200.0, 0.0)
+    got |= {t: w for t, w in buffer.windows() if t < 40}
+    _same_windows(got, want)
+    assert buffer.late_samples == 0
+
+
+def test_lateness_beyond_the_allowed_is_counted():
+    buffer = GridBuffer(["a", "b"], 1.0, 2, 3.0, allowed_lateness_s=10, eager=False)
+    _run(buffer, [(float(t), "a", 1.0) for t in range(30)])  # b is silent: a dead sensor
+    assert buffer.watermark == 19.0
+    assert not buffer.push("b", 15.0, 1.0)  # the grid is final up to 19: late
+    assert buffer.push("b", 19.5, 1.0)  # newer than the last final point: placed
+    assert buffer.late_samples == 1

@@ -106,15 +106,23 @@ class Feed:
         self._log_throttle = LogThrottle()
 
     def feed(self, targets: list[tuple[ModelPipeline, str]],
-             samples: list[tuple[float, float]]) -> None:
-        """Samples of one tag into its pipelines; their windows run when the batch ends."""
+             samples: list[tuple[float, float]], received_s: float | None = None,
+             topic: str = "", payload: bytes = b"") -> None:
+        """Samples of one tag (received at ``received_s``, from ``topic``) into its pipelines;
+        their windows run when the batch ends. Samples too late for a model's grid are
+        counted ``late`` per model; ones too far ahead of the receive clock ``future`` once
+        (every model refuses them alike); both logged once a minute per topic."""
+        future = 0
         for pipeline, tag in targets:
-            late_before = pipeline.buffer.late_samples
+            buffer = pipeline.buffer
+            late_before, future_before = buffer.late_samples, buffer.future_samples
             for ts, value in samples:
-                pipeline.push(tag, ts, value)
-            if pipeline.buffer.late_samples > late_before:  # too late for the window grid
-                self.metrics.rejected.labels(reason="late").inc(
-                    pipeline.buffer.late_samples - late_before)
+                pipeline.push(tag, ts, value, received_s)
+            if buffer.late_samples > late_before:  # behind the model's last final grid step
+                self.reject(topic, "late", payload, buffer.late_samples - late_before)
+            future = max(future, buffer.future_samples - future_before)
+        if future:
+            self.reject(topic, "future", payload, future)
 
     def reject(self, topic: str, reason: str, payload: bytes, n: int = 1) -> None:
         self.metrics.rejected.labels(reason=reason).inc(n)

@@ -36,4 +36,4 @@ class RawSource(InputSource):
             return
         finally:
             feed.parse_s += time.perf_counter() - t0
-        feed.feed(targets, samples)
+        feed.feed(targets, samples, item.received_s, item.topic, item.payload)

@@ -31,4 +31,5 @@ class SparkplugSource(InputSource):
         for reason, n in decoded.rejects.items():
             feed.reject(item.topic, reason, item.payload, n)
         for tag, samples in decoded.samples.items():
-            feed.feed(feed.routes.get(self.topics.get("raw", tag=tag), []), samples)
+            feed.feed(feed.routes.get(self.topics.get("raw", tag=tag), []), samples,
+                      item.received_s, item.topic, item.payload)
