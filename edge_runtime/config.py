@@ -281,15 +281,19 @@ class SparkplugOutputConfig(Strict):
     client_id: str = Field(default="", description="MQTT client id of the edge node's own "
                                                    "connection; default <mqtt client id>-spb.")
     qos: Literal[0, 1] = Field(
-        default=1, description="QoS of NBIRTH/NDATA. Sparkplug 3.0 says 0; 1 (default) lets "
-                               "the outbox delete a row only on the broker's PUBACK.")
+        default=0, description="QoS of NBIRTH/NDATA: 0 as Sparkplug 3.0 requires (a row leaves "
+                               "the outbox once a later UNSUBSCRIBE fence is acknowledged); 1 "
+                               "is a documented deviation (deleted on each PUBACK).")
+    primary_host: str = Field(
+        default="", description="Sparkplug host id to wait for: NBIRTH only after "
+                                "`spBv1.0/STATE/<id>` says online, session ended when offline.")
     outbox_path: Path | None = Field(
         default=None, description="SQLite outbox of the Sparkplug rows (and bdSeq); default: "
                                   "beside `outbox.path`, suffix `-sparkplug`.")
 
     _group = field_validator("group")(_topic_level)
 
-    @field_validator("node")
+    @field_validator("node", "primary_host")
     @classmethod
     def _optional_level(cls, value: str) -> str:
         return _topic_level(value) if value else value

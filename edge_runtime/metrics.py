@@ -82,6 +82,10 @@ class DaemonMetrics:
         self.sparkplug_outbox_evicted = Counter(
             "procedge_sparkplug_outbox_evicted_total",
             "Sparkplug rows dropped because its outbox was full.", ["priority"], registry=r)
+        self.sparkplug_alias_fallbacks = Counter(
+            "procedge_sparkplug_alias_fallbacks_total",
+            "Sparkplug DATA metrics whose name was not in the BIRTH, resolved by their alias.",
+            registry=r)
         self.acked = Counter("procedge_outbox_acked_total", "Publishes acknowledged.", registry=r)
         self.alarms = Gauge("procedge_alarms", "Alarms by state.", ["state"], registry=r)
         self.alarm_states = {state: self.alarms.labels(state=state) for state in EFFECTIVE_STATES}

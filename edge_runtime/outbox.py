@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     retain INTEGER NOT NULL DEFAULT 0,
     priority INTEGER NOT NULL,
     created_s REAL NOT NULL,
-    is_json INTEGER NOT NULL DEFAULT 1
+    is_json INTEGER NOT NULL DEFAULT 1,
+    qos INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS outbox_evict ON outbox (priority, id);
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +59,8 @@ class Message:
     is_json: bool = True
     row: int = 0
     created_s: float = 0.0
+    qos: int = 1  # 0 for what must go out at QoS 0 (a Sparkplug NCMD); the row still waits
+    #               for paho's write to the socket before it leaves the outbox
 
     def for_sending(self, now_s: float, late_after_s: float) -> bytes:
         """The payload as sent: JSON events sent late are flagged ``historical: true``."""
@@ -83,6 +86,8 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # FULL's extra WAL sync: see sync()
         self._db.executescript(_SCHEMA)
+        if "qos" not in {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}:
+            self._db.execute("ALTER TABLE outbox ADD COLUMN qos INTEGER NOT NULL DEFAULT 1")
         self.durable = synchronous == "FULL"
         self._wal_fd: int | None = None
         self._unsynced = False  # a commit since the last sync (an idle fdatasync still costs)
@@ -113,10 +118,10 @@ class Outbox:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany(
-                    "INSERT INTO outbox (topic, payload, retain, priority, created_s, is_json)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (topic, payload, retain, priority, created_s, is_json,"
+                    " qos) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(m.topic, m.payload, int(m.retain), m.priority, m.created_s or now,
-                      int(m.is_json)) for m in messages])
+                      int(m.is_json), m.qos) for m in messages])
                 for key, value in (state or {}).items():
                     db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
                                (key, value))
@@ -158,10 +163,10 @@ class Outbox:
         """The oldest ``limit`` rows with ``row > after_row``, in order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, topic, payload, retain, priority, created_s, is_json FROM outbox"
+                "SELECT id, topic, payload, retain, priority, created_s, is_json, qos FROM outbox"
                 " WHERE id > ? ORDER BY id LIMIT ?", (after_row, limit)).fetchall()
         return [Message(topic=r[1], payload=bytes(r[2]), retain=bool(r[3]), priority=r[4],
-                        created_s=r[5], is_json=bool(r[6]), row=r[0]) for r in rows]
+                        created_s=r[5], is_json=bool(r[6]), row=r[0], qos=r[7]) for r in rows]
 
     def remove(self, rows: list[int]) -> None:
         """Forget rows the broker acknowledged (a row evicted meanwhile is simply gone)."""

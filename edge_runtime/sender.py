@@ -133,8 +133,8 @@ class OutboxSender:
                 if msg.row in sending:
                     self._last_sent_row = msg.row
                     continue
-                info = self.client.publish(msg.topic, msg.for_sending(now, late_after), qos=1,
-                                           retain=msg.retain)
+                info = self.client.publish(msg.topic, msg.for_sending(now, late_after),
+                                           qos=msg.qos, retain=msg.retain)
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     log.warning("publish not queued (%s); will retry",
                                 mqtt.error_string(info.rc))

@@ -162,6 +162,9 @@ def test_rows_are_stamped_when_sent_historical_when_late(tmp_path: Path):
             self.sent.append(codec.decode(payload))
             return mqtt.MQTTMessageInfo(len(self.sent))
 
+        def unsubscribe(self, topic):  # the QoS 0 fence
+            return mqtt.MQTT_ERR_SUCCESS, 1000
+
     node = SparkplugNode(SparkplugOutputConfig(group="G"), "gw", MqttConfig(),
                          OutboxConfig(path=tmp_path / "o.sqlite", late_after_s=10), Catalogue(),
                          DaemonMetrics())
@@ -177,7 +180,8 @@ def test_rows_are_stamped_when_sent_historical_when_late(tmp_path: Path):
     assert (old.seq, new.seq) == (1, 2)
     assert old.metrics[0].is_historical and not new.metrics[0].HasField("is_historical")
     assert [(m.alias, m.double_value, m.timestamp) for m in new.metrics] == [(2, 0.7, 2000)]
-    assert node.last == {"m/score": 0.7}  # historical values do not become the current ones
+    assert not any(m.HasField("datatype") for m in [*old.metrics, *new.metrics])  # after birth
+    assert node.last == {"m/score": (0.7, 2000)}  # historical values do not become current
     node.outbox.close()
 
 

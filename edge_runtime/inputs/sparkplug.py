@@ -28,6 +28,8 @@ class SparkplugSource(InputSource):
         decoded, requests = self.bridge.handle(item.topic, item.payload, item.received_s)
         out.extend(requests)  # a rebirth request (NCMD), committed with the batch
         feed = self.feed
+        if decoded.alias_fallbacks:
+            feed.metrics.sparkplug_alias_fallbacks.inc(decoded.alias_fallbacks)
         for reason, n in decoded.rejects.items():
             feed.reject(item.topic, reason, item.payload, n)
         for tag, samples in decoded.samples.items():

@@ -58,7 +58,7 @@ class SparkplugBridge:
         out = []
         if decoded.rebirth_topic:
             out.append(Message(decoded.rebirth_topic, codec.rebirth_request(
-                round(time.time() * 1000)), PRIO_STATUS, is_json=False))
+                round(time.time() * 1000)), PRIO_STATUS, is_json=False, qos=0))  # ncmd-qos
         return decoded, out
 
     def enqueue(self, messages: list[Message]) -> None:

@@ -4,7 +4,9 @@ The NBIRTH must list every metric the node will ever send, so the catalogue is d
 the running bundles' manifests: per model ``<model>/version``; forecasters
 ``<model>/forecast/<target>/<k>`` (k = 1..horizon); detectors ``<model>/score``,
 ``raw_score``, ``threshold``, ``alarm_active`` and the alarm's ``alarm/state``,
-``alarm/priority``, ``alarm/event``, ``alarm/event_id``. Aliases are 1..N in sorted order.
+``alarm/priority``, ``alarm/event``, ``alarm/event_id``. Aliases are 1..N in sorted order,
+for every metric but ``Node Control/Rebirth``, which Sparkplug 3.0 forbids an alias
+(``tck-id-operational-behavior-data-commands-rebirth-name-aliases``): it goes by name only.
 
 Outputs are stored in the outbox by metric *name* (JSON), not as protobuf: aliases, ``seq``
 and ``is_historical`` are only known when a row is sent (after a restart or a hot reload the
@@ -53,7 +55,8 @@ class Catalogue:
                 self.routes[topic_of("alarm", model=name, alarm_id=pipeline.alarm_id)] = \
                     Route("alarm", name)
             self.routes[topic_of("inference", model=name)] = Route("inference", name)
-        self.aliases = {name: i for i, name in enumerate(sorted(self.types), start=1)}
+        self.aliases = {name: i for i, name in enumerate(
+            sorted(n for n in self.types if n != codec.REBIRTH), start=1)}
 
     def metrics_of(self, messages: list[Message]) -> list[tuple[int, list[list]]]:
         """(source time ms, [[name, value], ...]) for each output this catalogue covers."""

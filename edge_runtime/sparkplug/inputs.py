@@ -5,7 +5,10 @@ datatype and current value. DATA then usually carries only aliases, so DATA from
 device whose BIRTH was not seen cannot be read: it is counted (``sparkplug_before_birth``),
 skipped, and the node is asked to publish its births again (NCMD ``Node Control/Rebirth``, at
 most once per ``rebirth_interval_s``). An NDEATH whose ``bdSeq`` matches the NBIRTH, or a
-DDEATH, forgets the births. Pure logic: the daemon feeds messages and publishes what it returns.
+DDEATH, forgets the births. DATA metrics are resolved by name when the BIRTH has that name,
+else by alias (some implementations send other names in DATA than in the BIRTH; those are
+counted in ``Decoded.alias_fallbacks``). Pure logic: the daemon feeds messages and publishes
+what it returns.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class Decoded:
     rejects: dict[str, int] = field(default_factory=dict)
     rebirth_topic: str = ""  # publish codec.rebirth_request() here when set
     kind: str = ""
+    alias_fallbacks: int = 0  # metrics whose name was unknown, resolved by their alias
 
     def reject(self, reason: str, n: int = 1) -> None:
         self.rejects[reason] = self.rejects.get(reason, 0) + n
@@ -118,7 +122,11 @@ class SparkplugInput:
     def _read_metrics(self, tp: codec.Topic, payload, received_s: float, out: Decoded) -> None:
         birth = self.births[(tp.node, tp.device)]
         for m in payload.metrics:
-            name = m.name or (birth.names.get(m.alias, "") if m.HasField("alias") else "")
+            by_alias = birth.names.get(m.alias, "") if m.HasField("alias") else ""
+            name = m.name or by_alias
+            if name not in birth.types and by_alias:
+                name = by_alias  # DATA names that differ from the BIRTH's: the alias decides
+                out.alias_fallbacks += 1
             if not name or name not in birth.types:
                 out.reject("sparkplug_unknown_metric")
                 continue

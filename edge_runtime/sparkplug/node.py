@@ -9,14 +9,23 @@ session:
 1. takes the next ``bdSeq`` (+1 per CONNECT sent, persisted, so a restart after SIGKILL uses
    a new one) and connects with the NDEATH carrying it as the will — a fresh paho client each
    session, so no message of an older session is replayed with a stale ``seq``;
-2. subscribes to its NCMD topic and publishes NBIRTH (``seq`` 0, every metric with alias,
-   datatype and last known value, ``bdSeq``, ``Node Control/Rebirth``);
+2. subscribes to its NCMD topic (and, with ``primary_host``, to ``spBv1.0/STATE/<host>``,
+   then waits for ``online: true`` there) and publishes NBIRTH (``seq`` 0, every metric with
+   datatype, last known value stamped with the time it was captured, ``bdSeq``; aliases for
+   all but ``Node Control/Rebirth``);
 3. drains its outbox in order, stamping ``seq`` (1, 2 … 255, 0, …) and ``is_historical``
-   (rows older than ``outbox.late_after_s``) *at send time*, and deletes a row on its PUBACK.
-   Rows not acknowledged when the session ends are sent again after the next NBIRTH;
-4. on NCMD ``Node Control/Rebirth`` = true publishes NBIRTH again (``seq`` restarts at 0).
+   (rows older than ``outbox.late_after_s``) *at send time*. At QoS 1 a row is deleted on its
+   PUBACK. At QoS 0 (Sparkplug's own QoS, the default) there is no PUBACK: after each burst
+   of NDATA the node sends an UNSUBSCRIBE of a topic it never subscribed (a *fence*); the
+   broker handles a connection's packets in order, so its UNSUBACK proves every NDATA before
+   it arrived, and only then are those rows deleted. Rows not confirmed when the session ends
+   are sent again after the next NBIRTH (``is_historical`` when late);
+4. on NCMD ``Node Control/Rebirth`` = true publishes NBIRTH again (``seq`` restarts at 0);
+5. with ``primary_host``: a valid ``online: false`` STATE ends the session (NDEATH,
+   disconnect); the next session waits for ``online: true`` before its NBIRTH.
 
-On a graceful stop it drains (bounded), publishes NDEATH itself and disconnects.
+On a graceful stop it drains (bounded) and ends with the NDEATH: MQTT 3.1.1 publishes it then
+disconnects; MQTT 5 disconnects with reason code 0x04 so the broker publishes the will.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_runtime.config import MqttConfig, OutboxConfig, SparkplugOutputConfig
 from edge_runtime.metrics import DaemonMetrics
@@ -70,7 +81,7 @@ class SparkplugNode:
             f"{outbox_config.path.stem}-sparkplug{outbox_config.path.suffix}")
         self.outbox = Outbox(path, outbox_config.max_rows, outbox_config.synchronous)
         self.catalogue = catalogue
-        self.last: dict[str, object] = {}  # last value sent per metric (for the NBIRTH)
+        self.last: dict[str, tuple[object, int]] = {}  # metric → (last value sent, its ms)
         self.seq = Sequencer()
         self.bd_seq = 0
         self.rebirth = threading.Event()
@@ -78,7 +89,15 @@ class SparkplugNode:
         self.connected = False
         self._deadline = 0.0
         self._acked: list[int] = []
-        self._inflight: dict[int, int] = {}  # mid → outbox row
+        self._inflight: dict[int, int] = {}  # mid → outbox row (QoS 1)
+        self._unfenced: list[int] = []  # rows published at QoS 0, no fence sent after them yet
+        self._fences: dict[int, list[int]] = {}  # UNSUBSCRIBE mid → the rows it confirms
+        self._fenced: list[int] = []  # UNSUBACKed fence mids
+        self.state_topic = (f"{codec.NAMESPACE}/STATE/{config.primary_host}"
+                            if config.primary_host else "")
+        self.host_online = not config.primary_host  # no primary host: never wait
+        self._state_ts: int | None = None  # newest valid STATE timestamp seen
+        self._host_offline = threading.Event()  # a valid online=false STATE while born
         self._thread = threading.Thread(target=self._run, name="procedge-sparkplug", daemon=True)
 
     def topic(self, kind: str) -> str:
@@ -137,20 +156,32 @@ class SparkplugNode:
             client.disconnect()
             return False
         client.subscribe(self.topic("NCMD"), qos=1)
-        self._inflight.clear()
-        self._acked.clear()
-        last_row = 0
-        self._publish_birth(client)
+        if self.state_topic:
+            client.subscribe(self.state_topic, qos=1)
+            self.host_online = False  # until this session sees online=true
+        self._host_offline.clear()
+        for pending in (self._inflight, self._unfenced, self._fences, self._fenced, self._acked):
+            pending.clear()
+        last_row, born = 0, False
         while client.is_connected():
-            if self.done.is_set() and (not self.outbox.depth or time.monotonic() > self._deadline):
+            if self.done.is_set() and (not born or not self.outbox.depth
+                                       or time.monotonic() > self._deadline):
                 self._goodbye(client)
                 return True
-            if client.loop(timeout=0.02 if self._inflight else 0.05) != mqtt.MQTT_ERR_SUCCESS:
+            if born and self._host_offline.is_set():  # before the birth: only wait
+                log.warning("sparkplug: primary host %s went offline: ending the session",
+                            self.config.primary_host)
+                self._goodbye(client)
+                return True
+            waiting = self._inflight or self._fences
+            if client.loop(timeout=0.02 if waiting else 0.05) != mqtt.MQTT_ERR_SUCCESS:
                 break
             self._settle()
-            if self.rebirth.is_set():
+            if (not born and self.host_online) or (born and self.rebirth.is_set()):
                 self._publish_birth(client)
-            last_row = self._fill(client, last_row)
+                born = True
+            if born:
+                last_row = self._fill(client, last_row)
         log.warning("sparkplug: connection lost; %d row(s) wait for the next session",
                     self.outbox.depth)
         return True
@@ -168,6 +199,7 @@ class SparkplugNode:
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_publish = lambda _c, _u, mid, *_: self._acked.append(mid)
+        client.on_unsubscribe = lambda _c, _u, mid, *_: self._fenced.append(mid)
         client.on_message = self._on_message
         return client
 
@@ -184,17 +216,45 @@ class SparkplugNode:
             log.error("sparkplug: broker refused the subscription to %s", self.topic("NCMD"))
 
     def _on_message(self, client, userdata, message) -> None:
+        if self.state_topic and message.topic == self.state_topic:
+            self._on_state(message.payload)
+            return
         try:
             payload = codec.decode(message.payload)
         except codec.SparkplugError as exc:
             self.metrics.rejected.labels(reason=str(exc)).inc()
             return
-        rebirth_alias = self.catalogue.aliases.get(codec.REBIRTH)
-        for m in payload.metrics:
-            named = m.name == codec.REBIRTH or (not m.name and m.alias == rebirth_alias)
-            if named and m.WhichOneof("value") == "boolean_value" and m.boolean_value:
+        for m in payload.metrics:  # the rebirth metric has no alias (Sparkplug 3.0)
+            if m.name == codec.REBIRTH and m.WhichOneof("value") == "boolean_value" \
+                    and m.boolean_value:
                 log.info("sparkplug: rebirth requested")
                 self.rebirth.set()
+
+    def _on_state(self, data: bytes) -> None:
+        """The primary host's STATE (JSON ``{"online": bool, "timestamp": ms}``): one older
+        than the newest seen is ignored (``tck-id-message-flow-edge-node-birth-publish-phid-wait-
+        timestamp``, ``…-termination-host-offline-timestamp``)."""
+        try:
+            body = json.loads(data)
+            online, ts = body["online"], body["timestamp"]
+            if not isinstance(online, bool) or not isinstance(ts, int):
+                raise ValueError("bad types")
+        except (ValueError, KeyError, TypeError):
+            self.metrics.rejected.labels(reason="sparkplug_bad_state").inc()
+            return
+        if self._state_ts is not None and ts < self._state_ts:
+            log.info("sparkplug: STATE of %s older than the last one: ignored",
+                     self.config.primary_host)
+            return
+        self._state_ts = ts
+        log.info("sparkplug: primary host %s is %s", self.config.primary_host,
+                 "online" if online else "offline")
+        if online:
+            self.host_online = True
+            self._host_offline.clear()
+        else:
+            self.host_online = False
+            self._host_offline.set()
 
     # -- payloads --------------------------------------------------------------------------
     def _death_payload(self) -> bytes:
@@ -207,10 +267,16 @@ class SparkplugNode:
         self.rebirth.clear()
         cat, ts = self.catalogue, now_ms()
         payload = codec.Payload(timestamp=ts, seq=self.seq.birth())
-        for name in sorted(cat.types):
-            metric = payload.metrics.add(name=name, alias=cat.aliases[name], timestamp=ts,
-                                         datatype=cat.types[name])
-            value = {codec.BDSEQ: self.bd_seq, codec.REBIRTH: False}.get(name, self.last.get(name))
+        own = {codec.BDSEQ: (self.bd_seq, ts), codec.REBIRTH: (False, ts)}
+        current = {name: own.get(name) or self.last.get(name) or (None, ts)
+                   for name in cat.types}
+        # each last value keeps the time it was captured, in chronological order
+        # (tck-id-operational-behavior-data-publish-nbirth-order)
+        for name in sorted(cat.types, key=lambda n: (current[n][1], n)):
+            value, captured = current[name]
+            metric = payload.metrics.add(name=name, timestamp=captured, datatype=cat.types[name])
+            if name in cat.aliases:  # not Node Control/Rebirth
+                metric.alias = cat.aliases[name]
             codec.set_value(metric, cat.types[name], value)
         client.publish(self.topic("NBIRTH"), payload.SerializeToString(), qos=self.config.qos)
         log.info("sparkplug: NBIRTH %s bdSeq=%d, %d metrics", self.topic("NBIRTH"),
@@ -223,42 +289,73 @@ class SparkplugNode:
             if name not in cat.types:
                 log.warning("sparkplug: metric %r is not in the current NBIRTH; dropped", name)
                 continue
-            metric = payload.metrics.add(alias=cat.aliases[name], timestamp=body["ts"],
-                                         datatype=cat.types[name])
+            # no datatype after the birth (tck-id-payloads-metric-datatype-not-req)
+            metric = payload.metrics.add(alias=cat.aliases[name], timestamp=body["ts"])
             if historical:
                 metric.is_historical = True
             codec.set_value(metric, cat.types[name], value)
             if not historical:
-                self.last[name] = value
+                self.last[name] = (value, body["ts"])
         return payload.SerializeToString()
 
     # -- outbox ----------------------------------------------------------------------------
     def _settle(self) -> None:
         rows = [self._inflight.pop(mid) for mid in self._acked if mid in self._inflight]
         self._acked.clear()
+        for mid in self._fenced:
+            rows += self._fences.pop(mid, [])
+        self._fenced.clear()
         if rows:
             self.outbox.remove(rows)
             self.metrics.acked.inc(len(rows))
 
+    def _pending(self) -> int:
+        return (len(self._inflight) + len(self._unfenced)
+                + sum(len(rows) for rows in self._fences.values()))
+
     def _fill(self, client: mqtt.Client, last_row: int) -> int:
-        room = self.max_inflight - len(self._inflight)
-        if room <= 0 or self.rebirth.is_set() or self.outbox.depth <= len(self._inflight):
+        pending = self._pending()
+        room = self.max_inflight - pending
+        if room <= 0 or self.rebirth.is_set() or self.outbox.depth <= pending:
             return last_row  # (nothing new: no query on every loop turn)
         now = time.time()
-        for msg in self.outbox.peek(last_row, room):
-            historical = now - msg.created_s > self.late_after_s
-            data = self._data_payload(json.loads(msg.payload), historical)
-            info = client.publish(self.topic("NDATA"), data, qos=self.config.qos)
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                log.warning("sparkplug: publish not queued (%s)", mqtt.error_string(info.rc))
-                self.rebirth.set()  # the seq just taken was not sent: restart the sequence
-                return last_row
-            self._inflight[info.mid] = msg.row
-            last_row = msg.row
+        try:
+            for msg in self.outbox.peek(last_row, room):
+                historical = now - msg.created_s > self.late_after_s
+                data = self._data_payload(json.loads(msg.payload), historical)
+                info = client.publish(self.topic("NDATA"), data, qos=self.config.qos)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    log.warning("sparkplug: publish not queued (%s)",
+                                mqtt.error_string(info.rc))
+                    self.rebirth.set()  # the seq just taken was not sent: restart the sequence
+                    return last_row
+                if self.config.qos:
+                    self._inflight[info.mid] = msg.row
+                else:
+                    self._unfenced.append(msg.row)
+                last_row = msg.row
+        finally:
+            self._fence(client)
         return last_row
 
+    def _fence(self, client: mqtt.Client) -> None:
+        """QoS 0: an UNSUBSCRIBE after the rows just published; its UNSUBACK confirms them."""
+        if not self._unfenced:
+            return
+        rc, mid = client.unsubscribe(self.topic("NCMD") + "/procedge-fence")
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._fences[mid] = self._unfenced
+            self._unfenced = []
+
     def _goodbye(self, client: mqtt.Client) -> None:
-        """Graceful stop: a clean DISCONNECT suppresses the will, so say NDEATH ourselves."""
+        """Intentional end of the session, always with an NDEATH. MQTT 5: DISCONNECT with
+        reason code 0x04 ("Disconnect with Will Message"), so the broker publishes the will
+        (tck-id-payloads-ndeath-will-message-publisher-disconnect-mqtt50); MQTT 3.1.1: a clean
+        DISCONNECT suppresses the will, so publish the NDEATH first (…-mqtt311)."""
+        if self.mqtt.protocol == "5":
+            client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, identifier=4))
+            client.loop(timeout=0.05)
+            return
         info = client.publish(self.topic("NDEATH"), self._death_payload(), qos=1)
         deadline = time.monotonic() + 2
         while info.mid not in self._acked and time.monotonic() < deadline:
