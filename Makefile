@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PROCEDGE_DATA ?= $(abspath ../shared/data)
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: help setup mosquitto demo test train convert lint bench eval clean
+.PHONY: help setup mosquitto demo test train convert lint proto edge-install-check bench eval clean
 
 help:
 	@echo "make demo     - train, convert, run the edge daemon on a simulated fault (few minutes)"
@@ -17,11 +17,14 @@ help:
 	@echo "make bench    - benchmarks under bench/ (tables on stdout, JSON in bench/results)"
 	@echo "make eval     - ETTh1, SKAB, TEP and magnetic-tile evaluations from \$$PROCEDGE_DATA"
 	@echo "make lint     - ruff"
+	@echo "make proto    - regenerate edge_runtime/sparkplug/sparkplug_b_pb2.py from its .proto"
+	@echo "make edge-install-check - install procedge[edge] in a fresh venv (needs PyPI), import it"
 
-$(STAMP): pyproject.toml
+# constraints.txt: the exact versions the tests ran with (pyproject.toml holds the ranges).
+$(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[train,dev]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[train,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -48,6 +51,22 @@ convert: setup
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The Sparkplug B classes, committed so that a gateway needs no compiler; protoc from
+# grpcio-tools (dev extra). Its "Protobuf Python Version" is the oldest protobuf runtime the
+# file accepts: keep pyproject's protobuf range at or above it (tests/test_packaging.py).
+proto: setup
+	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. edge_runtime/sparkplug/sparkplug_b.proto
+
+# What a gateway gets: procedge[edge] alone, with the tested versions, in a throwaway venv.
+EDGE_VENV ?= $(or $(TMPDIR),/tmp)/procedge-edge-venv
+edge-install-check:
+	rm -rf $(EDGE_VENV) && $(PY) -m venv $(EDGE_VENV)
+	$(EDGE_VENV)/bin/pip install -q -c constraints.txt ".[edge]"
+	cd $(EDGE_VENV) && bin/python -c "import importlib.util as u, edge_runtime.daemon, \
+	  edge_runtime.sparkplug.codec; assert not u.find_spec('grpc') and not u.find_spec('grpc_tools'); \
+	  print('procedge[edge] OK, no grpc')"
+	$(EDGE_VENV)/bin/procedge run --help >/dev/null
 
 # DAEMON_BENCH_ARGS="--total 200000" for a shorter daemon run (default: 1M messages).
 # CONVERT_BENCH_ARGS="--families dense_ae,tcn --profiles tep,etth1" for a shorter convert run

@@ -1,58 +1,29 @@
 """Sparkplug B payloads and topics.
 
-The protobuf classes are generated from ``sparkplug_b.proto`` beside this module (procedge's
-own schema of the Sparkplug 3.0 payload, field numbers as the specification gives them) when
-this module is first imported: a child process runs
-the protoc bundled in ``grpcio-tools`` into a temporary folder, and the generated source is
-executed here, unmodified, as ``edge_runtime.sparkplug.sparkplug_b_pb2``. Nothing generated is
-committed or kept on disk (a gateway's home may be read-only), and the daemon process loads
-neither ``grpc`` nor the compiler (≈ 20 MB RSS saved). The wire format is protobuf's own; this
+The protobuf classes come from ``sparkplug_b_pb2.py`` beside this module, generated from
+``sparkplug_b.proto`` (procedge's own schema of the Sparkplug 3.0 payload, field numbers as
+the specification gives them) by ``make proto`` and committed: a gateway needs the protobuf
+runtime only, neither ``grpc`` nor a compiler. tests/test_packaging.py regenerates it and
+fails when it no longer matches the ``.proto``. The wire format is protobuf's own; this
 module only maps metric values to and from Python numbers.
 
-Generated code checks the protobuf runtime against the generator's version, so
-``grpcio-tools`` is pinned and ``protobuf`` constrained to what it supports (pyproject).
-The proto is registered under the file name ``edge_runtime/sparkplug/sparkplug_b.proto``;
-another copy of the same messages (e.g. ``pysparkplug``'s) cannot live in the same process.
+Generated code checks the protobuf runtime against the generator's version (the file's
+"Protobuf Python Version"), so pyproject's ``protobuf`` range starts there and stays within
+that major. The proto is registered under the file name
+``edge_runtime/sparkplug/sparkplug_b.proto``; another copy of the same messages (e.g.
+``pysparkplug``'s) cannot live in the same process.
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import tempfile
-import types
 from dataclasses import dataclass
-from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from edge_runtime.sparkplug import sparkplug_b_pb2 as _pb
+
 PROTO = "edge_runtime/sparkplug/sparkplug_b.proto"
-_ROOT = Path(__file__).resolve().parents[2]  # the folder holding edge_runtime/
-
-
-def _generate() -> types.ModuleType:
-    """protoc (from grpcio-tools) in a child process → the generated module, in memory."""
-    name = PROTO[:-len(".proto")].replace("/", ".") + "_pb2"
-    if name in sys.modules:
-        return sys.modules[name]
-    with tempfile.TemporaryDirectory(prefix="procedge-sparkplug-") as out:
-        try:
-            subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{_ROOT}",
-                            f"--python_out={out}", str(_ROOT / PROTO)], check=True,
-                           capture_output=True, text=True, timeout=120)
-        except subprocess.CalledProcessError as exc:
-            raise ImportError(f"generating Sparkplug B classes from {PROTO} failed (is "
-                              f"grpcio-tools installed? pip install procedge[edge]): "
-                              f"{exc.stderr.strip()[-500:]}") from exc
-        source = (Path(out) / PROTO).with_name("sparkplug_b_pb2.py").read_text()
-    module = types.ModuleType(name, f"Generated at import from {PROTO} by grpcio-tools' protoc.")
-    sys.modules[name] = module
-    exec(compile(source, f"<{name}, generated from {PROTO}>", "exec"), module.__dict__)
-    return module
-
-
-_pb = _generate()
 Payload = _pb.Payload
 Metric = _pb.Payload.Metric
 
