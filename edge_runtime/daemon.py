@@ -46,6 +46,7 @@ from edge_runtime.reload import Reloader, Swap, hand_over, load_pipeline
 from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
+from edge_runtime.systemd import Notifier
 
 if TYPE_CHECKING:
     from edge_runtime.sparkplug.bridge import SparkplugBridge
@@ -180,8 +181,16 @@ class EdgeDaemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         self.start()
+        # systemd Type=notify: ready once subscribed; the watchdog fed while the threads live
+        notifier = Notifier.from_env()
+        notifier.start(lambda: self.health()[0], self._threads_alive, self._stop)
         self._stop.wait()
+        notifier.send("STOPPING=1")
         self.stop()
+
+    def _threads_alive(self) -> bool:
+        return (self._worker.is_alive() and self.acker.is_alive() and self.sender.is_alive()
+                and (self.sparkplug is None or self.sparkplug.is_alive()))
 
     def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Finish queued inputs, wait (bounded) for the outbox to drain, then say offline."""
