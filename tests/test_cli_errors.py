@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,36 @@ def test_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["verify"])
     assert exit_.value.code == 2
+
+
+def test_replay_reaches_a_tls_broker_with_the_edge_configs_credentials(tmp_path, monkeypatch,
+                                                                       capsys):
+    """`replay --config EDGE.yaml` connects as the gateway does (TLS, user, password); a wrong
+    password is a runtime failure naming host:port, not a hang or a traceback."""
+    from tests.daemon_support import UNS
+    from tests.daemon_support import wait_for as _wait
+    from tests.test_daemon_tls import SECRET, running_tls_broker, watcher
+
+    csv = tmp_path / "export.csv"
+    csv.write_text(CSV)
+    with running_tls_broker() as (port, folder):
+        seen: list = []
+        watch = watcher(port, folder, seen)
+        try:
+            config = _edge_yaml(tmp_path, mqtt={
+                "host": "127.0.0.1", "port": port, "username": "gw",
+                "password_env": "PROCEDGE_TEST_PW", "tls": {"ca_file": str(folder / "ca.pem")}})
+            monkeypatch.setenv("PROCEDGE_TEST_PW", "wrong-" + SECRET)
+            with pytest.raises(SystemExit) as exit_:
+                main(["replay", str(csv), "--config", str(config)])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 1 and f"127.0.0.1:{port}" in err and "refused" in err
+            monkeypatch.setenv("PROCEDGE_TEST_PW", SECRET)
+            assert _wait(watch.is_connected, 10)
+            time.sleep(0.5)  # its SUBSCRIBE (sent on connect) granted
+            main(["replay", str(csv), "--config", str(config), "--uns", UNS])
+            assert "replayed 60 samples of 2 tags" in capsys.readouterr().out
+            assert _wait(lambda: len(seen) >= 60, 10)
+            assert len([t for t, _ in seen if "/raw/PT-101" in t]) == 30
+        finally:
+            watch.loop_stop()
