@@ -12,7 +12,6 @@ command sees the alarms as of its arrival.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,10 +20,10 @@ from edge_runtime.alarms import COMMANDS, Alarm
 from edge_runtime.command_signing import CommandAuthError, CommandVerifier
 from edge_runtime.config import CommandConfig
 from edge_runtime.inputs import Inbound, InputSource
+from edge_runtime.logs import audit
 from edge_runtime.outbox import PRIO_STATUS, Message
 from edge_runtime.routing import Router, json_message
 
-log = logging.getLogger("procedge.edge")
 MAX_COMMAND_BYTES = 4096
 KNOWN_COMMANDS = frozenset({"model/load", *(f"alarm/{verb}" for verb in COMMANDS)})
 
@@ -74,7 +73,7 @@ class Commands(InputSource):
         reply = {"request_id": str(body.get("request_id", ""))[:100], "command": verb_path[:100],
                  "accepted": accepted, "reason": reason, "by": by[:100]}
         out.append(json_message(self.router.topics.get("reply"), reply, PRIO_STATUS))
-        log.info("command %s by %r: %s (%s)", verb_path[:100], by[:100],
+        audit.info("command %s by %r: %s (%s)", verb_path[:100], by[:100],
                  "accepted" if accepted else "refused", reason)
 
     def _apply(self, verb_path: str, body: dict, by: str, out: list[Message],

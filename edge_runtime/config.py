@@ -7,10 +7,12 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.contract import Strict
+from edge_runtime.validation import ConfigError, read_yaml, validate
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class TlsConfig(Strict):
@@ -315,7 +317,8 @@ class EdgeConfig(Strict):
     cameras: list[CameraConfig] = Field(default_factory=list, description="Image QC stations.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off.")
     queue_size: int = Field(default=100_000, gt=0, description="Inbound messages held at most.")
-    log_level: str = Field(default="INFO")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or "
+                           "CRITICAL (any case); the CLI's --log-level overrides it.")
     log_format: Literal["text", "json"] = Field(default="text",
                                                 description="json: one object per line.")
     event_time: EventTimeConfig = Field(default_factory=EventTimeConfig,
@@ -327,6 +330,11 @@ class EdgeConfig(Strict):
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,
                                        description="Sparkplug B input/output (off by default).")
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        return log_level(value)
+
     @model_validator(mode="after")
     def _something_to_run(self) -> EdgeConfig:
         if not self.models and not self.cameras:
@@ -334,18 +342,40 @@ class EdgeConfig(Strict):
         return self
 
 
+def log_level(value: str) -> str:
+    """A logging level name, upper-cased; anything else is an error listing the names."""
+    level = str(value).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {value!r}: one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def load_edge_config(path: str | Path) -> EdgeConfig:
-    """Read and validate; an error names the file and the field."""
+    """Read and validate; an error (:class:`ConfigError`) names the file and the field."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        config = EdgeConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid edge config\n{exc}") from exc
-    return resolve_paths(config, path.parent)
+    return resolve_paths(validate(EdgeConfig, read_yaml(path, "edge config"), path,
+                                  "edge config"), path.parent)
+
+
+def check_files(config: EdgeConfig, path: str | Path) -> None:
+    """Before the daemon creates anything: every bundle, key and certificate the config at
+    ``path`` names exists, else a :class:`ConfigError` naming the file and the fields."""
+    missing = [(f"models[{i}].bundle", m.bundle) for i, m in enumerate(config.models)]
+    missing += [(f"models[{i}].public_key", m.public_key) for i, m in enumerate(config.models)]
+    for i, c in enumerate(config.cameras):
+        missing += [(f"cameras[{i}].classifier", c.classifier),
+                    (f"cameras[{i}].segmenter", c.segmenter)]
+    if config.mqtt.tls is not None:
+        t = config.mqtt.tls
+        missing += [("mqtt.tls.ca_file", t.ca_file), ("mqtt.tls.cert_file", t.cert_file),
+                    ("mqtt.tls.key_file", t.key_file)]
+    missing += [("mqtt.password_file", config.mqtt.password_file)]
+    missing += [(f"commands.operator_keys.{op}", key)
+                for op, key in config.commands.operator_keys.items()]
+    absent = [f"  {field}: {p}: no such file or directory" for field, p in missing
+              if p is not None and not p.exists()]
+    if absent:
+        raise ConfigError(f"{path}: invalid edge config\n" + "\n".join(absent))
 
 
 def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:

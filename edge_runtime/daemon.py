@@ -33,15 +33,15 @@ from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
-from edge_runtime.config import EdgeConfig, load_edge_config
+from edge_runtime.config import EdgeConfig, check_files, load_edge_config
 from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
 from edge_runtime.inputs.folder import FolderSource
 from edge_runtime.inputs.raw import RawSource
+from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_STATUS, Message, Outbox
-from edge_runtime.payloads import iso_ms
 from edge_runtime.reload import Reloader, Swap, hand_over, load_pipeline
 from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
@@ -63,8 +63,6 @@ class EdgeDaemon:
         self.metrics = DaemonMetrics()
         self.topics = Topics(config)
         self._topic = self.topics.get
-        # outputs are durable first: the outbox also holds the alarms' states
-        self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         a = config.alarms
         self.policy = AlarmPolicy(max_shelve_s=a.max_shelve_s,
                                   max_out_of_service_s=a.max_out_of_service_s,
@@ -75,6 +73,9 @@ class EdgeDaemon:
                                                 config.event_time) for m in config.models}
         self.cameras: dict[str, ImagePipeline] = {
             self.topics.camera(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
+        # outputs are durable first: the outbox also holds the alarms' states (created once
+        # every bundle has loaded, so a refused bundle leaves nothing behind)
+        self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.alarms = self._restore_alarms()
         self.router = Router(self.topics, self.metrics, self.alarms)
         self.feed = Feed(self.topics.raw_routes(self.pipelines), self.metrics)
@@ -344,7 +345,7 @@ class EdgeDaemon:
             self.sparkplug.reload(self.pipelines)
         self.session.refresh()
         self.metrics.reloads.labels(result="swapped").inc()
-        log.info("model %s: version %s -> %s (%s)%s", new.name, old.bundle.manifest.version,
+        audit.info("model %s: version %s -> %s (%s)%s", new.name, old.bundle.manifest.version,
                  new.bundle.manifest.version, swap.source,
                  "" if same_input else "; input changed, window restarts")
         out.append(json_message(self._topic("reply"), {
@@ -358,21 +359,11 @@ class EdgeDaemon:
         self.sender.notify_rows()
 
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line (``log_format: json``) for journald / log shippers."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        body = {"ts": iso_ms(record.created), "level": record.levelname,
-                "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            body["exc"] = self.formatException(record.exc_info)
-        return json.dumps(body)
-
-
-def run(config_path: str | Path) -> None:
+def run(config_path: str | Path, log_level: str | None = None,
+        log_format: str | None = None) -> None:
+    """``procedge run``: the config checked (files too) before anything is created, logging
+    set up once from the config, the CLI's ``--log-level`` / ``--log-format`` winning."""
     config = load_edge_config(config_path)
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter() if config.log_format == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=config.log_level, handlers=[handler])
+    check_files(config, config_path)
+    setup_logging(log_level or config.log_level, log_format or config.log_format)
     EdgeDaemon(config).run_forever()

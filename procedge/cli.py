@@ -1,30 +1,45 @@
 """``procedge`` command line. Workstation commands import TensorFlow lazily, so ``procedge run``
-works on a gateway that has only the ``[edge]`` extra."""
+works on a gateway that has only the ``[edge]`` extra, and a config error is reported (naming
+the file and the field) before TensorFlow loads.
+
+Exit codes: 0 ok, 1 runtime failure (a bundle that does not verify, an unreachable broker, a
+failed training), 2 usage or config error."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
+from edge_runtime.config import LOG_LEVELS
 from edge_runtime.contract import AUTO_ORDER, MODE_NAMES, TASKS
+from edge_runtime.validation import ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _cmd_train(args) -> None:
-    from training.config import load_train_config
-    from training.train import train
+    from training.config import check_train_config, load_train_config
 
     config = load_train_config(args.config)
+    check_train_config(config, args.config)  # all before TensorFlow loads
     if args.output_dir:
         config.output_dir = args.output_dir
+    from training.train import train
+
     run_dir = train(config)
     metrics = json.loads((run_dir / "training.json").read_text())["metrics"]["keras"]
+    if args.json:
+        _print_json({"ok": True, "name": config.name, "run_dir": str(run_dir),
+                     "metrics": metrics})
+        return
     print(f"{config.name}: {run_dir}  " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+
+
+def _print_json(body: dict) -> None:
+    print(json.dumps(body, default=str))
 
 
 def _cmd_convert(args) -> None:
@@ -40,40 +55,85 @@ def _cmd_convert(args) -> None:
         budget=args.budget, int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
         qat=args.qat, prune=args.prune, allow_offline=args.allow_offline, batch=args.batch)
     for run_dir in args.run_dirs:
+        if not (run_dir / "training.json").is_file():
+            raise ConfigError(f"{run_dir}: not a run directory of `procedge train` "
+                              "(no training.json)")
+    built = []
+    for run_dir in args.run_dirs:
         bundle, report = build(run_dir, args.out, options)
-        print("\n".join(f"  {line}" for line in summary_lines(report)))
         edge = bundle.manifest.metrics["edge"]
+        built.append({"name": bundle.manifest.name, "bundle": str(bundle.root),
+                      "quantization": bundle.manifest.quantization, "edge": edge,
+                      "report": report})
+        if args.json:
+            continue
+        print("\n".join(f"  {line}" for line in summary_lines(report)))
         print(f"{bundle.manifest.name}: {bundle.root} ({bundle.manifest.quantization})  "
               + "  ".join(f"edge {k}={v:.4g}" for k, v in edge.items()))
+    if args.json:
+        _print_json({"ok": True, "bundles": built})
 
 
 def _cmd_run(args) -> None:
     from edge_runtime.daemon import run
 
-    run(args.config)
+    run(args.config, log_level=_cli_log_level(args), log_format=args.log_format)
 
 
 def _cmd_verify(args) -> None:
     from edge_runtime.bundle import Bundle
 
+    if not args.bundle.exists():
+        raise ConfigError(f"{args.bundle}: no such bundle (a bundle directory or .zip)")
+    if args.public_key is not None and not args.public_key.is_file():
+        raise ConfigError(f"--public-key {args.public_key}: no such file")
     bundle = Bundle.load(args.bundle, args.public_key)
     bundle.release()  # a zip's temporary folder: only the manifest is used from here
     m = bundle.manifest
+    if args.json:
+        _print_json({"ok": True, "bundle": str(args.bundle), "name": m.name,
+                     "version": m.version, "task": m.task, "family": m.family,
+                     "quantization": m.quantization, "files": len(m.files),
+                     "signed": args.public_key is not None})
+        return
     print(f"OK {m.name} v{m.version} {m.task}/{m.family} {m.quantization}, "
           f"{len(m.files)} file(s) verified")
+
+
+def _mqtt_of(args):
+    """The ``mqtt:`` section of ``--config EDGE.yaml`` (TLS, credentials), or None."""
+    if args.config is None:
+        return None
+    from edge_runtime.config import load_edge_config
+
+    mqtt = load_edge_config(args.config).mqtt
+    if args.host is not None:
+        mqtt.host = args.host
+    if args.port is not None:
+        mqtt.port = args.port
+    return mqtt
+
+
+def _connect(args, client_id: str):
+    from procedge.feeds import connect
+
+    mqtt = _mqtt_of(args)
+    if mqtt is not None:
+        return connect(mqtt.host, mqtt.port, client_id, mqtt)
+    return connect(args.host or "127.0.0.1", args.port or 1883, client_id)
 
 
 def _cmd_simulate(args) -> None:
     import time
 
-    from procedge.feeds import connect, publish_rows
+    from procedge.feeds import publish_rows
     from training.simulator import simulate
 
     faults = [_parse_fault(f) for f in args.fault]
     start = time.time() if args.start == "now" else float(args.start)
     start -= start % args.period
     run = simulate(args.steps, args.period, seed=args.seed, start_epoch_s=start, faults=faults)
-    client = connect(args.host, args.port, "procedge-simulator")
+    client = _connect(args, "procedge-simulator")
     sent = publish_rows(client, args.topic, args.uns, run.tag_names, run.timestamps, run.values,
                         speed=args.speed)
     client.disconnect()
@@ -88,16 +148,21 @@ def _parse_fault(text: str):
         kind, tag, start_s, magnitude = text.split(":")
         return Fault(kind, tag, float(start_s), float(magnitude))
     except ValueError as exc:
-        raise SystemExit(f"--fault {text!r}: expected KIND:TAG:START_S:MAGNITUDE") from exc
+        raise ConfigError(f"--fault {text!r}: expected KIND:TAG:START_S:MAGNITUDE") from exc
 
 
 def _cmd_replay(args) -> None:
-    from procedge.feeds import connect, publish_rows
+    from procedge.feeds import publish_rows
     from training.historian import epoch_seconds, read_export
 
-    frame = read_export(Path(args.csv), args.timestamp_column)
+    if not args.csv.is_file():
+        raise ConfigError(f"{args.csv}: no such file")
+    try:
+        frame = read_export(Path(args.csv), args.timestamp_column)
+    except ValueError as exc:  # e.g. no such timestamp column
+        raise ConfigError(f"{exc} (--timestamp-column)") from exc
     tags = [c for c in frame.columns if c != args.timestamp_column]
-    client = connect(args.host, args.port, "procedge-replay")
+    client = _connect(args, "procedge-replay")
     sent = publish_rows(client, args.topic, args.uns, tags,
                         epoch_seconds(frame[args.timestamp_column]),
                         frame[tags].to_numpy(dtype=float), speed=args.speed)
@@ -117,13 +182,21 @@ def _budget_text(task) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="procedge", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="procedge", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"procedge {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (same as --log-level DEBUG)")
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                        help="default WARNING; `run`: the config's log_level")
+    parser.add_argument("--log-format", choices=["text", "json"],
+                        help="default text; `run`: the config's log_format")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model from a YAML training config")
     p.add_argument("config", type=Path)
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
@@ -152,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(tf-keras + tensorflow-model-optimization; dense and conv families)")
     p.add_argument("--prune", type=float, metavar="SPARSITY",
                    help="magnitude pruning to SPARSITY (0-1) before conversion")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("run", help="run the edge daemon")
@@ -161,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="verify a bundle's hashes and manifest")
     p.add_argument("bundle", type=Path)
     p.add_argument("--public-key", type=Path, help="also require a valid Ed25519 signature")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_verify)
 
     for name, func, text in (("simulate", _cmd_simulate, "publish simulated plant data"),
@@ -176,8 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--start", default="now", help="'now' or epoch seconds")
             p.add_argument("--fault", action="append", default=[],
                            help="KIND:TAG:START_S:MAGNITUDE, KIND in drift|step|stuck")
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=1883)
+        p.add_argument("--config", type=Path, metavar="EDGE.yaml",
+                       help="connect as the `mqtt:` section of this edge config says (host, "
+                       "port, TLS, user name and password)")
+        p.add_argument("--host", help="broker host (default 127.0.0.1, or --config's)")
+        p.add_argument("--port", type=int, help="broker port (default 1883, or --config's)")
         p.add_argument("--uns", default="procedge/site/area/line1")
         p.add_argument("--topic", default="{uns}/raw/{tag}")
         p.add_argument("--speed", type=float, default=0.0, help="N× real time; 0 = max")
@@ -210,15 +288,44 @@ def _cmd_eval(args) -> None:
     importlib.import_module(EVALS[args.benchmark]).main(args.rest)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("procedge")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
+def _cli_log_level(args) -> str | None:
+    return "DEBUG" if args.verbose else args.log_level
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Exit codes: 0 ok, 1 runtime failure, 2 usage or config error (argparse's own too)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command != "run":  # the daemon sets up logging from its config and these flags
+        from edge_runtime.logs import setup_logging
+
+        setup_logging(_cli_log_level(args) or "WARNING", args.log_format or "text")
     try:
         args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        print(f"procedge {args.command}: error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+    except ConfigError as exc:
+        _fail(args, exc, 2)
+    except (ValueError, RuntimeError, OSError) as exc:
+        _fail(args, exc, 1)
+
+
+def _fail(args, exc: Exception, code: int) -> None:
+    message = str(exc) if not isinstance(exc, OSError) or not exc.filename else (
+        f"{exc.filename}: {exc.strerror or exc}")
+    print(f"procedge {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        _print_json({"ok": False, "error": message, "exit_code": code})
+    raise SystemExit(code) from exc
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import numpy as np
@@ -11,10 +12,34 @@ import paho.mqtt.client as mqtt
 from edge_runtime.payloads import iso_ms
 
 
-def connect(host: str, port: int, client_id: str = "") -> mqtt.Client:
+def connect(host: str, port: int, client_id: str = "", config=None,
+            timeout_s: float = 10.0) -> mqtt.Client:
+    """A connected publisher; ``config`` (an edge config's ``mqtt:`` section,
+    :class:`edge_runtime.config.MqttConfig`) adds its TLS and credentials. An unreachable
+    broker, or one that refuses the connection (credentials), is a :class:`RuntimeError`
+    naming ``host:port``."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-    client.connect(host, port)
+    if config is not None:
+        config.configure(client)
+    try:
+        client.connect(host, port)
+    except OSError as exc:  # refused, unknown host, TLS handshake, timeout
+        raise RuntimeError(f"cannot reach the MQTT broker at {host}:{port}: "
+                           f"{exc.strerror or exc}") from exc
+    answer: list = []
+    connected = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        answer.append(reason_code)
+        connected.set()
+
+    client.on_connect = on_connect
     client.loop_start()
+    if not connected.wait(timeout_s) or answer[0].is_failure:
+        client.loop_stop()
+        client.disconnect()
+        why = f"refused: {answer[0]}" if answer else f"no CONNACK within {timeout_s:g} s"
+        raise RuntimeError(f"MQTT broker at {host}:{port} {why}")
     return client
 
 

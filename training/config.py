@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.contract import Strict, TaskName, task_spec
+from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
 
 
 class SimulatorSource(Strict):
@@ -121,10 +122,81 @@ class TrainConfig(Strict):
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Read and validate; errors name the file and the field."""
+    """Read and validate; errors (:class:`ConfigError`) name the file and the field. A
+    relative ``data.path`` is relative to the config file's folder, as in the edge config."""
     path = Path(path)
+    config = validate(TrainConfig, read_yaml(path, "training config"), path, "training config")
+    if config.data.path is not None:
+        config.data.path = Path(os.path.expanduser(os.path.expandvars(config.data.path)))
+        if not config.data.path.is_absolute():
+            config.data.path = (path.parent / config.data.path).resolve()
+    return config
+
+
+def check_train_config(config: TrainConfig, path: str | Path) -> None:
+    """What the schema cannot see, checked before TensorFlow loads and before a run directory
+    exists: the family (its name and task) and, for series tasks, the data's columns
+    (``data.timestamp_column``, ``data.tags``, ``targets``) read from the export's header or
+    the simulator's tag list. Raises :class:`ConfigError` naming ``path`` and the field."""
+    from training.registry import declared_families
+
+    def fail(field: str, message: str) -> None:
+        raise ConfigError(f"{path}: invalid training config\n  {field}: {message}")
+
+    known = declared_families()
+    if config.family not in known:
+        fail("family", f"unknown model family {config.family!r}"
+             f"{did_you_mean(config.family, known)} (known for {config.task}: "
+             f"{', '.join(sorted(n for n, t in known.items() if t == config.task))})")
+    if known[config.family] != config.task:
+        fail("family", f"{config.family!r} is a {known[config.family]} family, not "
+             f"{config.task} (known for {config.task}: "
+             f"{', '.join(sorted(n for n, t in known.items() if t == config.task))})")
+    if task_spec(config.task).inputs == "image":
+        return
+    data = config.data
+    if data.source == "simulator":
+        from training.simulator import TAGS
+
+        where, columns, timestamp = "the simulator", [name for name, _ in TAGS], None
+    else:
+        where, columns = str(data.path), export_columns(data.path, lambda m: fail("data.path", m))
+        timestamp = data.timestamp_column
+        if timestamp not in columns:
+            fail("data.timestamp_column", f"no column {timestamp!r} in {where}"
+                 f"{did_you_mean(timestamp, columns)} (columns: {_listed(columns)})")
+    available = [c for c in columns if c != timestamp]
+    for field, names, among in (("data.tags", data.tags or [], available),
+                                ("targets", config.targets, data.tags or available)):
+        for name in names:
+            if name not in among:
+                fail(field, f"{name!r} is not a {'column of' if among is available else 'tag in'}"
+                     f" {where if among is available else 'data.tags'}"
+                     f"{did_you_mean(name, among)} (there: {_listed(among)})")
+
+
+def _listed(names: list[str], most: int = 30) -> str:
+    shown = ", ".join(repr(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def export_columns(path: Path, fail) -> list[str]:
+    """Column names of a historian export from its header only (CSV: delimiter sniffed among
+    , ; tab |; Parquet: the schema)."""
+    if not path.is_file():
+        fail(f"{path}: no such file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return TrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ValueError(f"{path}: invalid training config\n{exc}") from exc
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(path).names)
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            header = handle.readline()
+        try:
+            dialect = csv.Sniffer().sniff(header, delimiters=",;\t|")
+        except csv.Error:
+            dialect = csv.excel
+        return next(csv.reader([header.rstrip("\r\n")], dialect), [])
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        fail(f"{path}: cannot read its header: {exc}")
+        raise  # (fail raises)

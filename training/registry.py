@@ -7,9 +7,12 @@ Each family is registered for one task of :data:`edge_runtime.contract.TASKS` wi
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edge_runtime.contract import TaskName, task_spec
@@ -53,6 +56,24 @@ def get_family(name: str, task: TaskName | None = None) -> Family:
     if task is not None and family.task != task:
         raise ValueError(f"model family {name!r} is a {family.task} model, not {task}")
     return family
+
+
+def declared_families() -> dict[str, str]:
+    """Family name → task, without importing Keras: the ``@register(task, name)`` decorators
+    read from the built-in modules' source, plus any family registered already. Lets a config
+    be checked (``family``) in a fraction of a second, before TensorFlow loads."""
+    found = {name: family.task for name, family in _FAMILIES.items()}
+    for module in BUILTIN_MODULES:
+        spec = importlib.util.find_spec(module)
+        if spec is None or spec.origin is None:
+            continue
+        tree = ast.parse(Path(spec.origin).read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "register"
+                    and len(node.args) >= 2
+                    and all(isinstance(a, ast.Constant) for a in node.args[:2])):
+                found.setdefault(node.args[1].value, node.args[0].value)
+    return found
 
 
 def families(task: TaskName | None = None) -> list[Family]:
