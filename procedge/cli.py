@@ -22,6 +22,8 @@ def _cmd_train(args) -> None:
     config = load_train_config(args.config)
     if args.output_dir:
         config.output_dir = args.output_dir
+    if args.strict:
+        config.data.strict = True
     run_dir = train(config)
     metrics = json.loads((run_dir / "training.json").read_text())["metrics"]["keras"]
     print(f"{config.name}: {run_dir}  " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -124,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML training config")
     p.add_argument("config", type=Path)
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
+    p.add_argument("--strict", action="store_true",
+                   help="data-quality warnings (unsorted or duplicate timestamps, bad values, "
+                   "gaps, flat-lined tags, zone assumed) are errors")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
