@@ -129,6 +129,7 @@ def write_csv(run: SimulatedRun, path, sep: str = ",", decimal: str = ".",
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.simulator --csv PATH``: a historian-style export of the plant."""
     import argparse
+    from pathlib import Path
 
     p = argparse.ArgumentParser(prog="python -m training.simulator", description=main.__doc__)
     p.add_argument("--csv", required=True, help="file to write")
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timezone", default="UTC", help="IANA zone the stamps are written in")
     args = p.parse_args(argv)
     run = simulate(args.steps, args.period, seed=args.seed)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
     write_csv(run, args.csv, args.sep, args.decimal, args.timestamp_format, args.timezone)
     print(f"wrote {args.steps} rows of {len(run.tag_names)} tags to {args.csv}")
 
