@@ -151,6 +151,10 @@ class RunRecord(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     thresholds: ThresholdSpec | None = None
     training_data_sha256: str = Field(description="Fingerprint of the training rows.")
+    data_quality: dict[str, Any] | None = Field(
+        default=None, description="Series tasks: the data-quality report of the training "
+        "data (rows, span, zone, out-of-order and duplicate timestamps, bad values, gaps and "
+        "flat-lined tags per tag, warnings); None in runs and bundles that predate it.")
     metrics: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Held-out metrics per variant: {'keras': ..}, and "
         "in a manifest also {'training': .., 'edge': ..}.")

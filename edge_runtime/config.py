@@ -309,6 +309,34 @@ class SparkplugConfig(Strict):
         default=None, description="Also publish results as a Sparkplug B edge node.")
 
 
+class MappedTag(Strict):
+    """Where one model tag arrives in an existing topic tree, and where in the payload."""
+
+    topic: str = Field(description="Exact MQTT topic, e.g. plant/area/PT101/value.")
+    value: str = Field(
+        default="", description="JSON pointer (RFC 6901) to the number in a JSON payload, e.g. "
+                                "'/value' or '/data/0/v'; '' = the payload is the number.")
+    time: str = Field(
+        default="", description="JSON pointer to the sample's timestamp (ISO 8601 with a "
+                                "zone, or epoch numbers); '' = the receive time.")
+    time_unit: Literal["ms", "s"] = Field(default="ms",
+                                          description="Unit of epoch-number timestamps.")
+
+    @field_validator("topic")
+    @classmethod
+    def _exact_topic(cls, value: str) -> str:
+        if not value or any(c in value for c in "+#") or value.startswith("$"):
+            raise ValueError(f"{value!r}: give one exact topic (no + # or leading $)")
+        return value
+
+    @field_validator("value", "time")
+    @classmethod
+    def _pointer(cls, value: str) -> str:
+        if value and not value.startswith("/"):
+            raise ValueError(f"{value!r}: a JSON pointer starts with '/' (e.g. '/value')")
+        return value
+
+
 class EdgeConfig(Strict):
     gateway: str = Field(default="gw1", description="This gateway's name (status topic).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -329,6 +357,10 @@ class EdgeConfig(Strict):
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,
                                        description="Sparkplug B input/output (off by default).")
+    tag_map: dict[str, MappedTag] = Field(
+        default_factory=dict, description="Tag → topic and payload path: read tags from an "
+        "existing topic tree and payload shape without a bridge (several tags may share a "
+        "topic). Unmapped tags arrive on `topics.raw`.")
 
     @field_validator("log_level")
     @classmethod

@@ -38,6 +38,7 @@ from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
 from edge_runtime.inputs.folder import FolderSource
+from edge_runtime.inputs.mapped import MappedSource
 from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
 from edge_runtime.metrics import DaemonMetrics
@@ -90,6 +91,8 @@ class EdgeDaemon:
         self.inputs: list[InputSource] = [  # in dispatch order, after the commands
             CameraSource(self.cameras, self.router, config.topics.uns, config.mqtt),
             *self._sparkplug_inputs(),
+            *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
+              if config.tag_map else []),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]

@@ -27,6 +27,8 @@ def _cmd_train(args) -> None:
     check_train_config(config, args.config)  # all before TensorFlow loads
     if args.output_dir:
         config.output_dir = args.output_dir
+    if args.strict:
+        config.data.strict = True
     from training.train import train
 
     run_dir = train(config)
@@ -197,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", type=Path)
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--strict", action="store_true",
+                   help="data-quality warnings (unsorted or duplicate timestamps, bad values, "
+                   "gaps, flat-lined tags, zone assumed) are errors")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")

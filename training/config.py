@@ -18,6 +18,11 @@ class SimulatorSource(Strict):
     seed: int = Field(default=0, description="Random seed of the plant's disturbances.")
 
 
+# what historians write where a value is missing or bad (PI, Aspen IP.21, Excel exports)
+BAD_VALUES = ("", "NaN", "nan", "NULL", "null", "#N/A", "N/A", "Bad Input", "Bad",
+              "I/O Timeout", "Shutdown", "Comm Fail", "Scan Off", "No Data")
+
+
 class DataConfig(Strict):
     source: Literal["simulator", "historian"] = Field(
         default="simulator", description="Built-in plant simulator, or a historian export."
@@ -26,6 +31,23 @@ class DataConfig(Strict):
     timestamp_column: str = Field(default="timestamp", description="Column with timestamps.")
     tags: list[str] | None = Field(default=None, description="Tag columns; default: all.")
     units: dict[str, str] = Field(default_factory=dict, description="Unit per tag.")
+    timestamp_format: str = Field(
+        default="ISO8601", description="How timestamps are written: 'ISO8601' (default; "
+        "anything else is an error, never a guess), 'dayfirst' (01.02.2026 = 1 February), "
+        "'monthfirst' (01/02/2026 = 2 January), or a strftime format such as "
+        "'%d.%m.%Y %H:%M:%S'.")
+    timezone: str | None = Field(
+        default=None, description="IANA zone (e.g. 'Europe/Berlin') of timestamps written "
+        "without an offset; default: UTC, and the data-quality report says it was assumed. "
+        "Stamps with an offset or 'Z' keep theirs.")
+    sep: str = Field(default=",", min_length=1, description="CSV column separator (';', '\\t').")
+    decimal: str = Field(default=".", min_length=1, max_length=1,
+                         description="CSV decimal mark (',' for decimal-comma exports).")
+    bad_values: list[str] = Field(
+        default_factory=lambda: list(BAD_VALUES), description="Cell texts that mean 'no "
+        "value' (counted per tag in the data-quality report, then treated as missing).")
+    strict: bool = Field(default=False, description="Data-quality warnings are errors "
+                                                     "(also `procedge train --strict`).")
     simulator: SimulatorSource = Field(default_factory=SimulatorSource)
 
     @model_validator(mode="after")
@@ -33,6 +55,23 @@ class DataConfig(Strict):
         if self.source == "historian" and self.path is None:
             raise ValueError("data.path is required when data.source is 'historian'")
         return self
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _expand(cls, value):
+        return None if value is None else Path(os.path.expanduser(os.path.expandvars(value)))
 
 
 class WindowConfig(Strict):

@@ -96,3 +96,31 @@ def contribution_bar(per_tag_error: np.ndarray, tags: list[str], path: Path,
     ax.set(xlabel="share of reconstruction error (%)", title=title)
     ax.grid(alpha=0.3, axis="x")
     return _save(fig, path)
+
+
+def data_quality(report: dict, grid_s: np.ndarray, rows: np.ndarray, tags: list[str],
+                 path: Path) -> Path:
+    """Where each tag has data on the grid (gaps blank), and its counts from the report."""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 2.2 + 0.5 * len(tags)),
+                                      gridspec_kw={"height_ratios": [1.2, 1]})
+    hours = (grid_s - grid_s[0]) / 3600 if len(grid_s) else grid_s
+    valid = np.isfinite(rows).T.astype(float)
+    top.imshow(valid, aspect="auto", interpolation="nearest", cmap="Greens", vmin=0, vmax=1,
+               extent=(0, float(hours[-1]) if len(hours) else 1, len(tags) - 0.5, -0.5))
+    top.set_yticks(range(len(tags)), tags)
+    top.set_xlabel("hours from start (green: a valid value on the grid)")
+    top.set_title(f"{Path(report['source']).name}: {report['rows']} rows, "
+                  f"{report['unsorted_rows']} out of order, {report['duplicate_timestamps']} "
+                  f"duplicate stamps, zone {report['timezone']}"
+                  + (" (assumed)" if report["timezone_assumed"] else ""), fontsize=9)
+    t = report["tags"]
+    kinds = [("bad_values", "bad values"), ("unreadable", "unreadable"), ("gaps", "gaps")]
+    y = np.arange(len(tags))
+    for k, (key, label) in enumerate(kinds):
+        bottom.barh(y + (k - 1) * 0.27, [t[tag][key] for tag in tags], height=0.27,
+                    label=label)
+    bottom.set_yticks(y, [f"{tag} (flat)" if t[tag].get("flat") else tag for tag in tags])
+    bottom.invert_yaxis()
+    bottom.set(xlabel="count")
+    bottom.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)

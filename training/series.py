@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
 from edge_runtime.scaling import StandardScaler
-from training import plots
+from training import plots, quality
 from training.autoencoders import edge_model
 from training.config import TrainConfig
 from training.distribute import distribution_strategy, precision
@@ -49,22 +49,31 @@ class SeriesData:
     scaled: np.ndarray
 
     @classmethod
-    def load(cls, config: TrainConfig) -> SeriesData:
+    def load(cls, config: TrainConfig, run_dir: Path | None = None) -> SeriesData:
+        """Load and align; print the data-quality report (and draw it in ``run_dir``);
+        with ``data.strict`` a warning stops here, before any training."""
         grid = load_grid(config.data, config.window)
         splits = chronological_splits(len(grid.rows), config.window.length,
                                       config.split.train, config.split.val)
+        quality.finish(grid.quality, grid.rows, grid.tags, splits.train)
+        print(quality.table(grid.quality), flush=True)
+        quality.check(grid.quality, config.data.strict)
+        if run_dir is not None:
+            plots.data_quality(grid.quality, grid.grid_s, grid.rows, grid.tags,
+                               Path(run_dir) / "data_quality.png")
         scaler = StandardScaler.fit(grid.rows[splits.train])
         return cls(grid, splits, scaler, scaler.transform(grid.rows))
 
     def record_fields(self, config: TrainConfig) -> dict:
-        """The run record's input, scaler and training-data fingerprint."""
+        """The run record's input, scaler, training-data fingerprint and data quality."""
         w = config.window
         tags = [TagSpec(name=t, unit=u)
                 for t, u in zip(self.grid.tags, self.grid.units, strict=True)]
         return {"input": InputSpec(tags=tags, period_s=w.period_s, window=w.length,
                                    stride=w.stride, max_gap_s=w.max_gap_s),
                 "scaler": self.scaler.to_spec(),
-                "training_data_sha256": self.grid.fingerprint(self.splits.train.stop)}
+                "training_data_sha256": self.grid.fingerprint(self.splits.train.stop),
+                "data_quality": self.grid.quality}
 
 
 def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):

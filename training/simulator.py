@@ -108,3 +108,44 @@ def _inject(values: np.ndarray, elapsed_s: np.ndarray, faults) -> np.ndarray:
             values[on, col] = values[max(first - 1, 0), col]
         faulty |= on
     return faulty
+
+
+def write_csv(run: SimulatedRun, path, sep: str = ",", decimal: str = ".",
+              timestamp_format: str = "%Y-%m-%dT%H:%M:%SZ", timezone: str = "UTC") -> None:
+    """Write a run as a historian export would: one timestamp column (local time of
+    ``timezone``, formatted by ``timestamp_format``), one column per tag."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(timezone)
+    lines = [sep.join(["timestamp", *run.tag_names])]
+    for ts, row in zip(run.timestamps, run.values, strict=True):
+        stamp = datetime.fromtimestamp(float(ts), zone).strftime(timestamp_format)
+        lines.append(sep.join([stamp, *(f"{v:.6g}".replace(".", decimal) for v in row)]))
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.simulator --csv PATH``: a historian-style export of the plant."""
+    import argparse
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m training.simulator", description=main.__doc__)
+    p.add_argument("--csv", required=True, help="file to write")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--period", type=float, default=5.0, help="seconds per sample")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sep", default=",")
+    p.add_argument("--decimal", default=".")
+    p.add_argument("--timestamp-format", default="%Y-%m-%dT%H:%M:%SZ", help="strftime")
+    p.add_argument("--timezone", default="UTC", help="IANA zone the stamps are written in")
+    args = p.parse_args(argv)
+    run = simulate(args.steps, args.period, seed=args.seed)
+    Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+    write_csv(run, args.csv, args.sep, args.decimal, args.timestamp_format, args.timezone)
+    print(f"wrote {args.steps} rows of {len(run.tag_names)} tags to {args.csv}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,7 +31,7 @@ ALARM_AGREEMENT = 0.99  # share of windows with the same alarm state, float vs e
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
-    data = SeriesData.load(config)
+    data = SeriesData.load(config, run_dir)
     L, s = config.window.length, data.splits
     x, _ = sliding_windows(data.scaled[s.train], L)
     val_x, _ = sliding_windows(data.scaled[s.val], L)

@@ -23,7 +23,7 @@ CONFIG_FIELDS = ("horizon", "targets")
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
-    data = SeriesData.load(config)
+    data = SeriesData.load(config, run_dir)
     targets = config.targets or data.grid.tags
     cols = [data.grid.tags.index(t) for t in targets]
     L, H = config.window.length, config.horizon
