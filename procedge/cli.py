@@ -22,9 +22,14 @@ def _cmd_train(args) -> None:
     config = load_train_config(args.config)
     if args.output_dir:
         config.output_dir = args.output_dir
+    config.fit.resume = args.resume
     run_dir = train(config)
     metrics = json.loads((run_dir / "training.json").read_text())["metrics"]["keras"]
     print(f"{config.name}: {run_dir}  " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    from edge_runtime.bundle import RunRecord
+    from training.budget import summary
+
+    print(summary(config.name, RunRecord.load(run_dir).training))
 
 
 def _cmd_convert(args) -> None:
@@ -124,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML training config")
     p.add_argument("config", type=Path)
     p.add_argument("--output-dir", type=Path, help="override output_dir of the config")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (<run>/backup)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
