@@ -156,6 +156,17 @@ class TrainingInfo(Strict):
     device: str = Field(default="", description="Where it trained, e.g. 'GPU:0 (NVIDIA …)'.")
     seconds_per_epoch: float = Field(default=0.0, ge=0, description="Mean wall time.")
 
+    def summary(self, name: str) -> str:
+        """One line for the end of a command: epochs of the budget, what ended the fit (in
+        capitals when the wall-clock limit cut it short), pace and device."""
+        end = (f"TRUNCATED by the wall-clock limit of {self.max_minutes:g} min: not fully "
+               "trained" if self.truncated
+               else "early stopping" if self.early_stopped else "budget done")
+        best = f", best epoch {self.best_epoch}" if self.best_epoch else ""
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""
+        return (f"{name}: {self.epochs}/{self.epochs_budget} epochs ({end}){best}{resumed}, "
+                f"{self.seconds_per_epoch:.2f} s/epoch on {self.device}")
+
 
 class RunRecord(Strict):
     """What ``procedge train`` writes (``training.json`` in the run directory) and

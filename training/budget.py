@@ -197,15 +197,7 @@ def training_info(checkpoint: Checkpoint, progress: Progress, clock: WallClock |
 
 def summary(name: str, info: TrainingInfo | None) -> str:
     """The line the CLI prints at the end of a fit."""
-    if info is None:
-        return f"{name}: no training record"
-    end = ("TRUNCATED by the wall-clock limit of "
-           f"{info.max_minutes:g} min: the model is not fully trained" if info.truncated
-           else "early stopping" if info.early_stopped else "budget done")
-    best = f", best epoch {info.best_epoch}" if info.best_epoch else ""
-    resumed = f", resumed after epoch {info.resumed_from}" if info.resumed_from else ""
-    return (f"{name}: {info.epochs}/{info.epochs_budget} epochs ({end}){best}{resumed}, "
-            f"{info.seconds_per_epoch:.2f} s/epoch on {info.device}")
+    return info.summary(name) if info is not None else f"{name}: no training record"
 
 
 def steps(n: int, batch_size: int) -> int:
