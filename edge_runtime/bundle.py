@@ -137,6 +137,37 @@ class ImageSpec(Strict):
     mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="Segmenter: defect if >=.")
 
 
+class TrainingInfo(Strict):
+    """How the fit went: its epoch budget and what ended it, the hardware and the pace. The
+    budget is in epochs, so the same config trains the same epochs on any machine; only a
+    wall-clock limit (``max_minutes``, an explicit option) can cut a run short, and then
+    ``truncated`` is true."""
+
+    epochs: int = Field(ge=0, description="Epochs run (a resumed run counts all of them).")
+    epochs_budget: int = Field(gt=0, description="Epochs the config allowed.")
+    best_epoch: int | None = Field(default=None, description="1-based epoch whose weights "
+                                   "were kept (early stopping restores the best).")
+    early_stopped: bool = Field(default=False, description="Stopped by early stopping.")
+    truncated: bool = Field(default=False, description="Stopped by the wall-clock limit "
+                            "before the epoch budget or early stopping ended the fit.")
+    max_minutes: float | None = Field(default=None, description="The wall-clock limit, if set.")
+    resumed_from: int = Field(default=0, ge=0, description="Epochs restored from a checkpoint "
+                              "(procedge train --resume); 0 for an uninterrupted fit.")
+    device: str = Field(default="", description="Where it trained, e.g. 'GPU:0 (NVIDIA …)'.")
+    seconds_per_epoch: float = Field(default=0.0, ge=0, description="Mean wall time.")
+
+    def summary(self, name: str) -> str:
+        """One line for the end of a command: epochs of the budget, what ended the fit (in
+        capitals when the wall-clock limit cut it short), pace and device."""
+        end = (f"TRUNCATED by the wall-clock limit of {self.max_minutes:g} min: not fully "
+               "trained" if self.truncated
+               else "early stopping" if self.early_stopped else "budget done")
+        best = f", best epoch {self.best_epoch}" if self.best_epoch else ""
+        resumed = f", resumed after epoch {self.resumed_from}" if self.resumed_from else ""
+        return (f"{name}: {self.epochs}/{self.epochs_budget} epochs ({end}){best}{resumed}, "
+                f"{self.seconds_per_epoch:.2f} s/epoch on {self.device}")
+
+
 class RunRecord(Strict):
     """What ``procedge train`` writes (``training.json`` in the run directory) and
     ``procedge convert`` reads: the manifest minus what conversion adds (the quantization, the
@@ -158,6 +189,9 @@ class RunRecord(Strict):
     metrics: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Held-out metrics per variant: {'keras': ..}, and "
         "in a manifest also {'training': .., 'edge': ..}.")
+    training: TrainingInfo | None = Field(
+        default=None, description="Epochs, truncation, device, pace; None in runs and "
+        "bundles that predate it.")
 
     @model_validator(mode="before")
     @classmethod

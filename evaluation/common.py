@@ -21,6 +21,7 @@ from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scoring import scored_windows
 from edge_runtime.windowing import sliding_windows
+from evaluation.results import write_results
 from training import thresholds
 
 DEEP_FAMILIES = ("dense_ae", "denoising_ae", "conv_ae", "lstm_ae", "vae")
@@ -211,10 +212,8 @@ def flags_from(spec: ThresholdSpec, scores: np.ndarray) -> np.ndarray:
 
 
 def write_json(path: Path | None, rows: list[dict], meta: dict) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"results": rows, "settings": meta}, indent=2) + "\n")
+    """``{"results": rows, "settings": meta}``, checked (:mod:`evaluation.results`)."""
+    write_results(path, rows, meta)
 
 
 def print_table(rows: list[dict], keys: list[str]) -> None:

@@ -27,10 +27,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from edge_runtime.bundle import InputSpec, OutputSpec, RunRecord, TagSpec, check_quantile_levels
+from edge_runtime.bundle import (
+    InputSpec,
+    OutputSpec,
+    RunRecord,
+    TagSpec,
+    TrainingInfo,
+    check_quantile_levels,
+)
 from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
+from evaluation.results import write_results
 from training.metrics import forecast_metrics, regression_metrics
 
 HOURLY_BORDERS = (8640, 11520, 14400)  # 12 / 4 / 4 months of 30 days, in rows
@@ -132,9 +140,10 @@ def check_protocol(dataset: str, horizon: int, features: str, mse: float, mae: f
 
 
 def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s: float,
-                run_dir: Path, fit: dict, model_kw: dict, name: str) -> tuple[object, float]:
+                run_dir: Path, fit: dict, model_kw: dict, name: str) -> tuple:
     """Train on train windows, early-stop on validation windows; write a run directory that
-    ``converters.build`` reads (validation windows as the parity set). Returns (model, s)."""
+    ``converters.build`` reads (validation windows as the parity set). Returns (model,
+    seconds, the run record's training section)."""
     import keras
 
     from training.calibration import save_representative
@@ -151,7 +160,7 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     builder = get_family(family, "forecast")
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model = fit_model(lambda: builder.build(window, len(prep.columns), horizon,
+    model, info = fit_model(lambda: builder.build(window, len(prep.columns), horizon,
                                             len(prep.targets),
                                             target_columns=prep.target_columns, **model_kw),
                       config, *prep.train, *prep.val, run_dir)
@@ -169,9 +178,9 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
         scaler=prep.scaler.to_spec(),
         output=OutputSpec(horizon=horizon, targets=prep.targets, quantiles=levels),
         training_data_sha256=prep.train_sha256,
-        metrics={"keras": {f"val_{k}": v for k, v in val_metrics.items()}},
+        metrics={"keras": {f"val_{k}": v for k, v in val_metrics.items()}}, training=info,
     ).save(run_dir)
-    return model, seconds
+    return model, seconds, info
 
 
 def edge_predict(run_dir: Path, out_dir: Path, mode: str, x: np.ndarray):
@@ -219,12 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/ett"),
                    help="run directories and bundles go here")
-    p.add_argument("--json", type=Path, help="write the results as JSON here")
+    p.add_argument("--max-minutes", type=float,
+                   help="wall-clock limit per model (default none: epochs only); a model it "
+                        "stops is reported truncated")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fit from its checkpoint under --out")
+    p.add_argument("--json", type=Path,
+                   help='write {"results": [...], "settings": {...}} here')
     return p
 
 
 def _fit_settings(family: str, args) -> dict:
-    fit = FIT_BASE | FIT_DEFAULTS.get(family, {}) | {"seed": args.seed}
+    fit = FIT_BASE | FIT_DEFAULTS.get(family, {}) | {"seed": args.seed, "resume": args.resume,
+                                                     "max_minutes": args.max_minutes}
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "patience": args.patience}
     return fit | {k: v for k, v in overrides.items() if v is not None}
@@ -255,17 +271,18 @@ def run(args) -> dict:
         rows.append(_row("seasonal_naive", "numpy", "float64",
                          regression_metrics(test_y, naive), len(test_x)))
     tag = f"{data.name}_{args.features}_L{L}_H{H}"
-    timing = {}
+    timing, training = {}, {}
     levels = quantile_levels(args.model_args)
     for family in args.model:
         from training.tasks.forecast import forecast_plots  # keras: only when one is trained
 
         run_dir = args.out / tag / family
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if not args.resume:
+            shutil.rmtree(run_dir, ignore_errors=True)
         name = f"ett_{tag}_{family}".lower()
-        model, seconds = train_model(family, prep, L, H, data.period_s, run_dir,
-                                     _fit_settings(family, args), args.model_args, name)
-        timing[family] = round(seconds, 1)
+        model, seconds, info = train_model(family, prep, L, H, data.period_s, run_dir,
+                                           _fit_settings(family, args), args.model_args, name)
+        timing[family], training[family] = round(seconds, 1), info.model_dump()
         pred = model.predict(test_x, verbose=0, batch_size=256)
         rows.append(_row(family, "keras", "float32", forecast_metrics(test_y, pred, levels),
                          len(test_x)))
@@ -278,6 +295,7 @@ def run(args) -> dict:
             timing[f"{family}_conversion"] = attempts
     return {"dataset": data.name, "horizon": H, "input_len": L, "features": args.features,
             "results": rows, "protocol_check": check, "train_seconds": timing,
+            "training": training,
             "split_rows": list(data.borders), "period_s": data.period_s}
 
 
@@ -302,6 +320,8 @@ def format_table(result: dict) -> str:
         lines.append("quantile models: MSE/MAE on P50; coverage = share of actuals inside "
                      "the outer quantiles (P10–P90: nominal 0.80)")
     lines.append(f"protocol check: {result['protocol_check']}")
+    lines += [TrainingInfo(**info).summary(family)
+              for family, info in result.get("training", {}).items()]
     return "\n".join(lines)
 
 
@@ -309,7 +329,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     result = run(args)
     print(format_table(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.json, result["results"],
+                  {k: v for k, v in result.items() if k != "results"})
     return result

@@ -11,7 +11,6 @@ decode → resize → classifier + segmenter → regions) on one thread.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -24,9 +23,11 @@ import numpy as np
 
 from converters.build import build_bundle
 from converters.tflite import ConversionError, convert
-from edge_runtime.bundle import Bundle, ImageSpec, RunRecord
+from edge_runtime.bundle import Bundle, ImageSpec, RunRecord, TrainingInfo
 from edge_runtime.imaging import ImageLimits, ImagePipeline, QcSettings, decode_image
 from edge_runtime.interpreter import EdgeModel
+from evaluation.results import write_results
+from training.budget import BACKUP_DIR
 from training.images import data as imdata
 from training.images import explain
 from training.images.metrics import (
@@ -46,7 +47,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="procedge eval images", description=__doc__)
     p.add_argument("--root", type=Path, default=default_root, help="training folder")
     p.add_argument("--test-root", type=Path, help="test folder (same layout); default: val")
-    p.add_argument("--json", type=Path, help="write the result rows here")
+    p.add_argument("--json", type=Path,
+                   help='write {"results": [...], "settings": {...}} here')
     p.add_argument("--out", type=Path, default=Path("artifacts/images/eval"))
     p.add_argument("--size", type=int, default=128, help="square model input, pixels")
     p.add_argument("--classifier", default="resnet", help="small_cnn | resnet | mobilenet")
@@ -60,14 +62,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="from scratch, the classifier needed ~200 (runs G, H: docs/images.md)")
     p.add_argument("--segmenter-epochs", type=int, default=300,
                    help="U-Net epoch budget; 0 = --epochs (it needed ~300: run H)")
-    p.add_argument("--max-minutes", type=float, default=45.0, help="per model")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-clock limit per model (default none: the epoch budgets alone, "
+                        "so the same models on any machine); a model it stops is reported "
+                        "truncated")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: a model trained to its end under --out "
+                        "is kept, an interrupted fit continues from its checkpoint")
     p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine",
                    help="learning rate: cosine decay over the budget, or cut on plateaus")
     p.add_argument("--mask-weight", type=float, default=0.0,
                    help="classifier: weight of the auxiliary defect-mask loss (0 = labels only)")
     p.add_argument("--precision", choices=("auto", "float32", "mixed_bfloat16"), default="auto",
-                   help="training compute; auto = mixed_bfloat16 where the CPU has bfloat16 "
-                        "instructions (about 2x the steps per minute here)")
+                   help="training compute; auto = mixed_bfloat16 on a GPU of compute "
+                        "capability >= 8 or a CPU with bfloat16 instructions (about 2x the "
+                        "steps per minute on such a CPU)")
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--latency-size", type=int, default=256, help="0 = skip that check")
     p.add_argument("--seed", type=int, default=0)
@@ -91,7 +100,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'test' if args.test_root else 'evaluated on val'} {len(test.x)}; "
           f"input {args.size}x{args.size}, mean {spec.mean:.3f} std {spec.std:.3f}")
     result = {"benchmark": "magnetic_tile", "root": str(args.root),
-              "test": str(args.test_root or "validation split"), "size": args.size}
+              "test": str(args.test_root or "validation split"), "size": args.size,
+              "epochs": args.epochs, "segmenter_epochs": args.segmenter_epochs,
+              "max_minutes": args.max_minutes, "schedule": args.schedule, "seed": args.seed,
+              "training": {}}
     models, bundles, widths = {}, {}, {}
     fingerprint = imdata.fingerprint(train_set)
     roles = [("classifier", args.classifier, args.classifier_width)]
@@ -104,23 +116,43 @@ def main(argv: list[str] | None = None) -> dict:
                                   patch=patch,
                                   schedule=args.schedule, precision=_precision(args.precision),
                                   mask_weight=args.mask_weight if role == "classifier" else 0.0,
-                                  seed=args.seed, output_dir=args.out / "runs")
+                                  seed=args.seed, output_dir=args.out / "runs",
+                                  resume=args.resume)
         if family == "mobilenet":
             config.model = {}
             print("mobilenet: training from scratch (no local ImageNet weights given)")
-        run_dir = train_image_model(config, spec, train, val, test, fingerprint)
+        run_dir = _finished(config) if args.resume else None
+        if run_dir is None:
+            print(f"{role} {family}: training, up to {config.epochs} epochs"
+                  + (f" or {args.max_minutes:g} min" if args.max_minutes else ""), flush=True)
+            run_dir = train_image_model(config, spec, train, val, test, fingerprint)
+        else:
+            print(f"{role} {family}: --resume keeps the finished run {run_dir}")
+        result["training"][role] = RunRecord.load(run_dir).training.model_dump()
         models[role], widths[role] = run_dir, width
         bundles[role], result[f"{role}_gate"] = _bundle(run_dir, args.out / "bundles")
         print(f"{role} {family}: trained → {run_dir}; int8 gate: {result[f'{role}_gate']}")
+    print("evaluating the Keras and the int8 LiteRT models on the test images", flush=True)
     rows = _compare(models, bundles, test, test_set, spec, args.out)
-    result["rows"] = rows
     if args.latency_size:
+        print(f"measuring LiteRT latency at {args.latency_size}x{args.latency_size}",
+              flush=True)
         result["latency_256"] = _latency_at(models, widths, args.latency_size, args.out)
     _print(rows, result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return write_results(args.json, rows, result)
+
+
+def _finished(config: ImageTrainConfig) -> Path | None:
+    """With --resume: the run directory of a fit that ran to its end with this budget (its
+    record is written and no checkpoint is left), else None."""
+    run_dir = Path(config.output_dir) / config.name
+    try:
+        record = RunRecord.load(run_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    done = (record.training is not None and record.training.epochs_budget == config.epochs
+            and not (run_dir / BACKUP_DIR).exists() and (run_dir / "model.keras").is_file())
+    return run_dir if done else None
 
 
 def _epochs(args: argparse.Namespace, role: str) -> int:
@@ -130,10 +162,17 @@ def _epochs(args: argparse.Namespace, role: str) -> int:
 
 
 def _precision(choice: str) -> str:
-    """``auto``: bfloat16 only where the CPU computes it natively (AVX512-BF16 or AMX); an
-    emulated bfloat16 would be slower than float32."""
+    """``auto``: bfloat16 where it is computed natively: a GPU of compute capability 8 or
+    newer (Ampere, Hopper: tensor cores, no loss scaling needed), or a CPU with AVX512-BF16
+    or AMX; an emulated bfloat16 would be slower than float32."""
     if choice != "auto":
         return choice
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        capability = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        if capability and capability >= (8, 0):
+            return "mixed_bfloat16"
     try:
         flags = Path("/proc/cpuinfo").read_text()
     except OSError:
@@ -156,7 +195,7 @@ def _compare(models, bundles, test: Split, test_set, spec: ImageSpec, out: Path)
     segmenter, rows of model ``segmenter-mask``: OK/NOK scored from the mask alone."""
     import keras
 
-    rows = {"keras-fp32": {}, "edge-int8": {}}
+    rows = {"keras-fp32": {}, "edge-int8": {}}  # variant-mode: file names and keys
     mask_rows = {}
     ok = spec.class_names.index(spec.ok_class)
     for role, run_dir in models.items():
@@ -182,9 +221,15 @@ def _compare(models, bundles, test: Split, test_set, spec: ImageSpec, out: Path)
             explain.save_segmentation_overlays(test.x, test.masks, ref, out / "segmentation")
     rows["edge-int8"]["edge_ms_per_image"] = _edge_latency(bundles, test_set)
     rows["keras-fp32"]["edge_ms_per_image"] = float("nan")
-    return ([{"model": "+".join(models), "variant": k, "metrics": v} for k, v in rows.items()]
-            + [{"model": "segmenter-mask", "variant": k, "metrics": v}
-               for k, v in mask_rows.items()])
+    return ([_row("+".join(models), k, v) for k, v in rows.items()]
+            + [_row("segmenter-mask", k, v) for k, v in mask_rows.items()])
+
+
+def _row(model: str, key: str, metrics: dict) -> dict:
+    """A result row of the common format: ``keras-fp32`` → variant keras, mode float32."""
+    variant, mode = key.split("-")
+    return {"model": model, "variant": variant, "mode": {"fp32": "float32"}.get(mode, mode),
+            **metrics}
 
 
 def _edge_latency(bundles: dict[str, Path], test_set) -> float:
@@ -242,14 +287,14 @@ def _latency_at(models: dict[str, Path], widths: dict[str, int], size: int, out:
 
 
 def _print(rows: list[dict], result: dict) -> None:
-    keys = sorted({k for r in rows for k in r["metrics"]},
+    keys = sorted({k for r in rows for k in r} - {"model", "variant", "mode"},
                   key=lambda k: (k not in METRIC_KEYS, METRIC_KEYS.index(k)
                                  if k in METRIC_KEYS else 0, k))
-    titles = [r["variant"] if r["model"] == rows[0]["model"] else f"mask:{r['variant']}"
-              for r in rows]
+    titles = [f"{r['variant']}-{r['mode']}" if r["model"] == rows[0]["model"]
+              else f"mask:{r['variant']}" for r in rows]
     print(f"\n{'metric':28s}" + "".join(f"{t:>16s}" for t in titles))
     for k in keys:
-        print(f"{k:28s}" + "".join(f"{r['metrics'].get(k, float('nan')):16.4f}" for r in rows))
+        print(f"{k:28s}" + "".join(f"{r.get(k, float('nan')):16.4f}" for r in rows))
     if len(rows) > 2:
         print("mask: OK/NOK from the segmenter alone (NOK score = largest pixel probability)")
     for role in ("classifier", "segmenter"):
@@ -259,6 +304,8 @@ def _print(rows: list[dict], result: dict) -> None:
         lat = result["latency_256"]
         print(f"LiteRT int8, 1 thread, {result.get('size')}→256x256 weights: "
               + ", ".join(f"{k} {v:.2f}" for k, v in lat.items()))
+    for role, info in result["training"].items():
+        print(TrainingInfo(**info).summary(role))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def _cmd_train(args) -> None:
         config.output_dir = args.output_dir
     if args.strict:
         config.data.strict = True
+    config.fit.resume = args.resume
     from training.train import train
 
     run_dir = train(config)
@@ -38,6 +39,10 @@ def _cmd_train(args) -> None:
                      "metrics": metrics})
         return
     print(f"{config.name}: {run_dir}  " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    from edge_runtime.bundle import RunRecord
+    from training.budget import summary
+
+    print(summary(config.name, RunRecord.load(run_dir).training))
 
 
 def _print_json(body: dict) -> None:
@@ -202,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="data-quality warnings (unsorted or duplicate timestamps, bad values, "
                    "gaps, flat-lined tags, zone assumed) are errors")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (<run>/backup)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")

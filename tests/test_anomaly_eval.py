@@ -11,7 +11,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from evaluation.results import check, write_results
 from procedge.cli import main
+
+
+def test_result_schema_refuses_other_shapes(tmp_path):
+    """What `eval images` wrote before (its own ``rows`` key, metrics nested, no mode) and a
+    row without a mode are refused; the writer refuses them before writing anything."""
+    from pydantic import ValidationError
+
+    row = {"model": "m", "variant": "keras", "mode": "float32", "auroc": 0.9}
+    assert check({"results": [row], "settings": {}}).results[0].model == "m"
+    for bad in ({"rows": [{"model": "m", "variant": "keras-fp32", "metrics": {}}]},
+                {"results": [{"model": "m", "variant": "keras"}], "settings": {}},
+                {"results": [row], "settings": {}, "size": 128}):
+        with pytest.raises(ValidationError):
+            check(bad)
+    with pytest.raises(ValidationError):
+        write_results(tmp_path / "r.json", [{"model": "m"}], {})
+    assert not (tmp_path / "r.json").exists()
 
 
 def _skab_file(path: Path, seed: int, drifting: bool = False, noise: float = 0.1) -> None:
@@ -43,7 +61,9 @@ def test_eval_skab_protocol_on_nested_files(tmp_path, capsys):
           "--edge-mode", "none", "--json", str(out), "--vote", "3", "5",
           "--margin", "1", "--ewma", "1"])
     assert "2 files" in capsys.readouterr().out
-    (row,) = json.loads(out.read_text())["results"]
+    written = json.loads(out.read_text())
+    check(written)  # the one result format of every benchmark
+    (row,) = written["results"]
     assert {"model", "variant", "mode", "f1", "far", "mar", "nab_standard"} <= set(row)
     assert row["f1"] > 0.9 and row["far"] < 10 and row["nab_standard"] > 50
 
@@ -98,7 +118,9 @@ def test_eval_tep_development_protocol(tmp_path):
     out = tmp_path / "tep.json"
     main(["eval", "tep", "--root", str(tmp_path), "--families", "pca_t2_spe",
           "--edge-mode", "none", "--json", str(out), "--rules", "quantile", "coverage"])
-    rows = json.loads(out.read_text())["results"]
+    written = json.loads(out.read_text())
+    check(written)  # the one result format of every benchmark
+    rows = written["results"]
     assert len(rows) == 3 * 2 * 2  # pca_t2, pca_spe, pca_t2_spe × 2 rules × 2 levels
     spe95 = next(r for r in rows if r["model"] == "pca_spe" and r["level"] == 0.95
                  and r["rule"] == "quantile")

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from evaluation import ett
+from evaluation.results import check
 
 COLUMNS = ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
 
@@ -82,8 +83,12 @@ def test_eval_trains_converts_and_reports_float_and_edge(tmp_path, capsys):
               "--epochs", "2", "--batch-size", "256", "--mode", "fp32",
               "--out", str(tmp_path / "runs"), "--json", str(out)])
     result = json.loads(out.read_text())
-    assert (result["dataset"], result["horizon"], result["input_len"], result["features"]) == (
-        "ETTx", 24, 48, "M")
+    check(result)  # the one result format of every benchmark
+    settings = result["settings"]
+    assert (settings["dataset"], settings["horizon"], settings["input_len"],
+            settings["features"]) == ("ETTx", 24, 48, "M")
+    info = settings["training"]["linear"]
+    assert (info["epochs_budget"], info["truncated"]) == (2, False) and info["epochs"] <= 2
     rows = {(r["model"], r["variant"]): r for r in result["results"]}
     assert set(rows) == {("persistence", "numpy"), ("seasonal_naive", "numpy"),
                          ("linear", "keras"), ("linear", "edge")}

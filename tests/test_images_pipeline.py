@@ -19,6 +19,7 @@ from edge_runtime.bundle import Bundle, ImageSpec
 from edge_runtime.config import CameraConfig, EdgeConfig, MqttConfig
 from edge_runtime.daemon import EdgeDaemon
 from edge_runtime.imaging import ImagePipeline, QcSettings
+from evaluation.results import check
 from training.images import data as imdata
 from training.images import explain
 from training.images.metrics import segmentation_metrics
@@ -226,14 +227,19 @@ def test_unet_patch_training_saves_a_whole_frame_model(tmp_path):
     assert model.input_shape == (None, SIZE, SIZE, 1)
 
 
-def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first():
+def _cosine(minutes):
     import keras
 
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
-    schedule = _BudgetCosine(1e-3, epochs=4, minutes=60)
+    schedule = _BudgetCosine(1e-3, epochs=4, minutes=minutes)
     schedule.set_model(model)
     schedule.set_params({"steps": 10})
+    return schedule, model
+
+
+def test_budget_cosine_anneals_over_the_epochs_or_an_explicit_time_limit():
+    schedule, model = _cosine(minutes=60)
     rates = []
     for epoch in range(4):
         schedule.on_epoch_begin(epoch)
@@ -247,6 +253,20 @@ def test_budget_cosine_anneals_over_the_epochs_or_the_time_whichever_ends_first(
     schedule.on_epoch_begin(0)
     schedule.on_train_batch_begin(0)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+
+def test_image_defaults_budget_epochs_only_so_any_machine_trains_the_same_model():
+    """Without an explicit limit, elapsed time changes nothing: a loaded machine runs the
+    same epochs at the same learning rates as a quiet one."""
+    from evaluation import images as evaluate
+
+    assert evaluate.parse_args([]).max_minutes is None
+    assert ImageTrainConfig(name="n", family="unet").max_minutes is None
+    schedule, model = _cosine(minutes=None)
+    schedule.start -= 10 * 3600  # ten hours on a slow machine
+    schedule.on_epoch_begin(2)
+    schedule.on_train_batch_begin(0)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
 
 
 def test_mask_supervised_bfloat16_classifier_saves_a_plain_float32_model(tmp_path):
@@ -288,14 +308,20 @@ def test_eval_images_command_reports_float_and_int8_rows(tmp_path):
                             "--precision", "float32", "--out", str(out),
                             "--json", str(out / "result.json")])
     written = json.loads((out / "result.json").read_text())
-    assert [(r["model"], r["variant"]) for r in written["rows"]] == [
-        (r["model"], r["variant"]) for r in result["rows"]]
+    check(written)  # the one result format of every benchmark
+    assert set(written) == {"results", "settings"}
+    assert [(r["model"], r["variant"], r["mode"]) for r in written["results"]] == [
+        (r["model"], r["variant"], r["mode"]) for r in result["results"]]
     epochs = {role: json.loads((out / "runs" / f"tile_{role}" / "training.json").read_text())
               ["metrics"]["keras"]["epochs"] for role in ("classifier", "segmenter")}
     assert epochs == {"classifier": 2.0, "segmenter": 1.0}
-    rows = {r["variant"]: r["metrics"] for r in result["rows"]
+    training = written["settings"]["training"]
+    assert {role: (t["epochs"], t["epochs_budget"], t["truncated"])
+            for role, t in training.items()} == {"classifier": (2, 2, False),
+                                                 "segmenter": (1, 1, False)}
+    rows = {f"{r['variant']}-{r['mode']}": r for r in result["results"]
             if r["model"] == "classifier+segmenter"}
-    assert set(rows) == {"keras-fp32", "edge-int8"}
+    assert set(rows) == {"keras-float32", "edge-int8"}
     for metrics in rows.values():
         assert set(evaluate.METRIC_KEYS) <= set(metrics)
         for key in ("auroc", "balanced_accuracy", "accuracy_6class", "iou", "dice"):

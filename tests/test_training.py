@@ -75,3 +75,120 @@ def test_tf_data_pipeline_is_seeded_shuffled_batched_and_prefetched():
     assert batches == [4, 4, 2]
     # the last stage before the options is the prefetch (tf.data keeps no public graph view)
     assert type(dataset(x, x, batch_size=4)._input_dataset).__name__ == "_PrefetchDataset"
+
+
+def _tiny_forecast_yaml(tmp_path, **fit):
+    import yaml
+
+    config = tiny_config("tank_forecast", tmp_path)
+    config.data.simulator.steps = 1200
+    config.model = {"filters": 8, "dilations": [1, 2]}
+    config.fit = config.fit.model_copy(update={"tensorboard": False, **fit})
+    path = tmp_path / "forecast.yaml"
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"output_dir"})))
+    return path
+
+
+class _PowerCut(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                      capsys):
+    """A fit stopped by a crash after epoch 2 and continued with ``procedge train --resume``
+    ends with the weights, history and epochs of the same fit run without a break: the
+    checkpoint holds the optimizer and early-stopping state, and epoch e's shuffle depends
+    on (seed, e) only."""
+    import keras
+    import pytest
+
+    from procedge.cli import main
+
+    config = _tiny_forecast_yaml(tmp_path, epochs=5, patience=3, batch_size=32,
+                                 learning_rate=3e-4)
+    main(["train", str(config), "--output-dir", str(tmp_path / "straight")])
+
+    class Cut(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise _PowerCut("power cut")
+
+    fit = keras.Model.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **kw: fit(
+            self, *a, callbacks=[Cut(), *callbacks], **kw))
+        with pytest.raises(_PowerCut):
+            main(["train", str(config), "--output-dir", str(tmp_path / "cut")])
+    assert not (tmp_path / "cut" / "tank_forecast" / "training.json").exists()
+    main(["train", str(config), "--output-dir", str(tmp_path / "cut"), "--resume"])
+    out = capsys.readouterr().out
+    assert "resumed after epoch 2" in out and "5/5 epochs" in out
+
+    runs = [tmp_path / d / "tank_forecast" for d in ("straight", "cut")]
+    weights = [keras.models.load_model(r / "model.keras", compile=False).get_weights()
+               for r in runs]
+    assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(*weights, strict=True))
+    records = [json.loads((r / "training.json").read_text()) for r in runs]
+    assert records[0]["metrics"]["keras"] == pytest.approx(records[1]["metrics"]["keras"])
+    assert records[0]["training"]["epochs"] == records[1]["training"]["epochs"] == 5
+    assert records[1]["training"]["resumed_from"] == 2
+    assert not (runs[1] / "backup").exists()  # removed once the fit ended
+
+
+def test_without_resume_a_stale_checkpoint_is_not_picked_up(tmp_path, monkeypatch):
+    import keras
+    import pytest
+
+    from procedge.cli import main
+
+    config = _tiny_forecast_yaml(tmp_path, epochs=3)
+
+    class Cut(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise _PowerCut("power cut")
+
+    fit = keras.Model.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **kw: fit(
+            self, *a, callbacks=[Cut(), *callbacks], **kw))
+        with pytest.raises(_PowerCut):
+            main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
+    main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
+    record = json.loads((tmp_path / "runs" / "tank_forecast" / "training.json").read_text())
+    assert record["training"]["resumed_from"] == 0 and record["training"]["epochs"] == 3
+
+
+def test_wall_clock_limit_marks_the_run_truncated_and_the_cli_says_so(tmp_path, capsys):
+    from edge_runtime.bundle import Manifest
+    from procedge.cli import main
+
+    config = _tiny_forecast_yaml(tmp_path, epochs=6, max_minutes=1e-5)
+    main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "TRUNCATED" in out[-1] and "1/6 epochs" in out[-1]  # the last line, not a log line
+    record = json.loads((tmp_path / "runs" / "tank_forecast" / "training.json").read_text())
+    info = record["training"]
+    assert info["truncated"] is True and info["epochs"] == 1 and info["epochs_budget"] == 6
+    assert info["max_minutes"] == 1e-5 and info["device"] and info["seconds_per_epoch"] > 0
+    # the bundle manifest carries the section (it is the run record plus conversion's fields)
+    manifest = Manifest(**{k: v for k, v in record.items()}, version="1", quantization="fp32")
+    assert manifest.training.truncated
+
+
+def test_an_epoch_budget_is_not_truncated_and_records_made_before_it_still_load(tmp_path,
+                                                                                 capsys):
+    from edge_runtime.bundle import RunRecord
+    from procedge.cli import main
+
+    config = _tiny_forecast_yaml(tmp_path, epochs=2, patience=5)
+    main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
+    run_dir = tmp_path / "runs" / "tank_forecast"
+    info = RunRecord.load(run_dir).training
+    assert (info.epochs, info.truncated, info.early_stopped, info.max_minutes) == (
+        2, False, False, None)
+    assert "2/2 epochs (budget done)" in capsys.readouterr().out
+    record = json.loads((run_dir / "training.json").read_text())
+    del record["training"]
+    (run_dir / "training.json").write_text(json.dumps(record))
+    assert RunRecord.load(run_dir).training is None

@@ -89,7 +89,8 @@ class SplitConfig(Strict):
 
 
 class FitConfig(Strict):
-    epochs: int = Field(default=30, gt=0)
+    epochs: int = Field(default=30, gt=0, description="Epoch budget: the same on any machine; "
+                        "early stopping on the validation loss may end the fit sooner.")
     batch_size: int = Field(default=64, gt=0)
     patience: int = Field(default=5, ge=0, description="Early-stopping patience (epochs).")
     learning_rate: float = Field(default=1e-3, gt=0)
@@ -99,6 +100,11 @@ class FitConfig(Strict):
                                     ">1 GPU → mirrored, else default (one device).")
     mixed_precision: bool = Field(default=False, description="mixed_float16 (GPU only).")
     tensorboard: bool = Field(default=True, description="TensorBoard logs in <run>/logs.")
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="Optional wall-clock limit; when it stops the fit "
+        "before the epoch budget, the run record says truncated: true.")
+    resume: bool = Field(default=False, description="Continue an interrupted fit from its "
+                         "checkpoint in <run>/backup (what `procedge train --resume` sets).")
 
 
 class ThresholdConfig(Strict):

@@ -10,10 +10,17 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.bundle import InputSpec, OutputSpec, TagSpec, check_quantile_levels
+from edge_runtime.bundle import (
+    InputSpec,
+    OutputSpec,
+    TagSpec,
+    TrainingInfo,
+    check_quantile_levels,
+)
 from edge_runtime.scaling import StandardScaler
 from training import plots, quality
 from training.autoencoders import edge_model
+from training.budget import BACKUP_DIR, fit_callbacks, start_epoch, steps, training_info
 from training.config import TrainConfig
 from training.distribute import distribution_strategy, precision
 from training.historian import GridData, load_grid
@@ -76,52 +83,80 @@ class SeriesData:
                 "data_quality": self.grid.quality}
 
 
-def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path):
-    """Build (under the configured strategy and precision), fit with early stopping and
-    best-weights restore, save, plot. ``build`` is a zero-argument model factory. A forecaster
-    with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output."""
+def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
+              ) -> tuple[keras.Model, TrainingInfo]:
+    """Build (under the configured strategy and precision), fit for ``fit.epochs`` with early
+    stopping and best-weights restore, save, plot. ``build`` is a zero-argument model factory.
+    A forecaster with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output.
+    Every epoch is checkpointed in ``<run>/backup``; ``fit.resume`` continues from there.
+    Returns the model and the run record's ``training`` section."""
     from training.forecasters import Pinball
 
     levels = quantile_levels(config)
-    strategy = distribution_strategy(config.fit.strategy)
-    with precision(config.fit.mixed_precision), strategy.scope():
+    fit = config.fit
+    strategy = distribution_strategy(fit.strategy)
+    with precision(fit.mixed_precision), strategy.scope():
         model = build()
         loss = Pinball(levels) if levels else "mse"
-        model.compile(optimizer=keras.optimizers.Adam(config.fit.learning_rate), loss=loss)
-    callbacks = [
-        keras.callbacks.EarlyStopping(patience=config.fit.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(patience=max(config.fit.patience // 2, 1)),
+        model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate), loss=loss)
+    stateful = [
+        keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1)),
     ]
-    if config.fit.tensorboard:
+    callbacks = list(stateful)
+    if fit.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
-    batch, seed = config.fit.batch_size, config.fit.seed
-    history = model.fit(
-        dataset(x, y, batch, seed, shuffle=True), validation_data=dataset(val_x, val_y, batch),
-        epochs=config.fit.epochs, verbose=0, callbacks=callbacks,
-        shuffle=False,  # the pipeline shuffles (seeded); Keras cannot shuffle a tf.data set
+    shared, checkpoint, progress, clock = fit_callbacks(config.name, run_dir, stateful,
+                                                        fit.max_minutes)
+    first = start_epoch(run_dir / BACKUP_DIR, fit.resume)
+    batch, seed = fit.batch_size, fit.seed
+    model.fit(
+        dataset(x, y, batch, seed, shuffle=True, epochs=fit.epochs, first_epoch=first),
+        steps_per_epoch=steps(len(x), batch), validation_data=dataset(val_x, val_y, batch),
+        epochs=fit.epochs, verbose=0, callbacks=callbacks + shared,
+        shuffle=False,  # the pipeline shuffles (seeded by epoch); Keras cannot shuffle tf.data
     )
+    info = training_info(checkpoint, progress, clock, fit.epochs, stateful)
     score = config.threshold.score if config.task == "anomaly" else "reconstruction"
     shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
     if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
         shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
     shipped.save(run_dir / "model.keras")
-    plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
-    return model
+    plots.learning_curve(checkpoint.history, run_dir / "learning_curve.png", config.name)
+    return model, info
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,
-            shuffle: bool = False):
+            shuffle: bool = False, epochs: int | None = None, first_epoch: int = 0):
     """A ``tf.data`` pipeline: slices → (seeded reshuffle every epoch) → batch → prefetch.
     ``batch_size`` is the global batch: under a distribution strategy Keras splits each batch
-    across replicas, and the pipeline is sharded by element (in-memory arrays have no files)."""
+    across replicas, and the pipeline is sharded by element (in-memory arrays have no files).
+
+    With ``epochs``, the pipeline holds epochs ``first_epoch`` … ``epochs - 1`` back to back
+    (fit it with ``steps_per_epoch``), epoch ``e`` in an order that depends on ``(seed, e)``
+    only: a fit resumed at epoch ``e`` sees what the uninterrupted fit saw (a reshuffling
+    ``Dataset.shuffle`` would start again at the order of the first epoch)."""
     import tensorflow as tf
 
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    if shuffle and epochs is not None:
+        xs, ys, n = tf.constant(x), tf.constant(y), len(x)
+
+        def epoch_batches(epoch):
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(n, dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        data = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches).map(
+            lambda i: (tf.gather(xs, i), tf.gather(ys, i)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        data = tf.data.Dataset.from_tensor_slices((x, y))
+        if shuffle:
+            data = data.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        data = data.batch(batch_size)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return data.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+    return data.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def quantile_levels(config: TrainConfig) -> list[float]:

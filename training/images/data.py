@@ -197,7 +197,7 @@ class Batches(keras.utils.PyDataset):
         self.patch, self.mask_stride = patch, mask_stride
         self.x, self.labels, self.masks, self.target = x, labels, masks, target
         self.batch_size, self.std, self.augment = batch_size, std, augment
-        self.rng = np.random.default_rng(seed)
+        self.seed, self.epoch = seed, -1
         counts = np.bincount(labels, minlength=labels.max() + 1).astype(float)
         weights = np.where(counts > 0,
                            len(labels) / (len(counts[counts > 0]) * np.maximum(counts, 1)), 0.0)
@@ -207,15 +207,23 @@ class Batches(keras.utils.PyDataset):
         p = np.where(defective, share / max(defective.sum(), 1),
                      (1 - share) / max((~defective).sum(), 1))
         self.draw_p = p / p.sum()
-        self.on_epoch_end()
+        self.start_epoch(0)
 
     def __len__(self) -> int:
         return int(np.ceil(len(self.x) / self.batch_size))
 
-    def on_epoch_end(self) -> None:
-        n = len(self.x)
+    def start_epoch(self, epoch: int) -> None:
+        """Order and augmentation of ``epoch`` from (seed, epoch) alone: a fit resumed at
+        epoch e draws what the uninterrupted fit drew."""
+        if epoch == self.epoch:
+            return
+        self.epoch, n = epoch, len(self.x)
+        self.rng = np.random.default_rng([self.seed, epoch])
         self.order = (self.rng.permutation(n) if self.target == "labels"
                       else self.rng.choice(n, size=n, p=self.draw_p))
+
+    def on_epoch_end(self) -> None:
+        self.start_epoch(self.epoch + 1)
 
     def __getitem__(self, i: int):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]

@@ -32,6 +32,6 @@ def train_images(config: TrainConfig, run_dir: Path) -> RunRecord:
         "name": config.name, "family": config.family, "model": config.model,
         "epochs": fit.epochs, "batch_size": fit.batch_size, "learning_rate": fit.learning_rate,
         "patience": fit.patience, "seed": fit.seed, "output_dir": run_dir.parent,
-        **section.trainer})
+        "max_minutes": fit.max_minutes, "resume": fit.resume, **section.trainer})
     train_image_model(trainer, spec, train, val, test, imdata.fingerprint(train_set))
     return RunRecord.load(run_dir)

@@ -18,6 +18,7 @@ from pydantic import Field
 from edge_runtime.bundle import ImageSpec, RunRecord
 from edge_runtime.contract import Strict, image_task
 from training import plots
+from training.budget import BACKUP_DIR, fit_callbacks, start_epoch, summary, training_info
 from training.images import models  # noqa: F401  (registers the image families)
 from training.images.data import Augment, Batches, Split, coarse_masks
 from training.images.metrics import classification_metrics, segmentation_metrics
@@ -38,10 +39,15 @@ class ImageTrainConfig(Strict):
                           "the validation score (classifier: class-balanced accuracy; segmenter: "
                           "defect IoU) and the rate ×0.1 after half of it.")
     schedule: Literal["cosine", "plateau"] = Field(
-        default="cosine", description="cosine: the learning rate anneals to 1 % over the budget "
-        "(epochs or max_minutes, whichever runs out first), the best epoch is kept; plateau: "
-        "constant until the validation score stalls.")
-    max_minutes: float = Field(default=10.0, gt=0, description="Stop fitting after this long.")
+        default="cosine", description="cosine: the learning rate anneals to 1 % over the epoch "
+        "budget (or over max_minutes if that is set and runs out first), the best epoch is "
+        "kept; plateau: constant until the validation score stalls.")
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="Optional wall-clock limit; when it stops the fit "
+        "before the epochs, the run record says truncated: true. None: epochs only, so the "
+        "same model on any machine.")
+    resume: bool = Field(default=False, description="Continue an interrupted fit from its "
+                         "checkpoint in <run>/backup.")
     augment: bool = Field(default=True, description="Flips, rotation, crop, brightness/contrast.")
     mask_weight: float = Field(
         default=0.0, ge=0, description="Classifier: weight of an auxiliary defect-mask loss on "
@@ -65,40 +71,19 @@ class ImageTrainConfig(Strict):
         return "segmenter" if self.family == "unet" else "classifier"
 
 
-class _Progress(keras.callbacks.Callback):
-    """One log line per epoch (fits run for minutes on a shared CPU)."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        log.info("%s epoch %d: loss %.4f val_loss %.4f val_score %.4f (%.0f s)",
-                 self.model.name, epoch + 1, logs.get("loss", float("nan")),
-                 logs.get("val_loss", float("nan")), logs.get("val_score", float("nan")),
-                 time.monotonic() - self.start)
-
-
-class _TimeLimit(keras.callbacks.Callback):
-    def __init__(self, minutes: float):
-        super().__init__()
-        self.deadline = time.monotonic() + 60 * minutes
-
-    def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() > self.deadline:
-            log.warning("time limit reached after epoch %d", epoch + 1)
-            self.model.stop_training = True
-
-
 class _BudgetCosine(keras.callbacks.Callback):
     """Cosine decay of the learning rate over the training budget, per batch: progress is the
-    larger of the share of epochs done and the share of ``max_minutes`` used, so a run cut by
-    the time cap still ends at a small rate instead of the constant one a plateau rule keeps
-    when the score is still rising (budget-aware schedules: Li, Yumer & Ramanan, ICLR 2020)."""
+    share of epochs done, so the rate at epoch e is the same on any machine. Only with an
+    explicit wall-clock limit (``minutes``) is it the larger of that and the share of the
+    time used, so a run cut by the limit still ends at a small rate instead of the constant
+    one a plateau rule keeps when the score is still rising (budget-aware schedules: Li,
+    Yumer & Ramanan, ICLR 2020)."""
 
-    def __init__(self, base: float, epochs: int, minutes: float, floor: float = 0.01):
+    def __init__(self, base: float, epochs: int, minutes: float | None = None,
+                 floor: float = 0.01):
         super().__init__()
-        self.base, self.epochs, self.seconds, self.floor = base, epochs, 60 * minutes, floor
+        self.base, self.epochs, self.floor = base, epochs, floor
+        self.seconds = 60 * minutes if minutes else None
         self.start, self.epoch = time.monotonic(), 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -106,8 +91,9 @@ class _BudgetCosine(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         steps = max(self.params.get("steps") or 1, 1)
-        done = max((self.epoch + batch / steps) / self.epochs,
-                   (time.monotonic() - self.start) / self.seconds)
+        done = (self.epoch + batch / steps) / self.epochs
+        if self.seconds:
+            done = max(done, (time.monotonic() - self.start) / self.seconds)
         scale = self.floor + (1 - self.floor) * 0.5 * (1 + np.cos(np.pi * min(done, 1.0)))
         self.model.optimizer.learning_rate.assign(self.base * scale)
 
@@ -129,16 +115,31 @@ class _ValScore(keras.callbacks.Callback):
             logs["val_score"] = score if np.isfinite(score) else 0.0
 
 
-def _schedule(config: ImageTrainConfig) -> list[keras.callbacks.Callback]:
-    """Learning-rate and stopping callbacks; both keep the weights of the best ``val_score``."""
+def _schedule(config: ImageTrainConfig) -> tuple[list[keras.callbacks.Callback], list]:
+    """Learning-rate and stopping callbacks (both keep the weights of the best
+    ``val_score``), and those of them whose state a resumed fit needs back."""
     if config.schedule == "cosine":
+        stop = keras.callbacks.EarlyStopping("val_score", patience=config.epochs, mode="max",
+                                             restore_best_weights=True)
         return [_BudgetCosine(config.learning_rate, config.epochs, config.max_minutes),
-                keras.callbacks.EarlyStopping("val_score", patience=config.epochs, mode="max",
-                                              restore_best_weights=True)]
-    return [keras.callbacks.EarlyStopping("val_score", patience=config.patience, mode="max",
-                                          restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau("val_score", mode="max",
-                                              patience=max(config.patience // 2, 1))]
+                stop], [stop]
+    stateful = [keras.callbacks.EarlyStopping("val_score", patience=config.patience,
+                                              mode="max", restore_best_weights=True),
+                keras.callbacks.ReduceLROnPlateau("val_score", mode="max",
+                                                  patience=max(config.patience // 2, 1))]
+    return stateful, stateful
+
+
+class _EpochSeed(keras.callbacks.Callback):
+    """Tells the batches which epoch runs (a resumed fit starts past the first), so their
+    order and augmentation depend on (seed, epoch) only."""
+
+    def __init__(self, batches: Batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.start_epoch(epoch)
 
 
 def dice_bce(y_true, y_pred):
@@ -177,7 +178,7 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
-        model, history, fit_s = _fit(config, spec, family, train, val)
+        model, history, fit_s, info = _fit(config, spec, family, train, val, run_dir)
     finally:
         keras.mixed_precision.set_global_policy(previous)
     if config.patch or config.precision != "float32":
@@ -186,17 +187,19 @@ def train_image_model(config: ImageTrainConfig, spec: ImageSpec, train: Split, v
         fixed.set_weights(model.get_weights())  # mixed-precision weights are float32 already
         model = fixed
     model.save(run_dir / "model.keras")
-    plots.learning_curve(history.history, run_dir / "learning_curve.png", config.name)
+    plots.learning_curve(history, run_dir / "learning_curve.png", config.name)
     metrics = evaluate_keras(model, spec, heldout)
-    metrics |= {"epochs": float(len(history.history["loss"])), "fit_seconds": fit_s}
+    metrics |= {"epochs": float(info.epochs), "fit_seconds": fit_s}
     RunRecord(name=config.name, task=image_task(spec.kind), family=config.family, image=spec,
-              training_data_sha256=fingerprint, metrics={"keras": metrics}).save(run_dir)
+              training_data_sha256=fingerprint, metrics={"keras": metrics},
+              training=info).save(run_dir)
     np.savez_compressed(run_dir / "heldout.npz", x=heldout.x, labels=heldout.labels,
                         masks=heldout.masks.astype(np.uint8))
     rng = np.random.default_rng(config.seed)
     pick = rng.choice(len(train.x), size=min(REPRESENTATIVE_IMAGES, len(train.x)), replace=False)
     np.savez_compressed(run_dir / "representative.npz", x=train.x[np.sort(pick)])
     log.info("trained %s in %.0f s: %s", config.name, fit_s, metrics)
+    log.info(summary(config.name, info))
     return run_dir
 
 
@@ -206,9 +209,11 @@ def _build(family, config: ImageTrainConfig, spec: ImageSpec, shape: tuple) -> k
     return family.build(shape, **config.model)
 
 
-def _fit(config: ImageTrainConfig, spec: ImageSpec, family, train: Split, val: Split):
-    """Build (under the current precision policy), compile and fit: (model, history, seconds).
-    With patches the segmenter is built with a free spatial size."""
+def _fit(config: ImageTrainConfig, spec: ImageSpec, family, train: Split, val: Split,
+         run_dir: Path):
+    """Build (under the current precision policy), compile and fit: (model, history,
+    seconds, training info). With patches the segmenter is built with a free spatial size.
+    Every epoch is checkpointed in ``<run>/backup`` (``config.resume`` continues from it)."""
     shape = (spec.height, spec.width, spec.channels)
     stride = 0
     model = trainer = _build(family, config, spec, (None, None, spec.channels)
@@ -226,11 +231,15 @@ def _fit(config: ImageTrainConfig, spec: ImageSpec, family, train: Split, val: S
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
                       Augment() if config.augment else None, config.seed,
                       config.class_weight_power, config.patch, config.defect_share, stride)
+    schedule, stateful = _schedule(config)
+    shared, checkpoint, progress, clock = fit_callbacks(config.name, run_dir, stateful,
+                                                        config.max_minutes)
+    start_epoch(run_dir / BACKUP_DIR, config.resume)
     start = time.monotonic()
-    history = trainer.fit(batches, validation_data=(val.x, val_y), epochs=config.epochs,
-                          verbose=0, callbacks=[_ValScore(spec, val, model), *_schedule(config),
-                                                _TimeLimit(config.max_minutes), _Progress()])
-    return model, history, time.monotonic() - start
+    trainer.fit(batches, validation_data=(val.x, val_y), epochs=config.epochs, verbose=0,
+                callbacks=[_EpochSeed(batches), _ValScore(spec, val, model), *schedule, *shared])
+    info = training_info(checkpoint, progress, clock, config.epochs, stateful)
+    return model, checkpoint.history, time.monotonic() - start, info
 
 
 def evaluate_keras(model, spec: ImageSpec, data: Split) -> dict[str, float]:

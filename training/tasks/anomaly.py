@@ -36,7 +36,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     x, _ = sliding_windows(data.scaled[s.train], L)
     val_x, _ = sliding_windows(data.scaled[s.val], L)
     test_x, _ = sliding_windows(data.scaled[s.test], L)
-    model = fit_model(lambda: family.build(L, len(data.grid.tags), **config.model), config,
+    model, info = fit_model(lambda: family.build(L, len(data.grid.tags), **config.model), config,
                       x, x, val_x, val_x, run_dir)
     t = config.threshold
     graph = edge_model(model, t.score)  # what is shipped: scores as the edge computes them
@@ -55,7 +55,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     save_representative(run_dir, x, config.fit.seed)
     return RunRecord(name=config.name, task="anomaly", family=config.family, thresholds=spec,
-                     metrics={"keras": metrics}, **data.record_fields(config))
+                     metrics={"keras": metrics}, training=info, **data.record_fields(config))
 
 
 def _scores(graph, x: np.ndarray, score: str) -> np.ndarray:

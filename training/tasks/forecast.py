@@ -33,7 +33,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     val_x, val_y = forecast_pairs(data.scaled[s.val], L, H, cols)
     test_x, test_y = forecast_pairs(data.scaled[s.test], L, H, cols)
     features = len(data.grid.tags)
-    model = fit_model(lambda: family.build(L, features, H, len(cols), target_columns=cols,
+    model, info = fit_model(lambda: family.build(L, features, H, len(cols), target_columns=cols,
                                            **config.model), config, x, y, val_x, val_y, run_dir)
     pred = model.predict(test_x, verbose=0)
     persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
@@ -44,6 +44,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels)
     return RunRecord(name=config.name, task="forecast", family=config.family,
                      output=output_spec(config, targets), metrics={"keras": metrics},
+                     training=info,
                      **data.record_fields(config))
 
 
