@@ -314,7 +314,9 @@ def test_broker_kills_during_a_fast_feed_lose_no_alarm_event(tmp_path: Path, bun
     broker = RestartableBroker(tmp_path, extra="autosave_on_changes true")
     broker.start()
     config = edge_config(tmp_path, broker.port, bundles,
-                         event_time={"allowed_lateness_s": 1500.0, "reconnect_hold_s": 10.0})
+                         # margins for a loaded 2-core machine: one run there saw 785 s of
+                         # data time of reorder and 12 samples past a 1 500 s lateness
+                         event_time={"allowed_lateness_s": 4000.0, "reconnect_hold_s": 20.0})
     items = samples(labelled_run(400))
     expected, expected_inf = reference_events(config, tmp_path, items)
     assert len(expected) >= 4  # the labelled run raises and clears
