@@ -44,8 +44,10 @@ def test_auto_measures_every_candidate_and_ships_the_choice(forecast_run, tmp_pa
     # A tcn (no recurrent layer): fixed batch of one by default, recorded and in the file.
     assert report["batch"] == "one" and {r["batch"] for r in rows.values()} == {"one"}
     assert bundle.manifest.batch == "one" and "SHAPE" not in chosen["ops"]
+    # auto's rule on the rows it measured: the smallest passing file within 10 % of the fastest
+    fastest = min(r["edge_p50_ms"] for r in rows.values() if r["passed"])
     assert chosen["bytes"] == min(r["bytes"] for r in rows.values() if r["passed"]
-                                  and r["edge_p50_ms"] <= 1.1 * chosen["edge_p50_ms"])
+                                  and r["edge_p50_ms"] <= 1.1 * fastest)
     for name in ("conversion.json", "conversion.md", "parity.json"):
         assert name in bundle.manifest.files
     assert report["choice"] in (bundle.root / "conversion.md").read_text()

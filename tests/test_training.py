@@ -108,17 +108,7 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path
                                  learning_rate=3e-4)
     main(["train", str(config), "--output-dir", str(tmp_path / "straight")])
 
-    class Cut(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise _PowerCut("power cut")
-
-    fit = keras.Model.fit
-    with monkeypatch.context() as patch:
-        patch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **kw: fit(
-            self, *a, callbacks=[Cut(), *callbacks], **kw))
-        with pytest.raises(_PowerCut):
-            main(["train", str(config), "--output-dir", str(tmp_path / "cut")])
+    _train_cut_at_epoch_2(config, tmp_path / "cut", monkeypatch)
     assert not (tmp_path / "cut" / "tank_forecast" / "training.json").exists()
     main(["train", str(config), "--output-dir", str(tmp_path / "cut"), "--resume"])
     out = capsys.readouterr().out
@@ -136,24 +126,12 @@ def test_interrupted_run_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path
 
 
 def test_without_resume_a_stale_checkpoint_is_not_picked_up(tmp_path, monkeypatch):
-    import keras
-    import pytest
 
     from procedge.cli import main
 
     config = _tiny_forecast_yaml(tmp_path, epochs=3)
 
-    class Cut(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise _PowerCut("power cut")
-
-    fit = keras.Model.fit
-    with monkeypatch.context() as patch:
-        patch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **kw: fit(
-            self, *a, callbacks=[Cut(), *callbacks], **kw))
-        with pytest.raises(_PowerCut):
-            main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
+    _train_cut_at_epoch_2(config, tmp_path / "runs", monkeypatch)
     main(["train", str(config), "--output-dir", str(tmp_path / "runs")])
     record = json.loads((tmp_path / "runs" / "tank_forecast" / "training.json").read_text())
     assert record["training"]["resumed_from"] == 0 and record["training"]["epochs"] == 3
@@ -192,3 +170,23 @@ def test_an_epoch_budget_is_not_truncated_and_records_made_before_it_still_load(
     del record["training"]
     (run_dir / "training.json").write_text(json.dumps(record))
     assert RunRecord.load(run_dir).training is None
+
+
+def _train_cut_at_epoch_2(config, out, monkeypatch) -> None:
+    """``procedge train`` with a power cut as epoch 3 begins (the process would die there)."""
+    import keras
+    import pytest
+
+    from procedge.cli import main
+
+    class Cut(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise _PowerCut("power cut")
+
+    fit = keras.Model.fit
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "fit", lambda self, *a, callbacks=(), **kw: fit(
+            self, *a, callbacks=[Cut(), *callbacks], **kw))
+        with pytest.raises(_PowerCut):
+            main(["train", str(config), "--output-dir", str(out)])
