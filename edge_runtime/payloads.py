@@ -15,10 +15,10 @@ def parse_sample(payload: bytes, received_s: float) -> tuple[float, float]:
     """Return ``(timestamp_s, value)``; without a ``ts`` the receive time is used."""
     if len(payload) > 4096:
         raise PayloadError("too_large")
-    return _sample(_loads(payload), received_s)
+    return _sample(loads(payload), received_s)
 
 
-def _loads(payload: bytes) -> object:
+def loads(payload: bytes) -> object:
     """JSON, or a :class:`PayloadError`: ``not_json``, or ``malformed_number`` for an integer
     longer than Python converts (4 300 digits: ``int()`` raises a plain ``ValueError``)."""
     try:
@@ -61,7 +61,7 @@ def parse_samples(payload: bytes, received_s: float) -> list[tuple[float, float]
     if payload[:1] == b"[" or payload.lstrip()[:1] == b"[":
         if len(payload) > MAX_BATCH_BYTES:
             raise PayloadError("too_large")
-        items = _loads(payload)
+        items = loads(payload)
         if not isinstance(items, list) or not items:
             raise PayloadError("empty_batch")
         if not all(isinstance(i, dict) and "ts" in i for i in items):

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from edge_runtime.bundle import InputSpec, Manifest, ScalerSpec, TagSpec, write_bundle
 
 
@@ -22,3 +25,16 @@ def sealed_bundle(directory: Path, extra_files: dict[str, str] | None = None,
         "scaler": ScalerSpec(mean=[0.0], scale=[1.0]),
     } | manifest_fields
     return write_bundle(directory, Manifest(**fields))
+
+
+def ed25519_keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    """An Ed25519 key pair as PEM files (private PKCS8, public SubjectPublicKeyInfo), as a
+    bundle builder or an operator console holds them."""
+    key = Ed25519PrivateKey.generate()
+    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public

@@ -231,3 +231,17 @@ def send(client: mqtt.Client, verb: str, body: dict, by_property: str = "") -> N
         props = Properties(PacketTypes.PUBLISH)
         props.UserProperty = ("by", by_property)
     client.publish(f"edge/gwtest/cmd/{verb}", json.dumps(body), qos=1, properties=props)
+
+
+def replies(watch: Collector, request_id: str, timeout_s: float = 10) -> list[dict]:
+    """The daemon's command replies with ``request_id``, once at least one arrived (or
+    ``timeout_s`` passed: then none)."""
+    found: list[dict] = []
+
+    def check() -> bool:
+        found[:] = [r for r in watch.json("edge/gwtest/reply")
+                    if r.get("request_id") == request_id]
+        return bool(found)
+
+    wait_for(check, timeout_s)
+    return found

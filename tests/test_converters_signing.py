@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.bundle import (
     MANIFEST,
@@ -18,18 +16,7 @@ from edge_runtime.bundle import (
     sign_bundle,
 )
 from edge_runtime.config import load_edge_config
-from tests.bundle_support import sealed_bundle
-
-
-def _keypair(directory: Path, name: str) -> tuple[Path, Path]:
-    key = Ed25519PrivateKey.generate()
-    private, public = directory / f"{name}.pem", directory / f"{name}.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public
+from tests.bundle_support import ed25519_keypair, sealed_bundle
 
 
 def _bundle(directory: Path) -> Path:
@@ -39,7 +26,7 @@ def _bundle(directory: Path) -> Path:
 
 @pytest.fixture
 def keys(tmp_path):
-    return _keypair(tmp_path, "builder"), _keypair(tmp_path, "stranger")
+    return ed25519_keypair(tmp_path, "builder"), ed25519_keypair(tmp_path, "stranger")
 
 
 def test_signed_bundle_is_accepted(tmp_path, keys):

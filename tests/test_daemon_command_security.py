@@ -9,46 +9,21 @@ import time
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon
-from tests.daemon_support import UNS, Collector, commander, edge_config, send, wait_for
+from tests.bundle_support import ed25519_keypair
+from tests.daemon_support import UNS, Collector, commander, edge_config, replies, send, wait_for
 
 AID = "tank_anomaly.anomaly"
-
-
-def make_key(folder: Path, name: str) -> tuple[Path, Path]:
-    """An Ed25519 key pair as PEM files (private PKCS8, public SubjectPublicKeyInfo)."""
-    key = Ed25519PrivateKey.generate()
-    private, public = folder / f"{name}.key", folder / f"{name}.pub.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    public.write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    return private, public
-
-
-def replies(watch: Collector, request_id: str, timeout_s: float = 10) -> list[dict]:
-    found: list[dict] = []
-
-    def check() -> bool:
-        found[:] = [r for r in watch.json("edge/gwtest/reply")
-                    if r.get("request_id") == request_id]
-        return bool(found)
-
-    wait_for(check, timeout_s)
-    return found
 
 
 # -- pure logic: the envelope and its checks ------------------------------------------------
 def test_verifier_checks_key_signature_time_and_nonce(tmp_path: Path):
     from edge_runtime.command_signing import CommandVerifier, canonical_bytes, sign_command
 
-    op_key, op_pub = make_key(tmp_path, "operator1")
-    other_key, _ = make_key(tmp_path, "mallory")
+    op_key, op_pub = ed25519_keypair(tmp_path, "operator1")
+    other_key, _ = ed25519_keypair(tmp_path, "mallory")
     verifier = CommandVerifier({"operator1": op_pub}, max_clock_skew_s=60, max_nonces=3)
     now = 1_700_000_000.0
     body = sign_command({"alarm_id": "a", "request_id": "x"}, op_key, by="operator1", now_s=now)
@@ -100,8 +75,8 @@ def test_signed_commands_over_mqtt(tmp_path: Path, broker, bundles):
     ``commands.require_signature`` only a valid, fresh, unreplayed signature is."""
     from edge_runtime.command_signing import sign_command
 
-    op_key, op_pub = make_key(tmp_path, "operator1")
-    mallory_key, _ = make_key(tmp_path, "mallory")
+    op_key, op_pub = ed25519_keypair(tmp_path, "operator1")
+    mallory_key, _ = ed25519_keypair(tmp_path, "mallory")
     config = edge_config(tmp_path, broker.port, bundles)
     config["mqtt"] |= {"protocol": "5"}
     config["commands"] |= {"require_signature": True, "max_clock_skew_s": 30,

@@ -24,6 +24,7 @@ from tests.daemon_support import (
     edge_config,
     labelled_run,
     reference_events,
+    replies,
     samples,
     send,
     wait_for,
@@ -38,14 +39,7 @@ def feed_local(daemon: EdgeDaemon, items: list[tuple[str, bytes]]) -> None:
 
 
 def reply(collector: Collector, request_id: str, timeout_s: float = 10) -> dict | None:
-    found: list[dict] = []
-
-    def check() -> bool:
-        found[:] = [r for r in collector.json("edge/gwtest/reply")
-                    if r.get("request_id") == request_id]
-        return bool(found)
-
-    wait_for(check, timeout_s)
+    found = replies(collector, request_id, timeout_s)
     return found[0] if found else None
 
 

@@ -55,6 +55,12 @@ class InputSource:
         """Start what runs beside the worker (threads), if anything."""
 
 
+def subscribe(topics, qos: int, group: str | None) -> list[tuple[str, int]]:
+    """Topic filters at ``qos``, each under ``$share/<group>/`` when the daemons of a group
+    split the inputs between them."""
+    return [(f"$share/{group}/{t}" if group else t, qos) for t in topics]
+
+
 class Dispatch:
     """Topic → the first source that claims it, remembered per topic: one dict lookup per
     message instead of asking each source again."""

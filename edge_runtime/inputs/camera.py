@@ -7,7 +7,7 @@ import time
 
 from edge_runtime.config import MqttConfig
 from edge_runtime.imaging import ImagePipeline
-from edge_runtime.inputs import Inbound, InputSource
+from edge_runtime.inputs import Inbound, InputSource, subscribe
 from edge_runtime.outbox import PRIO_FORECAST, Message
 from edge_runtime.routing import Router, json_message
 
@@ -21,8 +21,7 @@ class CameraSource(InputSource):
         self.qos, self.group = mqtt.qos, mqtt.shared_group
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        group = self.group
-        return [(f"$share/{group}/{t}" if group else t, self.qos) for t in self.cameras]
+        return subscribe(self.cameras, self.qos, self.group)
 
     def claims(self, topic: str) -> bool:
         return topic in self.cameras

@@ -10,14 +10,14 @@ import math
 import time
 
 from edge_runtime.config import MappedTag, MqttConfig
-from edge_runtime.inputs import Feed, Inbound, InputSource
+from edge_runtime.inputs import Feed, Inbound, InputSource, subscribe
 from edge_runtime.outbox import Message
 from edge_runtime.payloads import (
     MAX_BATCH_BYTES,
     MAX_FUTURE_S,
     MIN_EPOCH_S,
     PayloadError,
-    _loads,
+    loads,
     parse_timestamp,
 )
 from edge_runtime.routing import Topics
@@ -73,8 +73,7 @@ class MappedSource(InputSource):
             self.by_topic.setdefault(entry.topic, []).append((tag, entry))
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        group = self.group
-        return [(f"$share/{group}/{t}" if group else t, self.qos) for t in self.by_topic]
+        return subscribe(self.by_topic, self.qos, self.group)
 
     def claims(self, topic: str) -> bool:
         return topic in self.by_topic
@@ -85,7 +84,7 @@ class MappedSource(InputSource):
         try:
             if len(item.payload) > MAX_BATCH_BYTES:
                 raise PayloadError("too_large")
-            document = _loads(item.payload)
+            document = loads(item.payload)
         except PayloadError as exc:
             feed.parse_s += time.perf_counter() - t0
             feed.reject(item.topic, str(exc), item.payload)

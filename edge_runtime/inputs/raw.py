@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from edge_runtime.config import MqttConfig
-from edge_runtime.inputs import Feed, Inbound, InputSource
+from edge_runtime.inputs import Feed, Inbound, InputSource, subscribe
 from edge_runtime.outbox import Message
 from edge_runtime.payloads import PayloadError, parse_samples
 
@@ -16,8 +16,7 @@ class RawSource(InputSource):
         self.qos, self.group = mqtt.qos, mqtt.shared_group
 
     def subscriptions(self) -> list[tuple[str, int]]:
-        group = self.group  # shared: daemons of one group split the tags between them
-        return [(f"$share/{group}/{t}" if group else t, self.qos) for t in self.feed.routes]
+        return subscribe(self.feed.routes, self.qos, self.group)
 
     def claims(self, topic: str) -> bool:
         return topic in self.feed.routes
