@@ -117,6 +117,40 @@ class ThresholdSpec(Strict):
         default="reconstruction",
         description="Window score: mean squared reconstruction error, or (VAE with a KL "
                     "output) negative ELBO = that error + the KL output.")
+    # how raise_at was calibrated, in numbers (None in bundles that predate them): what a
+    # commissioning calibration at the edge needs to apply the same rule to the plant's scores
+    method: Literal["quantile", "coverage", "kde"] | None = Field(
+        default=None, description="Rule of the level point: empirical quantile, rank "
+                                  "level·(n+1), or Gaussian-KDE quantile.")
+    level: float | None = Field(default=None, gt=0, lt=1,
+                                description="Level of the filtered normal scores' level point.")
+    margin: float | None = Field(default=None, gt=0, description="raise_at = margin × point.")
+    clear_ratio: float | None = Field(default=None, gt=0, le=1,
+                                      description="clear_at = clear_ratio × raise_at.")
+
+
+class CalibrationSpec(Strict):
+    """Commissioning calibration at the edge (docs/anomaly.md, "Commissioning"): the daemon
+    fits the scaler and/or the alarm limit on the first ``samples`` grid rows of *this* plant
+    before it raises any alarm. ``mode: none`` (or no section): the bundle's own are used."""
+
+    mode: Literal["none", "commission"] = Field(
+        default="none", description="commission: fit on the plant's first samples at the edge.")
+    samples: int = Field(default=0, ge=0, description="Grid rows (every tag valid) to collect; "
+                         "at least the window length plus one.")
+    fit: Literal["scaler", "limit", "both"] = Field(
+        default="both", description="What the commissioning fits: the per-tag scaler, the "
+                                    "alarm limit (same rule as training), or both.")
+
+    @model_validator(mode="after")
+    def _enough_samples(self) -> CalibrationSpec:
+        if self.mode == "commission" and self.samples < 2:
+            raise ValueError("calibration.samples must be given (>= 2) for mode commission")
+        return self
+
+    @property
+    def commissioning(self) -> bool:
+        return self.mode == "commission"
 
 
 class ImageSpec(Strict):
@@ -192,6 +226,9 @@ class RunRecord(Strict):
     training: TrainingInfo | None = Field(
         default=None, description="Epochs, truncation, device, pace; None in runs and "
         "bundles that predate it.")
+    calibration: CalibrationSpec | None = Field(
+        default=None, description="Commissioning calibration at the edge (anomaly); None: "
+        "the bundle's own scaler and limits, as in bundles that predate it.")
 
     @model_validator(mode="before")
     @classmethod
@@ -209,6 +246,8 @@ class RunRecord(Strict):
                                  f"not {self.image.kind!r}")
         elif self.input is None or self.scaler is None:
             raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
+        if self.calibration is not None and self.calibration.commissioning:
+            check_commissionable(self)
         return self
 
     def save(self, run_dir: Path) -> Path:
@@ -230,6 +269,26 @@ class RunRecord(Strict):
 
 
 RUN_RECORD = "training.json"
+
+
+def check_commissionable(record: RunRecord) -> None:
+    """A commissioning calibration needs an anomaly model, enough samples for a window, and
+    (to fit the limit) the limit's rule in numbers, by a rule the edge computes (no KDE:
+    SciPy is not on a gateway)."""
+    cal = record.calibration
+    if record.task != "anomaly":
+        raise ValueError(f"calibration.mode commission is for task anomaly, not {record.task!r}")
+    if cal.samples <= record.input.window:
+        raise ValueError(f"calibration.samples {cal.samples} must exceed the window length "
+                         f"{record.input.window} (the limit is fitted on the windows of them)")
+    t = record.thresholds
+    if cal.fit in ("limit", "both"):
+        if t is None or None in (t.method, t.level, t.margin, t.clear_ratio):
+            raise ValueError("calibration.fit limit needs thresholds.method, level, margin and "
+                             "clear_ratio (retrain: the run predates them)")
+        if t.method == "kde":
+            raise ValueError("calibration.fit limit needs threshold rule quantile or coverage: "
+                             "the kde rule needs SciPy, which a gateway does not install")
 
 
 def migrate_task(data: Any) -> Any:

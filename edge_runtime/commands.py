@@ -1,4 +1,5 @@
-"""Operator commands on ``<cmd>/alarm/<verb>`` (ack, shelve, …) and ``<cmd>/model/load``.
+"""Operator commands on ``<cmd>/alarm/<verb>`` (ack, shelve, …), ``<cmd>/model/load`` and
+``<cmd>/model/rebaseline`` (commissioning again after maintenance).
 
 Every command gets a reply on the reply topic, accepted or refused with a reason; identities
 not in ``commands.allowed`` are refused. Without ``commands.require_signature`` the identity is
@@ -25,19 +26,25 @@ from edge_runtime.outbox import PRIO_STATUS, Message
 from edge_runtime.routing import Router, json_message
 
 MAX_COMMAND_BYTES = 4096
-KNOWN_COMMANDS = frozenset({"model/load", *(f"alarm/{verb}" for verb in COMMANDS)})
+KNOWN_COMMANDS = frozenset({"model/load", "model/rebaseline",
+                            *(f"alarm/{verb}" for verb in COMMANDS)})
+#: ``rebaseline(body, by, out, changed) -> (accepted, reason)``
+Rebaseline = Callable[[dict, str, list[Message], set[str]], tuple[bool, str]]
 
 
 class Commands(InputSource):
     def __init__(self, config: CommandConfig, router: Router,
                  flush: Callable[[list[Message], set[str]], None],
-                 load_bundle: Callable[[Path, str], tuple[bool, str]]):
+                 load_bundle: Callable[[Path, str], tuple[bool, str]],
+                 rebaseline: Rebaseline | None = None):
         """``flush`` runs the windows completed so far; ``load_bundle(path, source)`` queues a
-        bundle for the reload thread and says at once ``(accepted, reason)``."""
+        bundle for the reload thread and says at once ``(accepted, reason)``;
+        ``rebaseline`` restarts a model's commissioning (the daemon's)."""
         self.config = config
         self.router = router
         self.flush = flush
         self.load_bundle = load_bundle
+        self.rebaseline = rebaseline
         self.prefix = router.topics.get("cmd") + "/"
         self.verifier = (CommandVerifier(config.operator_keys, config.max_clock_skew_s,
                                          config.max_nonces)
@@ -86,6 +93,10 @@ class Commands(InputSource):
             if not isinstance(path, str):
                 return False, "model/load needs a 'path'"
             return self.load_bundle(Path(path), f"command by {by}")  # queued, coalesced or busy
+        if kind == "model" and verb == "rebaseline":
+            if self.rebaseline is None:
+                return False, "no model of this gateway is commissioned"
+            return self.rebaseline(body, by, out, changed)
         if kind != "alarm" or verb not in COMMANDS:
             return False, f"unknown command {verb_path!r}"
         alarm: Alarm | None = self.router.alarms.get(str(body.get("alarm_id", "")))

@@ -91,6 +91,8 @@ class TopicConfig(Strict):
     status: str = Field(default="edge/{gateway}/status", description="Retained online/offline.")
     models: str = Field(default="edge/{gateway}/status/models",
                         description="Retained active bundle version per model.")
+    commissioning: str = Field(default="edge/{gateway}/status/commissioning/{model}",
+                               description="Retained commissioning status of each model.")
     cmd: str = Field(default="edge/{gateway}/cmd", description="Command prefix (…/cmd/#).")
     reply: str = Field(default="edge/{gateway}/reply", description="Command replies.")
 
@@ -352,6 +354,9 @@ class EdgeConfig(Strict):
     event_time: EventTimeConfig = Field(default_factory=EventTimeConfig,
                                         description="Watermark, skew and allowed lateness.")
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    state_dir: Path = Field(
+        default=Path("procedge-state"), description="The daemon's own state (commissioning "
+        "baselines, versioned), relative to the config file.")
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
@@ -422,6 +427,7 @@ def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
         camera.classifier, camera.segmenter = fix(camera.classifier), fix(camera.segmenter)
         camera.watch_dir = fix(camera.watch_dir)
     config.outbox.path = fix(config.outbox.path)
+    config.state_dir = fix(config.state_dir)
     config.reload.models_dir = fix(config.reload.models_dir)
     config.commands.operator_keys = {op: fix(key)
                                      for op, key in config.commands.operator_keys.items()}

@@ -33,6 +33,7 @@ from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
+from edge_runtime.commissioner import BaselineStore, Commissioning
 from edge_runtime.config import EdgeConfig, check_files, load_edge_config
 from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
@@ -43,6 +44,8 @@ from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_STATUS, Message, Outbox
+from edge_runtime.payloads import iso_ms
+from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.reload import Reloader, Swap, hand_over, load_pipeline
 from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
@@ -79,6 +82,11 @@ class EdgeDaemon:
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.alarms = self._restore_alarms()
         self.router = Router(self.topics, self.metrics, self.alarms)
+        # commissioning calibrations: stored baselines reloaded, statuses retained
+        self.baselines = BaselineStore(config.state_dir)
+        self.outbox.put([self.router.commissioning_status(p.name, c.status())
+                         for p in self.pipelines.values()
+                         if (c := self._commission(p, "start")) is not None])
         self.feed = Feed(self.topics.raw_routes(self.pipelines), self.metrics)
         self.sparkplug = self._sparkplug_bridge()
         # inputs: the worker's inbox, the reload and command paths, then the sources
@@ -87,7 +95,7 @@ class EdgeDaemon:
         self.reloader = Reloader(config, self.pipelines, self.metrics, self.inbox.put,
                                  self._reply_now, self._stop)
         self.commands = Commands(config.commands, self.router, self._flush_pipelines,
-                                 self.reloader.request)
+                                 self.reloader.request, self._rebaseline)
         self.inputs: list[InputSource] = [  # in dispatch order, after the commands
             CameraSource(self.cameras, self.router, config.topics.uns, config.mqtt),
             *self._sparkplug_inputs(),
@@ -129,6 +137,15 @@ class EdgeDaemon:
                            else Alarm(aid, source.name, self.policy))
             source.alarm.active = alarms[aid].condition_active
         return alarms
+
+    def _commission(self, pipeline: ModelPipeline, by: str) -> Commissioning | None:
+        """Attach a commissioning to a pipeline whose bundle declares one (its stored baseline
+        reloaded when it is for this bundle version)."""
+        cal = pipeline.bundle.manifest.calibration
+        if cal is None or not cal.commissioning:
+            return None
+        pipeline.commissioning = Commissioning(pipeline, self.baselines, by)
+        return pipeline.commissioning
 
     def _sparkplug_bridge(self) -> SparkplugBridge | None:
         """Sparkplug B in/out when configured (imported only then: it loads protobuf)."""
@@ -259,7 +276,7 @@ class EdgeDaemon:
         for item in batch:
             if isinstance(item, Swap):
                 self._flush_pipelines(out, changed)  # the old model finishes its windows
-                self._swap(item, out)
+                self._swap(item, out, changed)
             elif isinstance(item, Inbound):
                 try:
                     source = source_of(item.topic)
@@ -337,10 +354,15 @@ class EdgeDaemon:
                     reported[priority] = n
 
     # -- hot reload (worker side) -------------------------------------------------------------
-    def _swap(self, swap: Swap, out: list[Message]) -> None:
+    def _swap(self, swap: Swap, out: list[Message], changed: set[str]) -> None:
         """Replace the running pipeline of the same name; inputs and subscriptions follow."""
         new, old = swap.pipeline, self.pipelines[swap.pipeline.name]
         same_input = hand_over(old, new)
+        if self._commission(new, f"bundle {new.bundle.manifest.version}") is not None:
+            alarm = self.alarms.get(new.alarm_id)
+            if new.commissioning.collecting and alarm is not None and alarm.condition_active:
+                self._clear_for_rebaseline(new, alarm, "bundle reload", out, changed)
+            out.append(self.router.commissioning_status(new.name, new.commissioning.status()))
         self.pipelines[new.name] = new
         self.feed.routes = self.topics.raw_routes(self.pipelines)
         self.dispatch.forget()  # the raw topics may have changed
@@ -355,6 +377,42 @@ class EdgeDaemon:
             "event": "reload", "accepted": True, "model": new.name,
             "version": new.bundle.manifest.version, "previous": old.bundle.manifest.version},
             PRIO_STATUS))
+
+    def _rebaseline(self, body: dict, by: str, out: list[Message],
+                    changed: set[str]) -> tuple[bool, str]:
+        """``cmd/model/rebaseline`` ``{"model": …, "force": false}``: commission again (after
+        maintenance). Refused while the model's alarm is active unless ``force`` is true;
+        then the alarm's condition clears (the baseline it was judged by is being replaced)."""
+        pipeline = self.pipelines.get(str(body.get("model", "")))
+        if pipeline is None:
+            return False, "unknown model"
+        if pipeline.commissioning is None:
+            return False, f"model {pipeline.name!r}: its bundle declares no commissioning"
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            return False, "force must be true or false"
+        alarm = self.alarms.get(pipeline.alarm_id)
+        if alarm is not None and alarm.condition_active and not force:
+            return False, (f"alarm {alarm.alarm_id} is active: rebaseline refused (send "
+                           "force: true to commission anyway)")
+        if alarm is not None and alarm.condition_active:
+            self._clear_for_rebaseline(pipeline, alarm, by, out, changed)
+        pipeline.commissioning.restart(f"{by} (forced)" if force else by)
+        out.append(self.router.commissioning_status(pipeline.name,
+                                                    pipeline.commissioning.status()))
+        return True, (f"commissioning restarted: collecting {pipeline.commissioning.samples} "
+                      "samples, no alarms until it is done")
+
+    def _clear_for_rebaseline(self, pipeline: ModelPipeline, alarm: Alarm, by: str,
+                              out: list[Message], changed: set[str]) -> None:
+        now = time.time()
+        pipeline.alarm.active = False
+        record = pipeline.base_payload() | {"ts": iso_ms(now)}
+        events = alarm.on_condition("clear", record, now, now)
+        for event in events:
+            event["reason"] = f"forced rebaseline by {by}"
+        changed.add(alarm.alarm_id)
+        out.extend(self.router.alarm_messages(alarm, events))
 
     def _reply_now(self, body: dict) -> None:
         """A reply outside any batch (a refused bundle): committed and sent at once."""

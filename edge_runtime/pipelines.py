@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,10 +32,13 @@ from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.tasks import edge_task
 from edge_runtime.windowing import GridBuffer
 
+if TYPE_CHECKING:
+    from edge_runtime.commissioner import Commissioning
+
 
 @dataclass
 class Output:
-    kind: str  # "inference" or "alarm"
+    kind: str  # "inference", "alarm" or "commissioning" (a retained status)
     payload: dict[str, Any]
     alarm_id: str = ""
     grid_t: float = 0.0  # the window's time: the daemon merges several models' outputs by it
@@ -69,6 +72,7 @@ class ModelPipeline:
         self.buffer = GridBuffer(self.tags, m.input.period_s, m.input.window,
                                  m.input.max_gap_s, m.input.stride, allowed_lateness_s=lateness,
                                  max_skew_s=et.max_skew_s, eager=et.eager)
+        self.thresholds = m.thresholds  # in force: the bundle's, or a commissioning's
         self.alarm = AlarmLogic(m.thresholds) if m.thresholds else None
         self.score_filter = ScoreFilter(m.thresholds) if m.thresholds else None
         self.alarm_id = f"{name}.anomaly"
@@ -77,6 +81,8 @@ class ModelPipeline:
             raise ValueError(f"{bundle.root}: task {m.task!r} takes camera frames, not tag "
                              "samples: configure it under cameras")
         self.post = task.post  # the task's outputs → payloads (edge_runtime/tasks/<task>.py)
+        # set by the daemon when the bundle declares a commissioning calibration
+        self.commissioning: Commissioning | None = None
         self.windows_built = 0
         self.windows_dropped_gap = 0
         self.gaps_unreported = 0  # the daemon moves these into its counter
@@ -103,6 +109,8 @@ class ModelPipeline:
 
     def _take_windows(self) -> None:
         for grid_t, window in self.buffer.windows():
+            if self.commissioning is not None:  # it sees every row, gaps too (and refuses)
+                self.commissioning.observe(grid_t, window)
             if not np.isfinite(window).all():
                 self.windows_dropped_gap += 1
                 self.gaps_unreported += 1
@@ -112,8 +120,9 @@ class ModelPipeline:
 
     def flush(self) -> list[Output]:
         """Run every waiting window through the model; return the outputs, in window order."""
+        done = self.commissioning.conclude() if self.commissioning is not None else []
         if not self._times:
-            return []
+            return done
         times, windows = self._times, self._windows
         self._times, self._windows = [], []
         t0 = time.perf_counter()
@@ -126,7 +135,7 @@ class ModelPipeline:
         self.timings.append(StageTimes(self._pre_s + t1 - t0, t2 - t1, t3 - t2, len(times)))
         self._pre_s = 0.0
         self.windows_built += len(times)
-        return outputs
+        return done + outputs
 
     def infer(self, grid_t: float, window: np.ndarray) -> list[Output]:
         """Run the model on one valid window now (engineering units, (L, F))."""

@@ -14,7 +14,7 @@ import time
 from edge_runtime.alarms import Alarm
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import DaemonMetrics
-from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, Message
+from edge_runtime.outbox import PRIO_ALARM, PRIO_FORECAST, PRIO_STATUS, Message
 from edge_runtime.payloads import parse_timestamp
 from edge_runtime.pipelines import ModelPipeline, Output
 
@@ -69,6 +69,9 @@ class Router:
                      changed: set[str]) -> None:
         """Forecasts/scores go out as they are; detection transitions go through the alarm."""
         payload = output.payload
+        if output.kind == "commissioning":
+            out.append(self.commissioning_status(pipeline.name, payload))
+            return
         alarm = self.alarms.get(pipeline.alarm_id)
         if output.kind == "inference":
             out.append(json_message(self.topics.get("inference", model=pipeline.name), payload,
@@ -87,6 +90,11 @@ class Router:
                                     time.time())
         changed.add(alarm.alarm_id)
         out.extend(self.alarm_messages(alarm, events))
+
+    def commissioning_status(self, model: str, status: dict) -> Message:
+        """The retained commissioning status of a model (edge_runtime/commissioner.py)."""
+        return json_message(self.topics.get("commissioning", model=model), status,
+                            PRIO_STATUS, retain=True)
 
     def alarm_messages(self, alarm: Alarm, events: list[dict]) -> list[Message]:
         msgs = []

@@ -32,6 +32,19 @@ def quantile_threshold(normal_scores: np.ndarray, quantile: float, margin: float
     return float(np.quantile(np.asarray(normal_scores, np.float64), quantile) * margin)
 
 
+def level_point(scores: np.ndarray, method: str, level: float) -> float:
+    """The ``level`` point of (filtered) normal scores by an edge-computable rule: ``quantile``
+    (numpy's default interpolation) or ``coverage`` (rank level·(n+1), numpy's ``weibull``).
+    Training (``training/thresholds.py``) and the commissioning at the edge
+    (``edge_runtime/commissioning.py``) both call this, so a limit means the same on both."""
+    s = np.asarray(scores, np.float64)
+    if method == "quantile":
+        return float(np.quantile(s, level))
+    if method == "coverage":
+        return float(np.quantile(s, level, method="weibull"))
+    raise ValueError(f"unknown limit rule {method!r} at the edge: 'quantile' or 'coverage'")
+
+
 def scored_windows(x_scaled: np.ndarray, outputs: list[np.ndarray],
                    score: str = "reconstruction") -> tuple[np.ndarray, np.ndarray]:
     """Scores (N,) and per-tag reconstruction errors (N, F) from a model's outputs. The score

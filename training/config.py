@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from edge_runtime.bundle import CalibrationSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
 
@@ -155,6 +156,10 @@ class TrainConfig(Strict):
     split: SplitConfig = Field(default_factory=SplitConfig)
     fit: FitConfig = Field(default_factory=FitConfig)
     threshold: ThresholdConfig = Field(default_factory=ThresholdConfig)
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec, description="Anomaly: `{mode: commission, samples: "
+        "N, fit: scaler|limit|both}` ships a bundle whose gateway fits the scaler and/or the "
+        "limit on the plant's first N samples (docs/anomaly.md, Commissioning).")
     image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
 
@@ -163,6 +168,22 @@ class TrainConfig(Strict):
     def _section_for_task(self) -> TrainConfig:
         if task_spec(self.task).inputs == "image" and self.image is None:
             raise ValueError(f"task {self.task!r} needs an 'image' section (root: a folder)")
+        return self
+
+    @model_validator(mode="after")
+    def _commissionable(self) -> TrainConfig:
+        """The checks of :func:`edge_runtime.bundle.check_commissionable`, before training."""
+        cal = self.calibration
+        if not cal.commissioning:
+            return self
+        if self.task != "anomaly":
+            raise ValueError(f"calibration.mode commission is for task anomaly, not {self.task!r}")
+        if cal.samples <= self.window.length:
+            raise ValueError(f"calibration.samples {cal.samples} must exceed window.length "
+                             f"{self.window.length}")
+        if cal.fit != "scaler" and self.threshold.rule == "kde":
+            raise ValueError("calibration.fit limit/both needs threshold.rule quantile or "
+                             "coverage: the kde rule needs SciPy, which a gateway lacks")
         return self
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.scoring import level_point
 from edge_runtime.smoothing import smooth_scores
 
 Rule = Literal["quantile", "coverage", "kde"]
@@ -39,15 +40,15 @@ def coverage_quantile(scores: np.ndarray, level: float) -> float:
     gap is one rank at any n, so it matters only for small validation sets. A level above
     n/(n+1) cannot be reached from n scores: the maximum is returned.
     """
-    return float(np.quantile(np.asarray(scores, np.float64), level, method="weibull"))
+    return level_point(scores, "coverage", level)
 
 
 def limit(scores: np.ndarray, rule: Rule, level: float) -> float:
+    """The level point by ``rule``; quantile and coverage are the edge's own code
+    (:func:`edge_runtime.scoring.level_point`: a commissioning at the edge reproduces them)."""
     if rule == "kde":
         return kde_quantile(scores, level)
-    if rule == "coverage":
-        return coverage_quantile(scores, level)
-    return float(np.quantile(np.asarray(scores, np.float64), level))
+    return level_point(scores, rule, level)
 
 
 def calibrate(normal_scores: np.ndarray, rule: Rule = "quantile", level: float = 0.995,
@@ -61,5 +62,6 @@ def calibrate(normal_scores: np.ndarray, rule: Rule = "quantile", level: float =
     rule_text = (f"{level} {rule} of filtered normal validation scores x {margin}"
                  f" (ewma {ewma_alpha}, {vote_k}-of-{vote_n}, on-delay {on_delay})")
     return base.model_copy(update={"raise_at": raise_at, "clear_at": raise_at * clear_ratio,
-                                   "rule": rule_text})
+                                   "rule": rule_text, "method": rule, "level": level,
+                                   "margin": margin, "clear_ratio": clear_ratio})
 

@@ -1,7 +1,9 @@
 """Task ``anomaly`` at the edge: reconstruction outputs → the window score (error, or negative
 ELBO with a VAE's KL output), the bundle's smoothing (EWMA, k-of-n), the tags ranked by their
 share of the error (with units), and the alarm logic; one ``inference`` payload per window and
-an ``alarm`` payload on every raise or clear.
+an ``alarm`` payload on every raise or clear. While a commissioning calibration collects the
+plant's first samples (:mod:`edge_runtime.commissioner`) a window feeds no alarm and its
+payload says ``commissioning: true`` with the progress.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
          ys: list[np.ndarray]) -> list[Output]:
     from edge_runtime.pipelines import Output
 
-    spec = pipeline.bundle.manifest.thresholds
+    spec = pipeline.thresholds  # the bundle's, or those of its commissioning at this plant
+    commissioning = pipeline.commissioning
     scores, per_tag = scored_windows(x, ys, spec.score)  # error (+ KL: elbo)
     shares, order = contribution_shares(per_tag)
     raw_scores, shares_list, order = scores.tolist(), shares.tolist(), order.tolist()
@@ -37,6 +40,11 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
                   for j in order[i]]
         result = base | {"ts": iso_ms(grid_t), "score": score, "raw_score": raw_score,
                          "contributions": ranked}
+        if commissioning is not None and commissioning.in_commissioning(grid_t):
+            result |= {"commissioning": True, "progress": commissioning.progress(grid_t)}
+            outputs.append(Output("inference", result | {"alarm_active": alarm.active},
+                                  grid_t=grid_t))
+            continue  # no alarm until the plant's baseline is fitted
         outputs.append(Output("inference", result | {"alarm_active": alarm.active},
                               grid_t=grid_t))
         transition = alarm.update(score)

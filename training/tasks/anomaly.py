@@ -54,8 +54,10 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         plots.score_vs_threshold(scores_f, labels_f, spec, run_dir / "fault_scores.png")
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     save_representative(run_dir, x, config.fit.seed)
+    calibration = config.calibration if config.calibration.commissioning else None
     return RunRecord(name=config.name, task="anomaly", family=config.family, thresholds=spec,
-                     metrics={"keras": metrics}, training=info, **data.record_fields(config))
+                     metrics={"keras": metrics}, training=info, calibration=calibration,
+                     **data.record_fields(config))
 
 
 def _scores(graph, x: np.ndarray, score: str) -> np.ndarray:
