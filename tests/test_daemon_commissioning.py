@@ -9,16 +9,20 @@ active (and from a client not allowed, counted), and accepted with ``force``."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_runtime.bundle import Bundle, CalibrationSpec
+from edge_runtime.bundle import MANIFEST, Bundle, CalibrationSpec, write_bundle
 from edge_runtime.commissioner import BaselineStore
+from edge_runtime.commissioning import Baseline
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon
 from edge_runtime.payloads import iso_ms
+from edge_runtime.reload import Swap, load_pipeline
 from procedge.feeds import connect, publish_rows
 from tests.daemon_support import UNS, Collector, commander, edge_config, replies, send, wait_for
 from training.simulator import EPOCH_2026, simulate
@@ -210,3 +214,63 @@ def test_a_refused_commissioning_keeps_the_bundles_limits(tmp_path: Path, broker
         feed.loop_stop()
         daemon.stop(drain_timeout_s=5)
         watch.close()
+
+
+def resealed(src: Path, dst: Path, **update) -> Path:
+    """A copy of a bundle with manifest fields changed, sealed again (as the converter would)."""
+    shutil.copytree(src, dst)
+    manifest = Bundle.load(dst).manifest.model_copy(update=update)
+    (dst / MANIFEST).unlink()
+    return write_bundle(dst, manifest)
+
+
+def test_baselines_belong_to_a_bundle_version(tmp_path: Path, commissioned_bundle):
+    """No broker needed: the daemon built, fed a swap, asked to re-baseline in process. A
+    stored baseline of this bundle version is put in force at start; a new version (by hot
+    reload) invalidates it and commissioning starts again; bad re-baseline requests are refused
+    with the reason."""
+    manifest = Bundle.load(commissioned_bundle).manifest
+    plain = resealed(commissioned_bundle, tmp_path / "plain", calibration=None)
+    store = BaselineStore(tmp_path / "state")
+    store.save(Baseline(model="tank_anomaly", bundle_version="older", state="calibrated",
+                        raise_at=7.0, clear_at=6.0))
+    stored = store.save(Baseline(model="tank_anomaly", bundle_version=manifest.version,
+                                 state="calibrated", fit="limit", raise_at=9.0, clear_at=8.0))
+    config = edge_config(tmp_path, 1, {"tank_anomaly": commissioned_bundle, "plain": plain},
+                         state_dir=str(tmp_path / "state"))
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    try:
+        pipeline = daemon.pipelines["tank_anomaly"]
+        assert pipeline.commissioning.state == "calibrated"
+        assert pipeline.commissioning.baseline == stored
+        assert (pipeline.thresholds.raise_at, pipeline.alarm.spec.clear_at) == (9.0, 8.0)
+        assert pipeline.scaler.mean.tolist() == manifest.scaler.mean  # fit: limit
+        assert daemon.pipelines["plain"].commissioning is None
+        status = json.loads(next(m.payload for m in daemon.outbox.peek(0, 100)
+                                 if m.topic == STATUS))
+        assert status["state"] == "calibrated" and status["baseline"]["version"] == 2
+
+        out: list = []
+        for body, reason in (({"model": "nope"}, "unknown model"),
+                             ({"model": "plain"}, "model 'plain': its bundle declares no "
+                                                        "commissioning"),
+                             ({"model": "tank_anomaly", "force": "yes"},
+                              "force must be true or false")):
+            assert daemon._rebaseline(body, "operator1", out, set()) == (False, reason)
+        assert out == [] and pipeline.commissioning.state == "calibrated"
+
+        newer = resealed(commissioned_bundle, tmp_path / "newer", version="newer")
+        swap = Swap(load_pipeline(daemon.config.models[0], Bundle.load(newer)), "test")
+        daemon._process([swap])
+        swapped = daemon.pipelines["tank_anomaly"]
+        assert swapped.commissioning.state == "collecting"
+        assert "baseline v2 was for bundle version " + manifest.version in \
+            swapped.commissioning.note
+        assert swapped.thresholds == manifest.thresholds  # the bundle's, meanwhile
+        statuses_now = [json.loads(m.payload) for m in daemon.outbox.peek(0, 100)
+                        if m.topic == STATUS]
+        assert statuses_now[-1]["state"] == "collecting"
+        assert statuses_now[-1]["bundle_version"] == "newer"
+        assert all(m.retain for m in daemon.outbox.peek(0, 100) if m.topic == STATUS)
+    finally:
+        daemon.outbox.close()
