@@ -273,8 +273,7 @@ RUN_RECORD = "training.json"
 
 def check_commissionable(record: RunRecord) -> None:
     """A commissioning calibration needs an anomaly model, enough samples for a window, and
-    (to fit the limit) the limit's rule in numbers, by a rule the edge computes (no KDE:
-    SciPy is not on a gateway)."""
+    (to fit the limit) the limit's rule in numbers."""
     cal = record.calibration
     if record.task != "anomaly":
         raise ValueError(f"calibration.mode commission is for task anomaly, not {record.task!r}")
@@ -282,13 +281,10 @@ def check_commissionable(record: RunRecord) -> None:
         raise ValueError(f"calibration.samples {cal.samples} must exceed the window length "
                          f"{record.input.window} (the limit is fitted on the windows of them)")
     t = record.thresholds
-    if cal.fit in ("limit", "both"):
-        if t is None or None in (t.method, t.level, t.margin, t.clear_ratio):
-            raise ValueError("calibration.fit limit needs thresholds.method, level, margin and "
-                             "clear_ratio (retrain: the run predates them)")
-        if t.method == "kde":
-            raise ValueError("calibration.fit limit needs threshold rule quantile or coverage: "
-                             "the kde rule needs SciPy, which a gateway does not install")
+    if cal.fit in ("limit", "both") and (
+            t is None or None in (t.method, t.level, t.margin, t.clear_ratio)):
+        raise ValueError("calibration.fit limit needs thresholds.method, level, margin and "
+                         "clear_ratio (retrain: the run predates them)")
 
 
 def migrate_task(data: Any) -> Any:

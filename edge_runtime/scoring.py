@@ -4,6 +4,8 @@ the gateway."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -33,16 +35,43 @@ def quantile_threshold(normal_scores: np.ndarray, quantile: float, margin: float
 
 
 def level_point(scores: np.ndarray, method: str, level: float) -> float:
-    """The ``level`` point of (filtered) normal scores by an edge-computable rule: ``quantile``
-    (numpy's default interpolation) or ``coverage`` (rank level·(n+1), numpy's ``weibull``).
-    Training (``training/thresholds.py``) and the commissioning at the edge
-    (``edge_runtime/commissioning.py``) both call this, so a limit means the same on both."""
+    """The ``level`` point of (filtered) normal scores by a named rule: ``quantile`` (numpy's
+    default interpolation), ``coverage`` (rank level·(n+1), numpy's ``weibull``) or ``kde``
+    (the quantile of a Gaussian kernel density, :func:`kde_point`). Training
+    (``training/thresholds.py``) and the commissioning at the edge
+    (``edge_runtime/commissioning.py``) both compute limits with these rules."""
     s = np.asarray(scores, np.float64)
     if method == "quantile":
         return float(np.quantile(s, level))
     if method == "coverage":
         return float(np.quantile(s, level, method="weibull"))
-    raise ValueError(f"unknown limit rule {method!r} at the edge: 'quantile' or 'coverage'")
+    if method == "kde":
+        return kde_point(s, level)
+    raise ValueError(f"unknown limit rule {method!r}: 'quantile', 'coverage' or 'kde'")
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def kde_point(scores: np.ndarray, level: float) -> float:
+    """Score below which ``level`` of a Gaussian KDE's mass lies: SciPy's ``gaussian_kde``
+    (Scott's bandwidth n^-1/5 × the sample standard deviation) and the bracket training uses,
+    solved by bisection in numpy, since a gateway has no SciPy. Constant scores: that value."""
+    s = np.asarray(scores, np.float64)
+    sd = float(s.std(ddof=1)) if len(s) > 1 else 0.0
+    if not sd > 0:
+        return float(s.mean())
+    scale = sd * len(s) ** -0.2 * math.sqrt(2.0)
+
+    def mass_below(x: float) -> float:
+        return float(np.mean(0.5 * (1.0 + _erf((x - s) / scale))))
+
+    lo, hi = s.min() - 10 * s.std(), s.max() + 10 * s.std()
+    while True:
+        mid = 0.5 * (lo + hi)
+        if mid in (lo, hi):  # the bracket is one float wide
+            return mid
+        lo, hi = (mid, hi) if mass_below(mid) < level else (lo, mid)
 
 
 def scored_windows(x_scaled: np.ndarray, outputs: list[np.ndarray],

@@ -76,10 +76,12 @@ def test_wrong_shape_is_refused():
         check_rows(rows, TAGS[:2])
 
 
-@pytest.mark.parametrize("method", ["quantile", "coverage"])
-def test_the_fitted_limit_is_the_trainers_rule_on_the_same_scores(method):
+@pytest.mark.parametrize(("method", "rel"), [("quantile", 1e-12), ("coverage", 1e-12),
+                                           ("kde", 1e-9)])
+def test_the_fitted_limit_is_the_trainers_rule_on_the_same_scores(method, rel):
     """The edge's fit and training/thresholds.calibrate give the same limits for the same
-    scores: same smoothing (EWMA, k-of-n), level point, margin and clear ratio."""
+    scores: same smoothing (EWMA, k-of-n), level point, margin and clear ratio (kde: the
+    edge's numpy bisection against SciPy's brentq, to 1e-9)."""
     rows, times = plant_rows()
     calls: list = []
     scorer = mse_scorer(calls)
@@ -95,14 +97,25 @@ def test_the_fitted_limit_is_the_trainers_rule_on_the_same_scores(method):
     baseline = fit(rows, tags=TAGS, window=12, thresholds=bundle, scaler=BUNDLE_SCALER,
                    score=scorer, times=times, period_s=PERIOD)
     assert baseline.state == "calibrated" and baseline.windows == 120 - 12 + 1
-    assert baseline.raise_at == pytest.approx(trainer.raise_at, rel=1e-12)
-    assert baseline.clear_at == pytest.approx(trainer.clear_at, rel=1e-12)
+    assert baseline.raise_at == pytest.approx(trainer.raise_at, rel=rel)
+    assert baseline.clear_at == pytest.approx(trainer.clear_at, rel=rel)
     np.testing.assert_allclose(baseline.scaler.mean, scaler.mean)
     np.testing.assert_allclose(baseline.scaler.scale, scaler.scale)
     np.testing.assert_array_equal(calls[-1], calls[0])  # scored with the fitted scaler
     in_force = baseline.thresholds(bundle)
     assert (in_force.raise_at, in_force.on_delay, in_force.vote_n) == (baseline.raise_at, 2, 3)
     assert baseline.first_ts.endswith("Z") and baseline.samples == 120
+
+
+@pytest.mark.parametrize("level", [0.9, 0.99, 0.999])
+def test_the_edges_kde_point_is_scipys(level):
+    """No SciPy on a gateway: the KDE rule's numpy bisection gives training's SciPy value."""
+    from edge_runtime.scoring import kde_point
+    from training.thresholds import kde_quantile
+
+    scores = np.random.default_rng(3).gamma(2.0, 0.1, 300)
+    assert kde_point(scores, level) == pytest.approx(kde_quantile(scores, level), rel=1e-9)
+    assert kde_point(np.full(10, 0.25), level) == 0.25  # degenerate: SciPy would raise
 
 
 def test_fit_limit_only_keeps_the_bundles_scaler():
@@ -166,10 +179,6 @@ def test_train_config_declares_commissioning_for_anomaly_only():
     with pytest.raises(ValidationError, match="for task anomaly, not 'forecast'"):
         TrainConfig.model_validate(base | {"family": "tcn", "task": "forecast", "calibration": {
             "mode": "commission", "samples": 400}})
-    with pytest.raises(ValidationError, match="kde rule needs SciPy"):
-        TrainConfig.model_validate(base | {"task": "anomaly", "threshold": {"rule": "kde"},
-                                           "calibration": {"mode": "commission",
-                                                           "samples": 400}})
     with pytest.raises(ValidationError, match="must exceed window.length"):
         TrainConfig.model_validate(base | {"task": "anomaly", "calibration": {
             "mode": "commission", "samples": 12}})

@@ -181,9 +181,6 @@ class TrainConfig(Strict):
         if cal.samples <= self.window.length:
             raise ValueError(f"calibration.samples {cal.samples} must exceed window.length "
                              f"{self.window.length}")
-        if cal.fit != "scaler" and self.threshold.rule == "kde":
-            raise ValueError("calibration.fit limit/both needs threshold.rule quantile or "
-                             "coverage: the kde rule needs SciPy, which a gateway lacks")
         return self
 
 
