@@ -143,8 +143,13 @@ class Commissioning:
         return self.collecting or grid_t <= self.until + 1e-9
 
     def progress(self, grid_t: float | None = None) -> dict:
-        done = len(self._times) if grid_t is None else int(
-            np.searchsorted(self._times, grid_t + 1e-9)) if self.collecting else self.samples
+        """Samples collected (as of the window at ``grid_t``, or now) of those needed."""
+        if not self.collecting:
+            done = self.samples
+        elif grid_t is None:
+            done = len(self._times)
+        else:
+            done = int(np.searchsorted(self._times, grid_t + 1e-9))
         return {"samples": min(done, self.samples), "of": self.samples}
 
     # -- decisions -------------------------------------------------------------------------
@@ -163,8 +168,11 @@ class Commissioning:
                          score=model_scorer(p.model.predict_each, m.thresholds.score),
                          times=times, period_s=m.input.period_s)
             result = result.model_copy(update=common)
-        except CalibrationRefused as exc:
-            result = Baseline(state="refused", reason=str(exc), tag=exc.tag, fit=self.spec.fit,
+        except Exception as exc:  # refused rows, or a fit that failed: the bundle's stay
+            if not isinstance(exc, CalibrationRefused):
+                log.exception("model %s: commissioning fit failed", p.name)
+            result = Baseline(state="refused", reason=str(exc)[:500],
+                              tag=getattr(exc, "tag", ""), fit=self.spec.fit,
                               samples=len(rows), first_ts=iso_ms(float(times[0])),
                               last_ts=iso_ms(float(times[-1])), **common)
         self.baseline = self.store.save(result)

@@ -182,3 +182,43 @@ def test_train_config_declares_commissioning_for_anomaly_only():
     with pytest.raises(ValidationError, match="must exceed window.length"):
         TrainConfig.model_validate(base | {"task": "anomaly", "calibration": {
             "mode": "commission", "samples": 12}})
+
+
+def test_collection_starts_at_the_first_full_row_and_keeps_later_gaps(tmp_path):
+    """The daemon side's row bookkeeping (edge_runtime/commissioner.py) on hand-made windows:
+    rows before every tag has a value are skipped, each grid row is taken once although
+    windows overlap, a NaN after the start is kept (the check then refuses it by name)."""
+    from types import SimpleNamespace
+
+    from edge_runtime.commissioner import Commissioning
+
+    manifest = SimpleNamespace(
+        calibration=CalibrationSpec(mode="commission", samples=4, fit="scaler"),
+        version="v9", scaler=ScalerSpec(mean=[0, 0], scale=[1, 1]),
+        thresholds=ThresholdSpec(raise_at=1.0, clear_at=0.8),
+        input=SimpleNamespace(period_s=5.0, window=3, stride=1))
+    pipeline = SimpleNamespace(name="m", bundle=SimpleNamespace(manifest=manifest), alarm=None,
+                               tags=["a", "b"], model=SimpleNamespace(predict_each=None))
+    c = Commissioning(pipeline, BaselineStore(tmp_path))
+    assert c.collecting and c.progress() == {"samples": 0, "of": 4}
+
+    def window(t_last: float) -> np.ndarray:
+        ts = t_last - 5.0 * np.arange(2, -1, -1)
+        rows = np.column_stack([ts, ts + 0.5])
+        rows[ts == 0.0, 1] = np.nan  # tag b's first sample came after the first grid point
+        rows[ts == 15.0, 0] = np.nan  # tag a missing later: a gap inside the window
+        return rows
+
+    for t in (10.0, 15.0, 20.0, 25.0):
+        c.observe(t, window(t))
+    assert c._times == [5.0, 10.0, 15.0, 20.0]  # 0 skipped, 25 beyond the samples
+    assert c.progress(12.0) == {"samples": 2, "of": 4}
+    assert np.isnan(c._rows[2][0])
+    assert c.in_commissioning(25.0)
+    [status] = c.conclude()
+    assert status.kind == "commissioning" and status.payload["state"] == "refused"
+    assert status.payload["tag"] == "a" and "1 of 4" in status.payload["reason"]
+    assert status.payload["progress"] == {"samples": 4, "of": 4}
+    assert BaselineStore(tmp_path).latest("m").state == "refused"
+    assert pipeline.scaler.mean.tolist() == [0, 0] and pipeline.thresholds is manifest.thresholds
+    assert not c.in_commissioning(25.0) and c.in_commissioning(20.0)

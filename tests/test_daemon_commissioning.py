@@ -107,6 +107,7 @@ def test_commissioning_over_mqtt(tmp_path: Path, broker, commissioned_bundle):
         # the fault was there to see: the bundle's own limit would have raised on it
         assert max(r["score"] for r in results) > 3 * manifest.thresholds.raise_at
         assert raised(watch) == [] and watch.json(f"{UNS}/alarm/") == []
+        assert statuses(watch)[-1]["progress"] == {"samples": N, "of": N}
         v1 = statuses(watch)[-1]["baseline"]
         assert v1["version"] == 1 and v1["samples"] == N and v1["by"] == "start"
 
