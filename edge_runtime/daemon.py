@@ -48,6 +48,7 @@ from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
 from edge_runtime.systemd import Notifier
+from edge_runtime.validation import ConfigError
 
 if TYPE_CHECKING:
     from edge_runtime.sparkplug.bridge import SparkplugBridge
@@ -93,6 +94,7 @@ class EdgeDaemon:
             *self._sparkplug_inputs(),
             *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
               if config.tag_map else []),
+            *self._opcua_inputs(),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]
@@ -146,6 +148,18 @@ class EdgeDaemon:
 
         return [SparkplugSource(self.sparkplug, self.feed, self.topics, self.config.mqtt.qos)]
 
+    def _opcua_inputs(self) -> list[InputSource]:
+        """The OPC UA client when configured (imported only then: asyncua is an extra)."""
+        if self.config.opcua is None:
+            return []
+        import importlib.util
+
+        if importlib.util.find_spec("asyncua") is None:
+            raise ConfigError("opcua: this section needs asyncua: pip install 'procedge[opcua]'")
+        from edge_runtime.inputs.opcua import OpcUaSource
+
+        return [OpcUaSource(self.config.opcua, self.feed, self.topics, self.inbox, self._stop)]
+
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None
         return [self.outbox] + ([node.outbox] if node is not None else [])
@@ -165,7 +179,8 @@ class EdgeDaemon:
     def start(self) -> None:
         """Connect and start the network, worker and sender threads; returns at once."""
         if self.config.metrics_port:
-            self._http = self.metrics.serve(self.config.metrics_port, self.health)
+            self._http = self.metrics.serve(self.config.metrics_port, self.health,
+                                            self.config.metrics_host)
         self.session.connect()
         self.acker.start()
         self._worker.start()
