@@ -9,10 +9,20 @@ reading): a subscription's first notification is the current value, and a Good 0
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 from asyncua import Server, ua
+from asyncua.crypto.cert_gen import (
+    dump_private_key_as_pem,
+    generate_private_key,
+    generate_self_signed_app_certificate,
+)
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from procedge.broker import free_port
 
@@ -21,8 +31,11 @@ WAITING = 0x80320000  # BadWaitingForInitialData
 
 
 class OpcUaTestServer:
-    def __init__(self, tags: list[str], port: int | None = None):
+    def __init__(self, tags: list[str], port: int | None = None,
+                 secure: tuple[Path, Path] | None = None):
+        """``secure``: (certificate, private key): Basic256Sha256 SignAndEncrypt only."""
         self.tags = tags
+        self.secure = secure
         self.port = port or free_port()
         self.endpoint = f"opc.tcp://127.0.0.1:{self.port}/procedge/"
         self.loop = asyncio.new_event_loop()
@@ -46,7 +59,12 @@ class OpcUaTestServer:
         server = Server()
         await server.init()
         server.set_endpoint(self.endpoint)
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.secure is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await server.load_certificate(str(self.secure[0]))
+            await server.load_private_key(str(self.secure[1]))
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         self.ns = await server.register_namespace(NAMESPACE)
         plant = await server.nodes.objects.add_object(self.ns, "Plant")
         self.variables = {}
@@ -83,3 +101,17 @@ class OpcUaTestServer:
         self.stop()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
+
+
+def make_certificate(folder: Path, name: str, uri: str, server: bool) -> tuple[Path, Path]:
+    """A self-signed application certificate (PEM) and its key, as OPC UA Part 6 wants one:
+    the application URI and the host in subjectAltName."""
+    key = generate_private_key()
+    names = [x509.UniformResourceIdentifier(uri), x509.DNSName("localhost"),
+             x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    use = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    cert = generate_self_signed_app_certificate(key, name, {}, names, extended=[use])
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(Encoding.PEM))
+    key_path.write_bytes(dump_private_key_as_pem(key))
+    return cert_path, key_path

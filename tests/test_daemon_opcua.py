@@ -24,7 +24,7 @@ from tests.daemon_support import (
     wait_for,
     write_config,
 )
-from tests.opcua_support import OpcUaTestServer
+from tests.opcua_support import OpcUaTestServer, make_certificate
 
 TAGS = ["flow_in", "temperature", "heater_power", "level", "pressure"]
 BAD_SENSOR = 0x808B0000  # BadSensorFailure
@@ -190,5 +190,39 @@ def test_server_gone_and_back_reconnects_and_is_counted(bundles, broker, tmp_pat
         server.write("pressure", 1.25, time.time())  # values flow again after the reconnect
         assert wait_for(lambda: metric("procedge_messages_total") > before, 10)
     finally:
+        daemon.stop(drain_timeout_s=2)
+        server.close()
+
+
+def test_basic256sha256_with_certificates(bundles, broker, tmp_path: Path):
+    """A server offering only Basic256Sha256 SignAndEncrypt: the daemon with its certificate
+    and key (and the server's pinned) gets the values; one configured without security is
+    refused at every attempt, counted."""
+    server_cert, server_key = make_certificate(tmp_path, "server", "urn:freeopcua:python:server",
+                                               server=True)
+    client_cert, client_key = make_certificate(tmp_path, "gateway", "urn:procedge:gw", False)
+    server = OpcUaTestServer(TAGS, secure=(server_cert, server_key))
+    server.start()
+    models = {"tank_anomaly": bundles["tank_anomaly"]}
+    secure = opcua_section(server, security={
+        "policy": "Basic256Sha256", "certificate": str(client_cert),
+        "private_key": str(client_key), "server_certificate": str(server_cert)})
+    plain = EdgeDaemon(EdgeConfig.model_validate(edge_config(
+        tmp_path, broker.port, models, opcua=opcua_section(server),
+        mqtt={"client_id": "procedge-plain"}, outbox={"path": str(tmp_path / "plain.sqlite")})))
+    daemon = EdgeDaemon(EdgeConfig.model_validate(edge_config(
+        tmp_path, broker.port, models, opcua=secure)))
+    plain.start()
+    daemon.start()
+    try:
+        assert wait_for(lambda: daemon.metrics.value("procedge_opcua_connected") == 1, 30)
+        before = daemon.metrics.value("procedge_messages_total")
+        server.write("level", 1.5, time.time())
+        assert wait_for(lambda: daemon.metrics.value("procedge_messages_total") > before, 10)
+        assert wait_for(lambda: plain.metrics.value(
+            "procedge_opcua_connect_failures_total") >= 2, 20)
+        assert plain.metrics.value("procedge_opcua_connects_total") == 0
+    finally:
+        plain.stop(drain_timeout_s=1)
         daemon.stop(drain_timeout_s=2)
         server.close()

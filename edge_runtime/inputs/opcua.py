@@ -85,6 +85,18 @@ def judge(change: OpcUaChange, config: OpcUaConfig) -> tuple[float, float] | str
     return ts, value
 
 
+def certificate_uri(certificate) -> str | None:
+    """The application URI in a certificate's subjectAltName (OPC UA Part 6, 6.2.2)."""
+    from cryptography import x509
+
+    try:
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else None
+
+
 class OpcUaSource(InputSource):
     def __init__(self, config: OpcUaConfig, feed: Feed, topics: Topics, inbox: queue.Queue,
                  stop: threading.Event):
@@ -223,8 +235,12 @@ class OpcUaClient:
                 client.set_password(password)
         if sec.policy != "None":
             from asyncua import ua
-            from asyncua.crypto import security_policies
+            from asyncua.crypto import security_policies, uacrypto
 
+            # servers check that the ApplicationUri a client announces is its certificate's
+            uri = certificate_uri(await uacrypto.load_certificate(str(sec.certificate)))
+            if uri:
+                client.application_uri = uri
             await client.set_security(
                 getattr(security_policies, f"SecurityPolicy{sec.policy}"),
                 str(sec.certificate), str(sec.private_key),
