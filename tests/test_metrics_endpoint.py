@@ -105,3 +105,17 @@ def test_prometheus_example_scrapes_metrics():
     assert job["metrics_path"] == "/metrics"
     targets = [t for c in job["static_configs"] for t in c["targets"]]
     assert targets and all(re.match(r"^[\w.-]+:\d+$", t) for t in targets)
+
+
+def test_telegraf_example_reads_the_daemons_defaults():
+    import tomllib
+
+    from edge_runtime.config import TopicConfig
+
+    conf = tomllib.loads((ROOT / "deploy/telegraf.conf").read_text())
+    urls = conf["inputs"]["prometheus"][0]["urls"]
+    assert all(u.endswith("/metrics") for u in urls)
+    mqtt = conf["inputs"]["mqtt_consumer"][0]
+    topics = TopicConfig()
+    inference = topics.inference.format(uns=topics.uns, model="+")
+    assert mqtt["topics"] == [inference] and mqtt["json_time_key"] == "ts"
