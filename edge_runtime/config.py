@@ -395,6 +395,10 @@ class OpcUaConfig(Strict):
     queue_size: int = Field(
         default=100, ge=1, description="Changes the server keeps per node between two "
                                        "publishes (1 = only the latest).")
+    trigger: Literal["timestamp", "value"] = Field(
+        default="timestamp", description="What makes a new sample: every new SourceTimestamp, "
+        "even of an unchanged value (so a steady sensor does not look silent), or only a "
+        "changed value or status (for servers without the StatusValueTimestamp trigger).")
     time: Literal["source", "server"] = Field(
         default="source", description="Event time of a sample: the value's SourceTimestamp "
                                       "(else its ServerTimestamp), or the ServerTimestamp; "

@@ -237,9 +237,13 @@ class EdgeDaemon:
               and self._worker.is_alive()
               and self.acker.is_alive() and self.sender.is_alive()
               and (self.sparkplug is None or self.sparkplug.is_alive()))
-        return ok, {"connected": self.client.is_connected(),
-                    "subscribed": self.subscribed.is_set(), "outbox": self.outbox.depth,
-                    "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
+        detail = {"connected": self.client.is_connected(),
+                  "subscribed": self.subscribed.is_set(), "outbox": self.outbox.depth,
+                  "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
+        if self.config.opcua is not None:  # reported, not required: a server outage must not
+            # get the gateway restarted (systemd's readiness and watchdog read `ok`)
+            detail["opcua"] = self.metrics.value("procedge_opcua_connected") == 1
+        return ok, detail
 
     # -- worker: inputs → outbox ------------------------------------------------------------
     def _work(self) -> None:

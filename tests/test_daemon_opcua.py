@@ -162,8 +162,13 @@ def test_unknown_node_is_named_and_the_others_still_run(bundles, broker, tmp_pat
         assert any("ns=2;s=NoSuchTag" in r.getMessage() and "BadNodeIdUnknown" in r.getMessage()
                    and "tag level" in r.getMessage() for r in caplog.records), caplog.text
         before = daemon.metrics.value("procedge_messages_total")
-        server.write("temperature", 21.5, time.time())
-        assert wait_for(lambda: daemon.metrics.value("procedge_messages_total") > before, 10)
+        now = time.time()
+        server.write("temperature", 21.5, now - 1)
+        server.write("temperature", 21.5, now)  # unchanged value, new reading: a sample too
+        assert wait_for(lambda: daemon.metrics.value("procedge_messages_total") == before + 2,
+                        10)
+        time.sleep(0.5)
+        assert daemon.metrics.value("procedge_messages_total") == before + 2
     finally:
         daemon.stop(drain_timeout_s=2)
         server.close()
@@ -182,10 +187,12 @@ def test_server_gone_and_back_reconnects_and_is_counted(bundles, broker, tmp_pat
         server.stop()
         assert wait_for(lambda: metric("procedge_opcua_disconnects_total") == 1, 20)
         assert metric("procedge_opcua_connected") == 0
+        assert daemon.health()[1]["opcua"] is False  # reported ...
+        assert daemon.health()[0]  # ... without making the daemon unhealthy
         assert wait_for(lambda: metric("procedge_opcua_connect_failures_total") >= 1, 10)
         server.start()  # same port, same node ids
         assert wait_for(lambda: metric("procedge_opcua_connects_total") == 2, 20)
-        assert metric("procedge_opcua_connected") == 1
+        assert metric("procedge_opcua_connected") == 1 and daemon.health()[1]["opcua"]
         before = metric("procedge_messages_total")
         server.write("pressure", 1.25, time.time())  # values flow again after the reconnect
         assert wait_for(lambda: metric("procedge_messages_total") > before, 10)

@@ -259,8 +259,17 @@ class OpcUaClient:
         self._nodes = {node.nodeid: (n, c.nodes[n]) for n, node in zip(node_ids, nodes,
                                                                        strict=True)}
         subscription = await client.create_subscription(c.publishing_interval_ms, self)
-        results = await subscription.subscribe_data_change(
-            nodes, queuesize=c.queue_size, sampling_interval=c.sampling_interval_ms)
+        trigger = (ua.DataChangeTrigger.StatusValueTimestamp if c.trigger == "timestamp"
+                   else ua.DataChangeTrigger.StatusValue)
+        requests = [ua.MonitoredItemCreateRequest(
+            ItemToMonitor=ua.ReadValueId(NodeId=node.nodeid, AttributeId=ua.AttributeIds.Value),
+            MonitoringMode=ua.MonitoringMode.Reporting,
+            RequestedParameters=ua.MonitoringParameters(
+                ClientHandle=handle, SamplingInterval=c.sampling_interval_ms,
+                QueueSize=c.queue_size, DiscardOldest=True,
+                Filter=ua.DataChangeFilter(Trigger=trigger)))
+            for handle, node in enumerate(nodes, 1)]
+        results = await subscription.create_monitored_items(requests)
         for node_id, result in zip(node_ids, results, strict=True):
             if isinstance(result, ua.StatusCode):
                 self.metrics.opcua_nodes_refused.inc()
