@@ -233,3 +233,20 @@ def test_basic256sha256_with_certificates(bundles, broker, tmp_path: Path):
         plain.stop(drain_timeout_s=1)
         daemon.stop(drain_timeout_s=2)
         server.close()
+
+
+def test_commented_sample_in_gateway_yaml_is_a_valid_section():
+    import yaml
+
+    from tests.daemon_support import ROOT
+
+    lines = (ROOT / "deploy/gateway.yaml").read_text().splitlines()
+    start = lines.index("# opcua:")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    section = yaml.safe_load("\n".join(block))["opcua"]
+    config = OpcUaConfig.model_validate(section)
+    assert config.security.policy == "Basic256Sha256" and len(config.nodes) == 2
