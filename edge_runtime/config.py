@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import re
 import socket
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -515,6 +516,9 @@ def check_files(config: EdgeConfig, path: str | Path) -> None:
     missing += [(f"commands.operator_keys.{op}", key)
                 for op, key in config.commands.operator_keys.items()]
     if config.opcua is not None:
+        if find_spec("asyncua") is None:
+            raise ConfigError(f"{path}: opcua: this section needs asyncua, which is not "
+                              "installed: pip install -c constraints.txt '.[edge,opcua]'")
         o, sec = config.opcua, config.opcua.security
         missing += [("opcua.security.certificate", sec.certificate),
                     ("opcua.security.private_key", sec.private_key),

@@ -48,7 +48,6 @@ from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
 from edge_runtime.systemd import Notifier
-from edge_runtime.validation import ConfigError
 
 if TYPE_CHECKING:
     from edge_runtime.sparkplug.bridge import SparkplugBridge
@@ -152,11 +151,7 @@ class EdgeDaemon:
         """The OPC UA client when configured (imported only then: asyncua is an extra)."""
         if self.config.opcua is None:
             return []
-        import importlib.util
-
-        if importlib.util.find_spec("asyncua") is None:
-            raise ConfigError("opcua: this section needs asyncua: pip install 'procedge[opcua]'")
-        from edge_runtime.inputs.opcua import OpcUaSource
+        from edge_runtime.inputs.opcua import OpcUaSource  # asyncua itself: in its thread
 
         return [OpcUaSource(self.config.opcua, self.feed, self.topics, self.inbox, self._stop)]
 

@@ -37,7 +37,7 @@ def opcua_section(server: OpcUaTestServer, **extra) -> dict:
             "nodes": {server.node_id(t): t for t in TAGS}} | extra
 
 
-def test_config_names_bad_node_ids_and_endpoints(tmp_path: Path):
+def test_config_names_bad_node_ids_and_endpoints(tmp_path: Path, monkeypatch):
     with pytest.raises(ValueError, match=r"not OPC UA NodeIds: \['TT101'\]"):
         OpcUaConfig(endpoint="opc.tcp://plc:4840/", nodes={"TT101": "temperature"})
     with pytest.raises(ValueError, match="opc.tcp://host:4840/path"):
@@ -56,6 +56,9 @@ def test_config_names_bad_node_ids_and_endpoints(tmp_path: Path):
             "security": {"policy": "Basic256Sha256", "certificate": "client.pem",
                          "private_key": "client-key.pem"}}))
     with pytest.raises(ConfigError, match=r"opcua\.security\.certificate: .*client\.pem"):
+        check_files(load_edge_config(config), config)
+    monkeypatch.setattr("edge_runtime.config.find_spec", lambda name: None)  # a gateway
+    with pytest.raises(ConfigError, match=r"needs asyncua.*\.\[edge,opcua\]"):  # without it
         check_files(load_edge_config(config), config)
 
 
