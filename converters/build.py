@@ -24,6 +24,7 @@ from converters.tflite import DEFAULT_BATCH, ConversionError, check_builtin_ops,
 from edge_runtime.bundle import MODEL_FILE, Bundle, Manifest, RunRecord, sign_bundle, write_bundle
 from edge_runtime.contract import AUTO_ORDER, CALIBRATED_MODES
 from training.calibration import load_sampling
+from training.progress import progress
 from training.registry import get_family
 
 LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastest and still win
@@ -89,7 +90,8 @@ def build(run_dir: Path, out_dir: Path, options: ConvertOptions | None = None
         reference = keras_reference(model, heldout)
         budgets = (o.budgets or Budgets()).with_task_budget(record.task, o.budget)
         rows = [_measure(info, model, heldout, reference, record, budgets)
-                for info in infos.values()]
+                for info in progress(infos.values(), f"{record.name}: measuring candidates",
+                                     total=len(infos), unit="mode")]
         choice, why = choose(rows, o.latency_slack)
         report = {"run_dir": str(run_dir),
                   "keras_model": f"{original} pruned" if o.prune else str(keras_path),

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
 import socket
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Literal
 
@@ -48,15 +51,7 @@ class MqttConfig(Strict):
 
     def password(self) -> str | None:
         """Read the secret at connect time (never stored in the config, never logged)."""
-        if self.password_file is not None:
-            return self.password_file.read_text().strip()
-        if self.password_env:
-            import os
-
-            if self.password_env not in os.environ:
-                raise ValueError(f"environment variable {self.password_env} is not set")
-            return os.environ[self.password_env]
-        return None
+        return read_secret(self.password_file, self.password_env)
 
     def configure(self, client) -> None:
         """TLS, credentials and TCP_NODELAY on a paho client, the same for every connection
@@ -72,6 +67,20 @@ class MqttConfig(Strict):
                            tls_version=ssl.PROTOCOL_TLS_CLIENT)
         if self.username:
             client.username_pw_set(self.username, self.password())
+
+
+def read_secret(path: Path | None, env: str) -> str | None:
+    """A password from a file (stripped) or an environment variable, read when needed so it
+    is never held in the config or logged; None when neither is given."""
+    if path is not None:
+        return path.read_text().strip()
+    if env:
+        import os
+
+        if env not in os.environ:
+            raise ValueError(f"environment variable {env} is not set")
+        return os.environ[env]
+    return None
 
 
 def _no_nagle(client, userdata, sock) -> None:
@@ -339,6 +348,93 @@ class MappedTag(Strict):
         return value
 
 
+# -- the `opcua:` section (an OPC UA server as input source, off by default) -----------------
+# ns=<index>; then i= (numeric), s= (string), g= (GUID) or b= (opaque, base64): OPC UA Part 6's
+# string form. Checked here, without asyncua, so a typo is a config error naming the node.
+_NODE_ID = re.compile(r"^(ns=\d+;)?(i=\d+|s=.+|g=[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}"
+                      r"|b=[A-Za-z0-9+/=]+)$", re.S)
+
+
+class OpcUaSecurityConfig(Strict):
+    """How the OPC UA secure channel is protected. ``Basic256Sha256`` needs this client's
+    certificate and key (PEM or DER), and the server's certificate to pin; without it the
+    certificate the server offers in its endpoint list is taken (trust on first use)."""
+
+    policy: Literal["None", "Basic256Sha256"] = Field(
+        default="None", description="Security policy: None (plain) or Basic256Sha256.")
+    mode: Literal["Sign", "SignAndEncrypt"] = Field(
+        default="SignAndEncrypt", description="Message security mode with Basic256Sha256.")
+    certificate: Path | None = Field(default=None, description="This client's certificate.")
+    private_key: Path | None = Field(default=None, description="This client's private key.")
+    server_certificate: Path | None = Field(
+        default=None, description="The server's certificate (pinned); default: the one the "
+                                  "server's endpoint list offers.")
+
+    @model_validator(mode="after")
+    def _certs_when_secure(self) -> OpcUaSecurityConfig:
+        if self.policy != "None" and (self.certificate is None or self.private_key is None):
+            raise ValueError(f"policy {self.policy} needs `certificate` and `private_key`")
+        return self
+
+
+class OpcUaConfig(Strict):
+    """Read model tags from an OPC UA server: one subscription, a monitored item per node,
+    each data change fed to the models as a sample of its tag (docs/edge_daemon.md, OPC UA)."""
+
+    endpoint: str = Field(description="Server endpoint URL, e.g. opc.tcp://plc1:4840/.")
+    nodes: dict[str, str] = Field(
+        min_length=1, description="NodeId (e.g. 'ns=2;s=TT101' or 'ns=3;i=1001') → model tag.")
+    security: OpcUaSecurityConfig = Field(default_factory=OpcUaSecurityConfig,
+                                          description="Secure channel (policy, certificates).")
+    username: str = Field(default="", description="User name; empty = anonymous.")
+    password_file: Path | None = Field(default=None, description="File holding the password.")
+    password_env: str = Field(default="", description="Environment variable with the password.")
+    publishing_interval_ms: float = Field(
+        default=500.0, gt=0, description="Subscription publishing interval: how often the "
+                                         "server sends the changes it collected.")
+    sampling_interval_ms: float = Field(
+        default=0.0, ge=0, description="How often the server samples each node; 0 = as fast "
+                                       "as it can (or on every write).")
+    queue_size: int = Field(
+        default=100, ge=1, description="Changes the server keeps per node between two "
+                                       "publishes (1 = only the latest).")
+    trigger: Literal["timestamp", "value"] = Field(
+        default="timestamp", description="What makes a new sample: every new SourceTimestamp, "
+        "even of an unchanged value (so a steady sensor does not look silent), or only a "
+        "changed value or status (for servers without the StatusValueTimestamp trigger).")
+    time: Literal["source", "server"] = Field(
+        default="source", description="Event time of a sample: the value's SourceTimestamp "
+                                      "(else its ServerTimestamp), or the ServerTimestamp; "
+                                      "else the receive time.")
+    accept_uncertain: bool = Field(default=False,
+                                   description="Use values with an Uncertain status too.")
+    timeout_s: float = Field(default=4.0, gt=0, description="Answer time of each request.")
+    reconnect_min_s: float = Field(default=1.0, gt=0, description="First reconnect delay.")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _opc_tcp(cls, value: str) -> str:
+        if not re.match(r"^opc\.tcp://[^/\s:]+(:\d+)?(/\S*)?$", value):
+            raise ValueError(f"{value!r}: an endpoint looks like opc.tcp://host:4840/path")
+        return value
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_ids(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [n for n in value if not _NODE_ID.match(n)]
+        if bad:
+            raise ValueError(f"not OPC UA NodeIds: {bad} (want e.g. 'ns=2;s=TT101', "
+                             "'ns=3;i=1001')")
+        empty = [n for n, tag in value.items() if not tag]
+        if empty:
+            raise ValueError(f"nodes {empty}: give the model tag each one feeds")
+        return value
+
+    def password(self) -> str | None:
+        return read_secret(self.password_file, self.password_env)
+
+
 class EdgeConfig(Strict):
     gateway: str = Field(default="gw1", description="This gateway's name (status topic).")
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -346,6 +442,9 @@ class EdgeConfig(Strict):
     models: list[ModelConfig] = Field(default_factory=list, description="Bundles to run.")
     cameras: list[CameraConfig] = Field(default_factory=list, description="Image QC stations.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus; 0 = off.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address /metrics and /healthz listen on: an IP "
+        "address of this host; 0.0.0.0 (or ::) = every interface, for a scraper elsewhere.")
     queue_size: int = Field(default=100_000, gt=0, description="Inbound messages held at most.")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or "
                            "CRITICAL (any case); the CLI's --log-level overrides it.")
@@ -366,6 +465,18 @@ class EdgeConfig(Strict):
         default_factory=dict, description="Tag → topic and payload path: read tags from an "
         "existing topic tree and payload shape without a bridge (several tags may share a "
         "topic). Unmapped tags arrive on `topics.raw`.")
+    opcua: OpcUaConfig | None = Field(
+        default=None, description="Also read tags from an OPC UA server (needs the `opcua` "
+                                  "extra: asyncua).")
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (e.g. 127.0.0.1, 0.0.0.0, ::1)"
+                             ) from None
 
     @field_validator("log_level")
     @classmethod
@@ -409,6 +520,15 @@ def check_files(config: EdgeConfig, path: str | Path) -> None:
     missing += [("mqtt.password_file", config.mqtt.password_file)]
     missing += [(f"commands.operator_keys.{op}", key)
                 for op, key in config.commands.operator_keys.items()]
+    if config.opcua is not None:
+        if find_spec("asyncua") is None:
+            raise ConfigError(f"{path}: opcua: this section needs asyncua, which is not "
+                              "installed: pip install -c constraints.txt '.[edge,opcua]'")
+        o, sec = config.opcua, config.opcua.security
+        missing += [("opcua.security.certificate", sec.certificate),
+                    ("opcua.security.private_key", sec.private_key),
+                    ("opcua.security.server_certificate", sec.server_certificate),
+                    ("opcua.password_file", o.password_file)]
     absent = [f"  {field}: {p}: no such file or directory" for field, p in missing
               if p is not None and not p.exists()]
     if absent:
@@ -433,6 +553,11 @@ def resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:
                                      for op, key in config.commands.operator_keys.items()}
     if config.sparkplug.output is not None:
         config.sparkplug.output.outbox_path = fix(config.sparkplug.output.outbox_path)
+    if config.opcua is not None:
+        o, sec = config.opcua, config.opcua.security
+        o.password_file = fix(o.password_file)
+        sec.certificate, sec.private_key = fix(sec.certificate), fix(sec.private_key)
+        sec.server_certificate = fix(sec.server_certificate)
     m = config.mqtt
     m.password_file = fix(m.password_file)
     if m.tls is not None:

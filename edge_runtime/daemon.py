@@ -101,6 +101,7 @@ class EdgeDaemon:
             *self._sparkplug_inputs(),
             *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
               if config.tag_map else []),
+            *self._opcua_inputs(),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]
@@ -163,6 +164,14 @@ class EdgeDaemon:
 
         return [SparkplugSource(self.sparkplug, self.feed, self.topics, self.config.mqtt.qos)]
 
+    def _opcua_inputs(self) -> list[InputSource]:
+        """The OPC UA client when configured (imported only then: asyncua is an extra)."""
+        if self.config.opcua is None:
+            return []
+        from edge_runtime.inputs.opcua import OpcUaSource  # asyncua itself: in its thread
+
+        return [OpcUaSource(self.config.opcua, self.feed, self.topics, self.inbox, self._stop)]
+
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None
         return [self.outbox] + ([node.outbox] if node is not None else [])
@@ -182,7 +191,8 @@ class EdgeDaemon:
     def start(self) -> None:
         """Connect and start the network, worker and sender threads; returns at once."""
         if self.config.metrics_port:
-            self._http = self.metrics.serve(self.config.metrics_port, self.health)
+            self._http = self.metrics.serve(self.config.metrics_port, self.health,
+                                            self.config.metrics_host)
         self.session.connect()
         self.acker.start()
         self._worker.start()
@@ -239,9 +249,13 @@ class EdgeDaemon:
               and self._worker.is_alive()
               and self.acker.is_alive() and self.sender.is_alive()
               and (self.sparkplug is None or self.sparkplug.is_alive()))
-        return ok, {"connected": self.client.is_connected(),
-                    "subscribed": self.subscribed.is_set(), "outbox": self.outbox.depth,
-                    "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
+        detail = {"connected": self.client.is_connected(),
+                  "subscribed": self.subscribed.is_set(), "outbox": self.outbox.depth,
+                  "models": {n: p.bundle.manifest.version for n, p in self.pipelines.items()}}
+        if self.config.opcua is not None:  # reported, not required: a server outage must not
+            # get the gateway restarted (systemd's readiness and watchdog read `ok`)
+            detail["opcua"] = self.metrics.value("procedge_opcua_connected") == 1
+        return ok, detail
 
     # -- worker: inputs → outbox ------------------------------------------------------------
     def _work(self) -> None:

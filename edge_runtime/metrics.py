@@ -1,11 +1,14 @@
 """Prometheus metrics of one daemon (own registry, so tests and several daemons don't mix).
 
-Served with ``/healthz`` on one small HTTP server bound to 127.0.0.1.
+Served with ``/healthz`` on one small HTTP server, bound to 127.0.0.1 unless the config's
+``metrics_host`` says otherwise.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,6 +89,22 @@ class DaemonMetrics:
             "procedge_sparkplug_alias_fallbacks_total",
             "Sparkplug DATA metrics whose name was not in the BIRTH, resolved by their alias.",
             registry=r)
+        self.opcua_connected = Gauge("procedge_opcua_connected",
+                                     "1 while the OPC UA session is up and subscribed.",
+                                     registry=r)
+        self.opcua_connects = Counter("procedge_opcua_connects_total",
+                                      "OPC UA sessions opened and subscribed (reconnects too).",
+                                      registry=r)
+        self.opcua_disconnects = Counter("procedge_opcua_disconnects_total",
+                                         "OPC UA sessions lost (server gone, network).",
+                                         registry=r)
+        self.opcua_connect_failures = Counter(
+            "procedge_opcua_connect_failures_total",
+            "Failed OPC UA connection attempts (each retried with backoff).", registry=r)
+        self.opcua_nodes_refused = Counter(
+            "procedge_opcua_nodes_refused_total",
+            "Configured nodes the server would not monitor (an unknown NodeId, most often), "
+            "counted on every (re)connect; the log names them.", registry=r)
         self.acked = Counter("procedge_outbox_acked_total", "Publishes acknowledged.", registry=r)
         self.alarms = Gauge("procedge_alarms", "Alarms by state.", ["state"], registry=r)
         self.alarm_states = {state: self.alarms.labels(state=state) for state in EFFECTIVE_STATES}
@@ -145,8 +164,10 @@ class DaemonMetrics:
                        if s.name == name)
         return found or 0.0
 
-    def serve(self, port: int, health: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
-        """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 + JSON) on 127.0.0.1."""
+    def serve(self, port: int, health: Callable[[], tuple[bool, dict]],
+              host: str = "127.0.0.1") -> ThreadingHTTPServer:
+        """``/metrics`` (Prometheus text) and ``/healthz`` (200 or 503 + JSON) on ``host``
+        (an IP address; loopback by default: the endpoint has no authentication)."""
         registry = self.registry
 
         class Handler(BaseHTTPRequestHandler):
@@ -168,6 +189,10 @@ class DaemonMetrics:
             def log_message(self, *args) -> None:  # keep scrapes out of the daemon log
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            address_family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
+                              else socket.AF_INET)
+
+        server = Server((host, port), Handler)
         threading.Thread(target=server.serve_forever, name="procedge-http", daemon=True).start()
         return server

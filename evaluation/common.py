@@ -113,6 +113,7 @@ def fit_family(name: str, train_rows: np.ndarray, s: Settings):
             name, train_rows, replace(s, seed=seed, ensemble=1)), s.seed, s.ensemble)
     import keras
 
+    from training.budget import EpochBar
     from training.registry import get_family
 
     keras.utils.set_random_seed(s.seed)
@@ -121,7 +122,8 @@ def fit_family(name: str, train_rows: np.ndarray, s: Settings):
     model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
     model.fit(x, x, epochs=s.epochs, batch_size=s.batch_size, shuffle=True, verbose=0,
               callbacks=[keras.callbacks.EarlyStopping("loss", patience=8,
-                                                       restore_best_weights=True)])
+                                                       restore_best_weights=True),
+                         EpochBar(f"{name} fit")])
     return model
 
 

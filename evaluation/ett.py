@@ -40,6 +40,7 @@ from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
 from evaluation.results import write_results
 from training.metrics import forecast_metrics, regression_metrics
+from training.progress import progress
 
 HOURLY_BORDERS = (8640, 11520, 14400)  # 12 / 4 / 4 months of 30 days, in rows
 # Published Repeat baseline (DLinear paper: 1.295 / 0.713; the data README measures 1.294).
@@ -273,7 +274,7 @@ def run(args) -> dict:
     tag = f"{data.name}_{args.features}_L{L}_H{H}"
     timing, training = {}, {}
     levels = quantile_levels(args.model_args)
-    for family in args.model:
+    for family in progress(args.model, "ETT models", unit="model"):
         from training.tasks.forecast import forecast_plots  # keras: only when one is trained
 
         run_dir = args.out / tag / family

@@ -36,6 +36,7 @@ from training.images.metrics import (
     segmentation_metrics,
 )
 from training.images.train import ImageTrainConfig, Split, train_image_model
+from training.progress import progress
 
 log = logging.getLogger(__name__)
 METRIC_KEYS = ("auroc", "balanced_accuracy", "accuracy_6class", "iou", "dice",
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     roles = [("classifier", args.classifier, args.classifier_width)]
     if args.segmenter != "none":
         roles.append(("segmenter", args.segmenter, args.segmenter_width))
-    for role, family, width in roles:
+    for role, family, width in progress(roles, "image models", unit="model"):
         patch = args.segmenter_patch if role == "segmenter" else 0
         config = ImageTrainConfig(name=f"tile_{role}", family=family, model={"width": width},
                                   epochs=_epochs(args, role), max_minutes=args.max_minutes,
@@ -238,7 +239,7 @@ def _edge_latency(bundles: dict[str, Path], test_set) -> float:
     pipeline = ImagePipeline("eval", loaded.get("classifier"), loaded.get("segmenter"),
                              QcSettings(limits=ImageLimits()))
     times = []
-    for item in test_set.items[:200]:
+    for item in progress(test_set.items[:200], "gateway latency", unit="image"):
         payload = item.image.read_bytes()
         start = time.perf_counter()
         pipeline.inspect(decode_image(payload, 1, pipeline.settings.limits))

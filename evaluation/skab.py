@@ -25,6 +25,7 @@ from evaluation import common
 from training.metrics import detection_metrics
 from training.nab import NabTally, changepoints_from_flags, nab_tally
 from training.pca_monitor import PCAMonitor
+from training.progress import progress
 
 log = logging.getLogger(__name__)
 TRAIN_ROWS = 400
@@ -219,7 +220,7 @@ def main(argv: list[str]) -> None:
     pools: dict = {}
     edge = common.EdgeConverter(s.edge_mode)
     start = time.time()
-    for i, f in enumerate(files):
+    for i, f in progress(enumerate(files), "SKAB files", len(files), unit="file"):
         plot_dir = args.plots if args.plots and i < args.plot_files else None
         evaluate_file(f, s, pools, edge, args.calib_rows, plot_dir, scale)
         log.warning("%s done (%d/%d, %.0f s)", f.path, i + 1, len(files), time.time() - start)

@@ -30,6 +30,7 @@ import numpy as np
 from edge_runtime.scaling import StandardScaler
 from evaluation import common
 from training.pca_monitor import PCAMonitor
+from training.progress import progress
 
 log = logging.getLogger(__name__)
 FAULTS = tuple(range(1, 22))
@@ -110,7 +111,7 @@ def evaluate(data: TepData, s: common.Settings, levels: list[float],
     if common.PCA_NAME in s.families:
         names = ["pca_t2", "pca_spe", "pca_t2_spe", *names]
     results = []
-    for name in names:
+    for name in progress(names, "TEP models", unit="model"):
         scorer = Scorer(name, data, s, scaler, edge)
         for variant, mode, obj in scorer.variants:
             fold_stats = [([st[data.lead:] for st in scorer.stats(obj, c)],

@@ -10,6 +10,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from edge_runtime.payloads import iso_ms
+from training.progress import progress
 
 
 def connect(host: str, port: int, client_id: str = "", config=None,
@@ -53,7 +54,8 @@ def publish_rows(client: mqtt.Client, topic_template: str, uns: str, tags: list[
     topics = [topic_template.format(uns=uns, tag=tag) for tag in tags]
     start_wall, start_ts = time.monotonic(), float(timestamps[0])
     sent = 0
-    for ts, row in zip(timestamps, rows, strict=True):
+    for ts, row in progress(zip(timestamps, rows, strict=True), "publishing", len(timestamps),
+                            unit="row"):
         if speed > 0:
             delay = (ts - start_ts) / speed - (time.monotonic() - start_wall)
             if delay > 0:

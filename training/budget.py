@@ -108,6 +108,30 @@ class Progress(keras.callbacks.Callback):
             print(line, file=self.stream, flush=True)
 
 
+class EpochBar(keras.callbacks.Callback):
+    """A tqdm bar over a fit's epochs, silent when stderr is not a terminal: for the many
+    short fits of a benchmark, where a line per epoch (:class:`Progress`) would flood it."""
+
+    def __init__(self, desc: str):
+        super().__init__()
+        self.desc = desc
+        self.bar = None
+
+    def on_train_begin(self, logs=None):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.params.get("epochs"), desc=self.desc, unit="epoch",
+                        disable=None, leave=False, dynamic_ncols=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if "loss" in (logs or {}):
+            self.bar.set_postfix(loss=f"{logs['loss']:.4g}", refresh=False)
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
+
+
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

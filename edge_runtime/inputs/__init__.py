@@ -3,7 +3,8 @@
 the daemon's start-up.
 
 The worker hands each message to the first source that claims its topic (:class:`Dispatch`,
-in the daemon's order: commands → camera → Sparkplug → mapped (``tag_map``) → raw). Sources
+in the daemon's order: commands → camera → Sparkplug → mapped (``tag_map``) → OPC UA (its
+own ``$opcua/`` items, put in the inbox by its client thread) → raw). Sources
 run in the worker thread, so they need no locks; what they produce goes into the batch's
 ``out`` list and is committed with it.
 """
