@@ -11,7 +11,8 @@ on labels; labels enter only the choosing metric (of the choosing files) and the
 Scalings: ``file`` (SKAB's per-file ``StandardScaler``) and ``fleet`` (each file's own mean,
 the std pooled over the choosing files' first 400 rows — fixed in development and shipped,
 :func:`skab.pooled_scale`). Autoencoders are trained under ``fleet`` only (cost: one training
-per file and direction); the classical monitors under both.
+per file and direction); the classical monitors under both. The overall pick, when it uses an
+autoencoder, is rerun with each held-out file's model converted (``--edge-mode``).
 """
 
 from __future__ import annotations
@@ -187,7 +188,7 @@ def main(files: list[skab.SkabFile], args: argparse.Namespace) -> None:
                 held_out.update(zip(test_idx, flags, strict=True))
                 if args.plots:
                     plot_direction(d, c, args.plots)
-            if converter and uses_autoencoder(c.monitor):
+            if converter and pick == "overall" and uses_autoencoder(c.monitor):
                 eflags = edge_flags(d, c, args.edge_mode, converter)
                 rows.append({**base, "variant": "edge", "mode": args.edge_mode,
                              **metrics(test_files, eflags),
