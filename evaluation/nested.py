@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge_runtime.alarms import AlarmLogic
 from edge_runtime.bundle import ThresholdSpec
 from edge_runtime.smoothing import smooth_scores
 from evaluation.common import flags_from
@@ -79,13 +80,47 @@ def choose(candidates: list[Candidate], metrics_on_choosing: Callable[[Candidate
     return scored[best]
 
 
-def alarm_flags(specs: list[ThresholdSpec], streams: list[np.ndarray]) -> np.ndarray:
+def alarm_flags(specs: list[ThresholdSpec], streams: list[np.ndarray],
+                smoothed: dict | None = None) -> np.ndarray:
     """A row alarms if any stream's filtered score passes its own limit (rows without a
-    score are normal)."""
+    score are normal): :func:`evaluation.common.flags_from`, i.e. the gateway's replay.
+
+    A grid scores the same stream under many limits: pass one ``smoothed`` dict per set of
+    streams and each stream is filtered once per smoothing setting (the filter does not depend
+    on the limit); the alarm logic then runs on the filtered scores, with the same result."""
     flags = np.zeros(len(streams[0]), dtype=bool)
-    for spec, st in zip(specs, streams, strict=True):
-        flags |= flags_from(spec, st)
+    for i, (spec, st) in enumerate(zip(specs, streams, strict=True)):
+        if smoothed is None:
+            flags |= flags_from(spec, st)
+            continue
+        key = (i, spec.ewma_alpha, spec.vote_k, spec.vote_n)
+        if key not in smoothed:
+            smoothed[key] = filtered(spec, st)
+        flags |= active(spec, smoothed[key])
     return flags
+
+
+def filtered(spec: ThresholdSpec, stream: np.ndarray) -> np.ndarray:
+    """The gateway's filtered score per row (NaN where the row has no score)."""
+    out = np.full(len(stream), np.nan)
+    ok = np.isfinite(stream)
+    out[ok] = smooth_scores(spec, stream[ok])
+    return out
+
+
+def active(spec: ThresholdSpec, filtered_scores: np.ndarray) -> np.ndarray:
+    """Alarm-active flag per row from filtered scores, by the gateway's :class:`AlarmLogic`;
+    without delays or deadband that logic is exactly ``score >= raise_at``, computed at once."""
+    ok = np.isfinite(filtered_scores)
+    out = np.zeros(len(filtered_scores), dtype=bool)
+    if spec.on_delay == spec.off_delay == 1 and spec.clear_at == spec.raise_at:
+        out[ok] = filtered_scores[ok] >= spec.raise_at
+        return out
+    logic = AlarmLogic(spec)
+    for i in np.flatnonzero(ok):
+        logic.update(float(filtered_scores[i]))
+        out[i] = logic.active
+    return out
 
 
 def limit_ratio(specs: list[ThresholdSpec], streams: list[np.ndarray]) -> np.ndarray:

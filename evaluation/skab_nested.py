@@ -55,7 +55,8 @@ def flag_files(files: list[skab.SkabFile], grid: MonitorGrid,
         c = skab.commission(f.rows[:skab.TRAIN_ROWS], lambda x: MonitorSet.fit(x, grid),
                             ALARMS, names, scale)
         streams = c.monitors.streams(c.scaler.transform(f.rows), "keras", names)
-        out.by_file.append({key: alarm_flags(specs, streams[key[0]])
+        cache = {m: {} for m in names}  # each stream filtered once per EWMA
+        out.by_file.append({key: alarm_flags(specs, streams[key[0]], cache[key[0]])
                             for key, specs in c.specs.items()})
         out.commissioned.append(c)
         log.warning("commissioned %s (%d/%d, %.0f s)", f.path, i + 1, len(files),

@@ -133,3 +133,25 @@ def test_eval_tep_nested_reports_held_apart_faults_with_plots(tmp_path, capsys):
     for k in (1, 2):
         png = tmp_path / "plots" / f"nested_tep_fault{k:02d}.png"
         assert png.stat().st_size > 5000
+
+
+def test_grid_flags_equal_the_gateway_replay():
+    """The grid's shortcut (filter once per EWMA, compare) gives the replay's flags, with
+    and without delays and deadband."""
+    from evaluation.common import flags_from
+    from evaluation.nested import alarm_flags
+
+    rng = np.random.default_rng(0)
+    streams = [rng.exponential(size=300), rng.exponential(size=300)]
+    streams[0][:5] = np.nan
+    streams[1][100:150] += 3.0
+    for a in (Alarm(1.0, 0.9), Alarm(0.2, 0.95, 1.5), Alarm(0.05, 0.99, 2.0)):
+        for delays in ({}, {"on_delay": 3, "off_delay": 2}):
+            specs = [a.spec(s[:100]).model_copy(update=delays) for s in streams]
+            if delays:
+                specs = [sp.model_copy(update={"clear_at": 0.8 * sp.raise_at}) for sp in specs]
+            expected = flags_from(specs[0], streams[0]) | flags_from(specs[1], streams[1])
+            cache: dict = {}
+            np.testing.assert_array_equal(alarm_flags(specs, streams, cache), expected)
+            np.testing.assert_array_equal(alarm_flags(specs, streams, cache), expected)
+            assert expected[100:150].mean() > 0.5
