@@ -68,13 +68,20 @@ class Flagged:
     faults: list[dict[int, np.ndarray]]
 
 
-def flag(data: TepData, sc: Scored, c: Candidate) -> Flagged:
-    """Limits from each fold's normal calibration block; no fault label is read here."""
+def flag(data: TepData, sc: Scored, c: Candidate, cache: dict | None = None) -> Flagged:
+    """Limits from each fold's normal calibration block; no fault label is read here.
+    ``cache`` (one dict per :class:`Scored`) filters each stream once per EWMA."""
     far, faults = [], []
-    for calib, far_block in zip(sc.calib, sc.far, strict=True):
+
+    def memo(*key):
+        return None if cache is None else cache.setdefault((*key, c.monitor), {})
+
+    for i, (calib, far_block) in enumerate(zip(sc.calib, sc.far, strict=True)):
         specs = [c.alarm.spec(st[data.lead:]) for st in calib[c.monitor]]
-        far.append(100.0 * float(alarm_flags(specs, far_block[c.monitor])[data.lead:].mean()))
-        faults.append({k: alarm_flags(specs, s[c.monitor]) for k, s in sc.faults.items()})
+        flags = alarm_flags(specs, far_block[c.monitor], memo(i, "far"))
+        far.append(100.0 * float(flags[data.lead:].mean()))
+        faults.append({k: alarm_flags(specs, s[c.monitor], memo(i, k))
+                       for k, s in sc.faults.items()})
     return Flagged(far, faults)
 
 
@@ -103,7 +110,8 @@ def main(args: argparse.Namespace) -> None:
     names = grid.names()
     keras_scored = score_blocks(data, monitors, "keras", names)
     cands = [Candidate(m, a, "fit") for m in names for a in ALARMS]
-    flagged = {c: flag(data, keras_scored, c) for c in cands}
+    cache: dict = {}
+    flagged = {c: flag(data, keras_scored, c, cache) for c in cands}
     log.warning("TEP nested: %d candidates flagged, %.0f s", len(cands), time.time() - start)
     rows, held, edge_cache = [], {}, {}
     for choose_on, test_on in SPLITS:

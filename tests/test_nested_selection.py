@@ -98,7 +98,13 @@ def test_tep_choice_on_one_half_ignores_the_other_halfs_onsets(tmp_path):
     fit = StandardScaler.fit(data.fit).transform(data.fit)
     scored = tep_nested.score_blocks(data, MonitorSet.fit(fit, grid), "keras", grid.names())
     cands = [Candidate(m, a, "fit") for m in grid.names() for a in tep_nested.ALARMS]
-    flagged = {c: tep_nested.flag(data, scored, c) for c in cands}
+    cache: dict = {}
+    flagged = {c: tep_nested.flag(data, scored, c, cache) for c in cands}
+    for c in cands[::7]:  # the shared filter cache changes no flag
+        plain = tep_nested.flag(data, scored, c)
+        assert plain.far == flagged[c].far
+        for fold, cached in zip(plain.faults, flagged[c].faults, strict=True):
+            assert all(np.array_equal(fold[k], cached[k]) for k in fold)
     poisoned = replace(data, onset={**data.onset, 2: 0, 4: 0})  # held-out half's labels
 
     def pick(d):
