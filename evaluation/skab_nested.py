@@ -34,8 +34,7 @@ log = logging.getLogger(__name__)
 # pre-registered in bench/HISTORY.md (2026-12-02) before any nested figure was run
 ALARMS = alarm_grid(ewmas=(1.0, 0.2, 0.05), levels=(0.99, 0.999), margins=(1.0, 1.5, 2.0))
 CRITERION = Criterion("f1", far_max=13.0)
-LAGS, EPOCHS, SEED = 2, 20, 0
-AUTOENCODERS = (("dense_ae", 30),)
+LAGS, SEED = 2, 0  # autoencoders and epochs: skab.py's --nested-aes dense_ae:30, 20 epochs
 
 
 @dataclass
@@ -115,7 +114,7 @@ def run_direction(d: Direction, cands: list[Candidate]) -> list[tuple[str, Candi
     return picks
 
 
-def edge_flags(d: Direction, c: Candidate, mode: str, converter) -> list[np.ndarray]:
+def edge_flags(d: Direction, c: Candidate, converter) -> list[np.ndarray]:
     """Flags of the test files with every autoencoder run as its converted LiteRT model,
     each file commissioned again on the edge model's own scores (as a gateway would)."""
     out = []
@@ -190,7 +189,7 @@ def main(files: list[skab.SkabFile], args: argparse.Namespace) -> None:
                 if args.plots:
                     plot_direction(d, c, args.plots)
             if converter and pick == "overall" and uses_autoencoder(c.monitor):
-                eflags = edge_flags(d, c, args.edge_mode, converter)
+                eflags = edge_flags(d, c, converter)
                 rows.append({**base, "variant": "edge", "mode": args.edge_mode,
                              **metrics(test_files, eflags),
                              "per_file": per_file(test_files, eflags)})

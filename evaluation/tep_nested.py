@@ -35,8 +35,7 @@ SPLITS = ((ODD, EVEN), (EVEN, ODD))  # (choose on, report on)
 ALARMS = alarm_grid(ewmas=(1.0, 0.3, 0.1, 0.03), levels=(0.95, 0.99), margins=(1.0,),
                     rule="coverage")
 CRITERION = Criterion("detection_rate", far_max=5.0)
-LAGS, EPOCHS, SEED = 2, 30, 0
-AUTOENCODERS = (("conv_ae", 10), ("conv_ae", 40), ("lstm_ae", 20))
+LAGS, SEED = 2, 0  # autoencoders, epochs: tep.py's --nested-aes conv_ae:10,conv_ae:40,lstm_ae:20
 PCA_MONITORS = ("pca_t2_spe", "pca_spe", "dpca_t2_spe", "dpca_spe")
 
 
