@@ -161,3 +161,26 @@ def test_grid_flags_equal_the_gateway_replay():
             np.testing.assert_array_equal(alarm_flags(specs, streams, cache), expected)
             np.testing.assert_array_equal(alarm_flags(specs, streams, cache), expected)
             assert expected[100:150].mean() > 0.5
+
+
+def test_eval_tep_nested_uses_the_published_split_when_test_files_exist(tmp_path):
+    """With d00_te.dat … present: limits and FAR from d00_te.dat, faults from sample 161."""
+    rng = np.random.default_rng(2)
+    mix = rng.normal(size=(5, 52))
+    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
+    np.savetxt(tmp_path / "d00.dat", normal(500).T)
+    np.savetxt(tmp_path / "d00_te.dat", normal(960))
+    for k in (1, 2):
+        faulty = normal(960)
+        faulty[160:, 7] += 2.0
+        np.savetxt(tmp_path / f"d{k:02d}_te.dat", faulty)
+    out = tmp_path / "tep.json"
+    main(["eval", "tep", "--root", str(tmp_path), "--protocol", "nested", "--nested-aes", "",
+          "--edge-mode", "none", "--json", str(out)])
+    data = json.loads(out.read_text())
+    assert data["settings"]["protocol"] == "published"
+    held = data["results"][-1]
+    assert held["per_fault"]["01"] > 95 and held["per_fault"]["02"] > 95
+    pick = data["results"][0]
+    assert len(pick["far_folds"]) == 1  # one limit/FAR run (d00_te.dat), not two blocks
+    assert pick["far"] <= 5 and held["far"] <= 5
