@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,13 @@ from training.metrics import detection_metrics
 from training.nab import NabTally, changepoints_from_flags, nab_tally
 from training.pca_monitor import PCAMonitor
 from training.progress import progress
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from edge_runtime.bundle import ThresholdSpec
+    from evaluation.monitors import MonitorSet
+    from evaluation.nested import Alarm
 
 log = logging.getLogger(__name__)
 TRAIN_ROWS = 400
@@ -125,6 +133,35 @@ class Pool:
         return m | {"nab_standard": self.nab.normalised()}
 
 
+@dataclass
+class Commissioned:
+    """One file commissioned: its scaler, its fitted monitors and their alarm limits."""
+
+    scaler: StandardScaler
+    monitors: MonitorSet
+    specs: dict[tuple[str, Alarm], list[ThresholdSpec]]  # (monitor, alarm) → one per stream
+
+
+def commission(normal_rows: np.ndarray, fit: Callable[[np.ndarray], MonitorSet],
+               alarms: list[Alarm], names: list[str], scale: np.ndarray | None = None,
+               variant: str = "keras") -> Commissioned:
+    """Per-file commissioning, SKAB's rule: scaler from the file's anomaly-free first rows
+    (their mean; their std too unless a fleet ``scale`` is given), monitors fitted on them by
+    ``fit``, and for every monitor in ``names`` and every alarm setting one limit per score
+    stream, from the scores of those same rows.
+
+    Every nested SKAB figure calibrates a file here and nowhere else, so that the gateway's
+    own commissioning code can take this body's place and the figures follow it."""
+    scaler = StandardScaler.fit(normal_rows)
+    if scale is not None:
+        scaler = StandardScaler(scaler.mean, scale)
+    scaled = scaler.transform(normal_rows)
+    monitors = fit(scaled)
+    streams = monitors.streams(scaled, variant, names)
+    specs = {(n, a): [a.spec(st) for st in streams[n]] for n in names for a in alarms}
+    return Commissioned(scaler, monitors, specs)
+
+
 def evaluate_file(f: SkabFile, s: common.Settings, pools: dict, edge: common.EdgeConverter,
                   calib_rows: int, plot_dir: Path | None,
                   scale: np.ndarray | None = None) -> None:
@@ -202,11 +239,25 @@ def main(argv: list[str]) -> None:
     p.add_argument("--scale", default="file", choices=["file", "pooled"],
                    help="tag scale: std of the file's 400 rows (SKAB), or of all files'"
                         " training parts together (see pooled_scale); mean is per file")
+    p.add_argument("--protocol", default="development", choices=["development", "nested"],
+                   help="development: the settings given here, on every file (label-informed"
+                        " if they were chosen by looking at these files); nested: leave one"
+                        " folder out, settings chosen on the others (evaluation/skab_nested.py)")
+    p.add_argument("--nested-aes", default="dense_ae:30",
+                   help="nested: autoencoders FAMILY:WINDOW in the grid (comma list; '' none)")
+    p.add_argument("--nested-epochs", type=int, default=20, help="nested: training epochs")
     common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)
     exclude = tuple(t for t in args.exclude_tags.split(",") if t)
     files = load_skab(args.root, exclude)
+    if args.protocol == "nested":
+        from evaluation import skab_nested
+
+        skab_nested.main(files, args)
+        return
+    print("development protocol: the settings given on the command line, applied to every"
+          " file; figures are label-informed when those settings were chosen on these files")
     screen = {}
     if args.drift_screen:
         files, screen = screen_drifting(files, args.drift_screen)
@@ -232,7 +283,8 @@ def main(argv: list[str]) -> None:
     print(f"SKAB: {len(files)} files under {args.root}, {n_test} test rows, {n_cp} change"
           f" points, {time.time() - start:.0f} s")
     common.print_table(rows, ["f1", "far", "mar", "nab_standard"])
-    meta = {"calib_rows": args.calib_rows, "exclude_tags": exclude, "drift_screen": screen,
+    meta = {"selection": "development (settings as given)", "calib_rows": args.calib_rows,
+            "exclude_tags": exclude, "drift_screen": screen,
             "scale": args.scale,
             "files": [str(f.path) for f in files]}
     common.write_json(args.json, rows, vars(s) | meta)

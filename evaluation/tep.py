@@ -166,8 +166,22 @@ def main(argv: list[str]) -> None:
     p.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.99])
     p.add_argument("--rules", nargs="+", choices=["quantile", "coverage", "kde"],
                    help="several limit rules on the same scores (default: --rule)")
+    p.add_argument("--protocol", default="development", choices=["development", "nested"],
+                   help="development: the settings given here, on every fault (label-informed"
+                        " if they were chosen by looking at these faults); nested: chosen on"
+                        " one half of the faults, reported on the other (tep_nested.py)")
+    p.add_argument("--nested-aes", default="conv_ae:10,conv_ae:40,lstm_ae:20",
+                   help="nested: autoencoders FAMILY:WINDOW in the grid (comma list; '' none)")
+    p.add_argument("--nested-epochs", type=int, default=30, help="nested: training epochs")
     common.add_settings_args(p, window=10, level=0.95)
     args = p.parse_args(argv)
+    if args.protocol == "nested":
+        from evaluation import tep_nested
+
+        tep_nested.main(args)
+        return
+    print("development protocol: the settings given on the command line, on every fault;"
+          " figures are label-informed when those settings were chosen on these faults")
     s = common.settings_from_args(args)
     data = load_tep(args.root, s.window)
     start = time.time()
@@ -184,4 +198,5 @@ def main(argv: list[str]) -> None:
         print(f"| {r['model']} | {r['variant']} | {r['rule']} | {r['level']} | "
               + " | ".join(f"{r['per_fault'][k]:.0f}" for k in keys) + " |")
     common.write_json(args.json, rows, vars(s) | {"levels": args.levels, "rules": args.rules,
-                                                  "protocol": data.protocol})
+                                                  "protocol": data.protocol,
+                                                  "selection": "development (as given)"})

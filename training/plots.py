@@ -124,3 +124,28 @@ def data_quality(report: dict, grid_s: np.ndarray, rows: np.ndarray, tags: list[
     bottom.set(xlabel="count")
     bottom.legend(loc="lower right", fontsize=8)
     return _save(fig, path)
+
+
+def score_over_limit(ratio: np.ndarray, labels: np.ndarray, flags: np.ndarray, path: Path,
+                     title: str, commissioning: int = 0) -> Path:
+    """Filtered score / alarm limit per row (1 = the limit; for a monitor with several
+    statistics, the largest ratio), the labelled segment shaded, so a miss is seen: a shaded
+    stretch where the curve stays under the line. ``commissioning`` rows (fit and limit) are
+    greyed; the title's rates are those of the alarm ``flags``."""
+    fig, ax = plt.subplots(figsize=(9, 3))
+    x = np.arange(len(ratio))
+    ax.plot(x, np.clip(ratio, 1e-3, None), lw=1, color="k", label="filtered score / limit")
+    ax.axhline(1.0, color="r", ls="--", label="limit")
+    labels = np.asarray(labels, bool)
+    ax.fill_between(x, 0, 1, where=labels, alpha=0.2, color="red",
+                    transform=ax.get_xaxis_transform(), label="labelled anomaly / fault")
+    if commissioning:
+        ax.axvspan(0, commissioning, color="grey", alpha=0.15, label="commissioning rows")
+    flagged = np.asarray(flags, bool)
+    hit = 100.0 * float(flagged[labels].mean()) if labels.any() else float("nan")
+    normal = ~labels & (x >= commissioning)
+    far = 100.0 * float(flagged[normal].mean()) if normal.any() else float("nan")
+    ax.set(yscale="log", xlabel="row", ylabel="score / limit",
+           title=f"{title}: {hit:.0f} % of labelled rows flagged, {far:.1f} % of normal rows")
+    ax.legend(loc="upper left", fontsize=7)
+    return _save(fig, path)

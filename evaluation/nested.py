@@ -1,0 +1,135 @@
+"""Nested selection: every setting (monitor, scaling, smoothing, limit level and margin) is
+chosen on one part of the labelled data and reported on another that never informed it.
+
+The split of labour is what makes it leak-proof. Scores and alarm flags are computed for
+every candidate without reading any label (models and limits see normal rows only); then
+:func:`choose` ranks candidates by a metric that the caller computes from the *choosing*
+part's labels alone, and the chosen candidate is reported on the other part. A test poisons
+the reported part's labels and checks that the choice does not move.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edge_runtime.alarms import AlarmLogic
+from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.smoothing import smooth_scores
+from evaluation.common import flags_from
+from training import thresholds
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """How a score stream becomes a flag: EWMA, then a limit = margin × level point of the
+    filtered normal scores (``rule``: :mod:`training.thresholds`)."""
+
+    ewma: float = 1.0
+    level: float = 0.99
+    margin: float = 1.0
+    rule: thresholds.Rule = "quantile"
+
+    def spec(self, normal_scores: np.ndarray) -> ThresholdSpec:
+        s = np.asarray(normal_scores, np.float64)
+        return thresholds.calibrate(s[np.isfinite(s)], self.rule, self.level, self.margin,
+                                    ewma_alpha=self.ewma)
+
+
+def alarm_grid(ewmas: Iterable[float], levels: Iterable[float], margins: Iterable[float],
+               rule: thresholds.Rule = "quantile") -> list[Alarm]:
+    return [Alarm(e, lv, m, rule) for e in ewmas for lv in levels for m in margins]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One complete setting: a monitor under a scaling with an alarm rule."""
+
+    monitor: str
+    alarm: Alarm
+    scale: str = "file"
+
+    def describe(self) -> dict:
+        return {"monitor": self.monitor, "scale": self.scale, **asdict(self.alarm)}
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """Best ``metric`` among candidates whose false-alarm rate is at most ``far_max`` (%);
+    if none is, the best ``metric`` overall; ties go to the lower FAR, then grid order."""
+
+    metric: str
+    far_max: float
+
+    def key(self, m: dict) -> tuple:
+        return (m["far"] <= self.far_max, m[self.metric], -m["far"])
+
+
+def choose(candidates: list[Candidate], metrics_on_choosing: Callable[[Candidate], dict],
+           criterion: Criterion) -> tuple[Candidate, dict]:
+    """The candidate ``criterion`` ranks first, by metrics from the choosing part only.
+
+    ``metrics_on_choosing`` must read labels of the choosing part and nothing else: that is
+    the whole contract, and the only place labels enter the choice."""
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    scored = [(c, metrics_on_choosing(c)) for c in candidates]
+    best = max(range(len(scored)), key=lambda i: (criterion.key(scored[i][1]), -i))
+    return scored[best]
+
+
+def alarm_flags(specs: list[ThresholdSpec], streams: list[np.ndarray],
+                smoothed: dict | None = None) -> np.ndarray:
+    """A row alarms if any stream's filtered score passes its own limit (rows without a
+    score are normal): :func:`evaluation.common.flags_from`, i.e. the gateway's replay.
+
+    A grid scores the same stream under many limits: pass one ``smoothed`` dict per set of
+    streams and each stream is filtered once per smoothing setting (the filter does not depend
+    on the limit); the alarm logic then runs on the filtered scores, with the same result."""
+    flags = np.zeros(len(streams[0]), dtype=bool)
+    for i, (spec, st) in enumerate(zip(specs, streams, strict=True)):
+        if smoothed is None:
+            flags |= flags_from(spec, st)
+            continue
+        key = (i, spec.ewma_alpha, spec.vote_k, spec.vote_n)
+        if key not in smoothed:
+            smoothed[key] = filtered(spec, st)
+        flags |= active(spec, smoothed[key])
+    return flags
+
+
+def filtered(spec: ThresholdSpec, stream: np.ndarray) -> np.ndarray:
+    """The gateway's filtered score per row (NaN where the row has no score)."""
+    out = np.full(len(stream), np.nan)
+    ok = np.isfinite(stream)
+    out[ok] = smooth_scores(spec, stream[ok])
+    return out
+
+
+def active(spec: ThresholdSpec, filtered_scores: np.ndarray) -> np.ndarray:
+    """Alarm-active flag per row from filtered scores, by the gateway's :class:`AlarmLogic`;
+    without delays or deadband that logic is exactly ``score >= raise_at``, computed at once."""
+    ok = np.isfinite(filtered_scores)
+    out = np.zeros(len(filtered_scores), dtype=bool)
+    if spec.on_delay == spec.off_delay == 1 and spec.clear_at == spec.raise_at:
+        out[ok] = filtered_scores[ok] >= spec.raise_at
+        return out
+    logic = AlarmLogic(spec)
+    for i in np.flatnonzero(ok):
+        logic.update(float(filtered_scores[i]))
+        out[i] = logic.active
+    return out
+
+
+def limit_ratio(specs: list[ThresholdSpec], streams: list[np.ndarray]) -> np.ndarray:
+    """Per row: the largest filtered score / its limit over the streams (≥ 1: past a limit),
+    the one curve a plot needs to show score against limit for any monitor."""
+    out = np.full(len(streams[0]), np.nan)
+    for spec, st in zip(specs, streams, strict=True):
+        ok = np.isfinite(st)
+        r = np.full(len(st), np.nan)
+        r[ok] = smooth_scores(spec, st[ok]) / max(spec.raise_at, 1e-300)
+        out = np.fmax(out, r)
+    return out
