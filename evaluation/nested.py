@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_runtime.alarms import AlarmLogic
 from edge_runtime.bundle import ThresholdSpec
+from edge_runtime.commissioning import limit_on
 from edge_runtime.smoothing import smooth_scores
 from evaluation.common import flags_from
 from training import thresholds
@@ -32,10 +33,21 @@ class Alarm:
     margin: float = 1.0
     rule: thresholds.Rule = "quantile"
 
+    def template(self) -> ThresholdSpec:
+        """The limit rule in numbers, as a bundle records it (limits still unset)."""
+        return ThresholdSpec(raise_at=0.0, clear_at=0.0, ewma_alpha=self.ewma,
+                             method=self.rule, level=self.level, margin=self.margin,
+                             clear_ratio=1.0,
+                             rule=f"{self.level} {self.rule} of filtered normal scores x "
+                                  f"{self.margin} (ewma {self.ewma})")
+
     def spec(self, normal_scores: np.ndarray) -> ThresholdSpec:
+        """Limits by the gateway's own commissioning rule
+        (:func:`edge_runtime.commissioning.limit_on`), so evaluated limits are the ones a
+        plant's commissioning would set."""
         s = np.asarray(normal_scores, np.float64)
-        return thresholds.calibrate(s[np.isfinite(s)], self.rule, self.level, self.margin,
-                                    ewma_alpha=self.ewma)
+        raise_at, clear_at = limit_on(s[np.isfinite(s)], self.template())
+        return self.template().model_copy(update={"raise_at": raise_at, "clear_at": clear_at})
 
 
 def alarm_grid(ewmas: Iterable[float], levels: Iterable[float], margins: Iterable[float],

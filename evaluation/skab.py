@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from edge_runtime.commissioning import check_rows
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.smoothing import smooth_scores
 from evaluation import common
@@ -144,14 +145,22 @@ class Commissioned:
 
 def commission(normal_rows: np.ndarray, fit: Callable[[np.ndarray], MonitorSet],
                alarms: list[Alarm], names: list[str], scale: np.ndarray | None = None,
-               variant: str = "keras") -> Commissioned:
+               variant: str = "keras", tags: list[str] | None = None) -> Commissioned:
     """Per-file commissioning, SKAB's rule: scaler from the file's anomaly-free first rows
     (their mean; their std too unless a fleet ``scale`` is given), monitors fitted on them by
     ``fit``, and for every monitor in ``names`` and every alarm setting one limit per score
     stream, from the scores of those same rows.
 
     Every nested SKAB figure calibrates a file here and nowhere else, so that the gateway's
-    own commissioning code can take this body's place and the figures follow it."""
+    own commissioning code can take this body's place and the figures follow it.
+
+    It does: the rows pass the gateway's refusal check
+    (:func:`edge_runtime.commissioning.check_rows`: no NaN, no flat-lined tag), the scaler
+    is the gateway's, and every limit comes from the gateway's rule
+    (:func:`edge_runtime.commissioning.limit_on`, through :meth:`Alarm.spec`). What stays
+    evaluation-only is the per-file monitor fit, SKAB's protocol (a plant keeps its
+    bundle's weights)."""
+    check_rows(normal_rows, tags or [f"column {i}" for i in range(normal_rows.shape[1])])
     scaler = StandardScaler.fit(normal_rows)
     if scale is not None:
         scaler = StandardScaler(scaler.mean, scale)

@@ -52,7 +52,7 @@ def flag_files(files: list[skab.SkabFile], grid: MonitorGrid,
     out, names, start = Flags(), grid.names(), time.time()
     for i, f in enumerate(files):
         c = skab.commission(f.rows[:skab.TRAIN_ROWS], lambda x: MonitorSet.fit(x, grid),
-                            ALARMS, names, scale)
+                            ALARMS, names, scale, tags=f.tags)
         streams = c.monitors.streams(c.scaler.transform(f.rows), "keras", names)
         cache = {m: {} for m in names}  # each stream filtered once per EWMA
         out.by_file.append({key: alarm_flags(specs, streams[key[0]], cache[key[0]])
@@ -128,7 +128,7 @@ def edge_flags(d: Direction, c: Candidate, converter) -> list[np.ndarray]:
             return d.edge_sets[key]
 
         e = skab.commission(f.rows[:skab.TRAIN_ROWS], converted, [c.alarm], [c.monitor],
-                            scale, variant="edge")
+                            scale, variant="edge", tags=f.tags)
         streams = e.monitors.streams(e.scaler.transform(f.rows), "edge", [c.monitor])
         out.append(alarm_flags(e.specs[(c.monitor, c.alarm)], streams[c.monitor]))
     return out

@@ -184,3 +184,23 @@ def test_eval_tep_nested_uses_the_published_split_when_test_files_exist(tmp_path
     pick = data["results"][0]
     assert len(pick["far_folds"]) == 1  # one limit/FAR run (d00_te.dat), not two blocks
     assert pick["far"] <= 5 and held["far"] <= 5
+
+
+def test_skab_commissioning_is_the_gateways_rule_and_refuses_a_flat_tag():
+    """Every nested SKAB limit comes from the gateway's commissioning rule (the trainer's
+    rule, same numbers), and a file whose commissioning rows hold a flat-lined tag is
+    refused by the gateway's check, naming the tag, instead of being fitted."""
+    from edge_runtime.commissioning import CalibrationRefused
+    from evaluation import skab
+    from training import thresholds
+
+    rng = np.random.default_rng(3)
+    scores = rng.gamma(2.0, size=400)
+    alarm = Alarm(ewma=0.2, level=0.99, margin=1.5)
+    trained = thresholds.calibrate(scores, "quantile", 0.99, 1.5, ewma_alpha=0.2)
+    assert alarm.spec(scores).raise_at == pytest.approx(trained.raise_at, rel=1e-12)
+
+    rows = rng.normal(size=(400, 3))
+    rows[:, 1] = 4.0
+    with pytest.raises(CalibrationRefused, match="Pressure"):
+        skab.commission(rows, lambda x: None, [alarm], [], tags=["Flow", "Pressure", "Temp"])
