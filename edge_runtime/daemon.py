@@ -38,6 +38,7 @@ from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
 from edge_runtime.inputs.folder import FolderSource
+from edge_runtime.inputs.lab import LabSource
 from edge_runtime.inputs.mapped import MappedSource
 from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
@@ -93,6 +94,7 @@ class EdgeDaemon:
             *self._sparkplug_inputs(),
             *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
               if config.tag_map else []),
+            LabSource(config, self.pipelines, self.feed, self.router, self._flush_pipelines),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]

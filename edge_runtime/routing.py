@@ -69,6 +69,11 @@ class Router:
                      changed: set[str]) -> None:
         """Forecasts/scores go out as they are; detection transitions go through the alarm."""
         payload = output.payload
+        if output.kind == "residual":  # a soft sensor against a lab value
+            out.append(json_message(self.topics.get("residual", model=pipeline.name), payload,
+                                    PRIO_FORECAST))
+            self.metrics.published_residual.inc()
+            return
         alarm = self.alarms.get(pipeline.alarm_id)
         if output.kind == "inference":
             out.append(json_message(self.topics.get("inference", model=pipeline.name), payload,

@@ -3,9 +3,9 @@
 the daemon's start-up.
 
 The worker hands each message to the first source that claims its topic (:class:`Dispatch`,
-in the daemon's order: commands → camera → Sparkplug → mapped (``tag_map``) → raw). Sources
-run in the worker thread, so they need no locks; what they produce goes into the batch's
-``out`` list and is committed with it.
+in the daemon's order: commands → camera → Sparkplug → mapped (``tag_map``) → lab (soft
+sensors) → raw). Sources run in the worker thread, so they need no locks; what they produce
+goes into the batch's ``out`` list and is committed with it.
 """
 
 from __future__ import annotations
