@@ -31,3 +31,24 @@ def train_tiny_tank_models(out: Path) -> dict[str, Path]:
         bundle, _ = build_auto(run_dir, out / "bundles", candidates=modes)
         bundles[name] = bundle.root
     return bundles
+
+
+def tiny_soft_sensor(family: str, out: Path, **overrides):
+    """A soft sensor trained tiny on the simulator's conversion (lab value every 30 s, dead
+    time 20 s, window 8 x 5 s); returns the run directory."""
+    from training.config import TrainConfig
+    from training.registry import get_family
+
+    config = {
+        "name": f"soft_{family}", "task": "soft_sensor", "family": family,
+        "model": get_family(family, "soft_sensor").small,
+        "data": {"source": "simulator", "simulator": {"steps": 1500, "seed": 0}},
+        "window": {"period_s": 5, "length": 8, "max_gap_s": 15},
+        "soft_sensor": {"target": "conversion", "dead_time_s": 20, "lab_every_s": 30},
+        "fit": {"epochs": 4, "batch_size": 32, "patience": 2, "learning_rate": 0.01,
+                "clip_norm": 1.0},
+        "output_dir": str(out),
+    }
+    for key, value in overrides.items():
+        config[key] = config.get(key, {}) | value if isinstance(value, dict) else value
+    return train(TrainConfig.model_validate(config))
