@@ -70,7 +70,7 @@ class EstimateHistory:
         a process time ``when_s``; None when that window was not estimated (a gap, not yet, or
         longer ago than the history keeps)."""
         grid_t = math.floor(when_s / self.period_s + 1e-6) * self.period_s
-        tolerance = 1e-6 * max(self.period_s, 1.0)  # grid times are sums of floats
+        tolerance = 0.25 * self.period_s  # grid times are sums of floats: nearest one
         for t, (raw, bias) in reversed(self._rows.items()):  # newest first: short
             if abs(t - grid_t) <= tolerance:
                 return t, raw, bias
