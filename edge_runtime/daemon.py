@@ -94,7 +94,7 @@ class EdgeDaemon:
             *self._sparkplug_inputs(),
             *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
               if config.tag_map else []),
-            LabSource(config, self.pipelines, self.feed, self.router, self._flush_pipelines),
+            *self._lab_inputs(),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]
@@ -147,6 +147,13 @@ class EdgeDaemon:
         from edge_runtime.inputs.sparkplug import SparkplugSource
 
         return [SparkplugSource(self.sparkplug, self.feed, self.topics, self.config.mqtt.qos)]
+
+    def _lab_inputs(self) -> list[InputSource]:
+        """Lab values when a soft sensor runs (a reload never changes a model's task)."""
+        if not any(p.bundle.manifest.soft_sensor for p in self.pipelines.values()):
+            return []
+        return [LabSource(self.config, self.pipelines, self.feed, self.router,
+                          self._flush_pipelines)]
 
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None

@@ -56,6 +56,8 @@ def test_estimates_residuals_and_bias_over_mqtt(soft_bundle, broker):
                                             soft_sensor=SoftSensorEdgeConfig(
                                                 bias_update=True, bias_alpha=ALPHA))])
     daemon = EdgeDaemon(config)
+    kinds = [type(s).__name__ for s in daemon.dispatch.sources]
+    assert kinds.index("LabSource") == kinds.index("RawSource") - 1  # only with a soft sensor
     collector = Collector(broker.port, [f"{UNS}/inference/#"], client_id="ss-collector")
     daemon.start()
     pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)

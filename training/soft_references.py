@@ -38,9 +38,11 @@ def pls_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
 
 def reference_metrics(stamps: np.ndarray, values: np.ndarray, dead_time_s: float,
                       test: np.ndarray, train_x: np.ndarray, train_y: np.ndarray,
-                      test_x: np.ndarray, components: int) -> dict[str, float]:
+                      test_x: np.ndarray, components: int
+                      ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """``pls_*`` and ``last_value_*`` RMSE, MAE and R² on the test labels (engineering
-    units; ``train_y``/``values`` in them too)."""
+    units; ``train_y``/``values`` in them too), and each reference's estimates of the test
+    labels (NaN where the last value had none), for the plot."""
     out: dict[str, float] = {}
     pls = pls_predict(train_x, train_y, test_x, components)
     for key, value in regression_metrics(values[test], pls).items():
@@ -52,4 +54,6 @@ def reference_metrics(stamps: np.ndarray, values: np.ndarray, dead_time_s: float
         for key, value in regression_metrics(values[scored], last).items():
             if key != "mse":
                 out[f"last_value_{key}"] = value
-    return out
+    last_all = np.full(len(test), np.nan)
+    last_all[np.isin(test, scored)] = last
+    return out, {"PLS": pls, "last lab value": last_all}

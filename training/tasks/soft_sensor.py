@@ -72,13 +72,14 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                             config, x, y, val_x, val_y, run_dir)
     estimate = target.to_units(model.predict(test_x, verbose=0)[:, 0])
     metrics = regression_metrics(lab.values[splits.test], estimate)
-    metrics |= reference_metrics(lab.stamps, lab.values, s.dead_time_s, splits.test,
-                                 x, lab.values[splits.train], test_x, s.pls_components)
-    metrics |= _counts(paired, splits)
+    references, curves = reference_metrics(lab.stamps, lab.values, s.dead_time_s, splits.test,
+                                           x, lab.values[splits.train], test_x,
+                                           s.pls_components)
+    metrics |= references | _counts(paired, splits)
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
-    plots.soft_sensor_vs_lab(lab.values[splits.test], {config.family: estimate}, s.target,
-                             lab.unit, run_dir / "estimate_vs_lab.png")
+    plots.soft_sensor_vs_lab(lab.values[splits.test], {config.family: estimate} | curves,
+                             s.target, lab.unit, run_dir / "estimate_vs_lab.png")
     tags = [TagSpec(name=t, unit=u) for t, u in zip(grid.tags, grid.units, strict=True)]
     return RunRecord(
         name=config.name, task="soft_sensor", family=config.family,
