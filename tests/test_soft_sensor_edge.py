@@ -119,3 +119,25 @@ def test_estimates_residuals_and_bias_over_mqtt(soft_bundle, broker):
         pub.loop_stop()
         collector.close()
         daemon.stop()
+
+
+def test_sparkplug_catalogue_carries_estimates_and_residuals(soft_bundle):
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.outbox import Message
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.sparkplug.catalogue import Catalogue
+
+    catalogue = Catalogue({"ss": ModelPipeline("ss", Bundle.load(soft_bundle))},
+                          lambda kind, **f: f"x/{kind}/{f.get('model')}")
+    assert {"ss/estimate", "ss/raw_estimate", "ss/bias", "ss/residual",
+            "ss/lab_value"} <= set(catalogue.aliases)
+    estimate = {"ts": "2026-01-01T00:00:00.000Z", "estimate": 51.5, "raw_estimate": 51.0,
+                "bias": 0.5, "version": "v"}
+    residual = {"ts": "2026-01-01T00:05:00.000Z", "residual": -0.4, "measured": 51.9,
+                "bias": 0.7}
+    rows = catalogue.metrics_of([Message("x/inference/ss", json.dumps(estimate).encode(), 1),
+                                 Message("x/residual/ss", json.dumps(residual).encode(), 1)])
+    assert dict(rows[0][1]) == {"ss/version": "v", "ss/estimate": 51.5,
+                                "ss/raw_estimate": 51.0, "ss/bias": 0.5}
+    assert rows[1] == (1767225900000, [["ss/residual", -0.4], ["ss/lab_value", 51.9],
+                                       ["ss/bias", 0.7]])
