@@ -12,12 +12,12 @@ import keras
 import numpy as np
 import pytest
 
-from converters.build import build_auto
+from converters.build import OfflineOnlyError, build_auto
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.scaling import StandardScaler
 from tests.helpers import tiny_soft_sensor
-from training.registry import families
+from training.registry import families, get_family
 
 SOFT_SENSORS = sorted(f.name for f in families("soft_sensor"))
 CANDIDATES = ("int8", "dynamic", "fp32")
@@ -25,13 +25,19 @@ MEAN_ABS_TOL, MAX_ABS_TOL = 0.05, 0.5
 
 
 def test_every_family_is_covered():
-    assert {"simple_rnn", "lstm", "gru", "cnn1d"} <= set(SOFT_SENSORS)
+    assert {"simple_rnn", "lstm", "gru", "cnn1d", "attention_rnn", "bigru",
+            "bilstm"} <= set(SOFT_SENSORS)
 
 
 @pytest.mark.parametrize("family", SOFT_SENSORS)
 def test_train_convert_run_publishes_the_estimate(family, tmp_path):
     run_dir = tiny_soft_sensor(family, tmp_path / "runs")
-    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES)
+    offline = get_family(family, "soft_sensor").offline_only
+    if offline:  # bidirectional: refused for deployment unless asked for
+        with pytest.raises(OfflineOnlyError, match="offline-only"):
+            build_auto(run_dir, tmp_path / "bundles")
+    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES,
+                                  allow_offline=offline)
     manifest = bundle.manifest
     detail = f"{family} ({manifest.quantization}; {attempts})"
     heldout = np.load(run_dir / "heldout.npz")

@@ -66,3 +66,43 @@ def cnn1d(window: int, features: int, outputs: int = 1, filters: int = 32, kerne
                           activation="relu")(x)
     x = layers.GlobalAveragePooling1D()(x)
     return keras.Model(inputs, _head(x, outputs, dropout), name="cnn1d")
+
+
+@register("soft_sensor", "attention_rnn", small={"units": 8})
+def attention_rnn(window: int, features: int, outputs: int = 1, units: int = 32,
+                  dropout: float = 0.0, unroll: bool = True):
+    """GRU over the window, then attention pooling: a learned score per step, softmax over
+    the steps, the states summed by those weights → dense estimate. The weights say which
+    part of the window the estimate leans on (the dead time shows there)."""
+    inputs = keras.Input((window, features))
+    states = layers.GRU(units, return_sequences=True, unroll=unroll)(inputs)  # (N, L, U)
+    scores = layers.Flatten()(layers.Dense(1, name="attention_score")(states))  # (N, L)
+    weights = layers.Reshape((window, 1))(layers.Softmax(name="attention")(scores))
+    pooled = layers.Flatten()(layers.Dot(axes=1)([weights, states]))  # (N, U)
+    return keras.Model(inputs, _head(pooled, outputs, dropout), name="attention_rnn")
+
+
+def _bidirectional(name: str, rnn, window: int, features: int, outputs: int,
+                   units: tuple[int, ...], dropout: float, unroll: bool) -> keras.Model:
+    inputs = keras.Input((window, features))
+    x = inputs
+    for i, n in enumerate(units):
+        x = layers.Bidirectional(rnn(n, return_sequences=i < len(units) - 1,
+                                     unroll=unroll))(x)
+    return keras.Model(inputs, _head(x, outputs, dropout), name=name)
+
+
+@register("soft_sensor", "bigru", offline_only=True, small={"units": [8]})
+def bigru(window: int, features: int, outputs: int = 1, units: tuple[int, ...] = (32,),
+          dropout: float = 0.0, unroll: bool = True):
+    """Bidirectional GRU → dense estimate (offline only, as every bidirectional family)."""
+    return _bidirectional("bigru", layers.GRU, window, features, outputs, tuple(units),
+                          dropout, unroll)
+
+
+@register("soft_sensor", "bilstm", offline_only=True, small={"units": [8]})
+def bilstm(window: int, features: int, outputs: int = 1, units: tuple[int, ...] = (32,),
+           dropout: float = 0.0, unroll: bool = True):
+    """Bidirectional LSTM → dense estimate (offline only, as every bidirectional family)."""
+    return _bidirectional("bilstm", layers.LSTM, window, features, outputs, tuple(units),
+                          dropout, unroll)
