@@ -128,6 +128,10 @@ class SoftSensorSpec(Strict):
     unit: str = Field(default="", description="Engineering unit of the target.")
     kind: Literal["regression"] = Field(default="regression",
                                         description="Regression: one value per window.")
+    missing: Literal["hold", "mask", "interpolate"] = Field(
+        default="hold", description="A window with a gap: dropped (hold), its missing values "
+        "set to the training mean (mask), or interpolated per tag (interpolate), as in "
+        "training (edge_runtime.soft_sensing.fill_gaps).")
     dead_time_s: float = Field(ge=0, description="A lab value stamped t describes the process "
                                "at t - dead_time_s: it is matched with the estimate of the "
                                "window ending there.")

@@ -79,6 +79,7 @@ class ModelPipeline:
             raise ValueError(f"{bundle.root}: task {m.task!r} takes camera frames, not tag "
                              "samples: configure it under cameras")
         self.post = task.post  # the task's outputs → payloads (edge_runtime/tasks/<task>.py)
+        self.fill = getattr(task, "fill", None)  # (pipeline, window with gaps) → window | None
         if task_options is not None and not hasattr(task, "initial_state"):
             raise ValueError(f"{bundle.root}: task {m.task!r} takes no task options (a "
                              "'soft_sensor' section is for soft-sensor bundles)")
@@ -112,6 +113,9 @@ class ModelPipeline:
     def _take_windows(self) -> None:
         for grid_t, window in self.buffer.windows():
             if not np.isfinite(window).all():
+                # a task may fill gaps as its training did (soft sensors: mask, interpolate)
+                window = self.fill(self, window) if self.fill is not None else None
+            if window is None:
                 self.windows_dropped_gap += 1
                 self.gaps_unreported += 1
                 continue

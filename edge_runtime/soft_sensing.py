@@ -34,6 +34,41 @@ def window_ends(grid_s: np.ndarray, stamps_s: np.ndarray, dead_time_s: float,
     return np.where(ok, idx, -1)
 
 
+MISSING_MODES = ("hold", "mask", "interpolate")
+
+
+def fill_gaps(window: np.ndarray, missing: str, fill: np.ndarray | float) -> np.ndarray | None:
+    """A window (L, F) with gaps (NaN: a tag silent longer than ``max_gap_s``) made usable the
+    one way training and the edge share, or None when it cannot be (then it is dropped):
+
+    - ``hold``: no filling — a window with a gap is dropped (the last value is already held
+      up to ``max_gap_s`` on the grid);
+    - ``mask``: each missing value becomes ``fill`` (the training mean: 0 once scaled);
+    - ``interpolate``: each tag linearly between its values around the gap, its first value
+      held backwards and its last held forwards (the edge never sees the future).
+
+    With ``mask`` and ``interpolate`` a tag with no value in the whole window still drops it.
+    """
+    window = np.asarray(window)
+    missing_at = ~np.isfinite(window)
+    if not missing_at.any():
+        return window
+    if missing == "hold" or missing_at.all(axis=0).any():
+        return None
+    out = window.astype(np.float64, copy=True)
+    if missing == "mask":
+        fill_row = np.broadcast_to(np.asarray(fill, np.float64), (window.shape[1],))
+        out[missing_at] = np.broadcast_to(fill_row, out.shape)[missing_at]
+        return out.astype(window.dtype)
+    if missing != "interpolate":
+        raise ValueError(f"missing must be one of {MISSING_MODES}, not {missing!r}")
+    steps = np.arange(len(window))
+    for col in np.flatnonzero(missing_at.any(axis=0)):
+        ok = ~missing_at[:, col]
+        out[:, col] = np.interp(steps, steps[ok], out[ok, col])
+    return out.astype(window.dtype)
+
+
 @dataclass
 class BiasFilter:
     """The usual soft-sensor correction: an exponential filter of the lab error,

@@ -52,3 +52,27 @@ def tiny_soft_sensor(family: str, out: Path, **overrides):
     for key, value in overrides.items():
         config[key] = config.get(key, {}) | value if isinstance(value, dict) else value
     return train(TrainConfig.model_validate(config))
+
+
+def lab_export(path: Path, batches: int, lab_rows: slice | None = None,
+               silent: dict[str, slice] | None = None) -> Path:
+    """A historian export of the simulated tank with a sparse lab column (every 6th row) and
+    a batch id column; ``silent``: tag → rows left empty (a gap)."""
+    import numpy as np
+    import pandas as pd
+
+    from training.simulator import conversion, simulate, write_csv
+
+    run = simulate(1500, 5.0, seed=1)
+    write_csv(run, path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    lab = np.full(len(frame), "", dtype=object)
+    rows = np.arange(len(frame))[lab_rows or slice(None)]
+    rows = rows[rows % 6 == 0]
+    lab[rows] = [f"{v:.3f}" for v in conversion(run)[rows]]
+    frame["conversion"] = lab
+    frame["batch"] = (np.arange(len(frame)) * batches // len(frame)).astype(str)
+    for tag, gap_rows in (silent or {}).items():
+        frame.loc[frame.index[gap_rows], tag] = ""
+    frame.to_csv(path, index=False)
+    return path

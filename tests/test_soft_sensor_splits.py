@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 from pydantic import ValidationError
 
 from edge_runtime.soft_sensing import BiasFilter, EstimateHistory, window_ends
 from edge_runtime.validation import ConfigError
+from tests.helpers import lab_export
 from training.config import SplitConfig, TrainConfig, check_train_config
 from training.label_splits import (
     LabelSplits,
@@ -21,7 +21,6 @@ from training.label_splits import (
     covered_rows,
     split_labels,
 )
-from training.simulator import conversion, simulate, write_csv
 from training.soft_references import last_value
 
 WINDOW = 8
@@ -107,22 +106,6 @@ def test_last_value_reference_uses_only_values_known_at_the_process_time():
 
 
 # -------------------------------------------------------------------------- bad input
-
-
-def lab_export(path: Path, batches: int, lab_rows: slice | None = None) -> Path:
-    """A historian export of the simulated tank with a sparse lab column (every 6th row) and
-    a batch id column."""
-    run = simulate(1500, 5.0, seed=1)
-    write_csv(run, path)
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    lab = np.full(len(frame), "", dtype=object)
-    rows = np.arange(len(frame))[lab_rows or slice(None)]
-    rows = rows[rows % 6 == 0]
-    lab[rows] = [f"{v:.3f}" for v in conversion(run)[rows]]
-    frame["conversion"] = lab
-    frame["batch"] = (np.arange(len(frame)) * batches // len(frame)).astype(str)
-    frame.to_csv(path, index=False)
-    return path
 
 
 def config(tmp_path: Path, csv: Path | None, **overrides) -> TrainConfig:

@@ -121,9 +121,11 @@ class SoftSensorConfig(Strict):
     dead_time_s: float = Field(default=0.0, ge=0, description="A value stamped t describes "
                                "the process at t - dead_time_s (sampling to result); at most "
                                "the window's span.")
-    missing: Literal["hold"] = Field(default="hold", description="Missing input values: "
-                                     "'hold' the last one up to window.max_gap_s (as the "
-                                     "edge does), beyond that the window is dropped.")
+    missing: Literal["hold", "mask", "interpolate"] = Field(
+        default="hold", description="Inputs silent longer than window.max_gap_s (a gap): "
+        "'hold' drops the window, 'mask' sets the missing values to the training mean, "
+        "'interpolate' fills each tag linearly, its last value held forwards; the edge does "
+        "the same. A tag with no value in a window drops it in every mode.")
     lab_every_s: float = Field(default=600.0, gt=0, description="Simulator only: the lab "
                                "samples every this many seconds (with jitter).")
     lab_noise: float = Field(default=0.3, ge=0, description="Simulator only: lab error "

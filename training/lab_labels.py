@@ -37,7 +37,7 @@ class Paired:
     labels: Labels
     ends: np.ndarray
     dropped_no_window: int  # before the first window, or off the grid
-    dropped_gap: int  # their window holds a gap (longer than window.max_gap_s)
+    dropped_gap: int  # their window holds a gap (longer than window.max_gap_s) not filled
 
 
 def fail(field: str, message: str) -> None:
@@ -96,6 +96,10 @@ def pair(labels: Labels, grid: GridData, config: TrainConfig) -> Paired:
     gap = np.zeros(len(ends), bool)
     e = ends[on_grid]
     gap[on_grid] = bad_rows[e + 1] - bad_rows[e + 1 - w.length] > 0
+    if s.missing != "hold":  # filled as at the edge, unless a tag is silent all window long
+        for i in np.flatnonzero(gap):
+            part = grid.rows[ends[i] - w.length + 1:ends[i] + 1]
+            gap[i] = not np.isfinite(part).any(axis=0).all()
     keep = on_grid & ~gap
     if not keep.any():
         span = (f"{_iso(labels.stamps.min())} .. {_iso(labels.stamps.max())}"

@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_runtime.bundle import Manifest
 from edge_runtime.payloads import PayloadError, iso_ms
-from edge_runtime.soft_sensing import BiasFilter, EstimateHistory, process_time
+from edge_runtime.soft_sensing import BiasFilter, EstimateHistory, fill_gaps, process_time
 
 if TYPE_CHECKING:
     from edge_runtime.config import SoftSensorEdgeConfig
@@ -44,6 +44,12 @@ def initial_state(manifest: Manifest, options: SoftSensorEdgeConfig | None) -> S
     keep = 3 * manifest.input.window + 2
     return SoftSensorState(EstimateHistory(manifest.input.period_s, keep),
                            BiasFilter(o.bias_alpha, o.bias_update))
+
+
+def fill(pipeline: ModelPipeline, window: np.ndarray) -> np.ndarray | None:
+    """A window with a gap filled as in training (``soft_sensor.missing`` of the bundle:
+    mask with the training mean, or interpolate), or None to drop it (``hold``)."""
+    return fill_gaps(window, pipeline.bundle.manifest.soft_sensor.missing, pipeline.scaler.mean)
 
 
 def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,

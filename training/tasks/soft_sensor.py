@@ -26,6 +26,7 @@ from edge_runtime.bundle import (
     TagSpec,
 )
 from edge_runtime.scaling import StandardScaler
+from edge_runtime.soft_sensing import fill_gaps
 from training import plots, quality
 from training.calibration import save_representative
 from training.config import TrainConfig
@@ -59,10 +60,12 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     scaled = scaler.transform(grid.rows)
     mean, scale = float(lab.values[splits.train].mean()), float(lab.values[splits.train].std())
     target = SoftSensorSpec(target=s.target, unit=lab.unit, dead_time_s=s.dead_time_s,
-                            mean=mean, scale=scale if scale > 1e-12 else 1.0)
+                            missing=s.missing, mean=mean, scale=scale if scale > 1e-12 else 1.0)
 
     def pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.stack([scaled[e - L + 1:e + 1] for e in paired.ends[idx]]).astype(np.float32)
+        # gaps filled as the edge fills them (the training mean is 0 once scaled)
+        x = np.stack([fill_gaps(scaled[e - L + 1:e + 1], s.missing, 0.0)
+                      for e in paired.ends[idx]]).astype(np.float32)
         y = ((lab.values[idx] - target.mean) / target.scale).astype(np.float32)[:, None]
         return x, y
 
