@@ -16,6 +16,7 @@ from edge_runtime.config import (
     EdgeConfig,
     ModelConfig,
     MqttConfig,
+    OutboxConfig,
     SoftSensorEdgeConfig,
     TopicConfig,
 )
@@ -49,9 +50,10 @@ def lab(client: mqtt.Client, tag: str, payload) -> None:
     client.publish(f"{UNS}/lab/{tag}", body, qos=1).wait_for_publish(5)
 
 
-def test_estimates_residuals_and_bias_over_mqtt(soft_bundle, broker):
+def test_estimates_residuals_and_bias_over_mqtt(soft_bundle, broker, tmp_path):
     config = EdgeConfig(gateway="ss", mqtt=MqttConfig(port=broker.port),
                         topics=TopicConfig(uns=UNS),
+                        outbox=OutboxConfig(path=tmp_path / "outbox.sqlite"),
                         models=[ModelConfig(name="ss", bundle=soft_bundle,
                                             soft_sensor=SoftSensorEdgeConfig(
                                                 bias_update=True, bias_alpha=ALPHA))])
@@ -119,6 +121,14 @@ def test_estimates_residuals_and_bias_over_mqtt(soft_bundle, broker):
         pub.loop_stop()
         collector.close()
         daemon.stop()
+    # a restart resumes with the bias (and the newest lab value used), committed with its batch
+    again = EdgeDaemon(config)
+    try:
+        state = again.pipelines["ss"].task_state
+        assert state.bias.bias == pytest.approx(res["bias"], abs=1e-5)
+        assert state.last_lab_s == parse_timestamp(res["ts"])
+    finally:
+        again.outbox.close()
 
 
 def test_sparkplug_catalogue_carries_estimates_and_residuals(soft_bundle):

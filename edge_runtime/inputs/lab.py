@@ -11,6 +11,7 @@ once a minute per topic). A used one is published as a residual (``topics.residu
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -20,9 +21,10 @@ from edge_runtime.outbox import Message
 from edge_runtime.payloads import PayloadError, parse_sample
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.routing import Router
-from edge_runtime.tasks.soft_sensor import on_lab
+from edge_runtime.tasks.soft_sensor import on_lab, snapshot
 
 TAG = "\0"  # stands for {tag} while the template is split
+STATE_PREFIX = "soft_sensor:"  # outbox state key of each model's bias
 
 
 class LabSource(InputSource):
@@ -40,6 +42,15 @@ class LabSource(InputSource):
         self.qos, self.group = config.mqtt.qos, config.mqtt.shared_group
         skew = config.event_time.max_skew_s
         self.max_skew_s = float("inf") if skew is None else skew
+        self.dirty: set[str] = set()  # models whose bias moved since the last commit
+
+    def take_state(self) -> dict[str, str]:
+        """The outbox state entries of the models whose bias moved (committed with the batch
+        that moved it, so a restart resumes with it)."""
+        state = {f"{STATE_PREFIX}{name}": json.dumps(snapshot(self.pipelines[name]))
+                 for name in self.dirty if name in self.pipelines}
+        self.dirty.clear()
+        return state
 
     def _soft_sensors(self) -> list[ModelPipeline]:
         return [p for p in self.pipelines.values() if p.bundle.manifest.soft_sensor]
@@ -83,4 +94,5 @@ class LabSource(InputSource):
                 feed.reject(item.topic, str(exc), item.payload)
                 continue
             feed.metrics.lab_values.labels(model=pipeline.name).inc()
+            self.dirty.add(pipeline.name)
             self.router.route_output(pipeline, output, out, changed)

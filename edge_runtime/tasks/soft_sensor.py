@@ -46,6 +46,25 @@ def initial_state(manifest: Manifest, options: SoftSensorEdgeConfig | None) -> S
                            BiasFilter(o.bias_alpha, o.bias_update))
 
 
+def snapshot(pipeline: ModelPipeline) -> dict:
+    """What a restart must not lose: the bias and the newest lab value used, for this
+    bundle version (the daemon keeps it in the outbox's state table)."""
+    state: SoftSensorState = pipeline.task_state
+    return {"version": pipeline.bundle.manifest.version, "bias": state.bias.bias,
+            "last_lab_s": state.last_lab_s}
+
+
+def restore(pipeline: ModelPipeline, saved: dict) -> bool:
+    """Take up a :func:`snapshot` of the same bundle version (another model's bias does not
+    apply: it starts at 0); whether it was taken."""
+    if saved.get("version") != pipeline.bundle.manifest.version:
+        return False
+    state: SoftSensorState = pipeline.task_state
+    state.bias.bias = float(saved["bias"])
+    state.last_lab_s = float(saved["last_lab_s"])
+    return True
+
+
 def fill(pipeline: ModelPipeline, window: np.ndarray) -> np.ndarray | None:
     """A window with a gap filled as in training (``soft_sensor.missing`` of the bundle:
     mask with the training mean, or interpolate), or None to drop it (``hold``)."""
