@@ -19,6 +19,7 @@ from training.label_splits import (
     LeakError,
     check_no_leak,
     covered_rows,
+    group_folds,
     split_labels,
 )
 from training.soft_references import last_value
@@ -72,6 +73,14 @@ def test_group_split_holds_out_whole_groups():
     check_no_leak(splits, ends, WINDOW, GRID, groups)
     with pytest.raises(ConfigError, match="split.folds: 5 folds but .* 3 groups"):
         split_labels(ends, GRID[ends], (ends // 70).astype(float), split, WINDOW)
+    # cross-validation of the references: every group held out once, purged, no leak
+    folds = group_folds(ends, groups, split, WINDOW)
+    held_out = np.concatenate([f.test for f in folds])
+    assert len(folds) == 5 and sorted(set(groups[held_out])) == sorted(set(groups))
+    assert sum(f.purged for f in folds) > 0  # groups are consecutive rows: boundaries purged
+    for fold in folds:
+        assert set(groups[fold.train]).isdisjoint(groups[fold.test])
+        check_no_leak(fold, ends, WINDOW, GRID, groups)
 
 
 def test_lab_values_pair_with_the_window_their_dead_time_points_at():
@@ -179,3 +188,5 @@ def test_group_split_trains_from_a_historian_export(tmp_path):
                                                    "pressure", "heater_power"]
     assert record.soft_sensor.target == "conversion" and record.soft_sensor.dead_time_s == 10
     assert np.isfinite(m["pls_rmse"]) and np.isfinite(m["last_value_rmse"])
+    assert m["cv_folds"] == 4 and np.isfinite(m["pls_cv_rmse"]) and np.isfinite(
+        m["last_value_cv_rmse"])

@@ -85,6 +85,20 @@ def group_split(groups: np.ndarray | None, split: SplitConfig) -> LabelSplits:
     return LabelSplits(train, np.sort(folds[v]), np.sort(folds[t]))
 
 
+def group_folds(ends: np.ndarray, groups: np.ndarray, split: SplitConfig,
+                window: int) -> list[LabelSplits]:
+    """Every GroupKFold fold held out once against all the others (no validation set), its
+    labels purged where their windows touch the others' rows: the cross-validation of the
+    references over the whole data (the network is scored on the configured split only)."""
+    from sklearn.model_selection import GroupKFold
+
+    placeholder = np.zeros((len(groups), 1))
+    empty = np.array([], dtype=np.int64)
+    return [purge(LabelSplits(np.sort(train), empty, np.sort(test)), ends, window)
+            for train, test in GroupKFold(n_splits=split.folds).split(placeholder,
+                                                                      groups=groups)]
+
+
 def covered_rows(ends: np.ndarray, window: int, n_rows: int) -> np.ndarray:
     """Boolean (n_rows,): rows inside any of the windows ending at ``ends``."""
     marks = np.zeros(n_rows + 1, np.int64)

@@ -36,6 +36,30 @@ def pls_predict(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
     return pls.predict(test_x.reshape(len(test_x), -1)).reshape(-1)
 
 
+def cross_validated(x: np.ndarray, values: np.ndarray, stamps: np.ndarray, dead_time_s: float,
+                    folds: list, components: int) -> dict[str, float]:
+    """PLS and last-value RMSE and R² pooled over every fold held out once (``folds``:
+    :class:`training.label_splits.LabelSplits` with train and test), PLS standardising on
+    each fold's training labels only (``scale=True``): ``pls_cv_*``, ``last_value_cv_*``."""
+    from sklearn.cross_decomposition import PLSRegression
+
+    truth, pls_pred, last_truth, last_pred = [], [], [], []
+    for fold in folds:
+        flat = x[fold.train].reshape(len(fold.train), -1)
+        n = max(1, min(components, flat.shape[1], len(flat) - 1))
+        pls = PLSRegression(n_components=n, scale=True).fit(flat, values[fold.train])
+        pls_pred.append(pls.predict(x[fold.test].reshape(len(fold.test), -1)).reshape(-1))
+        truth.append(values[fold.test])
+        scored, last = last_value(stamps, values, dead_time_s, fold.test)
+        last_truth.append(values[scored])
+        last_pred.append(last)
+    out = {"cv_folds": float(len(folds))}
+    for name, t, p in (("pls_cv", truth, pls_pred), ("last_value_cv", last_truth, last_pred)):
+        m = regression_metrics(np.concatenate(t), np.concatenate(p))
+        out |= {f"{name}_rmse": m["rmse"], f"{name}_r2": m["r2"]}
+    return out
+
+
 def reference_metrics(stamps: np.ndarray, values: np.ndarray, dead_time_s: float,
                       test: np.ndarray, train_x: np.ndarray, train_y: np.ndarray,
                       test_x: np.ndarray, components: int

@@ -32,11 +32,11 @@ from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
 from training.lab_labels import Paired, input_data, load_labels, pair
-from training.label_splits import check_no_leak, covered_rows, split_labels
+from training.label_splits import check_no_leak, covered_rows, group_folds, split_labels
 from training.metrics import regression_metrics
 from training.registry import Family
 from training.series import fit_model
-from training.soft_references import reference_metrics
+from training.soft_references import cross_validated, reference_metrics
 
 CONFIG_FIELDS = ("soft_sensor",)
 
@@ -79,6 +79,13 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                                            x, lab.values[splits.train], test_x,
                                            s.pls_components)
     metrics |= references | _counts(paired, splits)
+    if config.split.by == "group":  # the references over every fold, not one
+        folds = group_folds(paired.ends, lab.groups, config.split, L)
+        for fold in folds:
+            check_no_leak(fold, paired.ends, L, grid.grid_s, lab.groups)
+        all_x, _ = pairs(np.arange(len(paired.ends)))
+        metrics |= cross_validated(all_x, lab.values, lab.stamps, s.dead_time_s, folds,
+                                   s.pls_components)
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
     plots.soft_sensor_vs_lab(lab.values[splits.test], {config.family: estimate} | curves,
