@@ -180,7 +180,7 @@ def main() -> None:
     from training.registry import families
 
     keras.utils.set_random_seed(0)
-    known = {f.name: f for f in families()}
+    known = {f.name: f for f in families("forecast") + families("anomaly")}
     rng = np.random.default_rng(0)
     results = []
     for family, profile in ROWS:

@@ -213,7 +213,7 @@ def refuse_offline_only(record: RunRecord, allow_offline: bool) -> None:
     """A family marked offline-only (e.g. BiLSTM) is not bundled unless the user insists."""
     family = record.family
     try:
-        offline = get_family(family).offline_only
+        offline = get_family(family, record.task).offline_only
     except KeyError:
         return
     if offline and not allow_offline:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from edge_runtime.contract import QuantMode, Strict, TaskName, image_task, task_spec
@@ -153,6 +154,30 @@ class CalibrationSpec(Strict):
         return self.mode == "commission"
 
 
+class SoftSensorSpec(Strict):
+    """What the edge needs to turn a soft sensor's output into engineering units and to match
+    lab values against its estimates (task ``soft_sensor``)."""
+
+    target: str = Field(description="The estimated lab/analyzer tag (never a model input).")
+    unit: str = Field(default="", description="Engineering unit of the target.")
+    kind: Literal["regression"] = Field(default="regression",
+                                        description="Regression: one value per window.")
+    missing: Literal["hold", "mask", "interpolate"] = Field(
+        default="hold", description="A window with a gap: dropped (hold), its missing values "
+        "set to the training mean (mask), or interpolated per tag (interpolate), as in "
+        "training (edge_runtime.soft_sensing.fill_gaps).")
+    dead_time_s: float = Field(ge=0, description="A lab value stamped t describes the process "
+                               "at t - dead_time_s: it is matched with the estimate of the "
+                               "window ending there.")
+    mean: float = Field(description="Target mean of the training labels (the model's output "
+                        "is (value - mean) / scale).")
+    scale: float = Field(gt=0, description="Target standard deviation of the training labels.")
+
+    def to_units(self, scaled: np.ndarray) -> np.ndarray:
+        """Model outputs → engineering units."""
+        return np.asarray(scaled, dtype=np.float64) * self.scale + self.mean
+
+
 class ImageSpec(Strict):
     """How a camera frame becomes the model input (task "image"): grey or RGB, resized to a
     fixed size (stretched, or letterboxed to keep the aspect ratio), ``(pixel/255 - mean)/std``.
@@ -215,6 +240,8 @@ class RunRecord(Strict):
     image: ImageSpec | None = Field(default=None, description="Image tasks only.")
     output: OutputSpec = Field(default_factory=OutputSpec)
     thresholds: ThresholdSpec | None = None
+    soft_sensor: SoftSensorSpec | None = Field(default=None, description="Task soft_sensor "
+                                               "only: target, unit, dead time, target scale.")
     training_data_sha256: str = Field(description="Fingerprint of the training rows.")
     data_quality: dict[str, Any] | None = Field(
         default=None, description="Series tasks: the data-quality report of the training "
@@ -248,6 +275,9 @@ class RunRecord(Strict):
             raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
         if self.calibration is not None and self.calibration.commissioning:
             check_commissionable(self)
+        if (self.task == "soft_sensor") != (self.soft_sensor is not None):
+            raise ValueError("a 'soft_sensor' section goes with task 'soft_sensor' (and only "
+                             f"with it); task is {self.task!r}")
         return self
 
     def save(self, run_dir: Path) -> Path:

@@ -104,6 +104,18 @@ class TopicConfig(Strict):
                                description="Retained commissioning status of each model.")
     cmd: str = Field(default="edge/{gateway}/cmd", description="Command prefix (…/cmd/#).")
     reply: str = Field(default="edge/{gateway}/reply", description="Command replies.")
+    lab: str = Field(default="{uns}/lab/{tag}", description="Where lab/analyzer values of "
+                     "soft-sensor targets arrive ({tag}: the target; subscribed with + there).")
+    residual: str = Field(default="{uns}/inference/{model}/residual",
+                          description="Soft sensors: estimate - lab value, per lab value.")
+
+    @field_validator("lab")
+    @classmethod
+    def _one_tag_level(cls, value: str) -> str:
+        levels = value.split("/")
+        if "{tag}" not in levels or value.count("{tag}") != 1:
+            raise ValueError(f"{value!r}: {{tag}} must be one whole topic level, once")
+        return value
 
     @field_validator("uns")
     @classmethod
@@ -112,6 +124,17 @@ class TopicConfig(Strict):
         if bad or not all(value.split("/")):
             raise ValueError(f"namespace levels must be non-empty without {bad or ' +#$'}")
         return value
+
+
+class SoftSensorEdgeConfig(Strict):
+    """A soft sensor's lab-value correction (docs/soft_sensors.md)."""
+
+    bias_update: bool = Field(
+        default=False, description="Correct later estimates by the lab values: bias ← "
+        "(1 - bias_alpha)·bias + bias_alpha·(lab value - model estimate); off: residuals "
+        "are published, estimates stay the model's.")
+    bias_alpha: float = Field(default=0.3, gt=0, le=1, description="Weight of the newest lab "
+                              "error in the bias (1: the last lab value alone).")
 
 
 class ModelConfig(Strict):
@@ -123,6 +146,9 @@ class ModelConfig(Strict):
     allowed_lateness_s: float | None = Field(
         default=None, ge=0, description="Event time this model's samples may arrive behind the "
                                         "newest; default `event_time.allowed_lateness_s`.")
+    soft_sensor: SoftSensorEdgeConfig | None = Field(
+        default=None, description="Soft-sensor bundles only: the bias update from lab values "
+        "(default: off, residuals still published).")
 
 
 class EventTimeConfig(Strict):

@@ -76,6 +76,9 @@ TASKS: tuple[TaskSpec, ...] = (
              "accuracy", "class scores of a camera frame (OK/NOK, defect class)", "classifier"),
     TaskSpec("image_segment", "image", "iou", 0.01, "points", "segmentation_iou_points", "iou",
              "a defect mask of a camera frame (area, boxes)", "segmenter"),
+    TaskSpec("soft_sensor", "series", "mse", 0.02, "relative", "soft_sensor_mse_rel",
+             "soft-sensor-mse", "a lab or analyzer value estimated every period from a window "
+             "of process tags, corrected by the lab values as they arrive"),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]

@@ -39,6 +39,8 @@ from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
 from edge_runtime.inputs.folder import FolderSource
+from edge_runtime.inputs.lab import STATE_PREFIX as LAB_STATE_PREFIX
+from edge_runtime.inputs.lab import LabSource
 from edge_runtime.inputs.mapped import MappedSource
 from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
@@ -51,6 +53,7 @@ from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
 from edge_runtime.systemd import Notifier
+from edge_runtime.tasks.soft_sensor import restore as restore_soft_sensor
 
 if TYPE_CHECKING:
     from edge_runtime.sparkplug.bridge import SparkplugBridge
@@ -81,6 +84,7 @@ class EdgeDaemon:
         # every bundle has loaded, so a refused bundle leaves nothing behind)
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.alarms = self._restore_alarms()
+        self._restore_soft_sensors()
         self.router = Router(self.topics, self.metrics, self.alarms)
         # commissioning calibrations: stored baselines reloaded, statuses retained
         self.baselines = BaselineStore(config.state_dir)
@@ -102,6 +106,7 @@ class EdgeDaemon:
             *([MappedSource(config.tag_map, self.feed, self.topics, config.mqtt)]
               if config.tag_map else []),
             *self._opcua_inputs(),
+            *self._lab_inputs(),
             RawSource(self.feed, config.mqtt),
             FolderSource(config.cameras, self.topics, self.inbox, self._stop),
         ]
@@ -171,6 +176,23 @@ class EdgeDaemon:
         from edge_runtime.inputs.opcua import OpcUaSource  # asyncua itself: in its thread
 
         return [OpcUaSource(self.config.opcua, self.feed, self.topics, self.inbox, self._stop)]
+
+    def _lab_inputs(self) -> list[InputSource]:
+        """Lab values when a soft sensor runs (a reload never changes a model's task)."""
+        self.lab: LabSource | None = None
+        if any(p.bundle.manifest.soft_sensor for p in self.pipelines.values()):
+            self.lab = LabSource(self.config, self.pipelines, self.feed, self.router,
+                                 self._flush_pipelines)
+        return [self.lab] if self.lab else []
+
+    def _restore_soft_sensors(self) -> None:
+        """Each soft sensor's bias as the last run committed it (same bundle version only)."""
+        saved = self.outbox.state()
+        for name, pipeline in self.pipelines.items():
+            entry = saved.get(f"{LAB_STATE_PREFIX}{name}")
+            if entry and pipeline.bundle.manifest.soft_sensor and restore_soft_sensor(
+                    pipeline, json.loads(entry)):
+                log.info("model %s: bias %.6g restored", name, pipeline.task_state.bias.bias)
 
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None
@@ -314,6 +336,8 @@ class EdgeDaemon:
                 out.extend(self.router.alarm_messages(alarm, events))
         start = time.perf_counter()
         state = {f"alarm:{a}": json.dumps(self.alarms[a].snapshot()) for a in changed}
+        if self.lab is not None:
+            state |= self.lab.take_state()  # the soft sensors' biases
         out.extend(self.router.alarm_states(changed))
         if self.sparkplug is not None:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked

@@ -122,6 +122,11 @@ class DaemonMetrics:
                                ["result"], registry=r)
         self.published_inference = self.published.labels(kind="inference")
         self.published_alarm = self.published.labels(kind="alarm")
+        self.published_residual = self.published.labels(kind="residual")
+        self.lab_values = Counter("procedge_lab_values_total", "Lab/analyzer values matched "
+                                  "with a soft sensor's estimate (skipped ones: "
+                                  "messages_rejected_total, reasons lab_*).", ["model"],
+                                  registry=r)
         self._model_children: dict[str, tuple] = {}
 
     def watch(self, outbox_depth: Callable[[], int], alarms: Callable[[], list],

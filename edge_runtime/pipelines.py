@@ -57,9 +57,11 @@ class StageTimes:
 class ModelPipeline:
     def __init__(self, name: str, bundle: Bundle, threads: int = 1,
                  event_time: EventTimeConfig | None = None,
-                 allowed_lateness_s: float | None = None):
+                 allowed_lateness_s: float | None = None, task_options: Any = None):
         """``event_time``: skew, lateness and eager finality of the window grid (defaults:
-        :class:`EventTimeConfig`'s); ``allowed_lateness_s`` overrides its lateness."""
+        :class:`EventTimeConfig`'s); ``allowed_lateness_s`` overrides its lateness;
+        ``task_options``: the model's options for its task (``soft_sensor``: the bias
+        update), handed to the task's ``initial_state``."""
         self.name = name
         self.bundle = bundle
         m = bundle.manifest
@@ -83,6 +85,13 @@ class ModelPipeline:
         self.post = task.post  # the task's outputs → payloads (edge_runtime/tasks/<task>.py)
         # set by the daemon when the bundle declares a commissioning calibration
         self.commissioning: Commissioning | None = None
+        self.fill = getattr(task, "fill", None)  # (pipeline, window with gaps) → window | None
+        if task_options is not None and not hasattr(task, "initial_state"):
+            raise ValueError(f"{bundle.root}: task {m.task!r} takes no task options (a "
+                             "'soft_sensor' section is for soft-sensor bundles)")
+        # what the task remembers between batches (a soft sensor: estimates, bias)
+        self.task_state = (task.initial_state(m, task_options)
+                           if hasattr(task, "initial_state") else None)
         self.windows_built = 0
         self.windows_dropped_gap = 0
         self.gaps_unreported = 0  # the daemon moves these into its counter
@@ -112,6 +121,9 @@ class ModelPipeline:
             if self.commissioning is not None:  # it sees every row, gaps too (and refuses)
                 self.commissioning.observe(grid_t, window)
             if not np.isfinite(window).all():
+                # a task may fill gaps as its training did (soft sensors: mask, interpolate)
+                window = self.fill(self, window) if self.fill is not None else None
+            if window is None:
                 self.windows_dropped_gap += 1
                 self.gaps_unreported += 1
                 continue

@@ -44,7 +44,8 @@ def load_pipeline(model: ModelConfig, bundle: Bundle,
     built, and the mapping outlives the file."""
     et = event_time or EventTimeConfig()
     try:
-        pipeline = ModelPipeline(model.name, bundle, model.threads, et, et.lateness_of(model))
+        pipeline = ModelPipeline(model.name, bundle, model.threads, et, et.lateness_of(model),
+                                 model.soft_sensor)
         shape = (1, *pipeline.model.input_shape)
         pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
     finally:

@@ -72,6 +72,11 @@ class Router:
         if output.kind == "commissioning":
             out.append(self.commissioning_status(pipeline.name, payload))
             return
+        if output.kind == "residual":  # a soft sensor against a lab value
+            out.append(json_message(self.topics.get("residual", model=pipeline.name), payload,
+                                    PRIO_FORECAST))
+            self.metrics.published_residual.inc()
+            return
         alarm = self.alarms.get(pipeline.alarm_id)
         if output.kind == "inference":
             out.append(json_message(self.topics.get("inference", model=pipeline.name), payload,

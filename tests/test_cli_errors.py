@@ -49,6 +49,16 @@ TRAIN_CASES = [
     ("missing_timestamp", {"data": {"timestamp_column": "time"}},
      ["data.timestamp_column", "'time'", "export.csv", "'timestamp'"]),
     ("missing_export", {"data": {"path": "nowhere.csv"}}, ["data.path", "nowhere.csv"]),
+    ("soft_target_is_input", {"task": "soft_sensor", "family": "gru",
+                              "soft_sensor": {"target": "TT-200"},
+                              "data": {"tags": ["PT-101", "TT-200"]}},
+     ["soft_sensor.target", "'TT-200' is also an input"]),
+    ("soft_unknown_target", {"task": "soft_sensor", "family": "gru",
+                             "soft_sensor": {"target": "TT200"}},
+     ["soft_sensor.target", "'TT200'", "did you mean 'TT-200'"]),
+    ("soft_dead_time", {"task": "soft_sensor", "family": "gru",
+                        "soft_sensor": {"target": "TT-200", "dead_time_s": 600}},
+     ["soft_sensor.dead_time_s", "longer than the window (4 x 60 s = 240 s)"]),
 ]
 
 

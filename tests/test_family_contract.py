@@ -34,6 +34,8 @@ def _build(family):
     if family.task == "anomaly":
         return edge_model(family.build(WINDOW, FEATURES, **family.small)), (
             WINDOW, FEATURES), (WINDOW, FEATURES)
+    if family.task == "soft_sensor":
+        return family.build(WINDOW, FEATURES, 1, **family.small), (WINDOW, FEATURES), (1,)
     if family.task == "image_class":
         return family.build(IMAGE, CLASSES, **family.small), IMAGE, (CLASSES,)
     return family.build(IMAGE, **family.small), IMAGE, (*IMAGE[:2], 1)

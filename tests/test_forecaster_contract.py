@@ -45,7 +45,7 @@ QUANTILE_CANDIDATES = ("int8", "fp32")  # int8 is what must survive; fp32 ships 
 def tiny_forecast(family: str, out: Path, **model_kw) -> Path:
     config = TrainConfig.model_validate({
         "name": f"contract_{family}", "task": "forecast", "family": family,
-        "model": get_family(family).small | model_kw,
+        "model": get_family(family, "forecast").small | model_kw,
         "data": {"source": "simulator", "simulator": {"steps": 600, "seed": 0}},
         "window": {"period_s": 5, "length": 8, "max_gap_s": 15},
         "horizon": 3, "targets": ["temperature", "level"],

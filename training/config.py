@@ -83,10 +83,56 @@ class WindowConfig(Strict):
 
 
 class SplitConfig(Strict):
-    """Chronological split: train, then validation, then test; never shuffled across."""
+    """Chronological split: train, then validation, then test; never shuffled across.
+    Soft sensors split their labels, by time (the same fractions) or by group
+    (``by: group``: whole groups — batches, campaigns, grades — held out, GroupKFold)."""
 
     train: float = Field(default=0.7, gt=0, lt=1)
     val: float = Field(default=0.15, gt=0, lt=1)
+    by: Literal["time", "group"] = Field(
+        default="time", description="soft_sensor: 'time' (labels in time order, the fractions "
+        "above) or 'group' (GroupKFold over `group_column`: one fold is the test set, the "
+        "next the validation set, the rest train).")
+    group_column: str | None = Field(
+        default=None, description="by: group — the export column holding each label's group "
+        "id (a number: batch, campaign, grade).")
+    folds: int = Field(default=5, ge=3, description="by: group — GroupKFold folds (at most "
+                       "the number of groups; folds = groups is leave-one-group-out).")
+    test_fold: int = Field(default=-1, description="by: group — the fold held out for test "
+                           "(-1: the last); the fold before it is the validation set.")
+
+    @model_validator(mode="after")
+    def _group_column_for_groups(self) -> SplitConfig:
+        if self.by == "group" and not self.group_column:
+            raise ValueError("split.group_column is required when split.by is 'group'")
+        if not -self.folds <= self.test_fold < self.folds:
+            raise ValueError(f"split.test_fold {self.test_fold} is not a fold of {self.folds}")
+        return self
+
+
+class SoftSensorConfig(Strict):
+    """Task soft_sensor: a sparse lab or analyzer value estimated from process tags."""
+
+    target: str = Field(description="Lab/analyzer value to estimate: an export column holding "
+                        "values only at the rows of its samples (empty elsewhere), never an "
+                        "input; with the simulator, 'conversion' (a lab-like quality value).")
+    unit: str = Field(default="", description="Unit of the target (default: data.units).")
+    kind: Literal["regression"] = Field(default="regression", description="Regression (one "
+                                        "value per window); classification is not built yet.")
+    dead_time_s: float = Field(default=0.0, ge=0, description="A value stamped t describes "
+                               "the process at t - dead_time_s (sampling to result); at most "
+                               "the window's span.")
+    missing: Literal["hold", "mask", "interpolate"] = Field(
+        default="hold", description="Inputs silent longer than window.max_gap_s (a gap): "
+        "'hold' drops the window, 'mask' sets the missing values to the training mean, "
+        "'interpolate' fills each tag linearly, its last value held forwards; the edge does "
+        "the same. A tag with no value in a window drops it in every mode.")
+    lab_every_s: float = Field(default=600.0, gt=0, description="Simulator only: the lab "
+                               "samples every this many seconds (with jitter).")
+    lab_noise: float = Field(default=0.3, ge=0, description="Simulator only: lab error "
+                             "(standard deviation, in the target's unit).")
+    pls_components: int = Field(default=3, ge=1, description="Components of the PLS "
+                                "reference (scikit-learn PLSRegression on flat windows).")
 
 
 class FitConfig(Strict):
@@ -106,6 +152,9 @@ class FitConfig(Strict):
         "before the epoch budget, the run record says truncated: true.")
     resume: bool = Field(default=False, description="Continue an interrupted fit from its "
                          "checkpoint in <run>/backup (what `procedge train --resume` sets).")
+    clip_norm: float | None = Field(
+        default=None, gt=0, description="Clip each gradient to this L2 norm (Keras "
+        "`clipnorm`): recurrent nets on few labels can blow up without it; null = off.")
 
 
 class ThresholdConfig(Strict):
@@ -161,6 +210,8 @@ class TrainConfig(Strict):
         "N, fit: scaler|limit|both}` ships a bundle whose gateway fits the scaler and/or the "
         "limit on the plant's first N samples (docs/anomaly.md, Commissioning).")
     image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
+    soft_sensor: SoftSensorConfig | None = Field(
+        default=None, description="Task soft_sensor: target, dead time, lab options.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
 
 
@@ -168,6 +219,19 @@ class TrainConfig(Strict):
     def _section_for_task(self) -> TrainConfig:
         if task_spec(self.task).inputs == "image" and self.image is None:
             raise ValueError(f"task {self.task!r} needs an 'image' section (root: a folder)")
+        if (self.task == "soft_sensor") != (self.soft_sensor is not None):
+            raise ValueError(f"a 'soft_sensor' section goes with task 'soft_sensor' (and only "
+                             f"with it); task is {self.task!r}")
+        if self.split.by == "group" and self.task != "soft_sensor":
+            raise ValueError("split.by 'group' is for task 'soft_sensor' (labels in groups)")
+        if self.soft_sensor is not None:
+            span = self.window.length * self.window.period_s
+            if self.soft_sensor.dead_time_s > span:
+                raise ValueError(
+                    f"soft_sensor.dead_time_s {self.soft_sensor.dead_time_s:g} s is longer "
+                    f"than the window ({self.window.length} x {self.window.period_s:g} s = "
+                    f"{span:g} s): lengthen window.length, or check the dead time's unit "
+                    "(seconds)")
         return self
 
     @model_validator(mode="after")
@@ -207,14 +271,13 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
         raise ConfigError(f"{path}: invalid training config\n  {field}: {message}")
 
     known = declared_families()
+    for_task = ", ".join(sorted(n for n, tasks in known.items() if config.task in tasks))
     if config.family not in known:
         fail("family", f"unknown model family {config.family!r}"
-             f"{did_you_mean(config.family, known)} (known for {config.task}: "
-             f"{', '.join(sorted(n for n, t in known.items() if t == config.task))})")
-    if known[config.family] != config.task:
-        fail("family", f"{config.family!r} is a {known[config.family]} family, not "
-             f"{config.task} (known for {config.task}: "
-             f"{', '.join(sorted(n for n, t in known.items() if t == config.task))})")
+             f"{did_you_mean(config.family, known)} (known for {config.task}: {for_task})")
+    if config.task not in known[config.family]:
+        fail("family", f"{config.family!r} is a {' and '.join(sorted(known[config.family]))} "
+             f"family, not {config.task} (known for {config.task}: {for_task})")
     if task_spec(config.task).inputs == "image":
         return
     data = config.data
@@ -228,6 +291,14 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
         if timestamp not in columns:
             fail("data.timestamp_column", f"no column {timestamp!r} in {where}"
                  f"{did_you_mean(timestamp, columns)} (columns: {_listed(columns)})")
+    if config.soft_sensor is not None:
+        if data.source == "simulator":
+            from training.simulator import LAB_TAG
+
+            columns = [*columns, LAB_TAG[0]]
+        check_soft_sensor_columns(config, where, [c for c in columns if c != timestamp], fail)
+        columns = [c for c in columns
+                   if c not in (config.soft_sensor.target, config.split.group_column)]
     available = [c for c in columns if c != timestamp]
     for field, names, among in (("data.tags", data.tags or [], available),
                                 ("targets", config.targets, data.tags or available)):
@@ -236,6 +307,30 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
                 fail(field, f"{name!r} is not a {'column of' if among is available else 'tag in'}"
                      f" {where if among is available else 'data.tags'}"
                      f"{did_you_mean(name, among)} (there: {_listed(among)})")
+
+
+def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str],
+                              fail) -> None:
+    """The target and the group column exist, and neither is a model input."""
+    target, group = config.soft_sensor.target, config.split.group_column
+    inputs = config.data.tags or []
+    if target not in columns:
+        fail("soft_sensor.target", f"no column {target!r} in {where}"
+             f"{did_you_mean(target, columns)} (there: {_listed(columns)})")
+    if target in inputs:
+        fail("soft_sensor.target", f"{target!r} is also an input (data.tags): a soft sensor "
+             "estimates a value it does not read; remove it from data.tags")
+    if config.split.by != "group":
+        return
+    if config.data.source == "simulator":
+        fail("split.group_column", "the simulator has no group column: split by time, or "
+             "export the data with a group column (data.source: historian)")
+    if group not in columns:
+        fail("split.group_column", f"no column {group!r} in {where}"
+             f"{did_you_mean(group, columns)} (there: {_listed(columns)})")
+    if group == target or group in inputs:
+        fail("split.group_column", f"{group!r} is the target or an input (data.tags); the "
+             "group id is neither")
 
 
 def _listed(names: list[str], most: int = 30) -> str:

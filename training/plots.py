@@ -43,6 +43,20 @@ def forecast_vs_actual(y_true: np.ndarray, y_pred: np.ndarray, targets: list[str
     return _save(fig, path)
 
 
+def soft_sensor_vs_lab(measured: np.ndarray, estimates: dict[str, np.ndarray], target: str,
+                      unit: str, path: Path) -> Path:
+    """The test lab values (points) and each estimate of them (lines), in label order."""
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.plot(measured, "o", ms=3, color="k", label="lab value")
+    for name, values in estimates.items():
+        ax.plot(values, lw=1, label=name)
+    ax.set_ylabel(f"{target} ({unit})" if unit else target)
+    ax.set_xlabel("test lab value")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
 def score_vs_threshold(scores: np.ndarray, labels: np.ndarray, spec: ThresholdSpec,
                        path: Path, filtered: np.ndarray | None = None) -> Path:
     """Anomaly score over time, alarm limits, labelled anomalies shaded; ``filtered`` is the

@@ -28,9 +28,10 @@ class Family:
     small: dict[str, Any] = field(default_factory=dict)  # tiny, fast: for tests
 
 
-_FAMILIES: dict[str, Family] = {}
+_FAMILIES: dict[tuple[str, str], Family] = {}  # (task, name) → family
 # The modules that register the built-in families (import side effect).
-BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models")
+BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models",
+                   "training.soft_sensors")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,
@@ -39,30 +40,41 @@ def register(task: TaskName, name: str, offline_only: bool = False,
     task_spec(task)  # an unknown task is an error at import, naming the known ones
 
     def wrap(builder: Callable[..., object]) -> Callable[..., object]:
-        if name in _FAMILIES:
-            raise ValueError(f"model family {name!r} registered twice")
+        if (task, name) in _FAMILIES:
+            raise ValueError(f"model family {name!r} registered twice for task {task!r}")
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        _FAMILIES[name] = Family(name, task, builder, offline_only, doc, dict(small or {}))
+        _FAMILIES[task, name] = Family(name, task, builder, offline_only, doc,
+                                       dict(small or {}))
         return builder
 
     return wrap
 
 
 def get_family(name: str, task: TaskName | None = None) -> Family:
+    """The family ``name`` of ``task``. A name may serve several tasks (``lstm`` forecasts and
+    estimates soft sensors): without ``task`` it must be unambiguous."""
     _load_builtin_families()
-    if name not in _FAMILIES:
-        raise KeyError(f"unknown model family {name!r}; known: {sorted(_FAMILIES)}")
-    family = _FAMILIES[name]
-    if task is not None and family.task != task:
-        raise ValueError(f"model family {name!r} is a {family.task} model, not {task}")
-    return family
+    tasks = sorted(t for t, n in _FAMILIES if n == name)
+    if not tasks:
+        raise KeyError(f"unknown model family {name!r}; known: "
+                       f"{sorted({n for _, n in _FAMILIES})}")
+    if task is None:
+        if len(tasks) > 1:
+            raise KeyError(f"model family {name!r} exists for tasks {tasks}: name the task")
+        task = tasks[0]
+    if (task, name) not in _FAMILIES:
+        raise ValueError(f"model family {name!r} is a {' and '.join(tasks)} model, not {task}")
+    return _FAMILIES[task, name]
 
 
-def declared_families() -> dict[str, str]:
-    """Family name → task, without importing Keras: the ``@register(task, name)`` decorators
-    read from the built-in modules' source, plus any family registered already. Lets a config
-    be checked (``family``) in a fraction of a second, before TensorFlow loads."""
-    found = {name: family.task for name, family in _FAMILIES.items()}
+def declared_families() -> dict[str, set[str]]:
+    """Family name → the tasks it serves, without importing Keras: the ``@register(task,
+    name)`` decorators read from the built-in modules' source, plus any family registered
+    already. Lets a config be checked (``family``) in a fraction of a second, before
+    TensorFlow loads."""
+    found: dict[str, set[str]] = {}
+    for task, name in _FAMILIES:
+        found.setdefault(name, set()).add(task)
     for module in BUILTIN_MODULES:
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
@@ -72,7 +84,7 @@ def declared_families() -> dict[str, str]:
             if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "register"
                     and len(node.args) >= 2
                     and all(isinstance(a, ast.Constant) for a in node.args[:2])):
-                found.setdefault(node.args[1].value, node.args[0].value)
+                found.setdefault(node.args[1].value, set()).add(node.args[0].value)
     return found
 
 

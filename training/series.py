@@ -98,7 +98,8 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
     with precision(fit.mixed_precision), strategy.scope():
         model = build()
         loss = Pinball(levels) if levels else "mse"
-        model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate), loss=loss)
+        model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate,
+                                                      clipnorm=fit.clip_norm), loss=loss)
     stateful = [
         keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1)),

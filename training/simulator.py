@@ -110,6 +110,52 @@ def _inject(values: np.ndarray, elapsed_s: np.ndarray, faults) -> np.ndarray:
     return faulty
 
 
+# ----------------------------------------------------------------------- a lab-like quality
+
+LAB_TAG = ("conversion", "%")
+K60_PER_S = 1.0 / 225.0  # first-order rate constant at 60 degC: k·tau = 1 at the nominal point
+K_PER_DEGC = 0.08  # its relative rise per degC (Arrhenius, linearised over 55–65 degC)
+
+
+def conversion(run: SimulatedRun) -> np.ndarray:
+    """A quality value no sensor reports, per row: the conversion (%) of a first-order
+    reaction in the tank, ``X = k·τ / (1 + k·τ)`` at the residence time ``τ = A·h / F_in``
+    and a rate constant that rises with temperature, followed with the tank's own lag (a
+    mixed tank's composition trails its steady state by about τ). It depends on flow, level
+    and temperature — the soft-sensor's inputs — but is none of them."""
+    names = run.tag_names
+    flow = np.maximum(run.values[:, names.index("flow_in")], 0.5) / 3600.0  # m3/s
+    level = np.maximum(run.values[:, names.index("level")], 0.05)
+    temp = run.values[:, names.index("temperature")]
+    tau = AREA_M2 * level / flow
+    k = K60_PER_S * np.exp(K_PER_DEGC * (temp - 60.0))
+    steady = 100.0 * k * tau / (1.0 + k * tau)
+    period = float(run.timestamps[1] - run.timestamps[0]) if len(run.timestamps) > 1 else 1.0
+    out = np.empty_like(steady)
+    out[0] = steady[0]
+    for i in range(1, len(steady)):
+        a = min(period / tau[i], 1.0)
+        out[i] = out[i - 1] + a * (steady[i] - out[i - 1])
+    return out
+
+
+def lab_samples(run: SimulatedRun, every_s: float, dead_time_s: float, noise: float = 0.3,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Lab results of :func:`conversion`: a sample drawn about every ``every_s`` (jitter up to
+    a quarter of it), its result stamped ``dead_time_s`` later (the stamp is when the value is
+    known; it describes the process at stamp - dead time), with a lab error of ``noise``.
+    Returns (stamps in epoch seconds, values); only results known within the run."""
+    rng = np.random.default_rng(seed + 7919)
+    start, end = float(run.timestamps[0]), float(run.timestamps[-1])
+    drawn = start + np.arange(every_s, end - start - dead_time_s + 1e-9, every_s)
+    drawn = drawn + rng.uniform(0.0, every_s / 4.0, size=len(drawn))
+    drawn = drawn[drawn + dead_time_s <= end]
+    period = float(run.timestamps[1] - run.timestamps[0])
+    rows = np.floor((drawn - start) / period + 1e-9).astype(int)
+    values = conversion(run)[rows] + rng.normal(size=len(rows)) * noise
+    return drawn + dead_time_s, values
+
+
 def write_csv(run: SimulatedRun, path, sep: str = ",", decimal: str = ".",
               timestamp_format: str = "%Y-%m-%dT%H:%M:%SZ", timezone: str = "UTC") -> None:
     """Write a run as a historian export would: one timestamp column (local time of

@@ -4,9 +4,9 @@ the daemon's start-up.
 
 The worker hands each message to the first source that claims its topic (:class:`Dispatch`,
 in the daemon's order: commands → camera → Sparkplug → mapped (``tag_map``) → OPC UA (its
-own ``$opcua/`` items, put in the inbox by its client thread) → raw). Sources
-run in the worker thread, so they need no locks; what they produce goes into the batch's
-``out`` list and is committed with it.
+own ``$opcua/`` items, put in the inbox by its client thread) → lab (soft sensors) → raw).
+Sources run in the worker thread, so they need no locks; what they produce goes into the
+batch's ``out`` list and is committed with it.
 """
 
 from __future__ import annotations

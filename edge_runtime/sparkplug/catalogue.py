@@ -4,7 +4,9 @@ The NBIRTH must list every metric the node will ever send, so the catalogue is d
 the running bundles' manifests: per model ``<model>/version``; forecasters
 ``<model>/forecast/<target>/<k>`` (k = 1..horizon); detectors ``<model>/score``,
 ``raw_score``, ``threshold``, ``alarm_active`` and the alarm's ``alarm/state``,
-``alarm/priority``, ``alarm/event``, ``alarm/event_id``. Aliases are 1..N in sorted order,
+``alarm/priority``, ``alarm/event``, ``alarm/event_id``; soft sensors ``<model>/estimate``,
+``raw_estimate``, ``bias`` (every period) and ``residual``, ``lab_value`` (per lab value).
+Aliases are 1..N in sorted order,
 for every metric but ``Node Control/Rebirth``, which Sparkplug 3.0 forbids an alias
 (``tck-id-operational-behavior-data-commands-rebirth-name-aliases``): it goes by name only.
 
@@ -27,13 +29,14 @@ _ANOMALY = [("score", codec.DOUBLE), ("raw_score", codec.DOUBLE), ("threshold", 
             ("alarm_active", codec.BOOLEAN), ("alarm/state", codec.STRING),
             ("alarm/priority", codec.STRING), ("alarm/event", codec.STRING),
             ("alarm/event_id", codec.STRING)]
+_SOFT_SENSOR = ["estimate", "raw_estimate", "bias", "residual", "lab_value"]
 
 
 @dataclass(frozen=True)
 class Route:
     """A daemon output topic this catalogue turns into metrics."""
 
-    kind: str  # "inference" or "alarm"
+    kind: str  # "inference", "alarm" or "residual"
     model: str
 
 
@@ -50,6 +53,9 @@ class Catalogue:
                 for target in manifest.output.targets:
                     for k in range(1, manifest.output.horizon + 1):
                         self.types[f"{name}/forecast/{target}/{k}"] = codec.DOUBLE
+            elif manifest.task == "soft_sensor":
+                self.types.update({f"{name}/{m}": codec.DOUBLE for m in _SOFT_SENSOR})
+                self.routes[topic_of("residual", model=name)] = Route("residual", name)
             elif pipeline.alarm is not None:
                 self.types.update({f"{name}/{m}": t for m, t in _ANOMALY})
                 self.routes[topic_of("alarm", model=name, alarm_id=pipeline.alarm_id)] = \
@@ -71,6 +77,7 @@ class Catalogue:
             except PayloadError:
                 continue
             values = (self._inference(route.model, body) if route.kind == "inference"
+                      else self._residual(route.model, body) if route.kind == "residual"
                       else self._alarm(route.model, body))
             rows.append((ts_ms, [[n, v] for n, v in values if n in self.types]))
         return rows
@@ -80,10 +87,16 @@ class Catalogue:
         values: list[tuple[str, object]] = [(f"{model}/version", body.get("version"))]
         for target, series in body.get("forecast", {}).items():
             values += [(f"{model}/forecast/{target}/{k}", v) for k, v in enumerate(series, 1)]
-        for key in ("score", "raw_score", "threshold", "alarm_active"):
+        for key in ("score", "raw_score", "threshold", "alarm_active", "estimate",
+                    "raw_estimate", "bias"):
             if key in body:
                 values.append((f"{model}/{key}", body[key]))
         return values
+
+    @staticmethod
+    def _residual(model: str, body: dict) -> list[tuple[str, object]]:
+        return [(f"{model}/residual", body.get("residual")),
+                (f"{model}/lab_value", body.get("measured")), (f"{model}/bias", body.get("bias"))]
 
     @staticmethod
     def _alarm(model: str, body: dict) -> list[tuple[str, object]]:

@@ -3,9 +3,12 @@ publishes. One module per task of :data:`edge_runtime.contract.TASKS`, named aft
 
 A series task (tag windows in) has ``post(pipeline, times, x, ys) -> list[Output]``: the
 window times, the scaled windows and the LiteRT outputs of one batch, after the pipeline's
-shared pre (grid, gap check, scaling) and invoke stages. An image task has ``ROLE`` (the
-camera's ``classifier`` or ``segmenter`` slot) and ``read(model, img, settings) -> dict``: the
-verdict fields it adds for one frame.
+shared pre (grid, gap check, scaling) and invoke stages; optionally ``initial_state(manifest,
+options)`` (what it remembers between batches, ``pipeline.task_state``, from the model's task
+options in the edge config) and ``fill(pipeline, window)`` (a window with a gap made usable as
+training did, or None to drop it). An image task has ``ROLE`` (the camera's ``classifier``
+or ``segmenter`` slot) and ``read(model, img, settings) -> dict``: the verdict fields it adds
+for one frame.
 """
 
 from __future__ import annotations

@@ -1,0 +1,115 @@
+"""Task ``soft_sensor`` at the edge: every window gives an ``inference`` payload with the
+estimate of the lab/analyzer value in engineering units; every lab value that arrives gives a
+``residual`` payload (estimate − measured, for the window its dead time points at) and, with
+``bias_update``, moves the bias that later estimates carry (:class:`BiasFilter`).
+
+Payloads: inference ``{"ts", "target", "estimate", "raw_estimate", "bias", "unit",
+"dead_time_s"}`` (``estimate`` = ``raw_estimate`` + ``bias``); residual ``{"ts" (the lab
+stamp), "process_ts" (the window it measures), "target", "measured", "estimate",
+"raw_estimate", "residual", "raw_residual", "bias" (after this value), "bias_update",
+"unit"}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from edge_runtime.bundle import Manifest
+from edge_runtime.payloads import PayloadError, iso_ms
+from edge_runtime.soft_sensing import BiasFilter, EstimateHistory, fill_gaps, process_time
+
+if TYPE_CHECKING:
+    from edge_runtime.config import SoftSensorEdgeConfig
+    from edge_runtime.pipelines import ModelPipeline, Output
+
+
+@dataclass
+class SoftSensorState:
+    """What one soft-sensor pipeline remembers between windows and lab values."""
+
+    history: EstimateHistory
+    bias: BiasFilter
+    last_lab_s: float = float("-inf")  # stamp of the newest lab value used
+
+
+def initial_state(manifest: Manifest, options: SoftSensorEdgeConfig | None) -> SoftSensorState:
+    """A fresh state (bias 0): the history keeps three windows' worth of estimates, more than
+    the longest dead time training accepts (one window span) plus lab values arriving late."""
+    from edge_runtime.config import SoftSensorEdgeConfig
+
+    o = options or SoftSensorEdgeConfig()
+    keep = 3 * manifest.input.window + 2
+    return SoftSensorState(EstimateHistory(manifest.input.period_s, keep),
+                           BiasFilter(o.bias_alpha, o.bias_update))
+
+
+def snapshot(pipeline: ModelPipeline) -> dict:
+    """What a restart must not lose: the bias and the newest lab value used, for this
+    bundle version (the daemon keeps it in the outbox's state table)."""
+    state: SoftSensorState = pipeline.task_state
+    return {"version": pipeline.bundle.manifest.version, "bias": state.bias.bias,
+            "last_lab_s": state.last_lab_s}
+
+
+def restore(pipeline: ModelPipeline, saved: dict) -> bool:
+    """Take up a :func:`snapshot` of the same bundle version (another model's bias does not
+    apply: it starts at 0); whether it was taken."""
+    if saved.get("version") != pipeline.bundle.manifest.version:
+        return False
+    state: SoftSensorState = pipeline.task_state
+    state.bias.bias = float(saved["bias"])
+    state.last_lab_s = float(saved["last_lab_s"])
+    return True
+
+
+def fill(pipeline: ModelPipeline, window: np.ndarray) -> np.ndarray | None:
+    """A window with a gap filled as in training (``soft_sensor.missing`` of the bundle:
+    mask with the training mean, or interpolate), or None to drop it (``hold``)."""
+    return fill_gaps(window, pipeline.bundle.manifest.soft_sensor.missing, pipeline.scaler.mean)
+
+
+def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
+         ys: list[np.ndarray]) -> list[Output]:
+    from edge_runtime.pipelines import Output
+
+    spec = pipeline.bundle.manifest.soft_sensor
+    state: SoftSensorState = pipeline.task_state
+    raw = spec.to_units(np.asarray(ys[0]).reshape(len(times), -1)[:, 0])
+    base = pipeline.base_payload() | {"target": spec.target, "unit": spec.unit,
+                                      "dead_time_s": spec.dead_time_s}
+    outputs = []
+    for grid_t, value in zip(times, raw.tolist(), strict=True):
+        bias = state.bias.bias
+        state.history.add(grid_t, value, bias)
+        outputs.append(Output("inference", base | {
+            "ts": iso_ms(grid_t), "estimate": round(value + bias, 6),
+            "raw_estimate": round(value, 6), "bias": round(bias, 6)}, grid_t=grid_t))
+    return outputs
+
+
+def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:
+    """The residual of one lab value (and the bias update it makes). Raises
+    :class:`PayloadError` ``lab_stale`` for a value not newer than the last one used (a
+    redelivery would otherwise move the bias twice) and ``lab_unmatched`` when the window
+    it measures was not estimated (a gap, not yet run, or older than the history)."""
+    from edge_runtime.pipelines import Output
+
+    spec = pipeline.bundle.manifest.soft_sensor
+    state: SoftSensorState = pipeline.task_state
+    if stamp_s <= state.last_lab_s:
+        raise PayloadError("lab_stale")
+    found = state.history.at(process_time(stamp_s, spec.dead_time_s))
+    if found is None:
+        raise PayloadError("lab_unmatched")
+    grid_t, raw, bias_then = found
+    state.last_lab_s = stamp_s
+    bias = state.bias.update(measured, raw)
+    return Output("residual", pipeline.base_payload() | {
+        "ts": iso_ms(stamp_s), "process_ts": iso_ms(grid_t), "target": spec.target,
+        "measured": measured, "estimate": round(raw + bias_then, 6),
+        "raw_estimate": round(raw, 6), "residual": round(raw + bias_then - measured, 6),
+        "raw_residual": round(raw - measured, 6), "bias": round(bias, 6),
+        "bias_update": state.bias.enabled, "unit": spec.unit}, grid_t=grid_t)

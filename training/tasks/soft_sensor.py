@@ -1,0 +1,128 @@
+"""Task ``soft_sensor``: a window of process tags → the lab or analyzer value it describes.
+
+Labels are sparse (lab samples, analyzer readings at their own times) and carry a dead time;
+each is paired with the window its dead time points at (:mod:`training.lab_labels`). Labels
+are split by time or by group, held-out labels whose windows touch training rows are purged,
+and the leak check fails the run before training if a group, a window or an input row is on
+two sides (:mod:`training.label_splits`). The scaler is fitted on the rows of training windows
+only, the target scale on training labels only. Loss: MSE on the scaled target (gradient
+clipping by ``fit.clip_norm``). Metrics on the test labels, in engineering units, beside the
+PLS and last-measured-value references (:mod:`training.soft_references`). Parity: the edge
+MSE may exceed the float one by the budget (relative).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.bundle import (
+    InputSpec,
+    OutputSpec,
+    RunRecord,
+    SoftSensorSpec,
+    TagSpec,
+)
+from edge_runtime.scaling import StandardScaler
+from edge_runtime.soft_sensing import fill_gaps
+from training import plots, quality
+from training.calibration import save_representative
+from training.config import TrainConfig
+from training.historian import GridData, load_grid
+from training.lab_labels import Paired, input_data, load_labels, pair
+from training.label_splits import check_no_leak, covered_rows, group_folds, split_labels
+from training.metrics import regression_metrics
+from training.registry import Family
+from training.series import fit_model
+from training.soft_references import cross_validated, reference_metrics
+
+CONFIG_FIELDS = ("soft_sensor",)
+
+
+def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    s, w = config.soft_sensor, config.window
+    L = w.length
+    labels = load_labels(config)
+    grid = load_grid(input_data(config), w)
+    paired = pair(labels, grid, config)
+    lab = paired.labels
+    splits = split_labels(paired.ends, lab.stamps, lab.groups, config.split, L)
+    check_no_leak(splits, paired.ends, L, grid.grid_s, lab.groups)  # before any training
+    train_rows = covered_rows(paired.ends[splits.train], L, len(grid.rows))
+    quality.finish(grid.quality, grid.rows, grid.tags, train_rows)
+    print(quality.table(grid.quality), flush=True)
+    quality.check(grid.quality, config.data.strict)
+    plots.data_quality(grid.quality, grid.grid_s, grid.rows, grid.tags,
+                       run_dir / "data_quality.png")
+    scaler = StandardScaler.fit(grid.rows[train_rows])
+    scaled = scaler.transform(grid.rows)
+    mean, scale = float(lab.values[splits.train].mean()), float(lab.values[splits.train].std())
+    target = SoftSensorSpec(target=s.target, unit=lab.unit, dead_time_s=s.dead_time_s,
+                            missing=s.missing, mean=mean, scale=scale if scale > 1e-12 else 1.0)
+
+    def pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # gaps filled as the edge fills them (the training mean is 0 once scaled)
+        x = np.stack([fill_gaps(scaled[e - L + 1:e + 1], s.missing, 0.0)
+                      for e in paired.ends[idx]]).astype(np.float32)
+        y = ((lab.values[idx] - target.mean) / target.scale).astype(np.float32)[:, None]
+        return x, y
+
+    (x, y), (val_x, val_y), (test_x, test_y) = (pairs(splits.train), pairs(splits.val),
+                                                pairs(splits.test))
+    model, info = fit_model(lambda: family.build(L, len(grid.tags), 1, **config.model),
+                            config, x, y, val_x, val_y, run_dir)
+    estimate = target.to_units(model.predict(test_x, verbose=0)[:, 0])
+    metrics = regression_metrics(lab.values[splits.test], estimate)
+    references, curves = reference_metrics(lab.stamps, lab.values, s.dead_time_s, splits.test,
+                                           x, lab.values[splits.train], test_x,
+                                           s.pls_components)
+    metrics |= references | _counts(paired, splits)
+    if config.split.by == "group":  # the references over every fold, not one
+        folds = group_folds(paired.ends, lab.groups, config.split, L)
+        for fold in folds:
+            check_no_leak(fold, paired.ends, L, grid.grid_s, lab.groups)
+        all_x, _ = pairs(np.arange(len(paired.ends)))
+        metrics |= cross_validated(all_x, lab.values, lab.stamps, s.dead_time_s, folds,
+                                   s.pls_components)
+    np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
+    save_representative(run_dir, x, config.fit.seed)
+    plots.soft_sensor_vs_lab(lab.values[splits.test], {config.family: estimate} | curves,
+                             s.target, lab.unit, run_dir / "estimate_vs_lab.png")
+    tags = [TagSpec(name=t, unit=u) for t, u in zip(grid.tags, grid.units, strict=True)]
+    return RunRecord(
+        name=config.name, task="soft_sensor", family=config.family,
+        input=InputSpec(tags=tags, period_s=w.period_s, window=L, stride=w.stride,
+                        max_gap_s=w.max_gap_s),
+        scaler=scaler.to_spec(), output=OutputSpec(targets=[s.target]), soft_sensor=target,
+        metrics={"keras": metrics}, training=info,
+        training_data_sha256=_fingerprint(grid, train_rows, lab.values[splits.train]),
+        data_quality=grid.quality)
+
+
+def _counts(paired: Paired, splits) -> dict[str, float]:
+    return {"labels_train": float(len(splits.train)), "labels_val": float(len(splits.val)),
+            "labels_test": float(len(splits.test)), "labels_purged": float(splits.purged),
+            "labels_without_window": float(paired.dropped_no_window),
+            "labels_with_gap": float(paired.dropped_gap)}
+
+
+def _fingerprint(grid: GridData, rows: np.ndarray, values: np.ndarray) -> str:
+    """SHA-256 of the training rows and training labels (recorded in the bundle)."""
+    block = np.ascontiguousarray(grid.rows[rows], dtype=np.float64).tobytes()
+    return hashlib.sha256(block + np.asarray(values, np.float64).tobytes()
+                          + ",".join(grid.tags).encode()).hexdigest()
+
+
+def parity(refs: list[np.ndarray], gots: list[np.ndarray], heldout: dict[str, np.ndarray],
+           record: RunRecord, budget: float):
+    spec = record.soft_sensor
+    y = spec.to_units(heldout["y"][:, 0])
+    keras_m = regression_metrics(y, spec.to_units(refs[0][:, 0]))
+    edge_m = regression_metrics(y, spec.to_units(gots[0][:, 0]))
+    limit = keras_m["mse"] * (1 + budget)
+    reasons = [] if edge_m["mse"] <= limit else [
+        f"edge MSE {edge_m['mse']:.5g} > budget {limit:.5g} (float {keras_m['mse']:.5g} "
+        f"+{budget:.0%})"]
+    return keras_m, edge_m, reasons
