@@ -127,7 +127,16 @@ class DaemonMetrics:
                                   "with a soft sensor's estimate (skipped ones: "
                                   "messages_rejected_total, reasons lab_*).", ["model"],
                                   registry=r)
+        self.commissioning = Gauge(
+            "procedge_commissioning", "Commissioning calibration per model: 1 on the state it "
+            "is in (collecting, calibrated, refused), 0 on the others.", ["model", "state"],
+            registry=r)
         self._model_children: dict[str, tuple] = {}
+
+    def commissioning_state(self, model: str, state: str) -> None:
+        """One-hot over the states, so a panel or an alert rule reads the state directly."""
+        for each in ("collecting", "calibrated", "refused"):
+            self.commissioning.labels(model=model, state=each).set(float(each == state))
 
     def watch(self, outbox_depth: Callable[[], int], alarms: Callable[[], list],
               sparkplug_depth: Callable[[], int] = lambda: 0) -> None:

@@ -97,7 +97,9 @@ class Router:
         out.extend(self.alarm_messages(alarm, events))
 
     def commissioning_status(self, model: str, status: dict) -> Message:
-        """The retained commissioning status of a model (edge_runtime/commissioner.py)."""
+        """The retained commissioning status of a model (edge_runtime/commissioner.py), and
+        its state on /metrics."""
+        self.metrics.commissioning_state(model, status.get("state", ""))
         return json_message(self.topics.get("commissioning", model=model), status,
                             PRIO_STATUS, retain=True)
 

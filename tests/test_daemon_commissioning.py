@@ -94,12 +94,16 @@ def test_commissioning_over_mqtt(tmp_path: Path, broker, commissioned_bundle):
         assert wait_for(lambda: statuses(watch), 10)
         first = statuses(watch)[0]  # retained: what a SCADA sees on subscribing
         assert first["state"] == "collecting" and first["progress"] == {"samples": 0, "of": N}
+        assert daemon.metrics.value("procedge_commissioning", model="tank_anomaly",
+                                    state="collecting") == 1
 
         # 1. a fault in the last 60 of the N samples: no alarm while commissioning
         publish(0, N)
         assert wait_for(lambda: any(s["state"] == "calibrated" for s in statuses(watch))
                         and len(inference(watch)) >= N - window + 1, 30)
         results = inference(watch)
+        assert [daemon.metrics.value("procedge_commissioning", model="tank_anomaly", state=s)
+                for s in ("collecting", "calibrated", "refused")] == [0, 1, 0]
         assert len(results) == N - window + 1
         assert all(r["commissioning"] is True for r in results)
         assert results[-1]["progress"] == {"samples": N, "of": N}
@@ -204,6 +208,8 @@ def test_a_refused_commissioning_keeps_the_bundles_limits(tmp_path: Path, broker
         status = statuses(watch)[-1]
         assert status["tag"] == "pressure" and "flat-lined" in status["reason"]
         assert "commissioning refused" in caplog.text and "'pressure'" in caplog.text
+        assert daemon.metrics.value("procedge_commissioning", model="tank_anomaly",
+                                    state="refused") == 1
         pipeline = daemon.pipelines["tank_anomaly"]
         assert pipeline.thresholds == manifest.thresholds
         assert pipeline.scaler.mean.tolist() == manifest.scaler.mean
