@@ -219,8 +219,8 @@ def refuse_offline_only(record: RunRecord, allow_offline: bool) -> None:
     if offline and not allow_offline:
         raise OfflineOnlyError(
             f"model family {family!r} is offline-only (it reads each window backwards, which "
-            "a live forecast cannot do): refused for deployment; pass allow_offline=True to "
-            "build it for offline evaluation")
+            f"a live {record.task.replace('_', ' ')} cannot do): refused for deployment; pass "
+            "allow_offline=True to build it for offline evaluation")
 
 
 def _ensure(path: Path) -> Path:
