@@ -13,10 +13,10 @@ and limits and stores them in the bundle's ``drift`` section) and the gateway:
 - **residual drift** of forecasts: the one-step residual (realised - forecast, scaled units)
   standardised by its validation mean and std, into a two-sided tabular CUSUM (Page's test;
   the Page-Hinkley statistic with a floor at 0): ``S+ = max(0, S+ + z - k)``,
-  ``S- = max(0, S- - z - k)``. It accumulates small persistent biases that one residual never
-  shows. The limit is ``max(floor, margin * the largest statistic on the validation
-  residuals)``; the statistic is capped at twice the limit so that it returns below the clear
-  level within a bounded time once the bias is gone.
+  ``S- = max(0, S- - z - k)``, each ``z`` clipped to ±3. It accumulates small persistent
+  biases that one residual never shows. The limit is ``max(floor, margin * the largest
+  statistic on the validation residuals)``; the statistic is capped at twice the limit so
+  that it returns below the clear level within a bounded time once the bias is gone.
 
 :class:`DriftMonitor` keeps both for one model and turns limit crossings into raise/clear
 transitions through :class:`~edge_runtime.alarms.AlarmLogic` (on/off delay, deadband): the
@@ -37,6 +37,7 @@ from edge_runtime.bundle import DriftSpec, ResidualReference, TagReference, Thre
 
 EPS = 1e-4  # share given to an empty bin (PSI is infinite otherwise)
 CAP_RATIO = 2.0  # the CUSUM statistic is held at most this multiple of its limit
+Z_CLIP = 3.0  # a standardised residual counts at most this much (one outlier is no drift)
 
 
 # -- PSI --------------------------------------------------------------------------------------
@@ -115,9 +116,10 @@ def fit_tag_references(rows: np.ndarray, tags: list[str], window: int, bins: int
 def cusum_path(z: np.ndarray, k: float, cap: np.ndarray | float = np.inf,
                start: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two-sided tabular CUSUM of standardised residuals ``z`` (N, T): the statistic
-    ``max(S+, S-)`` after each row (N, T), and the final ``(S+, S-)``."""
-    z = np.asarray(z, dtype=np.float64)
+    """Two-sided tabular CUSUM of standardised residuals ``z`` (N, T), each clipped to
+    ``±Z_CLIP`` (a set-point step the forecast could not know is one large residual, not a
+    bias): the statistic ``max(S+, S-)`` after each row (N, T), and the final ``(S+, S-)``."""
+    z = np.clip(np.asarray(z, dtype=np.float64), -Z_CLIP, Z_CLIP)
     pos = np.zeros(z.shape[1]) if start is None else start[0].copy()
     neg = np.zeros(z.shape[1]) if start is None else start[1].copy()
     out = np.empty_like(z)
