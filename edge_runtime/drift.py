@@ -191,6 +191,7 @@ class DriftMonitor:
         self._use_residuals(spec.residuals if targets else [])
         self.checked = 0
         self.checks_unreported = 0  # the daemon moves these into its metrics
+        self.residuals_seen = 0  # forecasts matched with their realised values
         self.residuals_unreported = False
 
     # -- reference statistics (replaceable: rebase) ---------------------------------------
@@ -323,6 +324,7 @@ class DriftMonitor:
         stats, self._pos_s, self._neg_s = cusum_path(
             z, self._res_k, CAP_RATIO * self.residual_limits, (self._pos_s, self._neg_s))
         self.cusum = stats[-1]
+        self.residuals_seen += len(z)
         self.residuals_unreported = True
         events = []
         for i, logic in enumerate(self._res_alarms):

@@ -86,6 +86,37 @@ def test_old_bundle_without_drift_statistics_runs_without_a_monitor(tmp_path: Pa
     daemon.outbox.close()
 
 
+def test_forecast_residuals_are_monitored_in_the_daemon(tmp_path: Path, bundles):
+    """Each one-step forecast meets its realised value one window later; the CUSUM gauges
+    follow the monitor."""
+    config = edge_config(tmp_path, 1883, {"tank_forecast": bundles["tank_forecast"]})
+    daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    try:
+        pipeline = daemon.pipelines["tank_forecast"]
+        monitor = pipeline.drift
+        assert [r.target for r in monitor.residual_refs] == ["temperature", "level"]
+        assert "tank_forecast.drift_residual.level" in daemon.alarms
+        start = time.time() - 200 * PERIOD - 600
+        run = simulate(200, PERIOD, seed=5, start_epoch_s=start - start % PERIOD)
+        items = [(tag, json.dumps({"v": float(v), "ts": float(ts) * 1000}).encode())
+                 for ts, row in zip(run.timestamps, run.values, strict=True)
+                 for tag, v in zip(run.tag_names, row, strict=True)]
+        daemon._process([Inbound(daemon._topic("raw", tag=t), p, time.time())
+                         for t, p in items])
+        windows = 200 - pipeline.bundle.manifest.input.window + 1
+        assert daemon.metrics.value("procedge_windows_total", model="tank_forecast") == windows
+        assert monitor.residuals_seen == windows - 1  # the newest forecast is still open
+        for i, ref in enumerate(monitor.residual_refs):
+            gauge = daemon.metrics.value("procedge_drift_residual_cusum", model="tank_forecast",
+                                         target=ref.target)
+            assert gauge == pytest.approx(monitor.cusum[i]) and gauge >= 0
+            assert daemon.metrics.value("procedge_drift_residual_cusum_limit",
+                                        model="tank_forecast", target=ref.target) == ref.limit
+        assert monitor.checked == 0  # 200 rows: the 720-row PSI window is not full yet
+    finally:
+        daemon.outbox.close()
+
+
 @pytest.fixture(scope="module")
 def shipped_anomaly_bundle(tmp_path_factory) -> Path:
     """The anomaly model of configs/tank_anomaly.yaml as shipped (6000 rows, 40 epochs),
