@@ -115,19 +115,20 @@ def fit_tag_references(rows: np.ndarray, tags: list[str], window: int, bins: int
 # -- CUSUM ------------------------------------------------------------------------------------
 def cusum_path(z: np.ndarray, k: float, cap: np.ndarray | float = np.inf,
                start: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two-sided tabular CUSUM of standardised residuals ``z`` (N, T), each clipped to
     ``±Z_CLIP`` (a set-point step the forecast could not know is one large residual, not a
-    bias): the statistic ``max(S+, S-)`` after each row (N, T), and the final ``(S+, S-)``."""
+    bias): the statistic ``max(S+, S-)`` after each row (N, T), whether ``S+`` is the larger
+    (N, T: realised above the forecast), and the final ``S+`` and ``S-``."""
     z = np.clip(np.asarray(z, dtype=np.float64), -Z_CLIP, Z_CLIP)
     pos = np.zeros(z.shape[1]) if start is None else start[0].copy()
     neg = np.zeros(z.shape[1]) if start is None else start[1].copy()
-    out = np.empty_like(z)
+    out, above = np.empty_like(z), np.empty(z.shape, dtype=bool)
     for i, row in enumerate(z):  # a recursion: one numpy step per row, vectorised over T
         pos = np.minimum(np.maximum(pos + row - k, 0.0), cap)
         neg = np.minimum(np.maximum(neg - row - k, 0.0), cap)
-        out[i] = np.maximum(pos, neg)
-    return out, pos, neg
+        out[i], above[i] = np.maximum(pos, neg), pos >= neg
+    return out, above, pos, neg
 
 
 def fit_residual_references(residuals: np.ndarray, targets: list[str], k: float = 0.5,
@@ -138,7 +139,7 @@ def fit_residual_references(residuals: np.ndarray, targets: list[str], k: float 
     if len(res) < 2:
         raise ValueError(f"need at least 2 validation residuals, got {len(res)}")
     mean, std = res.mean(axis=0), np.maximum(res.std(axis=0), 1e-9)
-    stats, _, _ = cusum_path((res - mean) / std, k)
+    stats = cusum_path((res - mean) / std, k)[0]
     limits = np.maximum(floor, margin * stats.max(axis=0))
     return [ResidualReference(target=t, mean=float(mean[i]), std=float(std[i]), k=k,
                               limit=float(limits[i])) for i, t in enumerate(targets)]
@@ -265,19 +266,21 @@ class DriftMonitor:
     def observe(self, times: list[float], windows: np.ndarray, x: np.ndarray,
                 forecast: np.ndarray | None = None) -> list[DriftEvent]:
         """One batch: ``windows`` (N, L, F) engineering units, ``x`` the same scaled,
-        ``forecast`` (N, T) the one-step P50 forecasts of the targets (scaled) or None."""
+        ``forecast`` (N, T) the one-step P50 forecasts of the targets (scaled) or None.
+        Checks fall on the same rows and events carry the time of the window that caused
+        them however the windows are batched (event ids are made from that time)."""
         events: list[DriftEvent] = []
-        rows = windows[:, -self.stride:, :].reshape(-1, windows.shape[2])
-        if self._push(rows):
-            events += self._check_psi(times[-1], rows)
+        for n, grid_t in enumerate(times):
+            if self._push(windows[n, -self.stride:, :]):  # the rows this window added
+                events += self._check_psi(grid_t)
         if forecast is not None and self.residual_refs:
             events += self._residuals(times, x, forecast)
-        return events
+        return sorted(events, key=lambda e: e.grid_t)  # stable: a window's PSI events first
 
     def _push(self, rows: np.ndarray) -> bool:
-        """Rows into the ring; whether a PSI check is due."""
+        """One window's new rows into the ring; whether a PSI check is due."""
         w = self.window
-        for row in rows[-w:]:  # a batch holds a few rows: a per-row copy is cheap
+        for row in rows[-w:]:
             self._ring[self._pos] = row
             self._pos = (self._pos + 1) % w
         self._filled = min(self._filled + len(rows), w)
@@ -287,7 +290,7 @@ class DriftMonitor:
         self._since = 0
         return True
 
-    def _check_psi(self, grid_t: float, rows: np.ndarray) -> list[DriftEvent]:
+    def _check_psi(self, grid_t: float) -> list[DriftEvent]:
         self.psi = psi(bin_shares(self._ring, self.edges), self.expected)
         self.checked += 1
         self.checks_unreported += 1
@@ -309,34 +312,36 @@ class DriftMonitor:
         """Match each window's newest rows with the one-step forecasts made for them."""
         cols, stride = self._residual_cols, self.stride
         realised: list[np.ndarray] = []
+        at: list[float] = []  # the time of the window each residual arrived with
         for n, grid_t in enumerate(times):
             step = round(grid_t / self.period_s)
             for j in range(stride):  # the rows this window added: steps step-stride+1 .. step
                 made = self._pending.pop(step - stride + 1 + j, None)
                 if made is not None:
                     realised.append(x[n, -stride + j, cols] - made)
+                    at.append(grid_t)
             self._pending[step + 1] = forecast[n, self._residual_index()]
         for old in [s for s in self._pending if s <= round(times[-1] / self.period_s)]:
             del self._pending[old]  # a window lost to a gap never realises its forecast
         if not realised:
             return []
         z = (np.array(realised) - self._res_mean) / self._res_std
-        stats, self._pos_s, self._neg_s = cusum_path(
+        stats, above, self._pos_s, self._neg_s = cusum_path(
             z, self._res_k, CAP_RATIO * self.residual_limits, (self._pos_s, self._neg_s))
         self.cusum = stats[-1]
         self.residuals_seen += len(z)
         self.residuals_unreported = True
         events = []
-        for i, logic in enumerate(self._res_alarms):
-            for value in stats[:, i]:
-                transition = logic.update(float(value))
+        for row, grid_t in enumerate(at):  # in time order, across targets
+            for i, logic in enumerate(self._res_alarms):
+                transition = logic.update(float(stats[row, i]))
                 if transition:
                     ref = self.residual_refs[i]
-                    events.append(DriftEvent(self.residual_ids[i], transition, times[-1], {
+                    events.append(DriftEvent(self.residual_ids[i], transition, grid_t, {
                         "kind": "forecast_residual", "tag": ref.target,
-                        "cusum": round(float(value), 4),
+                        "cusum": round(float(stats[row, i]), 4),
                         "limit": round(float(self.residual_limits[i]), 4),
-                        "direction": "above" if self._pos_s[i] >= self._neg_s[i] else "below",
+                        "direction": "above" if above[row, i] else "below",
                         "reference_mean": round(ref.mean, 6),
                         "reference_std": round(ref.std, 6)}))
         return events

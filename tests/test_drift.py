@@ -68,14 +68,14 @@ def test_limits_come_from_training_sub_windows():
 def test_cusum_accumulates_a_small_bias_and_is_capped():
     z = np.zeros((200, 1))
     z[100:] = 1.0  # a one-sigma bias from row 100
-    stats, pos, neg = cusum_path(z, k=0.5)
+    stats, above, pos, neg = cusum_path(z, k=0.5)
     assert stats[99, 0] == 0.0
     assert stats[109, 0] == pytest.approx(5.0)  # (1 - 0.5) per row
-    assert neg[0] == 0.0 and pos[0] == pytest.approx(50.0)
-    capped, _, _ = cusum_path(z, k=0.5, cap=np.array([8.0]))
+    assert neg[0] == 0.0 and pos[0] == pytest.approx(50.0) and above[-1, 0]
+    capped = cusum_path(z, k=0.5, cap=np.array([8.0]))[0]
     assert capped.max() == 8.0
-    negative, _, _ = cusum_path(-z, k=0.5)  # two-sided
-    assert negative[-1, 0] == pytest.approx(50.0)
+    negative, above, _, _ = cusum_path(-z, k=0.5)  # two-sided
+    assert negative[-1, 0] == pytest.approx(50.0) and not above[-1, 0]
 
 
 def test_residual_limits_from_validation_residuals():
@@ -84,7 +84,7 @@ def test_residual_limits_from_validation_residuals():
     refs = fit_residual_references(res, ["t1", "t2"], k=0.5, margin=1.5, floor=5.0)
     assert refs[0].mean == pytest.approx(0.3, abs=0.01)
     assert refs[0].std == pytest.approx(0.1, abs=0.01)
-    stats, _, _ = cusum_path((res - [r.mean for r in refs]) / [r.std for r in refs], 0.5)
+    stats = cusum_path((res - [r.mean for r in refs]) / [r.std for r in refs], 0.5)[0]
     assert refs[1].limit == pytest.approx(max(5.0, 1.5 * stats[:, 1].max()))
 
 
@@ -166,3 +166,29 @@ def test_forecast_residuals_raise_on_a_biased_forecast():
     assert len(raised) == 1
     assert 5.0 * 100 <= raised[0].grid_t <= 5.0 * 110  # within 10 rows of the bias
     assert raised[0].detail["direction"] == "below"  # realised below the forecast
+
+
+def test_events_do_not_depend_on_how_windows_are_batched():
+    rng = np.random.default_rng(8)
+    rows = rng.normal(size=(600, 2))
+    rows[300:, 1] += np.linspace(0, 4, 300)
+    forecasts = rows[1:, 1:2] + 0.1 * rng.normal(size=(599, 1)) + np.where(
+        np.arange(599) > 400, 0.5, 0.0)[:, None]
+    refs, _ = fit_tag_references(rng.normal(size=(2000, 2)), ["a", "b"], window=100)
+    res = fit_residual_references(0.1 * rng.normal(size=(500, 1)), ["b"])
+    spec = DriftSpec(window=100, rows=2000, tags=refs, residuals=res)
+
+    def run(batch: int) -> list:
+        monitor = DriftMonitor("m", spec, ["a", "b"], 1.0, targets=["b"],
+                               settings=MonitorSettings(check_every=7))
+        events = []
+        for k in range(0, 599, batch):
+            idx = range(k, min(k + batch, 599))
+            windows = np.stack([np.repeat(rows[i][None, :], 3, axis=0) for i in idx])
+            events += monitor.observe([float(i) for i in idx], windows, windows,
+                                      forecasts[list(idx)])
+        return [(e.alarm_id, e.transition, e.grid_t, e.detail) for e in events]
+
+    one = run(1)
+    assert {e[0] for e in one} == {"m.drift.b", "m.drift_residual.b"}
+    assert run(13) == one and run(50) == one
