@@ -121,13 +121,28 @@ def cusum_path(z: np.ndarray, k: float, cap: np.ndarray | float = np.inf,
     bias): the statistic ``max(S+, S-)`` after each row (N, T), whether ``S+`` is the larger
     (N, T: realised above the forecast), and the final ``S+`` and ``S-``."""
     z = np.clip(np.asarray(z, dtype=np.float64), -Z_CLIP, Z_CLIP)
-    pos = np.zeros(z.shape[1]) if start is None else start[0].copy()
-    neg = np.zeros(z.shape[1]) if start is None else start[1].copy()
-    out, above = np.empty_like(z), np.empty(z.shape, dtype=bool)
-    for i, row in enumerate(z):  # a recursion: one numpy step per row, vectorised over T
-        pos = np.minimum(np.maximum(pos + row - k, 0.0), cap)
-        neg = np.minimum(np.maximum(neg - row - k, 0.0), cap)
-        out[i], above[i] = np.maximum(pos, neg), pos >= neg
+    n_targets = z.shape[1]
+    ks = np.broadcast_to(np.asarray(k, dtype=np.float64), (n_targets,)).tolist()
+    caps = np.broadcast_to(np.asarray(cap, dtype=np.float64), (n_targets,)).tolist()
+    pos = [0.0] * n_targets if start is None else start[0].tolist()
+    neg = [0.0] * n_targets if start is None else start[1].tolist()
+    stats, sides = [], []
+    # a recursion: plain floats beat numpy's per-call cost on a few targets per row
+    for row in z.tolist():
+        stat, side = [], []
+        for j, v in enumerate(row):
+            up = pos[j] + v - ks[j]
+            up = 0.0 if up < 0.0 else caps[j] if up > caps[j] else up
+            down = neg[j] - v - ks[j]
+            down = 0.0 if down < 0.0 else caps[j] if down > caps[j] else down
+            pos[j], neg[j] = up, down
+            stat.append(up if up >= down else down)
+            side.append(up >= down)
+        stats.append(stat)
+        sides.append(side)
+    out = np.array(stats, dtype=np.float64).reshape(z.shape)
+    above = np.array(sides, dtype=bool).reshape(z.shape)
+    pos, neg = np.array(pos), np.array(neg)
     return out, above, pos, neg
 
 
@@ -232,7 +247,9 @@ class DriftMonitor:
                              for r in self.residual_refs]
         self._pos_s = np.zeros(len(self.residual_refs))
         self._neg_s = np.zeros(len(self.residual_refs))
-        self._pending: dict[int, np.ndarray] = {}  # grid step → one-step forecast (scaled)
+        self._res_index = [self._target_cols.index(c) for c in self._residual_cols]
+        self._last_step: int | None = None  # the newest window's grid step ...
+        self._last_made = np.full(len(self.residual_refs), np.nan)  # ... and its forecast
         self.cusum = np.zeros(len(self.residual_refs))
 
     def _logic(self, limit: float) -> AlarmLogic:
@@ -309,43 +326,39 @@ class DriftMonitor:
 
     def _residuals(self, times: list[float], x: np.ndarray,
                    forecast: np.ndarray) -> list[DriftEvent]:
-        """Match each window's newest rows with the one-step forecasts made for them."""
-        cols, stride = self._residual_cols, self.stride
-        realised: list[np.ndarray] = []
-        at: list[float] = []  # the time of the window each residual arrived with
-        for n, grid_t in enumerate(times):
-            step = round(grid_t / self.period_s)
-            for j in range(stride):  # the rows this window added: steps step-stride+1 .. step
-                made = self._pending.pop(step - stride + 1 + j, None)
-                if made is not None:
-                    realised.append(x[n, -stride + j, cols] - made)
-                    at.append(grid_t)
-            self._pending[step + 1] = forecast[n, self._residual_index()]
-        for old in [s for s in self._pending if s <= round(times[-1] / self.period_s)]:
-            del self._pending[old]  # a window lost to a gap never realises its forecast
-        if not realised:
+        """Each window's one-step forecast meets its realised value in the next window (the
+        first row that window added), vectorised over the batch; a window lost to a gap
+        breaks the chain for one forecast."""
+        stride = self.stride
+        steps = np.rint(np.asarray(times) / self.period_s).astype(np.int64)
+        made = forecast[:, self._res_index]  # (N, T): forecasts of the steps after each
+        before = -(1 << 62) if self._last_step is None else self._last_step
+        prev_steps = np.concatenate([[before], steps[:-1]])
+        prev_made = np.concatenate([self._last_made[None], made[:-1]])
+        self._last_step, self._last_made = int(steps[-1]), made[-1]
+        ok = steps - prev_steps == stride
+        if not ok.any():
             return []
-        z = (np.array(realised) - self._res_mean) / self._res_std
+        realised = x[ok, -stride][:, self._residual_cols] - prev_made[ok]
+        at = np.asarray(times)[ok].tolist()
+        z = (realised - self._res_mean) / self._res_std
         stats, above, self._pos_s, self._neg_s = cusum_path(
             z, self._res_k, CAP_RATIO * self.residual_limits, (self._pos_s, self._neg_s))
         self.cusum = stats[-1]
         self.residuals_seen += len(z)
         self.residuals_unreported = True
         events = []
-        for row, grid_t in enumerate(at):  # in time order, across targets
-            for i, logic in enumerate(self._res_alarms):
-                transition = logic.update(float(stats[row, i]))
+        for row, (grid_t, values) in enumerate(zip(at, stats.tolist(), strict=True)):
+            for i, (logic, value) in enumerate(zip(self._res_alarms, values, strict=True)):
+                transition = logic.update(value)  # in time order, across targets
                 if transition:
                     ref = self.residual_refs[i]
                     events.append(DriftEvent(self.residual_ids[i], transition, grid_t, {
                         "kind": "forecast_residual", "tag": ref.target,
-                        "cusum": round(float(stats[row, i]), 4),
+                        "cusum": round(value, 4),
                         "limit": round(float(self.residual_limits[i]), 4),
                         "direction": "above" if above[row, i] else "below",
                         "reference_mean": round(ref.mean, 6),
                         "reference_std": round(ref.std, 6)}))
         return events
 
-    def _residual_index(self) -> list[int]:
-        """Positions of the residual targets among the forecast's targets."""
-        return [self._target_cols.index(c) for c in self._residual_cols]
