@@ -260,5 +260,5 @@ class Alarm:
 
 def _context(record: dict) -> dict:
     keys = ("model", "version", "quantization", "ts", "score", "threshold", "contributions",
-            "source", "camera", "nok_rate", "limit", "window_parts")
+            "source", "camera", "nok_rate", "limit", "window_parts", "advisory", "drift")
     return {k: record[k] for k in keys if k in record}

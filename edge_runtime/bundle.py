@@ -178,6 +178,55 @@ class SoftSensorSpec(Strict):
         return np.asarray(scaled, dtype=np.float64) * self.scale + self.mean
 
 
+class TagReference(Strict):
+    """One input tag's reference distribution (training rows only) for the edge's drift
+    monitor: decile bin edges, the share of training rows in each bin, and the PSI limit."""
+
+    tag: str = Field(description="Tag name (as in input.tags).")
+    edges: list[float] = Field(description="Inner bin edges, engineering units, ascending "
+                               "(training quantiles; a value equal to an edge counts above it).")
+    expected: list[float] = Field(description="Share of training rows in each bin "
+                                  "(len(edges) + 1 values, summing to 1).")
+    mean: float = Field(description="Mean of the training rows, engineering units.")
+    std: float = Field(description="Standard deviation of the training rows.")
+    psi_limit: float = Field(gt=0, description="PSI of a rolling window at or above which "
+                             "the tag is drifting (the rule is DriftSpec.rule).")
+
+    @model_validator(mode="after")
+    def _bins(self) -> TagReference:
+        if len(self.expected) != len(self.edges) + 1:
+            raise ValueError(f"tag {self.tag!r}: {len(self.edges)} edges need "
+                             f"{len(self.edges) + 1} expected shares, not {len(self.expected)}")
+        if self.edges != sorted(self.edges):
+            raise ValueError(f"tag {self.tag!r}: edges must be ascending")
+        return self
+
+
+class ResidualReference(Strict):
+    """One forecast target's one-step residual (realised - forecast, scaled units) on the
+    validation split, and the two-sided CUSUM (Page-Hinkley) limit calibrated on it."""
+
+    target: str = Field(description="Forecast target tag.")
+    mean: float = Field(description="Mean validation residual, scaled units.")
+    std: float = Field(gt=0, description="Standard deviation of the validation residuals.")
+    k: float = Field(ge=0, description="CUSUM allowance in standard deviations (half the "
+                     "shift to detect).")
+    limit: float = Field(gt=0, description="CUSUM statistic at or above which the forecast "
+                         "residuals are drifting.")
+
+
+class DriftSpec(Strict):
+    """Reference statistics of the edge drift monitor (docs/edge_daemon.md, "Drift"). Optional
+    in a bundle: one without it runs without a drift monitor."""
+
+    window: int = Field(gt=1, description="Rows of the rolling window the PSI limits hold for.")
+    rows: int = Field(ge=0, description="Reference rows the statistics were computed from.")
+    rule: str = Field(default="", description="How the limits were derived.")
+    tags: list[TagReference] = Field(default_factory=list, description="Per input tag.")
+    residuals: list[ResidualReference] = Field(
+        default_factory=list, description="Per forecast target (forecasts only).")
+
+
 class ImageSpec(Strict):
     """How a camera frame becomes the model input (task "image"): grey or RGB, resized to a
     fixed size (stretched, or letterboxed to keep the aspect ratio), ``(pixel/255 - mean)/std``.
@@ -256,6 +305,9 @@ class RunRecord(Strict):
     calibration: CalibrationSpec | None = Field(
         default=None, description="Commissioning calibration at the edge (anomaly); None: "
         "the bundle's own scaler and limits, as in bundles that predate it.")
+    drift: DriftSpec | None = Field(
+        default=None, description="Series tasks: reference statistics of the edge drift "
+        "monitor; None in runs and bundles that predate it (they run without one).")
 
     @model_validator(mode="before")
     @classmethod

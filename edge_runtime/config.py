@@ -201,6 +201,41 @@ class AlarmConfig(Strict):
     chatter_window_s: float = Field(default=600, gt=0, description="... that mean chattering.")
 
 
+class DriftConfig(Strict):
+    """The drift monitor of every series model whose bundle carries drift statistics
+    (docs/edge_daemon.md, "Drift"): advisory alarms, one per model and tag."""
+
+    enabled: bool = Field(default=True, description="Run the drift monitor of bundles that "
+                          "carry drift statistics; false: none.")
+    window: int | None = Field(
+        default=None, ge=2, description="Rows (grid steps) of the rolling PSI window; default "
+        "the bundle's (the length its limits were derived for: another length keeps those "
+        "limits unless psi_limit/psi_limits are given).")
+    check_every: int = Field(default=30, ge=1, description="Compute the PSI every this many "
+                             "rows (not per message).")
+    on_delay: int = Field(default=2, ge=1, description="Checks in a row over the limit to raise.")
+    off_delay: int = Field(default=2, ge=1, description="Checks in a row under the clear level "
+                           "to clear.")
+    clear_ratio: float = Field(default=0.8, gt=0, le=1, description="Clear level = this x the "
+                               "limit (deadband).")
+    priority: Literal["low", "medium", "high", "urgent"] = Field(
+        default="low", description="ISA-18.2 priority of drift alarms (advisory: low).")
+    psi_limit: float | None = Field(default=None, gt=0, description="PSI limit of every tag "
+                                    "instead of the bundle's.")
+    psi_limits: dict[str, float] = Field(default_factory=dict, description="PSI limit per tag "
+                                         "(wins over psi_limit and the bundle's).")
+    residual_limit: float | None = Field(default=None, gt=0, description="CUSUM limit of every "
+                                         "forecast target instead of the bundle's.")
+
+    @field_validator("psi_limits")
+    @classmethod
+    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = {tag: v for tag, v in value.items() if not v > 0}
+        if bad:
+            raise ValueError(f"PSI limits must be > 0: {bad}")
+        return value
+
+
 class CommandConfig(Strict):
     allowed: list[str] = Field(
         default_factory=list,
@@ -483,6 +518,8 @@ class EdgeConfig(Strict):
         default=Path("procedge-state"), description="The daemon's own state (commissioning "
         "baselines, versioned), relative to the config file.")
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig,
+                               description="Drift monitor of series models (advisory alarms).")
     commands: CommandConfig = Field(default_factory=CommandConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,

@@ -77,7 +77,8 @@ class EdgeDaemon:
                                   chatter_window_s=a.chatter_window_s)
         # pipelines: every bundle verified and warmed up before anything connects
         self.pipelines = {m.name: load_pipeline(m, Bundle.load(m.bundle, m.public_key),
-                                                config.event_time) for m in config.models}
+                                                config.event_time, config.drift)
+                          for m in config.models}
         self.cameras: dict[str, ImagePipeline] = {
             self.topics.camera(c.topic, c.name): camera_pipeline(c) for c in config.cameras}
         # outputs are durable first: the outbox also holds the alarms' states (created once
@@ -142,6 +143,8 @@ class EdgeDaemon:
             alarms[aid] = (Alarm.restore(saved[aid], self.policy) if aid in saved
                            else Alarm(aid, source.name, self.policy))
             source.alarm.active = alarms[aid].condition_active
+        for pipeline in self.pipelines.values():
+            self._drift_alarms(pipeline, alarms, saved)
         return alarms
 
     def _commission(self, pipeline: ModelPipeline, by: str) -> Commissioning | None:
@@ -152,6 +155,17 @@ class EdgeDaemon:
             return None
         pipeline.commissioning = Commissioning(pipeline, self.baselines, by)
         return pipeline.commissioning
+
+    def _drift_alarms(self, pipeline, alarms: dict[str, Alarm], saved: dict) -> None:
+        """An ISA-18.2 alarm per drift alarm id of ``pipeline`` (restored if saved, kept if
+        it exists: a reloaded bundle), its detection logic set to the alarm's condition."""
+        if pipeline.drift is None:
+            return
+        for aid in pipeline.drift.alarm_ids:
+            if aid not in alarms:
+                alarms[aid] = (Alarm.restore(saved[aid], self.policy) if aid in saved
+                               else Alarm(aid, pipeline.name, self.policy))
+            pipeline.drift.logic(aid).active = alarms[aid].condition_active
 
     def _sparkplug_bridge(self) -> SparkplugBridge | None:
         """Sparkplug B in/out when configured (imported only then: it loads protobuf)."""
@@ -396,6 +410,7 @@ class EdgeDaemon:
         """Replace the running pipeline of the same name; inputs and subscriptions follow."""
         new, old = swap.pipeline, self.pipelines[swap.pipeline.name]
         same_input = hand_over(old, new)
+        self._drift_alarms(new, self.alarms, {})
         if self._commission(new, f"bundle {new.bundle.manifest.version}") is not None:
             alarm = self.alarms.get(new.alarm_id)
             if new.commissioning.collecting and alarm is not None and alarm.condition_active:

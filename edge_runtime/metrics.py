@@ -120,6 +120,19 @@ class DaemonMetrics:
         self.reloads = Counter("procedge_reloads_total", "Bundle hot reloads: swapped, refused "
                                "(the bundle), busy (queue full), coalesced (path queued).",
                                ["result"], registry=r)
+        self.drift_psi = Gauge("procedge_drift_psi", "Latest PSI of each input tag's rolling "
+                               "window against the bundle's reference (drift monitor).",
+                               ["model", "tag"], registry=r)
+        self.drift_psi_limit = Gauge("procedge_drift_psi_limit", "PSI at or above which a tag "
+                                     "is drifting.", ["model", "tag"], registry=r)
+        self.drift_cusum = Gauge("procedge_drift_residual_cusum", "Latest two-sided CUSUM of "
+                                 "each forecast target's standardised one-step residual.",
+                                 ["model", "target"], registry=r)
+        self.drift_cusum_limit = Gauge("procedge_drift_residual_cusum_limit", "CUSUM at or "
+                                       "above which a target's residuals are drifting.",
+                                       ["model", "target"], registry=r)
+        self.drift_checks = Counter("procedge_drift_checks_total", "PSI checks of the drift "
+                                    "monitor.", ["model"], registry=r)
         self.published_inference = self.published.labels(kind="inference")
         self.published_alarm = self.published.labels(kind="alarm")
         self.published_residual = self.published.labels(kind="residual")
@@ -165,9 +178,28 @@ class DaemonMetrics:
         pipeline.timings.clear()
         if windows:
             windows_total.inc(windows)
+        if pipeline.drift is not None:
+            self.observe_drift(name, pipeline.drift)
         if pipeline.gaps_unreported:
             self.gap_windows.labels(model=name).inc(pipeline.gaps_unreported)
             pipeline.gaps_unreported = 0
+
+    def observe_drift(self, name: str, monitor) -> None:
+        """Move a drift monitor's news into the metrics: the gauges are set only when it ran
+        a PSI check (every ``drift.check_every`` rows) or took residuals, not per batch."""
+        if monitor.checks_unreported:
+            self.drift_checks.labels(model=name).inc(monitor.checks_unreported)
+            monitor.checks_unreported = 0
+            for ref, value, limit in zip(monitor.references, monitor.psi.tolist(),
+                                         monitor.psi_limits.tolist(), strict=True):
+                self.drift_psi.labels(model=name, tag=ref.tag).set(value)
+                self.drift_psi_limit.labels(model=name, tag=ref.tag).set(limit)
+        if monitor.residuals_unreported:
+            monitor.residuals_unreported = False
+            for ref, value, limit in zip(monitor.residual_refs, monitor.cusum.tolist(),
+                                         monitor.residual_limits.tolist(), strict=True):
+                self.drift_cusum.labels(model=name, target=ref.target).set(value)
+                self.drift_cusum_limit.labels(model=name, target=ref.target).set(limit)
 
     def value(self, name: str, **labels: str) -> float:
         """Current value of a sample (tests and the health endpoint); without labels, of a

@@ -24,7 +24,8 @@ import numpy as np
 
 from edge_runtime.alarms import AlarmLogic
 from edge_runtime.bundle import Bundle
-from edge_runtime.config import EventTimeConfig
+from edge_runtime.config import DriftConfig, EventTimeConfig
+from edge_runtime.drift import DriftEvent, DriftMonitor, MonitorSettings
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
@@ -57,11 +58,13 @@ class StageTimes:
 class ModelPipeline:
     def __init__(self, name: str, bundle: Bundle, threads: int = 1,
                  event_time: EventTimeConfig | None = None,
-                 allowed_lateness_s: float | None = None, task_options: Any = None):
+                 allowed_lateness_s: float | None = None, task_options: Any = None,
+                 drift: DriftConfig | None = None):
         """``event_time``: skew, lateness and eager finality of the window grid (defaults:
         :class:`EventTimeConfig`'s); ``allowed_lateness_s`` overrides its lateness;
         ``task_options``: the model's options for its task (``soft_sensor``: the bias
-        update), handed to the task's ``initial_state``."""
+        update), handed to the task's ``initial_state``; ``drift``: the daemon's drift
+        section (default :class:`DriftConfig`'s)."""
         self.name = name
         self.bundle = bundle
         m = bundle.manifest
@@ -92,6 +95,8 @@ class ModelPipeline:
         # what the task remembers between batches (a soft sensor: estimates, bias)
         self.task_state = (task.initial_state(m, task_options)
                            if hasattr(task, "initial_state") else None)
+        self.drift_config = drift or DriftConfig()
+        self.drift = drift_monitor(name, m, self.drift_config)
         self.windows_built = 0
         self.windows_dropped_gap = 0
         self.gaps_unreported = 0  # the daemon moves these into its counter
@@ -138,16 +143,40 @@ class ModelPipeline:
         times, windows = self._times, self._windows
         self._times, self._windows = [], []
         t0 = time.perf_counter()
-        x = self.scaler.transform(np.stack(windows))
+        stacked = np.stack(windows)
+        x = self.scaler.transform(stacked)
         t1 = time.perf_counter()
         ys = self.model.predict_each(x)
         t2 = time.perf_counter()
         outputs = self.post(self, times, x, ys)
+        if self.drift is not None:
+            outputs += self._drift_outputs(times, stacked, x, ys)
         t3 = time.perf_counter()
         self.timings.append(StageTimes(self._pre_s + t1 - t0, t2 - t1, t3 - t2, len(times)))
         self._pre_s = 0.0
         self.windows_built += len(times)
         return done + outputs
+
+    def _drift_outputs(self, times: list[float], windows: np.ndarray, x: np.ndarray,
+                       ys: list[np.ndarray]) -> list[Output]:
+        """The drift monitor's raises and clears as ``alarm`` outputs (advisory)."""
+        out = self.bundle.manifest.output
+        forecast = None
+        if out.horizon:  # one-step P50 of the targets, scaled: the residual monitor's input
+            forecast = ys[0][:, 0]
+            forecast = forecast if out.median_index is None else forecast[..., out.median_index]
+        return [self._drift_output(e) for e in self.drift.observe(times, windows, x, forecast)]
+
+    def _drift_output(self, event: DriftEvent) -> Output:
+        detail = event.detail
+        value = detail.get("psi", detail.get("cusum"))
+        payload = self.base_payload() | {
+            "ts": iso_ms(event.grid_t), "alarm_id": event.alarm_id, "event": event.transition,
+            "state": "active" if event.transition == "raise" else "normal",
+            "priority": self.drift_config.priority, "advisory": True,
+            "source": [detail["tag"]], "score": value, "threshold": detail["limit"],
+            "drift": detail}
+        return Output("alarm", payload, event.alarm_id, event.grid_t)
 
     def infer(self, grid_t: float, window: np.ndarray) -> list[Output]:
         """Run the model on one valid window now (engineering units, (L, F))."""
@@ -160,3 +189,16 @@ class ModelPipeline:
         m = self.bundle.manifest
         return {"model": self.name, "version": m.version, "quantization": m.quantization,
                 "processed_at": iso_ms(time.time())}
+
+
+def drift_monitor(name: str, manifest, config: DriftConfig) -> DriftMonitor | None:
+    """The model's drift monitor: None when the bundle has no drift statistics (it predates
+    them) or the daemon's ``drift.enabled`` is false."""
+    if manifest.drift is None or not config.enabled:
+        return None
+    settings = MonitorSettings(
+        window=config.window, check_every=config.check_every, on_delay=config.on_delay,
+        off_delay=config.off_delay, clear_ratio=config.clear_ratio, psi_limit=config.psi_limit,
+        psi_limits=dict(config.psi_limits), residual_limit=config.residual_limit)
+    return DriftMonitor(name, manifest.drift, manifest.input.tag_names, manifest.input.period_s,
+                        manifest.input.stride, manifest.output.targets, settings)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import Bundle, BundleError, verify_signature
-from edge_runtime.config import EdgeConfig, EventTimeConfig, ModelConfig
+from edge_runtime.config import DriftConfig, EdgeConfig, EventTimeConfig, ModelConfig
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.pipelines import ModelPipeline
 
@@ -38,14 +38,15 @@ class Swap:
 
 
 def load_pipeline(model: ModelConfig, bundle: Bundle,
-                  event_time: EventTimeConfig | None = None) -> ModelPipeline:
+                  event_time: EventTimeConfig | None = None,
+                  drift: DriftConfig | None = None) -> ModelPipeline:
     """Build and warm up the pipeline of a verified bundle. The bundle's temporary folder (a
     zip's) is removed then, built or not: LiteRT maps the model file when the interpreter is
     built, and the mapping outlives the file."""
     et = event_time or EventTimeConfig()
     try:
         pipeline = ModelPipeline(model.name, bundle, model.threads, et, et.lateness_of(model),
-                                 model.soft_sensor)
+                                 model.soft_sensor, drift)
         shape = (1, *pipeline.model.input_shape)
         pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
     finally:
@@ -60,6 +61,9 @@ def hand_over(old: ModelPipeline, new: ModelPipeline) -> bool:
         new.buffer = old.buffer
     if new.alarm is not None and old.alarm is not None:
         new.alarm.active = old.alarm.active
+    if new.drift is not None and old.drift is not None:  # new reference: a fresh window,
+        for aid in set(new.drift.alarm_ids) & set(old.drift.alarm_ids):  # same alarm states
+            new.drift.logic(aid).active = old.drift.logic(aid).active
     return same_input
 
 
@@ -172,7 +176,8 @@ class Reloader:
             model = next(m for m in self.config.models if m.name == current.name)
             if model.public_key is not None:  # a signed deployment stays signed
                 verify_signature(bundle.root, Path(model.public_key))
-            pipeline = load_pipeline(model, bundle, self.config.event_time)
+            pipeline = load_pipeline(model, bundle, self.config.event_time,
+                                     self.config.drift)
         except Exception as exc:  # any failure: refuse and keep the running version
             if bundle is not None:
                 bundle.release()

@@ -89,6 +89,7 @@ class Router:
                 out.extend(self.alarm_messages(alarm, events))
                 changed.update([alarm.alarm_id] if events else [])
             return
+        alarm = self.alarms.get(output.alarm_id) if output.alarm_id else alarm
         if alarm is None:
             return
         events = alarm.on_condition(payload["event"], payload, parse_timestamp(payload["ts"]),

@@ -173,6 +173,25 @@ class ThresholdConfig(Strict):
         default="reconstruction", description="elbo: VAE negative ELBO (ships a KL output).")
 
 
+class DriftTrainConfig(Strict):
+    """Reference statistics of the edge drift monitor, fitted on the training rows (input PSI)
+    and the validation split (forecast residual CUSUM); docs/edge_daemon.md, "Drift"."""
+
+    enabled: bool = Field(default=True, description="Store drift statistics in the run.")
+    window: int = Field(default=720, gt=1, description="Rows (grid steps) of the edge's "
+                        "rolling PSI window the limits are derived for.")
+    bins: int = Field(default=10, ge=2, le=100, description="Quantile bins per tag (10: deciles).")
+    margin: float = Field(default=1.5, gt=0, description="PSI limit = margin x the largest "
+                          "PSI of a training sub-window (at least `floor`).")
+    floor: float = Field(default=0.25, gt=0, description="Smallest PSI limit (the "
+                         "conventional 'significant shift').")
+    residual_k: float = Field(default=0.5, ge=0, description="CUSUM allowance, in residual "
+                              "standard deviations (half the bias to detect).")
+    residual_margin: float = Field(default=1.5, gt=0, description="CUSUM limit = margin x "
+                                   "its largest value on the validation residuals.")
+    residual_floor: float = Field(default=5.0, gt=0, description="Smallest CUSUM limit.")
+
+
 class ImageDataConfig(Strict):
     """Image tasks: a folder of ``<class>/Imgs/<stem>.jpg`` (masks ``<stem>.png``), as the
     magnetic-tile set; ``${PROCEDGE_DATA}`` and ``~`` in paths are expanded."""
@@ -209,6 +228,9 @@ class TrainConfig(Strict):
         default_factory=CalibrationSpec, description="Anomaly: `{mode: commission, samples: "
         "N, fit: scaler|limit|both}` ships a bundle whose gateway fits the scaler and/or the "
         "limit on the plant's first N samples (docs/anomaly.md, Commissioning).")
+    drift: DriftTrainConfig = Field(default_factory=DriftTrainConfig,
+                                    description="Series tasks: the edge drift monitor's "
+                                                "reference statistics.")
     image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
     soft_sensor: SoftSensorConfig | None = Field(
         default=None, description="Task soft_sensor: target, dead time, lab options.")

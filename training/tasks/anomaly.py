@@ -19,6 +19,7 @@ from training import plots
 from training.autoencoders import edge_model
 from training.calibration import save_representative
 from training.config import TrainConfig
+from training.drift import drift_spec
 from training.historian import GridData
 from training.metrics import detection_metrics
 from training.registry import Family
@@ -55,8 +56,10 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, labels=labels)
     save_representative(run_dir, x, config.fit.seed)
     calibration = config.calibration if config.calibration.commissioning else None
+    drift = drift_spec(config, data.grid.rows[s.train], data.grid.tags)
     return RunRecord(name=config.name, task="anomaly", family=config.family, thresholds=spec,
                      metrics={"keras": metrics}, training=info, calibration=calibration,
+                     drift=drift,
                      **data.record_fields(config))
 
 

@@ -15,6 +15,7 @@ from edge_runtime.windowing import forecast_pairs
 from training import plots
 from training.calibration import save_representative
 from training.config import TrainConfig
+from training.drift import drift_spec
 from training.metrics import forecast_metrics, regression_metrics
 from training.registry import Family
 from training.series import SeriesData, fit_model, output_spec, quantile_levels
@@ -42,10 +43,21 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
     forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels)
+    drift = drift_spec(config, data.grid.rows[s.train], data.grid.tags,
+                       _one_step_residuals(model, val_x, val_y, levels), targets)
     return RunRecord(name=config.name, task="forecast", family=config.family,
                      output=output_spec(config, targets), metrics={"keras": metrics},
-                     training=info,
+                     training=info, drift=drift,
                      **data.record_fields(config))
+
+
+def _one_step_residuals(model, val_x, val_y, levels: list[float]) -> np.ndarray:
+    """Realised - forecast of the first horizon step (P50), scaled units: (N, T), what the
+    edge's residual monitor sees when each realised value arrives."""
+    pred = model.predict(val_x, verbose=0)[:, 0]
+    if levels:
+        pred = pred[..., levels.index(0.5)]
+    return val_y[:, 0] - pred
 
 
 def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[str],
