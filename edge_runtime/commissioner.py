@@ -167,7 +167,7 @@ class Commissioning:
                          scaler=m.scaler, fit=self.spec.fit, stride=m.input.stride,
                          score=model_scorer(p.model.predict_each, m.thresholds.score),
                          times=times, period_s=m.input.period_s)
-            result = result.model_copy(update=common)
+            result = result.model_copy(update=common | self._drift_references(rows))
         except Exception as exc:  # refused rows, or a fit that failed: the bundle's stay
             if not isinstance(exc, CalibrationRefused):
                 log.exception("model %s: commissioning fit failed", p.name)
@@ -191,6 +191,23 @@ class Commissioning:
         self.until = float("-inf")
         self._apply(None)
 
+    def _drift_references(self, rows: np.ndarray) -> dict:
+        """The drift monitor's references fitted on the commissioning rows (if it has one)."""
+        drift = self.pipeline.drift
+        return {} if drift is None else {"drift": drift.fit_references(rows)[0]}
+
+    def _apply_drift(self, baseline: Baseline | None) -> None:
+        """The drift monitor watches the baseline in force: the commissioned rows', or the
+        bundle's training references."""
+        p, m = self.pipeline, self.pipeline.bundle.manifest
+        if p.drift is None or m.drift is None:
+            return
+        if baseline is not None and baseline.state == "calibrated" and baseline.drift:
+            p.drift.use_references(baseline.drift, f"commissioning baseline v{baseline.version}",
+                                   baseline.samples)
+        else:
+            p.drift.use_references(m.drift.tags, m.drift.rule, m.drift.rows)
+
     def _apply(self, baseline: Baseline | None) -> None:
         """Put a baseline's scaler and limits in force (None or refused: the bundle's); the
         score filter and the alarm's delay counts start afresh, as the scores' scale may have
@@ -203,6 +220,7 @@ class Commissioning:
         if p.alarm is not None:
             p.alarm = AlarmLogic(p.thresholds, active=p.alarm.active)
         p.score_filter = ScoreFilter(p.thresholds)
+        self._apply_drift(baseline)
 
     def _log(self, b: Baseline) -> None:
         name = self.pipeline.name

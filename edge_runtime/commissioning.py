@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from edge_runtime.bundle import ScalerSpec, ThresholdSpec, utc_now_iso
+from edge_runtime.bundle import ScalerSpec, TagReference, ThresholdSpec, utc_now_iso
 from edge_runtime.contract import Strict
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
@@ -71,6 +71,10 @@ class Baseline(Strict):
                                    "bundle's.")
     clear_at: float | None = Field(default=None, description="Fitted clear limit.")
     rule: str = Field(default="", description="How the limit was computed.")
+    drift: list[TagReference] | None = Field(
+        default=None, description="Drift monitor references fitted on the same rows (a "
+        "bundle with drift statistics): the drift of the commissioned baseline is watched; "
+        "None: the bundle's training references.")
     by: str = Field(default="", description="Who started it: 'start', 'bundle <v>', operator.")
     created_at: str = Field(default_factory=utc_now_iso, description="When it was decided.")
 

@@ -266,18 +266,26 @@ class DriftMonitor:
         """The detection logic behind one alarm id (the daemon restores its state)."""
         return (self._psi_alarms + self._res_alarms)[self.alarm_ids.index(alarm_id)]
 
-    def rebase(self, rows: np.ndarray, margin: float = 1.5, floor: float = 0.25) -> None:
-        """Replace the input reference by ``rows`` (N, F engineering units, e.g. the first
-        hours at the plant): bins and limits refitted exactly as training fits them, the
-        window restarted. Alarm states are kept (a clear follows if the drift is gone)."""
-        refs, rule = fit_tag_references(rows, self.tags, self.window, len(self.edges[0]) + 1,
-                                        margin, floor)
+    def fit_references(self, rows: np.ndarray, margin: float = 1.5,
+                       floor: float = 0.25) -> tuple[list[TagReference], str]:
+        """Reference bins and PSI limits of ``rows`` (N, F engineering units, e.g. a plant's
+        commissioning rows), fitted exactly as training fits them; nothing is changed."""
+        return fit_tag_references(rows, self.tags, self.window, len(self.edges[0]) + 1,
+                                  margin, floor)
+
+    def use_references(self, refs: list[TagReference], rule: str, rows: int) -> None:
+        """Watch against ``refs`` from now on (the window restarts); alarm states are kept
+        (a clear follows if the drift is gone)."""
         states = [a.active for a in self._psi_alarms]
-        self.spec = self.spec.model_copy(update={"tags": refs, "rows": len(rows),
-                                                 "rule": f"rebased: {rule}"})
+        self.spec = self.spec.model_copy(update={"tags": refs, "rows": rows, "rule": rule})
         self._use_reference(refs)
         for alarm, active in zip(self._psi_alarms, states, strict=True):
             alarm.active = active
+
+    def rebase(self, rows: np.ndarray, margin: float = 1.5, floor: float = 0.25) -> None:
+        """Replace the input reference by ``rows`` (N, F engineering units)."""
+        refs, rule = self.fit_references(rows, margin, floor)
+        self.use_references(refs, f"rebased: {rule}", len(rows))
 
     # -- live -----------------------------------------------------------------------------
     def observe(self, times: list[float], windows: np.ndarray, x: np.ndarray,

@@ -198,7 +198,8 @@ def test_collection_starts_at_the_first_full_row_and_keeps_later_gaps(tmp_path):
         thresholds=ThresholdSpec(raise_at=1.0, clear_at=0.8),
         input=SimpleNamespace(period_s=5.0, window=3, stride=1))
     pipeline = SimpleNamespace(name="m", bundle=SimpleNamespace(manifest=manifest), alarm=None,
-                               tags=["a", "b"], model=SimpleNamespace(predict_each=None))
+                               tags=["a", "b"], model=SimpleNamespace(predict_each=None),
+                               drift=None)
     c = Commissioning(pipeline, BaselineStore(tmp_path))
     assert c.collecting and c.progress() == {"samples": 0, "of": 4}
 

@@ -114,6 +114,12 @@ def test_commissioning_over_mqtt(tmp_path: Path, broker, commissioned_bundle):
         assert statuses(watch)[-1]["progress"] == {"samples": N, "of": N}
         v1 = statuses(watch)[-1]["baseline"]
         assert v1["version"] == 1 and v1["samples"] == N and v1["by"] == "start"
+        # the drift monitor now watches the commissioned rows, not the training references
+        drift = daemon.pipelines["tank_anomaly"].drift
+        assert drift is not None and manifest.drift is not None
+        assert drift.spec.rule == "commissioning baseline v1" and drift.spec.rows == N
+        assert [r["tag"] for r in v1["drift"]] == drift.tags
+        assert drift.spec.tags != manifest.drift.tags
 
         # 2. the first N samples held a fault: the operator re-baselines on clean data
         send(console, "model/rebaseline", {"model": "tank_anomaly", "request_id": "rb1"},
@@ -147,6 +153,7 @@ def test_commissioning_over_mqtt(tmp_path: Path, broker, commissioned_bundle):
     assert pipeline.commissioning.state == "calibrated"
     assert pipeline.thresholds.raise_at == v2["raise_at"]
     np.testing.assert_allclose(pipeline.scaler.mean, v2["scaler"]["mean"])
+    assert pipeline.drift.spec.rule == "commissioning baseline v2"
     seen = len(inference(watch))
     daemon.start()
     try:
