@@ -206,7 +206,10 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
     """SIGKILL while samples flow; unacknowledged inputs are redelivered to the new process."""
     broker = RestartableBroker(tmp_path)
     broker.start()
-    config = edge_config(tmp_path, broker.port, bundles)
+    # the feed runs far faster than real time, so redelivered and live samples interleave
+    # over minutes of event time: a replay's lateness (docs/edge_daemon.md, "Event time")
+    config = edge_config(tmp_path, broker.port, bundles,
+                         event_time={"allowed_lateness_s": 4000.0, "reconnect_hold_s": 20.0})
     conf = write_config(tmp_path / "edge.yaml", config)
     items = samples(labelled_run(400))
     expected, expected_inf = reference_events(config, tmp_path, items)

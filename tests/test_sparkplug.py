@@ -389,7 +389,7 @@ def test_outage_drains_after_a_new_birth_with_fresh_seq(tmp_path: Path, bundles)
         time.sleep(1.2)  # older than outbox.late_after_s (1 s): historical when sent
         broker.start()
         assert wait_for(lambda: daemon.sparkplug.node.outbox.depth == 0, 30)
-        assert wait_for(lambda: len(of("NBIRTH")) == 2, 10)  # the watcher reconnects too
+        assert wait_for(lambda: len(of("NBIRTH")) == 2, 30)  # the watcher reconnects too
         births = of("NBIRTH")
         assert [metric(b, codec.BDSEQ).long_value for b in births] == [0, 1]
         want = {round(1000 * parse_timestamp(e["ts"])) for e in expected_inf}
