@@ -10,6 +10,7 @@ the reported part's labels and checks that the choice does not move.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -145,3 +146,42 @@ def limit_ratio(specs: list[ThresholdSpec], streams: list[np.ndarray]) -> np.nda
         r[ok] = smooth_scores(spec, st[ok]) / max(spec.raise_at, 1e-300)
         out = np.fmax(out, r)
     return out
+
+
+def add_protocol_args(p: argparse.ArgumentParser, unit: str, nested: str, aes: str,
+                      epochs: int) -> None:
+    """``--protocol`` and the nested grid's ``--nested-*`` flags of an anomaly benchmark;
+    ``unit`` names what the development settings are applied to (file, fault), ``nested``
+    how the nested protocol splits it."""
+    p.add_argument("--protocol", default="development", choices=["development", "nested"],
+                   help=f"development: the settings given here, on every {unit} (label-"
+                        f"informed if they were chosen by looking at these {unit}s); nested:"
+                        f" {nested}")
+    p.add_argument("--nested-aes", default=aes, type=autoencoders,
+                   help="nested: autoencoders FAMILY:WINDOW in the grid (comma list; '' none)")
+    p.add_argument("--nested-epochs", type=int, default=epochs, help="nested: training epochs")
+
+
+def autoencoders(text: str) -> tuple[tuple[str, int], ...]:
+    """``conv_ae:10,lstm_ae:20`` → ``(("conv_ae", 10), ("lstm_ae", 20))``."""
+    pairs = [a.split(":") for a in text.split(",") if a]
+    if any(len(pair) != 2 or not pair[1].isdigit() for pair in pairs):
+        raise argparse.ArgumentTypeError(f"expected FAMILY:WINDOW[,…], got {text!r}")
+    return tuple((family, int(window)) for family, window in pairs)
+
+
+# the leading columns of both benchmarks' nested tables
+PICK_COLUMNS: list[tuple[str, Callable[[dict], object]]] = [
+    ("pick", lambda r: r["pick"]),
+    ("choose on → test on", lambda r: f"{r['choose_on']} → {r['test_on']}"),
+    ("monitor", lambda r: r["model"]), ("variant", lambda r: r["variant"]),
+    ("mode", lambda r: r["mode"])]
+
+
+def print_markdown(rows: list[dict], columns: list[tuple[str, Callable[[dict], object]]]
+                   ) -> None:
+    """One Markdown row per result: ``columns`` are (header, cell of a row)."""
+    print("| " + " | ".join(h for h, _ in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(str(cell(r)) for _, cell in columns) + " |")

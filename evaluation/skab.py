@@ -23,7 +23,7 @@ import pandas as pd
 from edge_runtime.commissioning import check_rows
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.smoothing import smooth_scores
-from evaluation import common
+from evaluation import common, nested
 from training.metrics import detection_metrics
 from training.nab import NabTally, changepoints_from_flags, nab_tally
 from training.pca_monitor import PCAMonitor
@@ -248,13 +248,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--scale", default="file", choices=["file", "pooled"],
                    help="tag scale: std of the file's 400 rows (SKAB), or of all files'"
                         " training parts together (see pooled_scale); mean is per file")
-    p.add_argument("--protocol", default="development", choices=["development", "nested"],
-                   help="development: the settings given here, on every file (label-informed"
-                        " if they were chosen by looking at these files); nested: leave one"
-                        " folder out, settings chosen on the others (evaluation/skab_nested.py)")
-    p.add_argument("--nested-aes", default="dense_ae:30",
-                   help="nested: autoencoders FAMILY:WINDOW in the grid (comma list; '' none)")
-    p.add_argument("--nested-epochs", type=int, default=20, help="nested: training epochs")
+    nested.add_protocol_args(p, "file", "leave one folder out, settings chosen on the others"
+                             " (evaluation/skab_nested.py)", aes="dense_ae:30", epochs=20)
     common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
     s = common.settings_from_args(args)

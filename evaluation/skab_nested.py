@@ -27,7 +27,16 @@ import numpy as np
 
 from evaluation import common, skab
 from evaluation.monitors import MonitorGrid, MonitorSet, uses_autoencoder
-from evaluation.nested import Alarm, Candidate, Criterion, alarm_flags, alarm_grid, choose
+from evaluation.nested import (
+    PICK_COLUMNS,
+    Alarm,
+    Candidate,
+    Criterion,
+    alarm_flags,
+    alarm_grid,
+    choose,
+    print_markdown,
+)
 from training.metrics import detection_metrics
 
 log = logging.getLogger(__name__)
@@ -155,8 +164,7 @@ def main(files: list[skab.SkabFile], args: argparse.Namespace) -> None:
     if len(groups) < 2:
         raise ValueError(f"--protocol nested needs files in at least two folders (groups);"
                          f" found only {groups} under {args.root}")
-    aes = tuple((a.split(":")[0], int(a.split(":")[1]))
-                for a in args.nested_aes.split(",") if a)
+    aes = args.nested_aes  # ((family, window), …), parsed by nested.autoencoders
     classical = MonitorGrid(lags=LAGS, seed=SEED)
     fleet_grid = MonitorGrid(autoencoders=aes, lags=LAGS, epochs=args.nested_epochs,
                              seed=SEED)
@@ -207,15 +215,13 @@ def report(rows: list[dict], files: list[skab.SkabFile], args, seconds: float,
            aes: tuple) -> None:
     print(f"SKAB nested (leave one group out): {len(files)} files under {args.root},"
           f" {seconds:.0f} s; settings chosen on the other group's files only")
-    print("| pick | choose on → test on | monitor | variant | mode | scale | ewma | level |"
-          " margin | choose F1 | choose FAR | F1 | FAR | MAR | NAB |")
-    print("|" + "---|" * 15)
-    for r in rows:
-        print(f"| {r['pick']} | {r['choose_on']} → {r['test_on']} | {r['model']} |"
-              f" {r['variant']} | {r['mode']} | {r.get('scale', '')} | {r.get('ewma', '')} |"
-              f" {r.get('level', '')} | {r.get('margin', '')} | {r.get('choose_f1', '')} |"
-              f" {r.get('choose_far', '')} | {r['f1']:.3f} | {r['far']:.2f} | {r['mar']:.2f} |"
-              f" {r['nab_standard']:.2f} |")
+    print_markdown(rows, PICK_COLUMNS + [
+        ("scale", lambda r: r.get("scale", "")), ("ewma", lambda r: r.get("ewma", "")),
+        ("level", lambda r: r.get("level", "")), ("margin", lambda r: r.get("margin", "")),
+        ("choose F1", lambda r: r.get("choose_f1", "")),
+        ("choose FAR", lambda r: r.get("choose_far", "")),
+        ("F1", lambda r: f"{r['f1']:.3f}"), ("FAR", lambda r: f"{r['far']:.2f}"),
+        ("MAR", lambda r: f"{r['mar']:.2f}"), ("NAB", lambda r: f"{r['nab_standard']:.2f}")])
     for r in rows:
         if r["pick"] == "overall" and "per_file" in r:
             print(f"\nper file, overall pick {r['model']} ({r['variant']}, {r['mode']}) on"

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.scaling import StandardScaler
-from evaluation import common
+from evaluation import common, nested
 from training.pca_monitor import PCAMonitor
 from training.progress import progress
 
@@ -166,13 +166,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--levels", type=float, nargs="+", default=[0.95, 0.99])
     p.add_argument("--rules", nargs="+", choices=["quantile", "coverage", "kde"],
                    help="several limit rules on the same scores (default: --rule)")
-    p.add_argument("--protocol", default="development", choices=["development", "nested"],
-                   help="development: the settings given here, on every fault (label-informed"
-                        " if they were chosen by looking at these faults); nested: chosen on"
-                        " one half of the faults, reported on the other (tep_nested.py)")
-    p.add_argument("--nested-aes", default="conv_ae:10,conv_ae:40,lstm_ae:20",
-                   help="nested: autoencoders FAMILY:WINDOW in the grid (comma list; '' none)")
-    p.add_argument("--nested-epochs", type=int, default=30, help="nested: training epochs")
+    nested.add_protocol_args(p, "fault", "chosen on one half of the faults, reported on the"
+                             " other (tep_nested.py)", aes="conv_ae:10,conv_ae:40,lstm_ae:20",
+                             epochs=30)
     common.add_settings_args(p, window=10, level=0.95)
     args = p.parse_args(argv)
     if args.protocol == "nested":

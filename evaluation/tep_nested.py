@@ -25,7 +25,15 @@ import numpy as np
 from edge_runtime.scaling import StandardScaler
 from evaluation import common
 from evaluation.monitors import MonitorGrid, MonitorSet, uses_autoencoder
-from evaluation.nested import Candidate, Criterion, alarm_flags, alarm_grid, choose
+from evaluation.nested import (
+    PICK_COLUMNS,
+    Candidate,
+    Criterion,
+    alarm_flags,
+    alarm_grid,
+    choose,
+    print_markdown,
+)
 from evaluation.tep import HARD, TepData, load_tep
 
 log = logging.getLogger(__name__)
@@ -96,8 +104,7 @@ def metrics(data: TepData, fl: Flagged, faults: tuple[int, ...]) -> dict:
 
 
 def main(args: argparse.Namespace) -> None:
-    aes = tuple((a.split(":")[0], int(a.split(":")[1]))
-                for a in args.nested_aes.split(",") if a)
+    aes = args.nested_aes  # ((family, window), …), parsed by nested.autoencoders
     grid = MonitorGrid(autoencoders=aes, lags=LAGS, epochs=args.nested_epochs, seed=SEED,
                        pca=PCA_MONITORS)
     window = max([w for _, w in aes] + [LAGS + 1])
@@ -195,15 +202,14 @@ def _faults(faults: tuple[int, ...]) -> str:
 def report(rows: list[dict], data: TepData, args, seconds: float, aes: tuple) -> None:
     print(f"TEP nested ({data.protocol} data): {len(data.faults)} faults under {args.root},"
           f" {seconds:.0f} s; settings chosen on one half of the faults, reported on the other")
-    print("| pick | choose on → test on | monitor | variant | mode | ewma | level |"
-          " choose det. | choose FAR | detection | excl. 3,9,15 | FAR | below PCA SPE by >5 |")
-    print("|" + "---|" * 14)
-    for r in rows:
-        print(f"| {r['pick']} | {r['choose_on']} → {r['test_on']} | {r['model']} |"
-              f" {r['variant']} | {r['mode']} | {r.get('ewma', '')} | {r.get('level', '')} |"
-              f" {r.get('choose_detection', '')} | {r.get('choose_far', '')} |"
-              f" {r['detection_rate']:.2f} | {r['detection_rate_excl_3_9_15']:.2f} |"
-              f" {r['far']:.2f} | {r.get('below_pca_spe_by_5', '')} |")
+    print_markdown(rows, PICK_COLUMNS + [
+        ("ewma", lambda r: r.get("ewma", "")), ("level", lambda r: r.get("level", "")),
+        ("choose det.", lambda r: r.get("choose_detection", "")),
+        ("choose FAR", lambda r: r.get("choose_far", "")),
+        ("detection", lambda r: f"{r['detection_rate']:.2f}"),
+        ("excl. 3,9,15", lambda r: f"{r['detection_rate_excl_3_9_15']:.2f}"),
+        ("FAR", lambda r: f"{r['far']:.2f}"),
+        ("below PCA SPE by >5", lambda r: r.get("below_pca_spe_by_5", ""))])
     print("\nper fault (%), overall picks and PCA SPE with the same alarm:")
     for r in rows:
         if r["pick"] == "overall" and "pca_spe_same_alarm" in r:
