@@ -76,3 +76,23 @@ def lab_export(path: Path, batches: int, lab_rows: slice | None = None,
         frame.loc[frame.index[gap_rows], tag] = ""
     frame.to_csv(path, index=False)
     return path
+
+
+def write_tep_published_split(root: Path, faults: tuple[int, ...], seed: int) -> None:
+    """A tiny TEP folder in the published layout: d00.dat (52 x 500, transposed as the data
+    set ships it), d00_te.dat and one dXX_te.dat per fault (960 rows each, tag 7 stepped by
+    +2 from sample 161)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(5, 52))
+
+    def normal(n: int) -> np.ndarray:
+        return rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))
+
+    np.savetxt(root / "d00.dat", normal(500).T)
+    np.savetxt(root / "d00_te.dat", normal(960))
+    for k in faults:
+        faulty = normal(960)
+        faulty[160:, 7] += 2.0
+        np.savetxt(root / f"d{k:02d}_te.dat", faulty)

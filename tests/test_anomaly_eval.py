@@ -13,6 +13,7 @@ import pytest
 
 from evaluation.results import check, write_results
 from procedge.cli import main
+from tests.helpers import write_tep_published_split
 
 
 def test_result_schema_refuses_other_shapes(tmp_path):
@@ -151,14 +152,7 @@ def test_eval_tep_pca_reference_on_real_data(tmp_path):
 
 def test_eval_tep_published_protocol_when_test_files_exist(tmp_path):
     """With dXX_te.dat present: limit and FAR from d00_te.dat, faults from sample 161."""
-    rng = np.random.default_rng(1)
-    mix = rng.normal(size=(5, 52))
-    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
-    np.savetxt(tmp_path / "d00.dat", normal(500).T)
-    np.savetxt(tmp_path / "d00_te.dat", normal(960))
-    faulty = normal(960)
-    faulty[160:, 7] += 2.0
-    np.savetxt(tmp_path / "d01_te.dat", faulty)
+    write_tep_published_split(tmp_path, faults=(1,), seed=1)
     out = tmp_path / "tep.json"
     main(["eval", "tep", "--root", str(tmp_path), "--families", "pca_t2_spe",
           "--edge-mode", "none", "--json", str(out)])

@@ -16,6 +16,7 @@ import pytest
 
 from evaluation.nested import Alarm, Candidate, Criterion, choose
 from procedge.cli import main
+from tests.helpers import write_tep_published_split
 
 KEYS = ("model", "scale", "ewma", "level", "margin", "choose_f1", "choose_far")
 
@@ -165,15 +166,7 @@ def test_grid_flags_equal_the_gateway_replay():
 
 def test_eval_tep_nested_uses_the_published_split_when_test_files_exist(tmp_path):
     """With d00_te.dat … present: limits and FAR from d00_te.dat, faults from sample 161."""
-    rng = np.random.default_rng(2)
-    mix = rng.normal(size=(5, 52))
-    normal = lambda n: rng.normal(size=(n, 5)) @ mix + 0.1 * rng.normal(size=(n, 52))  # noqa: E731
-    np.savetxt(tmp_path / "d00.dat", normal(500).T)
-    np.savetxt(tmp_path / "d00_te.dat", normal(960))
-    for k in (1, 2):
-        faulty = normal(960)
-        faulty[160:, 7] += 2.0
-        np.savetxt(tmp_path / f"d{k:02d}_te.dat", faulty)
+    write_tep_published_split(tmp_path, faults=(1, 2), seed=2)
     out = tmp_path / "tep.json"
     main(["eval", "tep", "--root", str(tmp_path), "--protocol", "nested", "--nested-aes", "",
           "--edge-mode", "none", "--json", str(out)])
