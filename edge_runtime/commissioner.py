@@ -16,6 +16,7 @@ collection under way is not stored: a restart during it starts it again.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import re
@@ -149,7 +150,7 @@ class Commissioning:
         elif grid_t is None:
             done = len(self._times)
         else:
-            done = int(np.searchsorted(self._times, grid_t + 1e-9))
+            done = bisect.bisect_right(self._times, grid_t + 1e-9)  # no list→array copy
         return {"samples": min(done, self.samples), "of": self.samples}
 
     # -- decisions -------------------------------------------------------------------------

@@ -22,8 +22,8 @@ and limits and stores them in the bundle's ``drift`` section) and the gateway:
 transitions through :class:`~edge_runtime.alarms.AlarmLogic` (on/off delay, deadband): the
 daemon publishes them as advisory ISA-18.2 alarms, one per model and tag. The PSI is computed
 every ``check_every`` rows on the whole window (vectorised over tags), never per message.
-:meth:`DriftMonitor.rebase` replaces the reference by rows seen at the plant (a commissioning
-baseline).
+:meth:`DriftMonitor.fit_references` and :meth:`DriftMonitor.use_references` replace the
+reference by rows seen at the plant (a commissioning baseline).
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class DriftMonitor:
         self.residuals_seen = 0  # forecasts matched with their realised values
         self.residuals_unreported = False
 
-    # -- reference statistics (replaceable: rebase) ---------------------------------------
+    # -- reference statistics (replaceable: a commissioning baseline) -------------------
     def _use_reference(self, refs: list[TagReference]) -> None:
         by_tag = {r.tag: r for r in refs}
         missing = [t for t in self.tags if t not in by_tag]
@@ -269,9 +269,17 @@ class DriftMonitor:
     def fit_references(self, rows: np.ndarray, margin: float = 1.5,
                        floor: float = 0.25) -> tuple[list[TagReference], str]:
         """Reference bins and PSI limits of ``rows`` (N, F engineering units, e.g. a plant's
-        commissioning rows), fitted exactly as training fits them; nothing is changed."""
-        return fit_tag_references(rows, self.tags, self.window, len(self.edges[0]) + 1,
-                                  margin, floor)
+        commissioning rows), fitted as training fits them; nothing is changed. With fewer
+        rows than two windows there is no sub-window to learn a limit from, and the bare
+        floor is far too tight for process data (a stationary AR(1) reads 0.4 and more), so
+        the limits in force are kept as the lower bound: only the bins move."""
+        refs, rule = fit_tag_references(rows, self.tags, self.window, len(self.edges[0]) + 1,
+                                        margin, floor)
+        if len(rows) < 2 * self.window:
+            refs = [r.model_copy(update={"psi_limit": max(r.psi_limit, float(kept))})
+                    for r, kept in zip(refs, self.psi_limits, strict=True)]
+            rule += "; limits at least those in force before"
+        return refs, rule
 
     def use_references(self, refs: list[TagReference], rule: str, rows: int) -> None:
         """Watch against ``refs`` from now on (the window restarts); alarm states are kept
@@ -281,11 +289,6 @@ class DriftMonitor:
         self._use_reference(refs)
         for alarm, active in zip(self._psi_alarms, states, strict=True):
             alarm.active = active
-
-    def rebase(self, rows: np.ndarray, margin: float = 1.5, floor: float = 0.25) -> None:
-        """Replace the input reference by ``rows`` (N, F engineering units)."""
-        refs, rule = self.fit_references(rows, margin, floor)
-        self.use_references(refs, f"rebased: {rule}", len(rows))
 
     # -- live -----------------------------------------------------------------------------
     def observe(self, times: list[float], windows: np.ndarray, x: np.ndarray,

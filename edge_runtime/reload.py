@@ -61,9 +61,7 @@ def hand_over(old: ModelPipeline, new: ModelPipeline) -> bool:
         new.buffer = old.buffer
     if new.alarm is not None and old.alarm is not None:
         new.alarm.active = old.alarm.active
-    if new.drift is not None and old.drift is not None:  # new reference: a fresh window,
-        for aid in set(new.drift.alarm_ids) & set(old.drift.alarm_ids):  # same alarm states
-            new.drift.logic(aid).active = old.drift.logic(aid).active
+    # drift alarm states: the daemon's swap sets them from the ISA alarms (_drift_alarms)
     return same_input
 
 

@@ -1,5 +1,5 @@
 """Drift monitor logic on synthetic numbers: PSI, its limits, the CUSUM, the monitor's
-raise/clear and its rebase (edge_runtime/drift.py, pure numpy)."""
+raise/clear and new references from plant rows (edge_runtime/drift.py, pure numpy)."""
 
 from __future__ import annotations
 
@@ -121,17 +121,32 @@ def test_monitor_raises_on_the_drifting_tag_only_and_clears():
     assert [(e.alarm_id, e.transition) for e in back] == [("m.drift.b", "clear")]
 
 
-def test_rebase_takes_a_new_reference():
+def test_a_new_reference_from_plant_rows():
     monitor = _monitor()
     rng = np.random.default_rng(5)
     shifted = rng.normal(size=(1000, 2)) + [0.0, 5.0]
     events = _feed(monitor, shifted[:300])
     assert ("m.drift.b", "raise") in [(e.alarm_id, e.transition) for e in events]
-    monitor.rebase(shifted)  # commissioning: this is the plant's normal now
+    refs, rule = monitor.fit_references(shifted)  # commissioning: the plant's normal now
+    monitor.use_references(refs, f"commissioned: {rule}", len(shifted))
     assert monitor.references[1].mean == pytest.approx(5.0, abs=0.1)
-    assert monitor.spec.rule.startswith("rebased:")
+    assert monitor.spec.rule.startswith("commissioned:") and monitor.spec.rows == 1000
     events = _feed(monitor, rng.normal(size=(300, 2)) + [0.0, 5.0], 300)
     assert [(e.alarm_id, e.transition) for e in events] == [("m.drift.b", "clear")]
+
+
+def test_too_few_plant_rows_keep_the_limits_in_force():
+    """Under two windows of rows no limit can be learnt: the bins move, the limits in force
+    stay the lower bound (the bare 0.25 floor would alarm on normal process data)."""
+    trained = _monitor()
+    spec = trained.spec.model_copy(update={"tags": [
+        r.model_copy(update={"psi_limit": limit})
+        for r, limit in zip(trained.spec.tags, (0.9, 0.6), strict=True)]})
+    monitor = DriftMonitor("m", spec, ["a", "b"], period_s=1.0)
+    refs, rule = monitor.fit_references(np.random.default_rng(8).normal(size=(150, 2)) + 3.0)
+    assert [r.psi_limit for r in refs] == pytest.approx([0.9, 0.6])
+    assert "limits at least those in force" in rule
+    assert refs[0].mean == pytest.approx(3.0, abs=0.3)  # the bins are the new rows'
 
 
 def test_overrides_and_a_bad_reference():
