@@ -285,10 +285,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/convert.json")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
-    known: dict = {}
-    for f in families():  # a name several tasks share (lstm): its first, the forecaster
-        known.setdefault(f.name, f)
-    chosen = [known[n] for n in args.families.split(",")] if args.families else families()
+    benched = families("forecast") + families("anomaly")  # the families of this bench
+    known = {f.name: f for f in benched}
+    chosen = [known[n] for n in args.families.split(",")] if args.families else benched
     rng = np.random.default_rng(0)
     rows: list[dict] = []
     start = time.perf_counter()

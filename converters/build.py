@@ -214,7 +214,7 @@ def refuse_offline_only(record: RunRecord, allow_offline: bool) -> None:
     family = record.family
     try:
         offline = get_family(family, record.task).offline_only
-    except KeyError:
+    except (KeyError, ValueError):  # unknown, or registered under another task only
         return
     if offline and not allow_offline:
         raise OfflineOnlyError(

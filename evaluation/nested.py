@@ -141,10 +141,7 @@ def limit_ratio(specs: list[ThresholdSpec], streams: list[np.ndarray]) -> np.nda
     the one curve a plot needs to show score against limit for any monitor."""
     out = np.full(len(streams[0]), np.nan)
     for spec, st in zip(specs, streams, strict=True):
-        ok = np.isfinite(st)
-        r = np.full(len(st), np.nan)
-        r[ok] = smooth_scores(spec, st[ok]) / max(spec.raise_at, 1e-300)
-        out = np.fmax(out, r)
+        out = np.fmax(out, filtered(spec, st) / max(spec.raise_at, 1e-300))
     return out
 
 

@@ -136,21 +136,14 @@ def evaluate(data: TepData, s: common.Settings, levels: list[float],
 
 def _score_fold(data: TepData, specs, far_stats, fault_stats) -> tuple[dict, float, float]:
     """Detection rate per fault, FAR, and lead-in alarm share under one set of limits."""
-    far = 100.0 * float(_flags(specs, far_stats)[data.lead:].mean())
+    far = 100.0 * float(nested.alarm_flags(specs, far_stats)[data.lead:].mean())
     per_fault, lead_alarms = {}, []
     for k, stats in fault_stats.items():
-        flags = _flags(specs, stats)
+        flags = nested.alarm_flags(specs, stats)
         per_fault[k] = 100.0 * float(flags[data.onset[k]:].mean())
         lead_alarms.append(flags[:data.onset[k]])
     lead = 100.0 * float(np.concatenate(lead_alarms).mean()) if lead_alarms else 0.0
     return per_fault, far, lead
-
-
-def _flags(specs, stats: list[np.ndarray]) -> np.ndarray:
-    flags = np.zeros(len(stats[0]), dtype=bool)
-    for spec, st in zip(specs, stats, strict=True):
-        flags |= common.flags_from(spec, st)
-    return flags
 
 
 def _summary(per_fault: dict[int, float]) -> dict:
