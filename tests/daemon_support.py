@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -245,3 +247,30 @@ def replies(watch: Collector, request_id: str, timeout_s: float = 10) -> list[di
 
     wait_for(check, timeout_s)
     return found
+
+
+def alarm_events(collector: Collector) -> list[dict]:
+    """The alarm events a collector received (not retained states or other payloads)."""
+    return [e for e in collector.json("/alarm/") if "event_id" in e]
+
+
+def check_same_events(received: list[dict], expected: list[dict],
+                      drift_rel: float = 0.0) -> None:
+    """The same alarm events by id (a duplicate is the same event, not a new one), each
+    with the reference's transition and score; ``drift_rel``: relative tolerance on the
+    advisory drift alarms' scores (for runs where late samples were refused)."""
+    ids = collections.Counter(e["event_id"] for e in received)
+    assert set(ids) == {e["event_id"] for e in expected}
+    by_id = {e["event_id"]: e for e in expected}
+    for event in received:  # a duplicate is the same event, not a new one
+        want = by_id[event["event_id"]]
+        assert event["event"] == want["event"]
+        tolerance = drift_rel if event.get("advisory") else 0.0
+        assert event["score"] == pytest.approx(want["score"], rel=tolerance, abs=0.0)
+
+
+def process_alarm_events(events: list[dict]) -> list[dict]:
+    """Without the advisory drift alarms: their window and CUSUM live in memory, so after a
+    daemon restart they start afresh (docs/edge_daemon.md, "Drift") and differ from a run
+    without one; and Sparkplug carries no drift alarms."""
+    return [e for e in events if not e.get("advisory")]

@@ -18,6 +18,8 @@ from edge_runtime.validation import ConfigError
 from tests.daemon_support import (
     UNS,
     Collector,
+    alarm_events,
+    check_same_events,
     edge_config,
     labelled_run,
     reference_events,
@@ -129,14 +131,9 @@ def test_opcua_values_drive_the_model_and_its_alarms(bundles, broker, tmp_path: 
 
         assert wait_for(lambda: want <= got(), 60), (len(want), sorted(want - got())[:2])
         want_ids = {e["event_id"] for e in expected}
-        assert wait_for(lambda: want_ids <= {e["event_id"] for e in
-                                             collector.json("/alarm/") if "event_id" in e}, 30)
-        by_id = {e["event_id"]: e for e in expected}
-        for event in collector.json("/alarm/"):
-            if "event_id" in event:
-                want_event = by_id[event["event_id"]]
-                assert (event["event"], event["score"]) == (want_event["event"],
-                                                            want_event["score"])
+        assert wait_for(lambda: want_ids <= {e["event_id"] for e in alarm_events(collector)},
+                        30)
+        check_same_events(alarm_events(collector), expected)
         # the written one, and each node's first notification (waiting for initial data)
         assert daemon.metrics.value("procedge_messages_rejected_total",
                                     reason="opcua_bad_status") == 1 + len(TAGS)
