@@ -79,6 +79,9 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("soft_sensor", "series", "mse", 0.02, "relative", "soft_sensor_mse_rel",
              "soft-sensor-mse", "a lab or analyzer value estimated every period from a window "
              "of process tags, corrected by the lab values as they arrive"),
+    TaskSpec("control", "series", "action_error", 0.01, "points", "control_action_points",
+             "control-action", "a recommended set-point from a policy on the current tag "
+             "values, behind a safety shield (advisory unless the config says closed_loop)"),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
