@@ -178,6 +178,135 @@ class SoftSensorSpec(Strict):
         return np.asarray(scaled, dtype=np.float64) * self.scale + self.mean
 
 
+class ObservationTagSpec(Strict):
+    """One observation of a control policy: ``(measured value - center) / scale``, in the
+    order of ``control.observation`` (the environment's ``observation_tags``)."""
+
+    name: str = Field(description="Tag name as published on the raw topic.")
+    unit: str = Field(default="", description="Engineering unit.")
+    center: float = Field(description="Subtracted from the measured value.")
+    scale: float = Field(gt=0, description="Divides (value - center).")
+
+
+class ActionSpecModel(Strict):
+    """The manipulated variable: the policy's action a in [-1, 1] is the set-point
+    ``low + (a + 1) / 2 · (high - low)`` (engineering units)."""
+
+    name: str = Field(description="Set-point tag, e.g. 'T_setpoint' or 'T_jacket_in_sp'.")
+    unit: str = Field(default="", description="Engineering unit of the set-point.")
+    low: float = Field(description="Set-point at action -1.")
+    high: float = Field(description="Set-point at action +1.")
+    max_rate: float | None = Field(default=None, gt=0, description="Largest change per "
+                                   "control period the plant accepts (None: any).")
+
+    @model_validator(mode="after")
+    def _range(self) -> ActionSpecModel:
+        if not self.low < self.high:
+            raise ValueError(f"action.low {self.low} must be below action.high {self.high}")
+        return self
+
+    def to_setpoint(self, action: float) -> float:
+        return self.low + (float(action) + 1.0) / 2.0 * (self.high - self.low)
+
+    def to_action(self, setpoint: float) -> float:
+        return 2.0 * (float(setpoint) - self.low) / (self.high - self.low) - 1.0
+
+
+class GuardSpec(Strict):
+    """The shield's temperature guard: above ``trip`` the PID fallback takes over, below
+    ``reset`` the policy gets the loop back."""
+
+    tag: str = Field(description="The guarded tag (an observation tag, e.g. 'T').")
+    trip: float = Field(description="Above this the policy is overridden (engineering units).")
+    reset: float = Field(description="Below this the policy drives again (< trip).")
+
+
+class WatchdogSpec(Strict):
+    """Inputs stale or NaN for more than ``stale_periods`` control periods: alarm, and hold
+    the last set-point (``hold``) or hand over to the PID fallback (``pid``)."""
+
+    stale_periods: int = Field(default=3, ge=1, description="Periods without valid input "
+                               "tolerated before the watchdog alarm.")
+    on_stale: Literal["hold", "pid"] = Field(default="hold", description="What drives the "
+                                             "set-point once the watchdog fired.")
+
+
+class ShieldSpec(Strict):
+    """Limits every action passes through (edge_runtime/shield.py), engineering units."""
+
+    low: float = Field(description="Lowest set-point the shield lets through.")
+    high: float = Field(description="Highest set-point the shield lets through.")
+    max_rate: float | None = Field(default=None, gt=0, description="Largest set-point "
+                                   "change per period (None: the action's max_rate).")
+    guard: GuardSpec
+    watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShieldSpec:
+        if not self.low < self.high:
+            raise ValueError(f"shield.low {self.low} must be below shield.high {self.high}")
+        if not self.guard.reset < self.guard.trip:
+            raise ValueError(f"shield.guard.reset {self.guard.reset} must be below "
+                             f"shield.guard.trip {self.guard.trip} (hysteresis)")
+        return self
+
+
+class PidSpec(Strict):
+    """The PID fallback (edge_runtime/pid.py) the shield hands the loop to: it holds the
+    guard tag at ``setpoint`` by moving the action's set-point."""
+
+    kp: float = Field(description="Gain, set-point units per guard-tag unit (negative: "
+                      "reverse acting).")
+    ti_s: float = Field(gt=0, description="Integral time, s (inf: none).")
+    td_s: float = Field(default=0.0, ge=0, description="Derivative time, s.")
+    setpoint: float = Field(description="Guard-tag value the fallback holds.")
+
+
+class ControlSpec(Strict):
+    """Task ``control``: what the gateway needs to rebuild the policy's observation from tag
+    values, turn its output into a set-point, and shield it (docs/control_edge.md)."""
+
+    observation: list[ObservationTagSpec] = Field(min_length=1, description="In order.")
+    action: ActionSpecModel
+    levels: list[float] = Field(default_factory=list, description="Discrete (DQN) policy: "
+                                "the action in [-1, 1] of each output (argmax picks one); "
+                                "empty: the output is the action itself (PPO).")
+    shield: ShieldSpec = Field(description="Required: a bundle without shield settings is "
+                               "refused.")
+    pid: PidSpec
+    period_s: float = Field(gt=0, description="Control period, seconds.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControlSpec:
+        names = [t.name for t in self.observation]
+        if self.shield.guard.tag not in names:
+            raise ValueError(f"shield.guard.tag {self.shield.guard.tag!r} is not an "
+                             f"observation tag {names}")
+        a, s = self.action, self.shield
+        if s.low < a.low or s.high > a.high:
+            raise ValueError(f"shield.low/high [{s.low}, {s.high}] must lie within "
+                             f"action.low/high [{a.low}, {a.high}]")
+        if any(not -1.0 <= v <= 1.0 for v in self.levels):
+            raise ValueError(f"levels must lie in [-1, 1]: {self.levels}")
+        return self
+
+    @property
+    def max_rate(self) -> float | None:
+        return self.shield.max_rate if self.shield.max_rate is not None else self.action.max_rate
+
+    def input_spec(self, max_gap_s: float | None = None) -> InputSpec:
+        """The series input the gateway's pipeline builds: the observation tags, one row per
+        control period; a value older than ``max_gap_s`` (default half a period) is stale."""
+        gap = self.period_s / 2 if max_gap_s is None else max_gap_s
+        return InputSpec(tags=[TagSpec(name=t.name, unit=t.unit) for t in self.observation],
+                         period_s=self.period_s, window=1, stride=1, max_gap_s=gap)
+
+    def scaler_spec(self) -> ScalerSpec:
+        """``(value - center) / scale`` is exactly the standard scaler's transform."""
+        return ScalerSpec(mean=[t.center for t in self.observation],
+                          scale=[t.scale for t in self.observation])
+
+
 class TagReference(Strict):
     """One input tag's reference distribution (training rows only) for the edge's drift
     monitor: decile bin edges, the share of training rows in each bin, and the PSI limit."""
@@ -291,6 +420,8 @@ class RunRecord(Strict):
     thresholds: ThresholdSpec | None = None
     soft_sensor: SoftSensorSpec | None = Field(default=None, description="Task soft_sensor "
                                                "only: target, unit, dead time, target scale.")
+    control: ControlSpec | None = Field(default=None, description="Task control only: "
+                                        "observation, action, levels, shield, PID fallback.")
     training_data_sha256: str = Field(description="Fingerprint of the training rows.")
     data_quality: dict[str, Any] | None = Field(
         default=None, description="Series tasks: the data-quality report of the training "
@@ -330,6 +461,11 @@ class RunRecord(Strict):
         if (self.task == "soft_sensor") != (self.soft_sensor is not None):
             raise ValueError("a 'soft_sensor' section goes with task 'soft_sensor' (and only "
                              f"with it); task is {self.task!r}")
+        if (self.task == "control") != (self.control is not None):
+            raise ValueError("a 'control' section goes with task 'control' (and only with "
+                             f"it); task is {self.task!r}")
+        if self.control is not None:
+            check_control(self)
         return self
 
     def save(self, run_dir: Path) -> Path:
@@ -367,6 +503,24 @@ def check_commissionable(record: RunRecord) -> None:
             t is None or None in (t.method, t.level, t.margin, t.clear_ratio)):
         raise ValueError("calibration.fit limit needs thresholds.method, level, margin and "
                          "clear_ratio (retrain: the run predates them)")
+
+
+def check_control(record: RunRecord) -> None:
+    """The gateway rebuilds the observation through the series pipeline: one row (window 1)
+    of the observation tags, in order, scaled by exactly their center and scale, every
+    control period."""
+    c, inp, sc = record.control, record.input, record.scaler
+    names = [t.name for t in c.observation]
+    if inp.tag_names != names:
+        raise ValueError(f"input.tags {inp.tag_names} must be control.observation {names}")
+    if inp.window != 1 or inp.stride != 1:
+        raise ValueError("task control: input.window and input.stride must be 1 (the "
+                         "policy sees the current values)")
+    if abs(inp.period_s - c.period_s) > 1e-9:
+        raise ValueError(f"input.period_s {inp.period_s} != control.period_s {c.period_s}")
+    if (sc.mean != [t.center for t in c.observation]
+            or sc.scale != [t.scale for t in c.observation]):
+        raise ValueError("scaler.mean/scale must be the observation tags' center/scale")
 
 
 def migrate_task(data: Any) -> Any:
