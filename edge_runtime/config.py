@@ -108,6 +108,8 @@ class TopicConfig(Strict):
                      "soft-sensor targets arrive ({tag}: the target; subscribed with + there).")
     residual: str = Field(default="{uns}/inference/{model}/residual",
                           description="Soft sensors: estimate - lab value, per lab value.")
+    advice: str = Field(default="{uns}/advice/{model}", description="Control policies: the "
+                        "shielded recommended set-point, raw action, verdict, fallback state.")
 
     @field_validator("lab")
     @classmethod
@@ -137,6 +139,33 @@ class SoftSensorEdgeConfig(Strict):
                               "error in the bias (1: the last lab value alone).")
 
 
+class ControlEdgeConfig(Strict):
+    """A control policy at the gateway (docs/control_edge.md): advice only, unless
+    ``mode: closed_loop`` says explicitly that the shielded set-point is written."""
+
+    mode: Literal["advisory", "closed_loop"] = Field(
+        default="advisory", description="advisory: publish advice only, never write; "
+        "closed_loop: also write the shielded set-point to `write_topic`.")
+    write_topic: str = Field(default="", description="closed_loop: the exact topic the "
+                             "set-point is written to as {\"v\": .., \"ts\": ..}.")
+    speed: float = Field(default=1.0, gt=0, description="The plant's clock runs this many "
+                         "times faster than the wall clock (a simulated plant run with "
+                         "`procedge simulate --speed`); 1 for a real plant. The watchdog's "
+                         "timer counts control periods on it.")
+    timer_slack: float = Field(default=0.5, ge=0, description="The watchdog counts a period "
+                               "as missed (1 + timer_slack) periods after the last step.")
+
+    @model_validator(mode="after")
+    def _write_topic_when_closed(self) -> ControlEdgeConfig:
+        if self.mode == "closed_loop":
+            if not self.write_topic:
+                raise ValueError("mode closed_loop needs `write_topic` (where the set-point "
+                                 "is written)")
+            if any(c in self.write_topic for c in "+#"):
+                raise ValueError(f"write_topic {self.write_topic!r}: one exact topic (no + #)")
+        return self
+
+
 class ModelConfig(Strict):
     name: str = Field(description="Name used in topics; default the bundle's name.")
     bundle: Path = Field(description="Bundle directory or .zip.")
@@ -149,6 +178,9 @@ class ModelConfig(Strict):
     soft_sensor: SoftSensorEdgeConfig | None = Field(
         default=None, description="Soft-sensor bundles only: the bias update from lab values "
         "(default: off, residuals still published).")
+    control: ControlEdgeConfig | None = Field(
+        default=None, description="Control bundles only: mode (advisory by default: nothing "
+        "is ever written), write topic, clock speed of a simulated plant.")
 
 
 class EventTimeConfig(Strict):

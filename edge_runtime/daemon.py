@@ -53,6 +53,7 @@ from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
 from edge_runtime.systemd import Notifier
+from edge_runtime.tasks import control as control_task
 from edge_runtime.tasks.soft_sensor import restore as restore_soft_sensor
 
 if TYPE_CHECKING:
@@ -145,7 +146,20 @@ class EdgeDaemon:
             source.alarm.active = alarms[aid].condition_active
         for pipeline in self.pipelines.values():
             self._drift_alarms(pipeline, alarms, saved)
+            self._control_alarms(pipeline, alarms, saved)
         return alarms
+
+    def _control_alarms(self, pipeline, alarms: dict[str, Alarm], saved: dict) -> None:
+        """The ISA-18.2 alarms of a control model (watchdog, guard, write), restored if
+        saved; the shield's conditions start from them, so a restart does not raise again."""
+        if pipeline.bundle.manifest.task != "control":
+            return
+        for aid in control_task.alarm_ids(pipeline):
+            if aid not in alarms:
+                alarms[aid] = (Alarm.restore(saved[aid], self.policy) if aid in saved
+                               else Alarm(aid, pipeline.name, self.policy))
+            kind = aid.rsplit(".", 1)[1]
+            pipeline.task_state.conditions[kind] = alarms[aid].condition_active
 
     def _commission(self, pipeline: ModelPipeline, by: str) -> Commissioning | None:
         """Attach a commissioning to a pipeline whose bundle declares one (its stored baseline
@@ -391,11 +405,38 @@ class EdgeDaemon:
         window-time order across models (as if each window had run on its own message)."""
         results = []
         for pipeline in self.pipelines.values():
-            results.extend((output.grid_t, pipeline, output) for output in pipeline.flush())
+            results.extend((output.grid_t, pipeline, output)
+                           for output in pipeline.flush() + pipeline.tick())
             self.metrics.observe_pipeline(pipeline)
         results.sort(key=lambda r: r[0])  # stable: each model's own order is kept
         for _, pipeline, output in results:
-            self.router.route_output(pipeline, output, out, changed)
+            if output.kind == "write":  # closed loop: now, never replayed from the outbox
+                for result in self._write(pipeline, output):
+                    self.router.route_output(pipeline, result, out, changed)
+                self.metrics.observe_pipeline(pipeline)  # a failed write's count
+            else:
+                self.router.route_output(pipeline, output, out, changed)
+
+    def _write(self, pipeline: ModelPipeline, output) -> list:
+        """Write a closed-loop model's shielded set-point to its write topic. Not through the
+        outbox: a set-point must reach the plant in its period or not at all (a replay after
+        a reconnect would apply a stale one). Not connected, or refused by the client: the
+        write failed — counted, the write alarm raised, the shield told."""
+        topic = pipeline.task_state.options.write_topic
+        ok = False
+        if self.client.is_connected():
+            try:
+                info = self.client.publish(topic, json.dumps(output.payload),
+                                           qos=self.config.mqtt.qos)
+                ok = info.rc == 0  # MQTT_ERR_SUCCESS
+            except (ValueError, OSError):
+                ok = False
+        self.metrics.control_writes.labels(model=pipeline.name,
+                                           result="ok" if ok else "failed").inc()
+        if not ok and self._error_log.due(f"write:{pipeline.name}"):
+            log.warning("model %s: set-point write to %s failed (further ones logged once a "
+                        "minute)", pipeline.name, topic)
+        return control_task.write_result(pipeline, output.grid_t, output.payload["v"], ok)
 
     def _report_evictions(self) -> None:
         """Count the rows each outbox evicted since the last report (the Sparkplug one too)."""
@@ -411,6 +452,7 @@ class EdgeDaemon:
         new, old = swap.pipeline, self.pipelines[swap.pipeline.name]
         same_input = hand_over(old, new)
         self._drift_alarms(new, self.alarms, {})
+        self._control_alarms(new, self.alarms, {})
         if self._commission(new, f"bundle {new.bundle.manifest.version}") is not None:
             alarm = self.alarms.get(new.alarm_id)
             if new.commissioning.collecting and alarm is not None and alarm.condition_active:

@@ -144,6 +144,14 @@ class DaemonMetrics:
             "procedge_commissioning", "Commissioning calibration per model: 1 on the state it "
             "is in (collecting, calibrated, refused), 0 on the others.", ["model", "state"],
             registry=r)
+        self.shield_interventions = Counter(
+            "procedge_shield_interventions_total", "Control periods in which the safety "
+            "shield changed or replaced the policy's set-point, by reason (clamped, "
+            "rate_limited, guard, watchdog), and set-point writes that failed (write_failed).",
+            ["model", "reason"], registry=r)
+        self.control_writes = Counter("procedge_control_writes_total", "Set-point writes of "
+                                      "closed-loop control models, by result (ok, failed).",
+                                      ["model", "result"], registry=r)
         self._model_children: dict[str, tuple] = {}
 
     def commissioning_state(self, model: str, state: str) -> None:
@@ -183,6 +191,10 @@ class DaemonMetrics:
         if pipeline.gaps_unreported:
             self.gap_windows.labels(model=name).inc(pipeline.gaps_unreported)
             pipeline.gaps_unreported = 0
+        take_counts = getattr(pipeline.task_state, "take_counts", None)  # control: the shield's
+        if take_counts is not None:
+            for reason, n in take_counts().items():
+                self.shield_interventions.labels(model=name, reason=reason).inc(n)
 
     def observe_drift(self, name: str, monitor) -> None:
         """Move a drift monitor's news into the metrics: the gauges are set only when it ran

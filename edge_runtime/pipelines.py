@@ -86,6 +86,9 @@ class ModelPipeline:
             raise ValueError(f"{bundle.root}: task {m.task!r} takes camera frames, not tag "
                              "samples: configure it under cameras")
         self.post = task.post  # the task's outputs → payloads (edge_runtime/tasks/<task>.py)
+        self._tick = getattr(task, "tick", None)  # (pipeline, now) → outputs due by the clock
+        # a policy takes the current values (N, F), not a window (N, 1, F)
+        self._flat = m.input.window == 1 and len(self.model.input_shape) == 1
         # set by the daemon when the bundle declares a commissioning calibration
         self.commissioning: Commissioning | None = None
         self.fill = getattr(task, "fill", None)  # (pipeline, window with gaps) → window | None
@@ -146,7 +149,7 @@ class ModelPipeline:
         stacked = np.stack(windows)
         x = self.scaler.transform(stacked)
         t1 = time.perf_counter()
-        ys = self.model.predict_each(x)
+        ys = self.model.predict_each(x.reshape(len(x), -1) if self._flat else x)
         t2 = time.perf_counter()
         outputs = self.post(self, times, x, ys)
         if self.drift is not None:
@@ -177,6 +180,11 @@ class ModelPipeline:
             "source": [detail["tag"]], "score": value, "threshold": detail["limit"],
             "drift": detail}
         return Output("alarm", payload, event.alarm_id, event.grid_t)
+
+    def tick(self, now: float | None = None) -> list[Output]:
+        """Outputs the task owes by the clock rather than by a window (a control policy's
+        watchdog: a period no sample completed); the daemon calls it every batch."""
+        return self._tick(self, now) if self._tick is not None else []
 
     def infer(self, grid_t: float, window: np.ndarray) -> list[Output]:
         """Run the model on one valid window now (engineering units, (L, F))."""

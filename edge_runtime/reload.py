@@ -45,8 +45,12 @@ def load_pipeline(model: ModelConfig, bundle: Bundle,
     built, and the mapping outlives the file."""
     et = event_time or EventTimeConfig()
     try:
+        control = bundle.manifest.task == "control"
+        if model.control is not None and not control:
+            raise ValueError(f"model {model.name}: a 'control' section is for control "
+                             f"bundles; {bundle.root} is task {bundle.manifest.task!r}")
         pipeline = ModelPipeline(model.name, bundle, model.threads, et, et.lateness_of(model),
-                                 model.soft_sensor, drift)
+                                 model.control if control else model.soft_sensor, drift)
         shape = (1, *pipeline.model.input_shape)
         pipeline.model.predict(np.zeros(shape, dtype=np.float32))  # warm up before use
     finally:

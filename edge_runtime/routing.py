@@ -77,6 +77,11 @@ class Router:
                                     PRIO_FORECAST))
             self.metrics.published_residual.inc()
             return
+        if output.kind == "advice":  # a control policy's shielded set-point
+            out.append(json_message(self.topics.get("advice", model=pipeline.name), payload,
+                                    PRIO_FORECAST))
+            self.metrics.published.labels(kind="advice").inc()
+            return
         alarm = self.alarms.get(pipeline.alarm_id)
         if output.kind == "inference":
             out.append(json_message(self.topics.get("inference", model=pipeline.name), payload,
