@@ -14,6 +14,7 @@ from training.registry import families
 FAMILIES = sorted((f.task, f.name) for f in families())
 WINDOW, FEATURES, HORIZON, TARGETS = 8, 3, 2, 2
 IMAGE, CLASSES = (32, 32, 1), 3
+OBS, ACTIONS = 4, 3
 
 
 def test_every_task_has_families_and_modules():
@@ -36,6 +37,8 @@ def _build(family):
             WINDOW, FEATURES), (WINDOW, FEATURES)
     if family.task == "soft_sensor":
         return family.build(WINDOW, FEATURES, 1, **family.small), (WINDOW, FEATURES), (1,)
+    if family.task == "control":
+        return family.build(OBS, ACTIONS, **family.small), (OBS,), (ACTIONS,)
     if family.task == "image_class":
         return family.build(IMAGE, CLASSES, **family.small), IMAGE, (CLASSES,)
     return family.build(IMAGE, **family.small), IMAGE, (*IMAGE[:2], 1)
