@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from edge_runtime.bundle import CalibrationSpec
+from edge_runtime.bundle import CalibrationSpec, PidSpec, ShieldSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
 
@@ -135,6 +135,32 @@ class SoftSensorConfig(Strict):
                                 "reference (scikit-learn PLSRegression on flat windows).")
 
 
+class ControlTrainConfig(Strict):
+    """Task control: the environment a policy is trained on, the agent, and the shield and
+    PID fallback every action passes through (in training and, from the bundle, at the edge)."""
+
+    env: Literal["kinetics", "jacketed"] = Field(description="training.control.envs.make_env "
+                                                 "name: the kinetics benchmark or the "
+                                                 "jacketed reactor.")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Keyword overrides "
+                                      "of the environment (make_env's **overrides).")
+    agent: dict[str, Any] = Field(default_factory=dict, description="The agent's config "
+                                  "(DQNConfig or PPOConfig fields, checked strictly).")
+    steps: int = Field(default=50_000, gt=0, description="Environment steps to train for.")
+    levels: int = Field(default=11, ge=2, description="DQN: discrete action levels, evenly "
+                        "over [-1, 1].")
+    eval_seeds: list[int] = Field(default_factory=lambda: [10_001, 10_002, 10_003],
+                                  min_length=1, description="Held-apart episode seeds: "
+                                  "the yield metrics and the held-out observations.")
+    representative_seeds: list[int] = Field(
+        default_factory=lambda: [20_001, 20_002], min_length=1,
+        description="Episodes whose observations calibrate int8.")
+    max_gap_s: float | None = Field(default=None, ge=0, description="At the edge a tag value "
+                                    "older than this is stale (default half a period).")
+    shield: ShieldSpec = Field(description="Clamp, rate limit, temperature guard, watchdog.")
+    pid: PidSpec = Field(description="The fallback the guard hands the loop to.")
+
+
 class FitConfig(Strict):
     epochs: int = Field(default=30, gt=0, description="Epoch budget: the same on any machine; "
                         "early stopping on the validation loss may end the fit sooner.")
@@ -234,6 +260,8 @@ class TrainConfig(Strict):
     image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
     soft_sensor: SoftSensorConfig | None = Field(
         default=None, description="Task soft_sensor: target, dead time, lab options.")
+    control: ControlTrainConfig | None = Field(
+        default=None, description="Task control: environment, agent, steps, shield, PID.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
 
 
@@ -244,6 +272,9 @@ class TrainConfig(Strict):
         if (self.task == "soft_sensor") != (self.soft_sensor is not None):
             raise ValueError(f"a 'soft_sensor' section goes with task 'soft_sensor' (and only "
                              f"with it); task is {self.task!r}")
+        if (self.task == "control") != (self.control is not None):
+            raise ValueError(f"a 'control' section goes with task 'control' (and only with "
+                             f"it); task is {self.task!r}")
         if self.split.by == "group" and self.task != "soft_sensor":
             raise ValueError("split.by 'group' is for task 'soft_sensor' (labels in groups)")
         if self.soft_sensor is not None:
@@ -300,8 +331,8 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
     if config.task not in known[config.family]:
         fail("family", f"{config.family!r} is a {' and '.join(sorted(known[config.family]))} "
              f"family, not {config.task} (known for {config.task}: {for_task})")
-    if task_spec(config.task).inputs == "image":
-        return
+    if task_spec(config.task).inputs == "image" or config.task == "control":
+        return  # images: a folder; control: an environment, no data columns
     data = config.data
     if data.source == "simulator":
         from training.simulator import TAGS

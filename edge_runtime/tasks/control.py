@@ -144,9 +144,10 @@ def _decide(pipeline: ModelPipeline, grid_t: float, action: float | None, level:
     decision = shield.step(proposed, guard_value)
     now = time.monotonic()
     state.last_t = grid_t
-    # a valid period restarts the timer; a stale one moves it on by one period
+    # a valid period restarts the timer; a stale one moves it on by one period (a timer
+    # behind by several periods decides each of them, in order)
     state.deadline = (now + (1 + state.options.timer_slack) * state.wall_period_s if valid
-                      else max(state.deadline, now - state.wall_period_s) + state.wall_period_s)
+                      else state.deadline + state.wall_period_s)
     if decision.verdict != "pass":
         state.unreported[decision.verdict] += 1
     closed = state.options.mode == "closed_loop"
