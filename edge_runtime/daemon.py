@@ -131,9 +131,18 @@ class EdgeDaemon:
             (o, self.metrics.sparkplug_outbox_evicted, {}) for o in sparkplug]
         self.acker = InputAcker([main, *sparkplug], self.session.ack_inputs)
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
+        self._tick_s = self._tick_interval()
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
+    def _tick_interval(self) -> float:
+        """How long the worker waits for input before it runs the clock's work anyway: 0.5 s,
+        or a quarter of the shortest control period in wall time (a watchdog's timer must
+        see a missed period within it; a simulated plant may run many times real time)."""
+        periods = [p.task_state.wall_period_s for p in self.pipelines.values()
+                   if isinstance(p.task_state, control_task.ControlState)]
+        return max(0.01, min([0.5] + [w / 4 for w in periods]))
+
     def _restore_alarms(self) -> dict[str, Alarm]:
         saved = {k[6:]: json.loads(v) for k, v in self.outbox.state().items()
                  if k.startswith("alarm:")}
@@ -311,7 +320,7 @@ class EdgeDaemon:
     def _work(self) -> None:
         while True:
             try:
-                first = self.inbox.get(timeout=0.5)
+                first = self.inbox.get(timeout=self._tick_s)
             except queue.Empty:
                 first = ...
             batch = [] if first is ... else [first]

@@ -131,6 +131,8 @@ def _connect(args, client_id: str):
 
 
 def _cmd_simulate(args) -> None:
+    if args.plant == "batch_reactor":
+        return _simulate_batch_reactor(args)
     import time
 
     from procedge.feeds import publish_rows
@@ -146,6 +148,29 @@ def _cmd_simulate(args) -> None:
     client.disconnect()
     print(f"published {sent} samples of {len(run.tag_names)} tags"
           + (f" with faults {[f.kind + ':' + f.tag for f in faults]}" if faults else ""))
+
+
+def _simulate_batch_reactor(args) -> None:
+    """The batch reactor as a plant on MQTT, closed loop with the gateway's set-points."""
+    from procedge.plant import StaleTag, run_batch
+
+    try:
+        stale = tuple(StaleTag.parse(s) for s in args.stale)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    from training.control.envs import make_env
+
+    env = make_env(args.env, seed=args.seed)
+    tag = env.unwrapped.action_spec.name
+    write_topic = (args.write_topic or "{uns}/setpoint/{tag}").format(uns=args.uns, tag=tag)
+    client = _connect(args, "procedge-plant")
+    try:
+        result = run_batch(client, env, args.uns, write_topic, args.speed or 1.0, args.seed,
+                           stale, raw_topic=args.topic)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    print(f"yield {result.yield_:.4f}")
 
 
 def _parse_fault(text: str):
@@ -263,6 +288,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--start", default="now", help="'now' or epoch seconds")
             p.add_argument("--fault", action="append", default=[],
                            help="KIND:TAG:START_S:MAGNITUDE, KIND in drift|step|stuck")
+            p.add_argument("--plant", choices=("tank", "batch_reactor"), default="tank",
+                           help="tank: publish the tank simulator's data; batch_reactor: one "
+                           "batch closed loop, set-points read from --write-topic, the yield "
+                           "printed (--speed 0 = real time)")
+            p.add_argument("--env", choices=("kinetics", "jacketed"), default="kinetics",
+                           help="batch_reactor: the environment")
+            p.add_argument("--write-topic", default="",
+                           help="batch_reactor: where set-points arrive (default "
+                           "{uns}/setpoint/<action tag>; the edge config's write_topic)")
+            p.add_argument("--stale", action="append", default=[], metavar="TAG:FROM:TO",
+                           help="batch_reactor: do not publish TAG for steps FROM..TO-1")
         p.add_argument("--config", type=Path, metavar="EDGE.yaml",
                        help="connect as the `mqtt:` section of this edge config says (host, "
                        "port, TLS, user name and password)")
