@@ -1,0 +1,108 @@
+"""A whole batch closed loop over a real Mosquitto: the batch reactor as the plant
+(procedge/plant.py, what `procedge simulate --plant batch_reactor` runs) publishes its tags,
+the daemon runs a tiny trained policy (train → convert behind the parity gate) through the
+shield and writes the set-points back, the plant applies them. One tag goes silent for a few
+periods: the watchdog must hold, raise its alarm and count the interventions."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from edge_runtime.config import (
+    ControlEdgeConfig,
+    EdgeConfig,
+    EventTimeConfig,
+    ModelConfig,
+    MqttConfig,
+    OutboxConfig,
+    TopicConfig,
+)
+from edge_runtime.daemon import EdgeDaemon
+from edge_runtime.payloads import parse_timestamp
+from tests.daemon_support import Collector, wait_for
+
+UNS = "t/s/a/reactor"
+WALL_PERIOD_S = 0.15  # one control period of the plant, in wall time
+SILENT = (5, 10)  # steps during which the first observation tag is not published
+
+
+def tiny_control_run(out, family: str = "ppo"):
+    """A policy trained a few hundred steps on the kinetics benchmark behind the shield (it
+    tests the plumbing, not the yield); returns the run directory."""
+    from training.config import TrainConfig
+    from training.registry import get_family
+    from training.train import train
+
+    return train(TrainConfig.model_validate({
+        "name": f"reactor_{family}", "task": "control", "family": family,
+        "model": get_family(family, "control").small,
+        "control": {"env": "kinetics", "steps": 300, "eval_seeds": [101],
+                    "representative_seeds": [102],
+                    "shield": {"low": 298.0, "high": 398.0,
+                               "guard": {"tag": "T", "trip": 396.0, "reset": 390.0},
+                               "watchdog": {"stale_periods": 2, "on_stale": "hold"}},
+                    "pid": {"kp": -2.0, "ti_s": 900.0, "setpoint": 350.0}},
+        "fit": {"seed": 0, "tensorboard": False}, "output_dir": str(out)}))
+
+
+@pytest.fixture(scope="module")
+def reactor_bundle(tmp_path_factory):
+    from converters.build import build_auto
+
+    out = tmp_path_factory.mktemp("reactor")
+    bundle, lines = build_auto(tiny_control_run(out / "runs"), out / "bundles")
+    assert bundle.manifest.metrics["edge"]["action_error"] <= 0.01, lines
+    return bundle.root
+
+
+def test_a_batch_closed_loop_over_mosquitto_with_a_stale_tag(reactor_bundle, broker, tmp_path):
+    from procedge.feeds import connect
+    from procedge.plant import StaleTag, run_batch
+    from training.control import envs
+
+    env = envs.make_env("kinetics", seed=7)
+    u = env.unwrapped
+    speed = u.period_s / WALL_PERIOD_S
+    write_topic = f"{UNS}/setpoint/{u.action_spec.name}"
+    silent_tag = u.observation_tags[0].name
+    config = EdgeConfig(
+        gateway="gwr", mqtt=MqttConfig(port=broker.port), topics=TopicConfig(uns=UNS),
+        outbox=OutboxConfig(path=tmp_path / "outbox.sqlite", synchronous="NORMAL"),
+        event_time=EventTimeConfig(max_skew_s=None),  # the plant's clock runs ahead
+        models=[ModelConfig(name="reactor", bundle=reactor_bundle, control=ControlEdgeConfig(
+            mode="closed_loop", write_topic=write_topic, speed=speed))])
+    daemon = EdgeDaemon(config)
+    collector = Collector(broker.port, [f"{UNS}/advice/#", f"{UNS}/alarm/#"],
+                          client_id="reactor-collector")
+    daemon.start()
+    plant = connect("127.0.0.1", broker.port, "reactor-plant")
+    try:
+        assert daemon.subscribed.wait(10)
+        result = run_batch(plant, env, UNS, write_topic, speed, seed=7,
+                           stale=(StaleTag(silent_tag, *SILENT),))
+        advice = lambda: collector.json("/advice/reactor")  # noqa: E731
+        # every step of the batch got advice, each once
+        assert wait_for(lambda: len(advice()) >= result.steps, 10), len(advice())
+        stamps = sorted(parse_timestamp(a["ts"]) for a in advice())
+        assert stamps == result.stamps
+        assert 0.0 < result.yield_ < 1.0
+        # the set-points reached the plant (all but a few around the silent tag at most)
+        assert result.setpoints_received >= result.steps - 3, result
+        verdicts = [a["verdict"] for a in sorted(advice(), key=lambda a: a["ts"])]
+        silent = verdicts[SILENT[0]:SILENT[1]]
+        assert silent == ["watchdog"] * (SILENT[1] - SILENT[0]), verdicts
+        assert all(a["written"] and a["mode"] == "closed_loop" for a in advice())
+        events = [(e["alarm_id"], e["event"]) for e in collector.json("/alarm/")
+                  if "event_id" in e]
+        assert ("reactor.watchdog", "raise") in events
+        assert ("reactor.watchdog", "clear") in events
+        assert daemon.metrics.value("procedge_shield_interventions_total", model="reactor",
+                                    reason="watchdog") == SILENT[1] - SILENT[0]
+        assert daemon.metrics.value("procedge_control_writes_total", model="reactor",
+                                    result="ok") == result.steps
+    finally:
+        threading.Thread(target=plant.disconnect).start()
+        collector.close()
+        daemon.stop()
