@@ -32,13 +32,15 @@ def tiny_control_run(out, family: str = "ppo"):
     """A policy trained a few hundred steps on the kinetics benchmark behind the shield (it
     tests the plumbing, not the yield); returns the run directory."""
     from training.config import TrainConfig
-    from training.registry import get_family
     from training.train import train
 
+    agent = ({"hidden": [8], "n_envs": 1, "n_steps": 64, "batch_size": 32, "epochs": 2}
+             if family == "ppo" else
+             {"hidden": [8], "learning_starts": 50, "train_freq": 16, "gradient_steps": 4,
+              "batch_size": 16, "target_update": 8})
     return train(TrainConfig.model_validate({
         "name": f"reactor_{family}", "task": "control", "family": family,
-        "model": get_family(family, "control").small,
-        "control": {"env": "kinetics", "steps": 300, "eval_seeds": [101],
+        "control": {"env": "kinetics", "steps": 300, "agent": agent, "eval_seeds": [101],
                     "representative_seeds": [102],
                     "shield": {"low": 298.0, "high": 398.0,
                                "guard": {"tag": "T", "trip": 396.0, "reset": 390.0},
