@@ -57,8 +57,12 @@ class ShieldedEnv(gym.Wrapper):
         self.interventions: Counter[str] = Counter()
 
     def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        # the first rate limit starts from the plant's set-point when the reset tells it
         self.shield = build_shield(self.control)
-        return self.env.reset(**kwargs)
+        if "setpoint" in info:
+            self.shield.last = float(info["setpoint"])
+        return obs, info
 
     def step(self, action):
         a = (self.levels[int(np.asarray(action).ravel()[0])] if self.levels
