@@ -183,3 +183,20 @@ def test_closed_loop_write_failure_is_counted_alarmed_and_held(policy_bundle, tm
         assert events == [("ctl.write", "raise")]  # raised once, still active
     finally:
         daemon.outbox.close()
+
+
+def test_sparkplug_catalogue_carries_the_advice(policy_bundle):
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.outbox import Message
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.sparkplug.catalogue import Catalogue
+
+    catalogue = Catalogue({"ctl": ModelPipeline("ctl", Bundle.load(policy_bundle))},
+                          lambda kind, **f: f"x/{kind}/{f.get('model')}")
+    assert {"ctl/setpoint", "ctl/raw_action", "ctl/verdict", "ctl/source"} <= set(
+        catalogue.aliases)
+    advice = {"ts": "2026-01-01T00:00:00.000Z", "version": "v", "setpoint": 352.5,
+              "raw_action": None, "verdict": "watchdog", "source": "hold"}
+    rows = catalogue.metrics_of([Message("x/advice/ctl", json.dumps(advice).encode(), 1)])
+    assert rows == [(1767225600000, [["ctl/version", "v"], ["ctl/setpoint", 352.5],
+                                     ["ctl/verdict", "watchdog"], ["ctl/source", "hold"]])]

@@ -5,7 +5,8 @@ the running bundles' manifests: per model ``<model>/version``; forecasters
 ``<model>/forecast/<target>/<k>`` (k = 1..horizon); detectors ``<model>/score``,
 ``raw_score``, ``threshold``, ``alarm_active`` and the alarm's ``alarm/state``,
 ``alarm/priority``, ``alarm/event``, ``alarm/event_id``; soft sensors ``<model>/estimate``,
-``raw_estimate``, ``bias`` (every period) and ``residual``, ``lab_value`` (per lab value).
+``raw_estimate``, ``bias`` (every period) and ``residual``, ``lab_value`` (per lab value);
+control policies ``<model>/setpoint``, ``raw_action``, ``verdict``, ``source`` (advice).
 Aliases are 1..N in sorted order,
 for every metric but ``Node Control/Rebirth``, which Sparkplug 3.0 forbids an alias
 (``tck-id-operational-behavior-data-commands-rebirth-name-aliases``): it goes by name only.
@@ -30,6 +31,8 @@ _ANOMALY = [("score", codec.DOUBLE), ("raw_score", codec.DOUBLE), ("threshold", 
             ("alarm/priority", codec.STRING), ("alarm/event", codec.STRING),
             ("alarm/event_id", codec.STRING)]
 _SOFT_SENSOR = ["estimate", "raw_estimate", "bias", "residual", "lab_value"]
+_CONTROL = [("setpoint", codec.DOUBLE), ("raw_action", codec.DOUBLE), ("verdict", codec.STRING),
+            ("source", codec.STRING)]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class Catalogue:
                 for target in manifest.output.targets:
                     for k in range(1, manifest.output.horizon + 1):
                         self.types[f"{name}/forecast/{target}/{k}"] = codec.DOUBLE
+            elif manifest.task == "control":
+                self.types.update({f"{name}/{m}": t for m, t in _CONTROL})
+                self.routes[topic_of("advice", model=name)] = Route("advice", name)
             elif manifest.task == "soft_sensor":
                 self.types.update({f"{name}/{m}": codec.DOUBLE for m in _SOFT_SENSOR})
                 self.routes[topic_of("residual", model=name)] = Route("residual", name)
@@ -78,6 +84,7 @@ class Catalogue:
                 continue
             values = (self._inference(route.model, body) if route.kind == "inference"
                       else self._residual(route.model, body) if route.kind == "residual"
+                      else self._advice(route.model, body) if route.kind == "advice"
                       else self._alarm(route.model, body))
             rows.append((ts_ms, [[n, v] for n, v in values if n in self.types]))
         return rows
@@ -92,6 +99,11 @@ class Catalogue:
             if key in body:
                 values.append((f"{model}/{key}", body[key]))
         return values
+
+    @staticmethod
+    def _advice(model: str, body: dict) -> list[tuple[str, object]]:
+        return [(f"{model}/version", body.get("version"))] + [
+            (f"{model}/{m}", body.get(m)) for m, _ in _CONTROL if body.get(m) is not None]
 
     @staticmethod
     def _residual(model: str, body: dict) -> list[tuple[str, object]]:
