@@ -65,6 +65,10 @@ def hand_over(old: ModelPipeline, new: ModelPipeline) -> bool:
         new.buffer = old.buffer
     if new.alarm is not None and old.alarm is not None:
         new.alarm.active = old.alarm.active
+    if new.bundle.manifest.task == old.bundle.manifest.task == "control":
+        from edge_runtime.tasks.control import hand_over as control_hand_over
+
+        control_hand_over(old, new)
     # drift alarm states: the daemon's swap sets them from the ISA alarms (_drift_alarms)
     return same_input
 

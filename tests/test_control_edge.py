@@ -200,3 +200,29 @@ def test_sparkplug_catalogue_carries_the_advice(policy_bundle):
     rows = catalogue.metrics_of([Message("x/advice/ctl", json.dumps(advice).encode(), 1)])
     assert rows == [(1767225600000, [["ctl/version", "v"], ["ctl/setpoint", 352.5],
                                      ["ctl/verdict", "watchdog"], ["ctl/source", "hold"]])]
+
+
+def test_a_hot_reload_continues_from_the_set_point_the_plant_has(policy_bundle, tmp_path):
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.reload import Swap, load_pipeline
+
+    daemon = daemon_for(policy_bundle, tmp_path)
+    t0 = time.time() - 3600
+    t0 -= t0 % PERIOD
+    try:
+        feed(daemon, t0, {"T": 392.0, "batch_time": 0.0})  # guard: the PID drives
+        old = daemon.pipelines["ctl"].task_state
+        new = load_pipeline(daemon.config.models[0], Bundle.load(policy_bundle))
+        daemon._process([Swap(new, "test")])
+        state = daemon.pipelines["ctl"].task_state
+        assert state is not old and state.last_t == old.last_t == t0
+        assert state.shield.last == old.shield.last and state.shield.guard_active
+        assert state.shield.source == "pid" and state.conditions["guard"]
+        feed(daemon, t0 + PERIOD, {"T": 391.0, "batch_time": 1 / 60})
+        advice = published(daemon, "/advice/ctl")
+        assert [a["verdict"] for a in advice] == ["guard", "guard"]
+        assert abs(advice[1]["setpoint"] - advice[0]["setpoint"]) <= 10.0
+        events = [(e["alarm_id"], e["event"]) for e in published(daemon, "/alarm/")]
+        assert events == [("ctl.guard", "raise")]  # not raised again by the new bundle
+    finally:
+        daemon.outbox.close()

@@ -200,6 +200,23 @@ def _alarms(pipeline: ModelPipeline, grid_t: float, now_active: dict[str, bool],
     return outputs
 
 
+def hand_over(old: ModelPipeline, new: ModelPipeline) -> None:
+    """A hot reload mid-batch: the new policy continues from the set-point the plant has (the
+    rate limit holds across the swap), the same period clock, watchdog count and fallback
+    (a PID that drives now goes on driving, loaded bumplessly by the new shield)."""
+    a, b = old.task_state, new.task_state
+    if not (isinstance(a, ControlState) and isinstance(b, ControlState)):
+        return
+    b.last_t, b.deadline, b.written = a.last_t, a.deadline, a.written
+    b.conditions = dict(a.conditions)
+    b.shield.last = a.shield.last
+    b.shield.stale, b.shield.watchdog_active = a.shield.stale, a.shield.watchdog_active
+    b.shield.guard_active = a.shield.guard_active
+    if a.shield.source == "pid" and a.shield.last is not None:
+        b.shield.source = "pid"
+        b.shield.pid.reset(a.shield.last)
+
+
 def alarm_ids(pipeline: ModelPipeline) -> list[str]:
     """The ISA-18.2 alarms a control pipeline raises (the daemon creates them)."""
     return [f"{pipeline.name}.{kind}" for kind in ALARMS]
