@@ -255,8 +255,9 @@ class PidSpec(Strict):
     """The PID fallback (edge_runtime/pid.py) the shield hands the loop to: it holds the
     guard tag at ``setpoint`` by moving the action's set-point."""
 
-    kp: float = Field(description="Gain, set-point units per guard-tag unit (negative: "
-                      "reverse acting).")
+    kp: float = Field(description="Gain, set-point units per guard-tag unit: positive when "
+                      "a higher set-point raises the guard tag (too hot: the set-point goes "
+                      "down); negative for a reverse-acting loop.")
     ti_s: float = Field(gt=0, description="Integral time, s (inf: none).")
     td_s: float = Field(default=0.0, ge=0, description="Derivative time, s.")
     setpoint: float = Field(description="Guard-tag value the fallback holds.")

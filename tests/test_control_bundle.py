@@ -18,7 +18,7 @@ def control_section(**over) -> dict:
         "action": {"name": "T_sp", "unit": "K", "low": 298.0, "high": 398.0, "max_rate": 10.0},
         "shield": {"low": 300.0, "high": 395.0, "guard": {"tag": "T", "trip": 390.0,
                                                           "reset": 380.0}},
-        "pid": {"kp": -2.0, "ti_s": 600.0, "setpoint": 360.0},
+        "pid": {"kp": 2.0, "ti_s": 600.0, "setpoint": 360.0},
         "period_s": 60.0,
     }
     for key, value in over.items():

@@ -45,7 +45,7 @@ def tiny_control_run(out, family: str = "ppo"):
                     "shield": {"low": 298.0, "high": 398.0,
                                "guard": {"tag": "T", "trip": 396.0, "reset": 390.0},
                                "watchdog": {"stale_periods": 2, "on_stale": "hold"}},
-                    "pid": {"kp": -2.0, "ti_s": 900.0, "setpoint": 350.0}},
+                    "pid": {"kp": 2.0, "ti_s": 900.0, "setpoint": 350.0}},
         "fit": {"seed": 0, "tensorboard": False}, "output_dir": str(out)}))
 
 

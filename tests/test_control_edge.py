@@ -26,7 +26,7 @@ SPEC = {
     "action": {"name": "T_sp", "unit": "K", "low": 298.0, "high": 398.0, "max_rate": 10.0},
     "shield": {"low": 300.0, "high": 395.0, "guard": {"tag": "T", "trip": 390.0, "reset": 380.0},
                "watchdog": {"stale_periods": 2, "on_stale": "hold"}},
-    "pid": {"kp": -1.0, "ti_s": 600.0, "setpoint": 360.0},
+    "pid": {"kp": 1.0, "ti_s": 600.0, "setpoint": 360.0},
     "period_s": PERIOD,
 }
 

@@ -56,7 +56,7 @@ class FakePlant(gym.Env):
 
 SHIELD = ShieldSpec.model_validate({"low": 310.0, "high": 390.0, "guard": {
     "tag": "T", "trip": 385.0, "reset": 375.0}})
-PID = PidSpec(kp=-1.0, ti_s=600.0, setpoint=360.0)
+PID = PidSpec(kp=1.0, ti_s=600.0, setpoint=360.0)
 
 
 def test_every_training_action_goes_through_the_shield():
