@@ -108,3 +108,37 @@ def test_a_batch_closed_loop_over_mosquitto_with_a_stale_tag(reactor_bundle, bro
         threading.Thread(target=plant.disconnect).start()
         collector.close()
         daemon.stop()
+
+
+def test_a_dqn_policy_advises_one_of_its_levels(tmp_path):
+    """Train tiny → convert → parity → edge action, for the discrete family: the advice's
+    raw action is the level the argmax picks, as in training."""
+    import json
+    import time
+
+    from converters.build import build_auto
+    from edge_runtime.daemon import Inbound
+    from edge_runtime.payloads import iso_ms
+    from training.control import envs
+
+    run = tiny_control_run(tmp_path / "runs", "dqn")
+    bundle, lines = build_auto(run, tmp_path / "bundles")
+    m = bundle.manifest
+    assert len(m.control.levels) == 11 and m.metrics["edge"]["action_error"] <= 0.01, lines
+    assert "level_agreement" in m.metrics["edge"]
+    daemon = EdgeDaemon(EdgeConfig(
+        topics=TopicConfig(uns=UNS), outbox=OutboxConfig(path=tmp_path / "o.sqlite"),
+        models=[ModelConfig(name="dqn", bundle=bundle.root)]))
+    env = envs.make_env("kinetics", seed=3)
+    t0 = time.time() - 3600
+    t0 -= t0 % env.unwrapped.period_s
+    try:
+        daemon._process([Inbound(daemon._topic("raw", tag=tag), json.dumps(
+            {"v": v, "ts": iso_ms(t0)}).encode(), time.time())
+            for tag, v in env.unwrapped.measured_tags().items()])
+        [advice] = [json.loads(r.payload) for r in daemon.outbox.peek(0, 100)
+                    if "/advice/" in r.topic]
+        assert advice["raw_action"] == round(m.control.levels[advice["level"]], 6)
+        assert advice["mode"] == "advisory" and not advice["written"]
+    finally:
+        daemon.outbox.close()
