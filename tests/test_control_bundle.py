@@ -84,3 +84,15 @@ def test_input_must_match_the_observation(tmp_path):
     edit_manifest(root, lambda d: d.pop("control"))
     with pytest.raises(ValueError, match="'control' section"):
         Bundle.load(root)
+
+
+def test_a_control_section_for_another_task_is_refused(tmp_path):
+    from edge_runtime.config import ControlEdgeConfig, ModelConfig
+    from edge_runtime.reload import load_pipeline
+
+    root = sealed_bundle(tmp_path / "a")  # an anomaly bundle
+    with pytest.raises(ValueError, match="'control' section is for control bundles"):
+        load_pipeline(ModelConfig(name="a", bundle=root, control=ControlEdgeConfig(
+            mode="closed_loop", write_topic="plant/sp")), Bundle.load(root))
+    with pytest.raises(ValueError, match="one exact topic"):
+        ControlEdgeConfig(mode="closed_loop", write_topic="plant/+/sp")
