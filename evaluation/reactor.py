@@ -166,8 +166,8 @@ COLUMNS = (("yield_mean", "yield", ".4f"), ("yield_p5", "yield_p5", ".4f"),
 def format_table(doc: dict) -> str:
     s = doc["settings"]
     lines = [f"reactor {s['env']}: {s['episodes']} held-apart episodes (seeds {s['seeds']}), "
-             f"{s['steps']} steps of {s['period_s']:.0f} s, hard limit {s['t_limit_K']} K "
-             + ("(not enforced in the kinetics benchmark)" if s["env"] == "kinetics" else ""),
+             f"{s['steps']} steps of {s['period_s']:.0f} s, hard limit {s['t_limit_K']} K"
+             + (" (not enforced in the kinetics benchmark)" if s["env"] == "kinetics" else ""),
              f"{'controller':<13}" + "".join(f"{title:>12}" for _, title, _ in COLUMNS)]
     for r in doc["results"]:
         lines.append(f"{r['model']:<13}" + "".join(f"{r[k]:>12{fmt}}" for k, _, fmt in COLUMNS))

@@ -35,7 +35,7 @@ def temperature_profiles(t_h: np.ndarray, runs: dict[str, dict], optimum_T: np.n
         ax.plot(t_h, run["T"], lw=1.2, label=name)
     ax.plot(t_h, optimum_T, "k--", lw=1.5, label="hindsight optimum")
     if limit is not None:
-        ax.axhline(limit, color="r", lw=1, label="hard limit")
+        ax.axhline(limit, color="k", ls=":", lw=1.5, label="hard limit")
     ax.set(ylabel="reactor T (K)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
