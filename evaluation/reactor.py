@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from evaluation.results import write_results
 from training.control import baselines, envs, optimal, plant
 from training.progress import progress
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 @dataclass
@@ -120,13 +125,15 @@ def optimum_row(kind: str, optima: list[optimal.Optimum]) -> dict:
 
 
 def evaluate(kind: str, controllers: list[baselines.Controller], episodes: int = 100,
-             steps: int = envs.STEPS, cache: Path | None = None,
-             plots: Path | None = None) -> dict:
+             steps: int = envs.STEPS, cache: Path | None = None, plots: Path | None = None,
+             wrap: Callable[[gym.Env], gym.Env] | None = None) -> dict:
     """Every controller on the same held-apart episodes; the result document's rows and
-    settings (and PNGs in ``plots``)."""
+    settings (and PNGs in ``plots``). ``wrap``: e.g. the safety shield around the
+    environment (its ``info["shield"]`` verdicts other than ``pass`` are counted)."""
     seeds = envs.eval_seeds(episodes)
     optima = episode_optima(kind, seeds, steps, cache)
     env = envs.make_env(kind, steps=steps)
+    env = wrap(env) if wrap is not None else env
     rows, runs = [optimum_row(kind, optima)], {}
     for ctl in progress(controllers, "controllers", unit="controller"):
         eps = [run_episode(env, ctl, s) for s in seeds]

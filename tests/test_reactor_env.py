@@ -144,3 +144,27 @@ def test_eval_reactor_kinetics_table_and_json(tmp_path, capsys):
     assert (tmp_path / "kinetics_temperature.png").stat().st_size > 1000
     with pytest.raises(ValueError):
         reactor.main(["--env", "kinetics", "--controller", "dqn", "--no-plots"])
+
+
+def test_evaluate_counts_the_verdicts_of_a_wrapping_shield():
+    import gymnasium as gym
+
+    from evaluation import reactor
+    from training.control import baselines
+
+    class Clamp(gym.Wrapper):  # a stand-in shield: caps the temperature at 340 K
+        def step(self, action):
+            spec = self.env.unwrapped.action_spec
+            capped = min(float(action[0]), spec.to_action(340.0))
+            obs, r, term, trunc, info = self.env.step(np.array([capped], np.float32))
+            return obs, r, term, trunc, info | {
+                "shield": "clamped" if capped < float(action[0]) else "pass"}
+
+    env = envs.make_env("kinetics")
+    ctl = baselines.make_controller("openloop", env)
+    hot = int((ctl.controls > 340.0 + 1e-4).sum())  # the optimum's early, hot steps
+    assert 1 <= hot < 10
+    doc = reactor.evaluate("kinetics", [ctl], 2, wrap=Clamp)
+    row = doc["results"][1]
+    assert row["shield_interventions"] == 2 * hot
+    assert row["max_T_max"] == pytest.approx(340.0)
