@@ -327,6 +327,7 @@ EVALS: dict[str, str] = {
     "skab": "evaluation.skab",
     "tep": "evaluation.tep",
     "images": "evaluation.images",
+    "reactor": "evaluation.reactor",
 }
 
 

@@ -86,3 +86,55 @@ def test_rejects_bad_settings(kwargs):
     args = dict(kp=1.0, ti_s=10.0, td_s=0.0, low=0.0, high=1.0, period_s=1.0) | kwargs
     with pytest.raises(ValueError):
         PID(**args)
+
+
+# --- the PID baselines of the reactor (training/control/baselines.py) ---
+
+
+def test_simc_tuning_from_the_step_test():
+    from training.control import baselines
+
+    t = baselines.simc_tuning(180.0)
+    # the inert jacketed plant: unit gain (T follows the jacket at steady state), a lag of
+    # the order of 1/(α·share of the jacket) and the thermometer's 60 s plus the jacket lag
+    assert t.gain == pytest.approx(1.0, abs=0.01)
+    assert 600 < t.tau_s < 2400 and 60 <= t.dead_s < 300
+    theta = t.dead_s + 90.0
+    assert t.kp == pytest.approx(t.tau_s / (t.gain * 2 * theta))
+    assert t.ti_s == pytest.approx(min(t.tau_s, 8 * theta)) and t.td_s == 0.0
+
+
+def test_pid_holds_the_jacketed_reactor_on_its_setpoint_within_the_limit():
+    import numpy as np
+
+    from training.control import baselines, envs, plant
+
+    env = envs.make_env("jacketed")
+    ctl = baselines.make_controller("pid", env)
+    assert isinstance(ctl, baselines.PIDTracking)
+    target = ctl.setpoints[0]
+    assert target <= plant.T_LIMIT - baselines.LIMIT_MARGIN_K
+    for seed in (3, 4):
+        obs, info = env.reset(seed=seed)
+        ctl.reset()
+        temps, done = [], False
+        while not done:
+            obs, _, done, _, info = env.step(ctl.act(obs, info))
+            temps.append(info["T"])
+            assert not info["violation"]
+        assert abs(np.mean(temps[-5:]) - target) < 1.0  # settled on the set-point
+
+
+def test_kinetics_pid_is_the_best_constant_temperature_and_policies_plug_in():
+    import numpy as np
+
+    from training.control import baselines, envs
+
+    env = envs.make_env("kinetics")
+    pid = baselines.make_controller("pid", env)
+    assert isinstance(pid, baselines.OpenLoop) and np.ptp(pid.controls) == 0
+    q = baselines.PolicyController("dqn", lambda obs: np.array([0.1, 0.9, 0.2]),
+                                   levels=np.array([-1.0, 0.0, 1.0]))
+    assert q.act(np.zeros(4), {})[0] == 0.0
+    mean = baselines.PolicyController("ppo", lambda obs: np.array([[1.7]]))
+    assert mean.act(np.zeros(4), {})[0] == 1.0  # clipped into the action range

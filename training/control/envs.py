@@ -127,7 +127,8 @@ class _BatchEnv(gym.Env):
         commanded = self.action_spec.to_setpoint(a)
         seg, reward = self._advance(commanded)
         self.k += 1
-        self.peak_T = max(self.peak_T, float(seg.T_nodes.max()))
+        peak = float(seg.T_nodes.max())  # kinetics: T before the first action never acts
+        self.peak_T = peak if self.k == 1 else max(self.peak_T, peak)
         violation = bool(self.kind == "jacketed" and seg.T_nodes.max() > plant.T_LIMIT)
         self._measure()
         done = self.k >= self.steps

@@ -116,7 +116,7 @@ def solve(kind: str, steps: int = 20, d: plant.Disturbance = plant.NOMINAL,
                  "jac": lambda z: diff},
                 {"type": "ineq", "fun": prob.con, "jac": prob.con_jac}]
         res = minimize(prob.fun, z0, jac=prob.jac, method="SLSQP", bounds=box,
-                       constraints=cons, options={"maxiter": maxiter, "ftol": 1e-10})
+                       constraints=cons, options={"maxiter": maxiter, "ftol": 1e-9})
     u = prob.to_controls(np.clip(res.x, -1.0, 1.0))
     traj = plant.simulate(kind, u[None], d, substeps=substeps)
     temps = traj.states[0, :, 2] if kind == "jacketed" else u
