@@ -291,6 +291,7 @@ EVALS: dict[str, str] = {
     "skab": "evaluation.skab",
     "tep": "evaluation.tep",
     "images": "evaluation.images",
+    "rl-classic": "evaluation.rl_classic",
 }
 
 
