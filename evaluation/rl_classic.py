@@ -50,7 +50,7 @@ class Benchmark:
 
 BENCHMARKS = {
     "dqn": Benchmark("dqn", "CartPole-v1", 475.0, 50_000, 5_000),
-    "ppo": Benchmark("ppo", "Pendulum-v1", -200.0, 200_000, 16_384),
+    "ppo": Benchmark("ppo", "Pendulum-v1", -200.0, 300_000, 8_192),
 }
 
 
@@ -59,10 +59,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--agent", choices=("dqn", "ppo", "both"), default="both")
     p.add_argument("--steps", type=int,
-                   help="training steps per agent (default: DQN 50 000, PPO 200 000)")
+                   help="training steps per agent (default: DQN 50 000, PPO 300 000)")
     p.add_argument("--seed", type=int, default=0, help="training seed")
     p.add_argument("--eval-every", type=int,
-                   help="validation period in steps (default: DQN 5 000, PPO 16 384; 0 = "
+                   help="validation period in steps (default: DQN 5 000, PPO 8 192; 0 = "
                         "off, the last weights are evaluated)")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                    help='agent hyper-parameters over the defaults, e.g. \'{"gamma": 0.98}\' '
