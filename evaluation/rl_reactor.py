@@ -2,7 +2,7 @@
 levels) or PPO (continuous) with their ``REACTOR_DEFAULTS``, evaluate the exported policy on
 the environments' held-apart seeds (``envs.eval_seeds``), print the mean yield against J*.
 
-    python -m evaluation.rl_reactor --agent ppo --env kinetics [--steps N] [--seed S]
+    python -m evaluation.rl_reactor --agent ppo|dqn [--env kinetics] [--steps N] [--seed S]
 
 A development check of the agents' reactor hyper-parameters; the comparison with PID and the
 optimum, shield and edge included, is ``procedge eval reactor``. Like ``rl-classic``, the best
@@ -22,6 +22,8 @@ import numpy as np
 J_STAR = 0.6108  # kinetics benchmark, published optimum
 VALIDATION_SEEDS = range(500_000, 500_005)
 GOALS = {"ppo": 0.600, "dqn": 0.59}
+STEPS = {"ppo": 60_000, "dqn": 30_000}  # default budgets (≈ 2.5 min each on 2 CPU cores)
+EVAL_EVERY = {"ppo": 4096, "dqn": 2000}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -29,11 +31,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                                 description=__doc__.splitlines()[0])
     p.add_argument("--agent", choices=("dqn", "ppo"), default="ppo")
     p.add_argument("--env", choices=("kinetics", "jacketed"), default="kinetics")
-    p.add_argument("--steps", type=int, default=60_000)
+    p.add_argument("--steps", type=int, help="default: PPO 60 000, DQN 30 000")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--levels", type=int, default=11, help="DQN's discrete temperature levels")
     p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--eval-every", type=int, default=4096)
+    p.add_argument("--eval-every", type=int, help="default: PPO 4096, DQN 2000")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                    help="over the agent's REACTOR_DEFAULTS[env]")
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/rl_reactor"))
@@ -68,8 +70,10 @@ def main(argv: list[str] | None = None) -> dict:
         return float(np.mean(policy_returns(model, make, VALIDATION_SEEDS, discrete,
                                             info_key="yield")[1]))
 
-    log = agent.fit(env, args.steps, log_dir=args.out / "tb" / f"{args.agent}_{args.env}",
-                    evaluate=validate, eval_every=args.eval_every)
+    steps = args.steps or STEPS[args.agent]
+    every = EVAL_EVERY[args.agent] if args.eval_every is None else args.eval_every
+    log = agent.fit(env, steps, log_dir=args.out / "tb" / f"{args.agent}_{args.env}",
+                    evaluate=validate, eval_every=every)
     model = agent.policy_model()
     args.out.mkdir(parents=True, exist_ok=True)
     log.plot(args.out / f"{args.agent}_{args.env}.png", f"{args.agent.upper()} on {args.env}")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
               "selected_at_step": log.best[0] if log.best else None,
               "validation_curve": [[s, round(v, 4)] for s, v in log.evaluations],
               "config": config.model_dump()}
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result))
     return result
 
 
