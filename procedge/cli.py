@@ -328,6 +328,7 @@ EVALS: dict[str, str] = {
     "tep": "evaluation.tep",
     "images": "evaluation.images",
     "reactor": "evaluation.reactor",
+    "rl-classic": "evaluation.rl_classic",
 }
 
 

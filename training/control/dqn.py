@@ -60,6 +60,15 @@ class DQNConfig(Strict):
     max_grad_norm: float = Field(10.0, gt=0, description="Global gradient-norm clip.")
 
 
+# Hyper-parameters that reached the goals on the batch reactor (``python -m
+# evaluation.rl_reactor``), over the CartPole defaults; the edge training config may copy them.
+REACTOR_DEFAULTS: dict[str, dict] = {
+    "kinetics": dict(lr=1e-3, gamma=1.0, batch_size=64, buffer_size=50_000,
+                     learning_starts=1000, train_freq=1, gradient_steps=1, target_update=1,
+                     tau=0.005, exploration_fraction=0.3, eps_end=0.02, hidden=[64, 64]),
+}
+
+
 class DQNAgent:
     """A DQN agent on ``n_actions`` discrete actions; :meth:`policy_model` is what ships."""
 
