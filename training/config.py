@@ -145,7 +145,8 @@ class ControlTrainConfig(Strict):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Keyword overrides "
                                       "of the environment (make_env's **overrides).")
     agent: dict[str, Any] = Field(default_factory=dict, description="The agent's config "
-                                  "(DQNConfig or PPOConfig fields, checked strictly).")
+                                  "(DQNConfig or PPOConfig fields, checked strictly), over "
+                                  "the agents' REACTOR_DEFAULTS for the environment.")
     steps: int = Field(default=50_000, gt=0, description="Environment steps to train for.")
     levels: int = Field(default=11, ge=2, description="DQN: discrete action levels, evenly "
                         "over [-1, 1].")

@@ -39,17 +39,20 @@ def make_shielded(config: TrainConfig, seed: int | None) -> ShieldedEnv:
 
 
 def make_agent(config: TrainConfig, env: ShieldedEnv):
-    """The family's agent (``dqn``: DQNAgent over the levels; ``ppo``: PPOAgent)."""
+    """The family's agent (``dqn``: DQNAgent over the levels; ``ppo``: PPOAgent); its settings
+    are ``control.agent`` over the agents' proven ``REACTOR_DEFAULTS`` for the environment."""
     c, seed = config.control, config.fit.seed
     obs_dim = env.observation_space.shape[0]
     if config.family == "dqn":
-        from training.control.dqn import DQNAgent, DQNConfig
+        from training.control.dqn import REACTOR_DEFAULTS, DQNAgent, DQNConfig
 
-        return DQNAgent(obs_dim, len(env.levels), DQNConfig(**c.agent), seed)
+        settings = DQNConfig(**(REACTOR_DEFAULTS.get(c.env, {}) | c.agent))
+        return DQNAgent(obs_dim, len(env.levels), settings, seed)
     if config.family == "ppo":
-        from training.control.ppo import PPOAgent, PPOConfig
+        from training.control.ppo import REACTOR_DEFAULTS, PPOAgent, PPOConfig
 
-        return PPOAgent(obs_dim, 1, PPOConfig(**c.agent), seed)
+        settings = PPOConfig(**(REACTOR_DEFAULTS.get(c.env, {}) | c.agent))
+        return PPOAgent(obs_dim, 1, settings, seed)
     raise ValueError(f"task control trains families dqn and ppo, not {config.family!r}")
 
 
