@@ -111,3 +111,13 @@ def test_dqn_parity_compares_the_levels_the_argmax_picks():
     assert edge_m["level_agreement"] == 0.9
     assert edge_m["action_error"] == pytest.approx(0.5 / 10 / 2)  # 2.5 % of the range
     assert reasons
+
+
+def test_shield_wrap_puts_any_controller_behind_a_bundles_shield():
+    from training.control.shielded import shield_wrap
+
+    env = shield_wrap(control_spec(FakePlant(), SHIELD, PID, levels=5))(FakePlant())
+    assert env.action_space == FakePlant.action_space  # continuous, even for a DQN bundle
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(np.array([-1.0], np.float32))  # 300 K < shield.low 310
+    assert info["shield"] == "clamped" and info["shielded_setpoint"] == 310.0

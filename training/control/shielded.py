@@ -11,6 +11,7 @@ could not carry. ``info["shield"]`` is each step's verdict; :attr:`interventions
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -77,3 +78,11 @@ class ShieldedEnv(gym.Wrapper):
         info = dict(info) | {"shield": decision.verdict, "raw_action": a,
                              "shielded_setpoint": decision.setpoint}
         return obs, reward, terminated, truncated, info
+
+
+def shield_wrap(spec: ControlSpec) -> Callable[[gym.Env], gym.Env]:
+    """``evaluation.reactor.evaluate(wrap=shield_wrap(manifest.control))``: every
+    controller's continuous action (a policy's levels are already actions) behind the
+    bundle's shield, its verdicts in ``info["shield"]``."""
+    continuous = spec.model_copy(update={"levels": []})
+    return lambda env: ShieldedEnv(env, continuous)
