@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from edge_runtime.pipelines import ModelPipeline, Output
 
 ALARMS = ("watchdog", "guard", "write")
+MAX_CATCH_UP = 100  # stale periods decided at once at most (a suspended process, a clock jump)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
             continue
         if state.last_t is not None:  # periods skipped (gaps): stale, in order
             missed = round((grid_t - state.last_t) / spec.period_s) - 1
-            for _ in range(missed):
+            for _ in range(min(missed, MAX_CATCH_UP)):
                 outputs += _decide(pipeline, state.last_t + spec.period_s, None, None,
                                    math.nan, False)
         level = None
@@ -128,7 +129,12 @@ def tick(pipeline: ModelPipeline, now: float | None = None) -> list[Output]:
     state: ControlState = pipeline.task_state
     now = time.monotonic() if now is None else now
     outputs: list[Output] = []
+    decided = 0
     while state.last_t is not None and now >= state.deadline:
+        if decided >= MAX_CATCH_UP:  # far behind: the periods in between get no advice
+            state.deadline = now + state.wall_period_s
+            break
+        decided += 1
         outputs += _decide(pipeline, state.last_t + state.spec.period_s, None, None, math.nan,
                            False)
     return outputs
