@@ -165,8 +165,9 @@ def _simulate_batch_reactor(args) -> None:
     write_topic = (args.write_topic or "{uns}/setpoint/{tag}").format(uns=args.uns, tag=tag)
     client = _connect(args, "procedge-plant")
     try:
+        start = None if args.start == "now" else float(args.start)
         result = run_batch(client, env, args.uns, write_topic, args.speed or 1.0, args.seed,
-                           stale, raw_topic=args.topic)
+                           stale, raw_topic=args.topic, start_s=start)
     finally:
         client.loop_stop()
         client.disconnect()

@@ -8,6 +8,10 @@ the set-point it has, as a real controller would — and steps the environment. 
 prints the batch's yield. ``--speed N`` runs N× faster than real time (a period lasts
 ``period_s / N`` of wall time); ``--stale TAG:FROM:TO`` stops publishing a tag for steps
 FROM..TO-1 (a sensor that went silent: the gateway's watchdog must hold or fall back).
+
+A batch's stamps start at ``--start`` (default now); faster than real time they run ahead of
+the clock, so a second batch against the same gateway must start after the first one's last
+stamp (printed at the end): the gateway refuses samples older than what it has decided.
 """
 
 from __future__ import annotations
@@ -48,12 +52,15 @@ class BatchResult:
 
 
 class SetpointInbox:
-    """The newest set-point written to the plant, by its stamp (paho's thread writes it)."""
+    """The set-points written to the plant, by the period they are stamped for (paho's thread
+    writes them). A set-point counts only for its own period: one stamped for another (a
+    previous batch, a watchdog ahead of the plant's clock) is never applied."""
+
+    KEEP = 1000  # periods remembered
 
     def __init__(self):
         self._cond = threading.Condition()
-        self.value: float | None = None
-        self.stamp = float("-inf")
+        self._by_stamp: dict[int, float] = {}
         self.rejected = 0
 
     def on_message(self, client, userdata, message) -> None:
@@ -64,20 +71,22 @@ class SetpointInbox:
             self.rejected += 1
             return
         with self._cond:
-            if stamp >= self.stamp:
-                self.value, self.stamp = value, stamp
-                self._cond.notify_all()
+            self._by_stamp[round(stamp * 1000)] = value
+            if len(self._by_stamp) > self.KEEP:
+                del self._by_stamp[min(self._by_stamp)]
+            self._cond.notify_all()
 
     def wait_for(self, stamp: float, timeout_s: float) -> float | None:
-        """The set-point for period ``stamp`` (or a newer one), or None after ``timeout_s``."""
+        """The set-point for period ``stamp``, or None after ``timeout_s``."""
+        key = round(stamp * 1000)
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self.stamp < stamp - 1e-6:
+            while key not in self._by_stamp:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            return self.value
+            return self._by_stamp[key]
 
 
 def run_batch(client: mqtt.Client, env, uns: str, write_topic: str, speed: float,
@@ -128,5 +137,6 @@ def run_batch(client: mqtt.Client, env, uns: str, write_topic: str, speed: float
     result.steps = k
     result.yield_ = float(info.get("yield", info.get("x2", float("nan"))))
     log(f"batch done: {k} steps, yield {result.yield_:.4f}, set-points received "
-        f"{result.setpoints_received}, held {result.held}")
+        f"{result.setpoints_received}, held {result.held}; stamps {iso_ms(result.stamps[0])} "
+        f"to {iso_ms(result.stamps[-1])}")
     return result
