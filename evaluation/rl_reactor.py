@@ -1,6 +1,7 @@
 """The agents on the batch reactor (``make_env("kinetics"|"jacketed")``): train DQN (discrete
 levels) or PPO (continuous) with their ``REACTOR_DEFAULTS``, evaluate the exported policy on
-the environments' held-apart seeds (``envs.eval_seeds``), print the mean yield against J*.
+the environments' held-apart seeds (``envs.eval_seeds``), print the mean yield against J*
+(and, without a shield, the steps that broke the temperature limit, energy, peak temperature).
 
     python -m evaluation.rl_reactor --agent ppo|dqn [--env kinetics] [--steps N] [--seed S]
 
@@ -42,6 +43,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def episode(model, make, seed: int, discrete: bool) -> dict:
+    """One episode of the exported ``model`` on ``seed`` (no shield): yield, the steps with
+    a temperature violation, energy, peak temperature."""
+    env = make()
+    obs, info = env.reset(seed=seed)
+    violations, done = 0, False
+    while not done:
+        out = np.asarray(model(obs[None].astype(np.float32), training=False))[0]
+        obs, _, terminated, truncated, info = env.step(int(np.argmax(out)) if discrete else out)
+        violations += bool(info["violation"])
+        done = terminated or truncated
+    return {"yield": float(info["yield"]), "violations": violations,
+            "energy": float(info["energy"]), "peak_T": float(info["peak_T"])}
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from training.control.envs import eval_seeds, make_env
@@ -79,13 +95,16 @@ def main(argv: list[str] | None = None) -> dict:
     log.plot(args.out / f"{args.agent}_{args.env}.png", f"{args.agent.upper()} on {args.env}")
     model.save(args.out / f"{args.agent}_{args.env}.keras")
     clock = time.perf_counter()
-    _, yields = policy_returns(model, make, eval_seeds(args.episodes), discrete,
-                               info_key="yield")
+    episodes = [episode(model, make, seed, discrete) for seed in eval_seeds(args.episodes)]
+    yields = np.array([e["yield"] for e in episodes])
     result = {"agent": args.agent, "env": args.env, "train_steps": log.steps,
               "train_wall_s": round(log.wall_s, 1),
               "eval_wall_s": round(time.perf_counter() - clock, 1),
               "episodes": len(yields), "yield_mean": float(yields.mean()),
               "yield_p5": float(np.percentile(yields, 5)), "yield_min": float(yields.min()),
+              "violation_steps": int(sum(e["violations"] for e in episodes)),
+              "energy_mean": float(np.mean([e["energy"] for e in episodes])),
+              "peak_T_max": float(max(e["peak_T"] for e in episodes)),
               "j_star": J_STAR, "goal": GOALS[args.agent],
               "passed": bool(yields.mean() >= GOALS[args.agent]),
               "selected_at_step": log.best[0] if log.best else None,

@@ -62,11 +62,10 @@ class DQNConfig(Strict):
 
 # Hyper-parameters that reached the goals on the batch reactor (``python -m
 # evaluation.rl_reactor``), over the CartPole defaults; the edge training config may copy them.
-REACTOR_DEFAULTS: dict[str, dict] = {
-    "kinetics": dict(lr=1e-3, gamma=1.0, batch_size=64, buffer_size=50_000,
-                     learning_starts=1000, train_freq=1, gradient_steps=1, target_update=1,
-                     tau=0.005, exploration_fraction=0.3, eps_end=0.02, hidden=[64, 64]),
-}
+_REACTOR = dict(lr=1e-3, gamma=1.0, batch_size=64, buffer_size=50_000, learning_starts=1000,
+                train_freq=1, gradient_steps=1, target_update=1, tau=0.005,
+                exploration_fraction=0.3, eps_end=0.02, hidden=[64, 64])
+REACTOR_DEFAULTS: dict[str, dict] = {"kinetics": _REACTOR, "jacketed": _REACTOR}
 
 
 class DQNAgent:

@@ -70,10 +70,9 @@ class PPOConfig(Strict):
 
 # Hyper-parameters that reached the goals on the batch reactor (``python -m
 # evaluation.rl_reactor``), over the Pendulum defaults; the edge training config may copy them.
-REACTOR_DEFAULTS: dict[str, dict] = {
-    "kinetics": dict(lr=3e-4, gamma=1.0, gae_lambda=0.95, n_envs=4, n_steps=256, epochs=10,
-                     batch_size=64, log_std_init=-1.0, hidden=[64, 64]),
-}
+_REACTOR = dict(lr=3e-4, gamma=1.0, gae_lambda=0.95, n_envs=4, n_steps=256, epochs=10,
+                batch_size=64, log_std_init=-1.0, hidden=[64, 64])
+REACTOR_DEFAULTS: dict[str, dict] = {"kinetics": _REACTOR, "jacketed": _REACTOR}
 
 
 class PPOAgent:
