@@ -9,14 +9,20 @@ temperature (mean over episodes and the highest), the constraint violations (con
 with the true peak above the hard limit, and episodes with any) and the shield's interventions
 (0 for these controllers, which run without a shield). The optima are cached in
 ``--out/optima_<env>_<steps>.json`` (keyed by the episode's parameters), so a re-run only
-simulates. A trained policy joins as one more :class:`~training.control.baselines.Controller`
-through :func:`evaluate`.
+simulates.
+
+Trained policies join as rows beside the baselines: ``--run-dir RUN`` (the Keras policy of a
+``procedge train`` run of task ``control``) and ``--bundle BUNDLE`` (its converted LiteRT model,
+as the gateway runs it). With either, every controller runs behind that policy's safety shield
+(its settings from the run record or bundle), whose interventions are counted, and a policy
+row also reports ``action_ms``: the mean time of one policy call.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,8 @@ from training.progress import progress
 
 if TYPE_CHECKING:
     import gymnasium as gym
+
+    from edge_runtime.bundle import ControlSpec
 
 
 @dataclass
@@ -94,6 +102,72 @@ def episode_optima(kind: str, seeds: list[int], steps: int,
     return out
 
 
+class TimedPolicy:
+    """``policy(obs)`` with its calls timed: the edge's time per control action."""
+
+    def __init__(self, policy: Callable[[np.ndarray], np.ndarray]):
+        self.policy, self.calls, self.seconds = policy, 0, 0.0
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        out = self.policy(obs)
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+    @property
+    def ms(self) -> float:
+        return 1e3 * self.seconds / max(self.calls, 1)
+
+
+def keras_policy(run_dir: Path) -> tuple[baselines.PolicyController, ControlSpec]:
+    """The Keras policy of a ``control`` run directory, named ``<family> keras``."""
+    import keras
+
+    from edge_runtime.bundle import RunRecord
+
+    record = RunRecord.load(run_dir)
+    spec = _control_of(record, run_dir)
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    timed = TimedPolicy(lambda obs: np.asarray(model(obs[None], training=False))[0])
+    return _controller(f"{record.family} keras", timed, spec), spec
+
+
+def edge_policy(bundle_path: Path) -> tuple[baselines.PolicyController, ControlSpec]:
+    """The LiteRT policy of a ``control`` bundle, as the gateway runs it (one observation
+    per invoke, one thread), named ``<family> edge <mode>``."""
+    from edge_runtime.bundle import Bundle
+    from edge_runtime.interpreter import EdgeModel
+
+    bundle = Bundle.load(bundle_path)
+    m = bundle.manifest
+    spec = _control_of(m, bundle_path)
+    model = EdgeModel(bundle.model_path)
+    timed = TimedPolicy(lambda obs: model.predict_each(obs[None])[0][0])
+    return _controller(f"{m.family} edge {m.quantization}", timed, spec), spec
+
+
+def _control_of(record, where: Path) -> ControlSpec:
+    if record.task != "control" or record.control is None:
+        raise ValueError(f"{where}: a {record.task!r} model, not task 'control'")
+    return record.control
+
+
+def _controller(name: str, timed: TimedPolicy, spec: ControlSpec) -> baselines.PolicyController:
+    ctl = baselines.PolicyController(name, timed, np.array(spec.levels) if spec.levels else None)
+    ctl.timer = timed
+    return ctl
+
+
+def check_policy_env(spec: ControlSpec, env, where: str) -> None:
+    """A policy sees the observation it was trained on: the same tags, centres and scales."""
+    ours = [(t.name, float(t.center), float(t.scale)) for t in env.unwrapped.observation_tags]
+    theirs = [(t.name, t.center, t.scale) for t in spec.observation]
+    if ours != theirs:
+        raise ValueError(f"{where}: trained on observation {theirs}, but --env "
+                         f"{env.unwrapped.kind} observes {ours}")
+
+
 def summarise(name: str, episodes: list[Episode], optima: list[optimal.Optimum],
               variant: str = "numpy", mode: str = "float64") -> dict:
     y = np.array([e.yield_ for e in episodes])
@@ -138,6 +212,8 @@ def evaluate(kind: str, controllers: list[baselines.Controller], episodes: int =
     for ctl in progress(controllers, "controllers", unit="controller"):
         eps = [run_episode(env, ctl, s) for s in seeds]
         rows.append(summarise(ctl.name, eps, optima))
+        if getattr(ctl, "timer", None) is not None:
+            rows[-1]["action_ms"] = ctl.timer.ms
         runs[ctl.name] = {"T": eps[0].T, "x1": eps[0].x1, "x2": eps[0].x2,
                           "setpoint": eps[0].setpoint}
     u = env.unwrapped
@@ -177,7 +253,10 @@ def format_table(doc: dict) -> str:
              + (" (not enforced in the kinetics benchmark)" if s["env"] == "kinetics" else ""),
              f"{'controller':<13}" + "".join(f"{title:>12}" for _, title, _ in COLUMNS)]
     for r in doc["results"]:
-        lines.append(f"{r['model']:<13}" + "".join(f"{r[k]:>12{fmt}}" for k, _, fmt in COLUMNS))
+        lines.append(f"{r['model']:<13}" + "".join(f"{r[k]:>12{fmt}}" for k, _, fmt in COLUMNS)
+                     + (f"  {r['action_ms']:.3f} ms/action" if "action_ms" in r else ""))
+    if s.get("shield"):
+        lines.append(f"every controller behind the shield of {s['shield']}")
     if s["env"] == "kinetics":
         lines.append(f"published J* = {plant.J_STAR} (continuous T); the optimum on this "
                      f"{s['steps']}-step grid: {s['nominal_optimum']:.5f}")
@@ -195,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", choices=sorted(envs.ENVS), default="jacketed")
     p.add_argument("--controller", default=",".join(baselines.CONTROLLERS),
                    help=f"comma list of {', '.join(baselines.CONTROLLERS)}")
+    p.add_argument("--run-dir", type=Path, action="append", default=[],
+                   help="a trained control run (its Keras policy joins as a row); repeatable")
+    p.add_argument("--bundle", type=Path, action="append", default=[],
+                   help="a converted control bundle (its LiteRT policy joins as a row)")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--steps", type=int, default=envs.STEPS, help="control steps per batch")
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/reactor"),
@@ -214,10 +297,21 @@ def main(argv: list[str] | None = None) -> dict:
     if args.episodes < 1:
         raise ValueError("--episodes must be >= 1")
     env = envs.make_env(args.env, steps=args.steps)
+    policies = ([keras_policy(p) + (p,) for p in args.run_dir]
+                + [edge_policy(p) + (p,) for p in args.bundle])
+    for _, spec, where in policies:
+        check_policy_env(spec, env, str(where))
     controllers = [baselines.make_controller(n, env) for n in names]
+    controllers += [ctl for ctl, _, _ in policies]
+    wrap = None
+    if policies:
+        from training.control.shielded import shield_wrap
+
+        wrap = shield_wrap(policies[0][1])
     doc = evaluate(args.env, controllers, args.episodes, args.steps,
                    cache=args.out / f"optima_{args.env}_{args.steps}.json",
-                   plots=None if args.no_plots else args.out)
+                   plots=None if args.no_plots else args.out, wrap=wrap)
+    doc["settings"]["shield"] = str(policies[0][2]) if policies else ""
     print(format_table(doc))
     write_results(args.json, doc["results"], doc["settings"])
     return doc

@@ -6,6 +6,7 @@ periods: the watchdog must hold, raise its alarm and count the interventions."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -152,3 +153,27 @@ def test_a_dqn_policy_advises_one_of_its_levels(tmp_path):
         assert advice["mode"] == "advisory" and not advice["written"]
     finally:
         daemon.outbox.close()
+
+
+def test_eval_reactor_scores_the_keras_and_the_edge_policy_behind_the_shield(
+        reactor_bundle, tmp_path):
+    """`procedge eval reactor --run-dir --bundle`: the trained policy's Keras and LiteRT rows
+    beside the baselines, on the same held-apart episodes, every controller behind the
+    policy's shield; a policy trained on another environment's observation is refused."""
+    from evaluation import reactor
+
+    run_dir = reactor_bundle.parent.parent / "runs" / "reactor_ppo"
+    args = ["--env", "kinetics", "--episodes", "2", "--controller", "pid", "--no-plots",
+            "--out", str(tmp_path), "--run-dir", str(run_dir), "--bundle", str(reactor_bundle)]
+    doc = reactor.main(args)
+    rows = {r["model"]: r for r in doc["results"]}
+    mode = json.loads((reactor_bundle / "manifest.json").read_text())["quantization"]
+    keras_row, edge_row = rows["ppo keras"], rows[f"ppo edge {mode}"]
+    assert 0.0 < edge_row["yield_mean"] < 1.0
+    assert abs(edge_row["yield_mean"] - keras_row["yield_mean"]) <= 0.005  # half a point
+    assert edge_row["action_ms"] > 0 and keras_row["action_ms"] > 0
+    assert rows["optimum"]["yield_mean"] >= max(r["yield_mean"] for r in doc["results"]) - 1e-9
+    assert doc["settings"]["shield"] == str(run_dir)
+    with pytest.raises(ValueError, match="observation"):
+        reactor.main([*args[:6], "--env", "jacketed", "--out", str(tmp_path),
+                      "--bundle", str(reactor_bundle)])
