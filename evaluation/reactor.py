@@ -251,9 +251,9 @@ def format_table(doc: dict) -> str:
     lines = [f"reactor {s['env']}: {s['episodes']} held-apart episodes (seeds {s['seeds']}), "
              f"{s['steps']} steps of {s['period_s']:.0f} s, hard limit {s['t_limit_K']} K"
              + (" (not enforced in the kinetics benchmark)" if s["env"] == "kinetics" else ""),
-             f"{'controller':<13}" + "".join(f"{title:>12}" for _, title, _ in COLUMNS)]
+             f"{'controller':<18}" + "".join(f"{title:>12}" for _, title, _ in COLUMNS)]
     for r in doc["results"]:
-        lines.append(f"{r['model']:<13}" + "".join(f"{r[k]:>12{fmt}}" for k, _, fmt in COLUMNS)
+        lines.append(f"{r['model']:<18}" + "".join(f"{r[k]:>12{fmt}}" for k, _, fmt in COLUMNS)
                      + (f"  {r['action_ms']:.3f} ms/action" if "action_ms" in r else ""))
     if s.get("shield"):
         lines.append(f"every controller behind the shield of {s['shield']}")
