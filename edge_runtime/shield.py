@@ -12,7 +12,12 @@ four guarantees that do not depend on the policy, in this order each control per
 2. **temperature guard** — the guard tag (the reactor temperature) above ``trip``: the policy
    is overridden and the PID fallback (:class:`edge_runtime.pid.PID`, loaded bumplessly with
    the set-point the plant has) drives it towards its own set-point, until the guard tag falls
-   below ``reset`` (hysteresis: ``reset < trip``, so it does not chatter at the limit);
+   below ``reset`` (hysteresis: ``reset < trip``, so it does not chatter at the limit). The
+   override is a low select, as an override controller in a plant's DCS: the lower of the
+   PID's output and the policy's set-point goes out (a higher set-point heats, as the PID's
+   positive gain assumes), so the guard never cools less than the policy itself asked —
+   measured: without it, an open-loop profile that was about to cool hard crossed the hard
+   limit in more batches behind the shield than without it;
 3. **clamp** to ``[low, high]``;
 4. **rate limit**: at most ``max_rate`` from the last applied set-point per period (a return
    from the fallback to the policy is therefore bumpless too).
@@ -133,6 +138,10 @@ class Shield:
             self.pid.reset(start, self.settings.pid_setpoint, measured)
         self.source = "pid"
         out = self.pid.update(self.settings.pid_setpoint, float(measured))
+        if verdict == "guard" and proposed is not None and float(proposed) < out:
+            out = float(proposed)  # low select: never hotter than the policy asks
+            # external reset feedback: the PID tracks what went out (no windup behind it)
+            self.pid.reset(out, self.settings.pid_setpoint, measured)
         return self._limit(out, proposed, verdict)
 
     def _limit(self, value: float, proposed: float | None, verdict: Verdict | None) -> Decision:

@@ -60,6 +60,17 @@ def test_guard_trips_above_trip_hands_over_bumplessly_and_resets_below_reset():
     assert shield.interventions == {"guard": 2, "rate_limited": 1}
 
 
+def test_guard_is_a_low_select_never_hotter_than_the_policy_asks():
+    """Tripped, the fallback's output and the policy's set-point meet in a low select: a
+    policy that already cools harder than the PID keeps its own (lower) set-point."""
+    pid = FakePID()
+    shield = Shield(settings(max_rate=None), pid, initial=360.0)
+    d = shield.step(340.0, 381.0)  # tripped; the PID would give 359, the policy asks 340
+    assert (d.verdict, d.source, d.setpoint) == ("guard", "pid", 340.0)
+    d = shield.step(375.0, 379.0)  # the policy asks hotter again: the PID's output wins
+    assert (d.verdict, d.setpoint) == ("guard", pid.out) and pid.out < 375.0
+
+
 def test_watchdog_holds_then_alarms_after_n_periods_and_recovers():
     shield = Shield(settings(), FakePID(), initial=350.0)
     shield.step(352.0, 340.0)
