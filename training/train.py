@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from training.config import TrainConfig
+from training.distribute import check_single_worker
 from training.registry import get_family
 from training.tasks import training_task
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 def train(config: TrainConfig) -> Path:
     """Train, evaluate on the held-out split, and write the run directory; returns its path."""
+    check_single_worker()  # a cluster in TF_CONFIG: refused before any data is read
     keras.utils.set_random_seed(config.fit.seed)
     family = get_family(config.family, config.task)
     run_dir = Path(config.output_dir) / config.name
