@@ -7,8 +7,10 @@ Multi-worker training is refused, with the reason, rather than left to fail deep
 ``fit``: Keras 3's ``fit`` does not run under MultiWorkerMirroredStrategy (run here with two
 workers on 127.0.0.1, Keras 3.15.1 and TensorFlow 2.21.0: its symbolic build reduces the
 ``(x, y)`` batch with ``strategy.reduce`` and stops with "Attempt to convert a value
-(PerReplica…) to a Tensor"; keras-team/keras issue 20585). A ``TF_CONFIG`` in the environment
-is therefore an error too: each worker would otherwise train alone and write the same run.
+(PerReplica…) to a Tensor"; with that build patched to use the local replica's batch, the
+train step's ``reduce_per_replica`` of its logs fails next; keras-team/keras issue 20585).
+A ``TF_CONFIG`` in the environment is therefore an error too: each worker would otherwise
+train alone and write the same run.
 """
 
 from __future__ import annotations
