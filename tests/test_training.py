@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from tests.helpers import tiny_config
 from training.historian import load_grid
@@ -57,27 +56,6 @@ def test_auto_strategy_is_the_default_one_on_a_single_device():
     from training.distribute import distribution_strategy
 
     assert distribution_strategy("auto") is tf.distribute.get_strategy()
-
-
-def test_multi_worker_training_is_refused_with_the_reason(tmp_path, monkeypatch):
-    """Keras 3's fit does not run under MultiWorkerMirroredStrategy: a cluster in TF_CONFIG
-    is refused before anything is read or written, and the strategy cannot be named."""
-    from pydantic import ValidationError
-
-    from training.config import TrainConfig
-    from training.train import train
-
-    config = {"name": "mw", "task": "forecast", "family": "linear",
-              "data": {"source": "simulator", "simulator": {"steps": 200}},
-              "window": {"period_s": 5, "length": 8, "max_gap_s": 15}, "horizon": 2,
-              "output_dir": str(tmp_path)}
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, '
-                                    '"task": {"type": "worker", "index": 0}}')
-    with pytest.raises(RuntimeError, match="TF_CONFIG is set: multi-worker training is not"):
-        train(TrainConfig.model_validate(config))
-    assert not (tmp_path / "mw").exists()
-    with pytest.raises(ValidationError, match="strategy"):
-        TrainConfig.model_validate(config | {"fit": {"strategy": "multi_worker"}})
 
 
 def test_tf_data_pipeline_is_seeded_shuffled_batched_and_prefetched():

@@ -169,10 +169,9 @@ class FitConfig(Strict):
     patience: int = Field(default=5, ge=0, description="Early-stopping patience (epochs).")
     learning_rate: float = Field(default=1e-3, gt=0)
     seed: int = Field(default=0, description="Seeds Python, numpy and the backend.")
-    strategy: Literal["auto", "default", "mirrored"] = Field(
-        default="auto", description="tf.distribute strategy; auto: >1 GPU → mirrored, else "
-        "default (one device). Multi-worker training is not supported (Keras 3's fit does not "
-        "run under MultiWorkerMirroredStrategy).")
+    strategy: Literal["auto", "default", "mirrored", "multi_worker"] = Field(
+        default="auto", description="tf.distribute strategy; auto: TF_CONFIG → multi_worker, "
+                                    ">1 GPU → mirrored, else default (one device).")
     mixed_precision: bool = Field(default=False, description="mixed_float16 (GPU only).")
     tensorboard: bool = Field(default=True, description="TensorBoard logs in <run>/logs.")
     max_minutes: float | None = Field(
