@@ -7,7 +7,9 @@ and the leak check fails the run before training if a group, a window or an inpu
 two sides (:mod:`training.label_splits`). The scaler is fitted on the rows of training windows
 only, the target scale on training labels only. Loss: MSE on the scaled target (gradient
 clipping by ``fit.clip_norm``). Metrics on the test labels, in engineering units, beside the
-PLS and last-measured-value references (:mod:`training.soft_references`). Parity: the edge
+PLS and last-measured-value references (:mod:`training.soft_references`). Explanations
+(saliency, integrated gradients, permutation importance) on the validation windows
+(:mod:`training.explain`). Parity: the edge
 MSE may exceed the float one by the budget (relative).
 """
 
@@ -27,7 +29,7 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import plots, quality
+from training import explain, plots, quality
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -73,6 +75,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                                                 pairs(splits.test))
     model, info = fit_model(lambda: family.build(L, len(grid.tags), 1, **config.model),
                             config, x, y, val_x, val_y, run_dir)
+    explain.write(model, val_x, val_y, grid.tags, w.period_s, run_dir, config.name,
+                  config.fit.seed)  # on the validation windows: the test split stays unread
     estimate = target.to_units(model.predict(test_x, verbose=0)[:, 0])
     metrics = regression_metrics(lab.values[splits.test], estimate)
     references, curves = reference_metrics(lab.stamps, lab.values, s.dead_time_s, splits.test,
