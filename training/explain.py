@@ -144,7 +144,7 @@ def heatmap(values: np.ndarray, tags: list[str], period_s: float, path: Path,
     ax.set_yticks(range(len(tags)), [f"{t} ({v:.3g})" for t, v in zip(tags, totals,
                                                                        strict=True)])
     ticks = np.unique(np.linspace(0, L - 1, min(L, 7)).round().astype(int))
-    ax.set_xticks(ticks, [f"-{(L - 1 - i) * period_s:g}" for i in ticks])
+    ax.set_xticks(ticks, [f"{-(L - 1 - i) * period_s:g}" for i in ticks])
     ax.set(xlabel="seconds before the window's end", title=title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
