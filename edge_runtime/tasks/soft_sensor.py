@@ -10,7 +10,9 @@ occlusion contributions, ranked: :mod:`edge_runtime.occlusion`) when it crosses 
 config asks for them on every estimate; residual ``{"ts" (the lab
 stamp), "process_ts" (the window it measures), "target", "measured", "estimate",
 "raw_estimate", "residual", "raw_residual", "bias" (after this value), "bias_update",
-"unit"}``.
+"unit"}``. A classification soft sensor publishes ``{"ts", "target", "class",
+"probabilities": {class: p}, "dead_time_s"}`` instead, and skips lab values (counted,
+``lab_classification``).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
     from edge_runtime.pipelines import Output
 
     spec = pipeline.bundle.manifest.soft_sensor
+    if spec.kind == "classification":
+        return _classes(pipeline, times, ys)
     state: SoftSensorState = pipeline.task_state
     scaled = np.asarray(ys[0]).reshape(len(times), -1)[:, 0]
     raw = spec.to_units(scaled)
@@ -96,6 +100,21 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
         explained = _explained(pipeline, x[i], float(scaled[i]), value + bias)
         outputs.append(Output("inference", payload | explained, grid_t=grid_t))
     return outputs
+
+
+def _classes(pipeline: ModelPipeline, times: list[float], ys: list[np.ndarray]
+             ) -> list[Output]:
+    """A classification soft sensor's payloads: the most probable class and every class's
+    probability (no bias: a class is not corrected by lab values)."""
+    from edge_runtime.pipelines import Output
+
+    spec = pipeline.bundle.manifest.soft_sensor
+    probs = np.asarray(ys[0], np.float64).reshape(len(times), -1)
+    base = pipeline.base_payload() | {"target": spec.target, "dead_time_s": spec.dead_time_s}
+    return [Output("inference", base | {
+        "ts": iso_ms(grid_t), "class": spec.classes[int(p.argmax())],
+        "probabilities": {c: round(float(v), 6) for c, v in zip(spec.classes, p, strict=True)}},
+        grid_t=grid_t) for grid_t, p in zip(times, probs, strict=True)]
 
 
 def _explained(pipeline: ModelPipeline, window: np.ndarray, scaled: float,
@@ -127,6 +146,8 @@ def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:
 
     spec = pipeline.bundle.manifest.soft_sensor
     state: SoftSensorState = pipeline.task_state
+    if spec.kind == "classification":  # residuals and bias are for numbers
+        raise PayloadError("lab_classification")
     if stamp_s <= state.last_lab_s:
         raise PayloadError("lab_stale")
     found = state.history.at(process_time(stamp_s, spec.dead_time_s))
