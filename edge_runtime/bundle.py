@@ -160,8 +160,11 @@ class SoftSensorSpec(Strict):
 
     target: str = Field(description="The estimated lab/analyzer tag (never a model input).")
     unit: str = Field(default="", description="Engineering unit of the target.")
-    kind: Literal["regression"] = Field(default="regression",
-                                        description="Regression: one value per window.")
+    kind: Literal["regression", "classification"] = Field(
+        default="regression", description="regression: one value per window; classification: "
+        "class probabilities per window (softmax), in the order of `classes`.")
+    classes: list[str] = Field(default_factory=list, description="classification: the class "
+                               "names of the model's outputs, in order.")
     missing: Literal["hold", "mask", "interpolate"] = Field(
         default="hold", description="A window with a gap: dropped (hold), its missing values "
         "set to the training mean (mask), or interpolated per tag (interpolate), as in "

@@ -117,8 +117,13 @@ class SoftSensorConfig(Strict):
                         "values only at the rows of its samples (empty elsewhere), never an "
                         "input; with the simulator, 'conversion' (a lab-like quality value).")
     unit: str = Field(default="", description="Unit of the target (default: data.units).")
-    kind: Literal["regression"] = Field(default="regression", description="Regression (one "
-                                        "value per window); classification is not built yet.")
+    kind: Literal["regression", "classification"] = Field(
+        default="regression", description="regression: one value per window (MSE); "
+        "classification: one class of `classes` per lab sample (softmax, cross-entropy), "
+        "from a historian export whose target column holds class names.")
+    classes: list[str] | None = Field(
+        default=None, description="classification: the class names, in the order of the "
+        "model's outputs (e.g. [on-spec, off-spec]); a label outside them is an error.")
     dead_time_s: float = Field(default=0.0, ge=0, description="A value stamped t describes "
                                "the process at t - dead_time_s (sampling to result); at most "
                                "the window's span.")
@@ -133,6 +138,16 @@ class SoftSensorConfig(Strict):
                              "(standard deviation, in the target's unit).")
     pls_components: int = Field(default=3, ge=1, description="Components of the PLS "
                                 "reference (scikit-learn PLSRegression on flat windows).")
+
+    @model_validator(mode="after")
+    def _classes_for_kind(self) -> SoftSensorConfig:
+        names = self.classes or []
+        if self.kind == "classification" and (len(names) < 2 or len(set(names)) < len(names)):
+            raise ValueError(f"soft_sensor.classes: classification needs two or more distinct "
+                             f"class names, got {names}")
+        if self.kind == "regression" and self.classes is not None:
+            raise ValueError("soft_sensor.classes: only with soft_sensor.kind classification")
+        return self
 
 
 class ControlTrainConfig(Strict):
@@ -374,6 +389,10 @@ def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str
     if target in inputs:
         fail("soft_sensor.target", f"{target!r} is also an input (data.tags): a soft sensor "
              "estimates a value it does not read; remove it from data.tags")
+    if config.soft_sensor.kind == "classification":
+        from training.lab_classes import check_classes
+
+        check_classes(config, fail)
     if config.split.by != "group":
         return
     if config.data.source == "simulator":

@@ -83,12 +83,13 @@ class SeriesData:
                 "data_quality": self.grid.quality}
 
 
-def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
-              ) -> tuple[keras.Model, TrainingInfo]:
+def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
+              loss: str | None = None) -> tuple[keras.Model, TrainingInfo]:
     """Build (under the configured strategy and precision), fit for ``fit.epochs`` with early
     stopping and best-weights restore, save, plot. ``build`` is a zero-argument model factory.
     A forecaster with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output.
     Every epoch is checkpointed in ``<run>/backup``; ``fit.resume`` continues from there.
+    ``loss`` replaces the default (a classification soft sensor's cross-entropy).
     Returns the model and the run record's ``training`` section."""
     from training.forecasters import Pinball
 
@@ -101,7 +102,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
                          "supported (no shared checkpoint; no loss scaling in its loop)")
     with precision(fit.mixed_precision), strategy.scope():
         model = build()
-        loss = Pinball(levels) if levels else "mse"
+        loss = loss or (Pinball(levels) if levels else "mse")
         model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate,
                                                       clipnorm=fit.clip_norm), loss=loss)
     stateful = [
