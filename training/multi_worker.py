@@ -74,12 +74,13 @@ def check_fittable(model: keras.Model) -> None:
                          "train_step (e.g. a VAE), which the multi-worker loop does not run")
 
 
-def fit(model: keras.Model, loss: keras.losses.Loss, strategy, train_data, steps_per_epoch: int,
-        val_data, epochs: int, callbacks: list) -> None:
+def fit(model: keras.Model, loss: keras.losses.Loss | str, strategy, train_data,
+        steps_per_epoch: int, val_data, epochs: int, callbacks: list) -> None:
     """Fit ``model`` (built and compiled under ``strategy.scope()``) on ``train_data`` (a
     ``tf.data`` pipeline holding every epoch back to back, global batches) for ``epochs`` of
     ``steps_per_epoch`` steps, with ``val_loss`` on ``val_data`` after each; ``callbacks`` see
-    the same logs and may stop it (``model.stop_training``)."""
+    the same logs and may stop it (``model.stop_training``). ``loss``: the compiled one (a
+    ``Loss`` or a name such as ``"mse"``), taken per example."""
     import tensorflow as tf
 
     check_fittable(model)
@@ -87,8 +88,11 @@ def fit(model: keras.Model, loss: keras.losses.Loss, strategy, train_data, steps
     hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs,
                                          steps=steps_per_epoch, verbose=0)
 
+    # unreduced: a loss object's call, or the function a name stands for ("mse")
+    unreduced = loss.call if isinstance(loss, keras.losses.Loss) else keras.losses.get(loss)
+
     def per_example(y, p):
-        value = loss.call(y, p)  # unreduced: one value per example and step
+        value = unreduced(y, p)  # one value per example (and step)
         return tf.reduce_mean(tf.reshape(value, [tf.shape(value)[0], -1]), axis=1)
 
     def replica_step(x, y):

@@ -118,8 +118,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     batch, seed = fit.batch_size, fit.seed
     train_data = dataset(x, y, batch, seed, shuffle=True, epochs=fit.epochs, first_epoch=first)
     if several:
-        per_example = loss if levels else keras.losses.MeanSquaredError()
-        multi_worker.fit(model, per_example, strategy, train_data, steps(len(x), batch),
+        multi_worker.fit(model, loss, strategy, train_data, steps(len(x), batch),
                          dataset(val_x, val_y, batch), fit.epochs, callbacks + shared)
         model = single_copy(build, model, loss, fit)  # predict/save outside the cluster
     else:
