@@ -81,6 +81,7 @@ eval: setup
 	$(BIN)/python -m procedge eval ett --model dlinear --json artifacts/eval/etth1_dlinear.json
 	$(BIN)/python -m procedge eval skab --root $(PROCEDGE_DATA)/skab --json artifacts/eval/skab.json
 	$(BIN)/python -m procedge eval tep --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep.json
+	$(BIN)/python -m procedge eval tep-softsensor --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep_softsensor.json
 	$(BIN)/python -m procedge eval images --root $(PROCEDGE_DATA)/magnetic_tile --json artifacts/eval/images.json
 
 clean:

@@ -327,6 +327,7 @@ EVALS: dict[str, str] = {
     "ett": "evaluation.ett",
     "skab": "evaluation.skab",
     "tep": "evaluation.tep",
+    "tep-softsensor": "evaluation.tep_softsensor",
     "images": "evaluation.images",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
