@@ -27,7 +27,7 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import plots, quality
+from training import batch_training, plots, quality
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -42,6 +42,8 @@ CONFIG_FIELDS = ("soft_sensor",)
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    if config.data.batch is not None:  # batch-end targets: training/batch_training.py
+        return batch_training.train(config, family, run_dir)
     s, w = config.soft_sensor, config.window
     L = w.length
     labels = load_labels(config)
