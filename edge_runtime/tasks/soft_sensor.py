@@ -86,8 +86,19 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
         state.history.add(grid_t, value, bias)
         outputs.append(Output("inference", base | {
             "ts": iso_ms(grid_t), "estimate": round(value + bias, 6),
-            "raw_estimate": round(value, 6), "bias": round(bias, 6)}, grid_t=grid_t))
+            "raw_estimate": round(value, 6), "bias": round(bias, 6)} | _batch(pipeline, grid_t),
+            grid_t=grid_t))
     return outputs
+
+
+def _batch(pipeline: ModelPipeline, grid_t: float) -> dict:
+    """A batch-end model's batch fields (edge_runtime/batch_tracker.py), else none."""
+    info = pipeline.batches.info(grid_t) if pipeline.batches is not None else None
+    if info is None:
+        return {}
+    bid = int(info.batch_id) if info.batch_id.is_integer() else info.batch_id
+    return {"batch_id": bid, "batch_rows": info.rows,
+            "batch_progress_pct": round(info.progress_pct, 3)}
 
 
 def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:
