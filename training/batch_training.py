@@ -1,6 +1,7 @@
 """Task ``soft_sensor`` with ``data.batch``: train a batch-end model on early windows
 (:mod:`training.batches`), scored on held-apart batches beside two references — PLS on the
-same flattened windows, and the mean of the training batches (what a plant has with no model).
+same flattened windows (one over every K, and one per K), and the mean of the training batches
+(what a plant has with no model).
 
 The scaler is fitted on the training windows only (progress channel and padding rows
 included, as the gateway builds them), the target scale on the training batches only. Metrics
@@ -64,9 +65,11 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     estimate = target.to_units(model.predict(test_x, verbose=0)[:, 0])
     truth = samples.y[te]
     pls = pls_predict(x, samples.y[tr], test_x, s.pls_components)
+    per_k = _pls_per_k(x, samples.y[tr], samples.percent[tr], test_x, samples.percent[te],
+                       s.pls_components)
     mean = np.full(len(te), float(samples.y[tr].mean()))
     metrics = _scores(truth, samples.percent[te], {"": estimate, "pls_": pls,
-                                                   "train_mean_": mean})
+                                                   "pls_per_k_": per_k, "train_mean_": mean})
     metrics |= _counts(data, samples, splits, (tr, va, te))
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
@@ -84,9 +87,21 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         data_quality=data.report)
 
 
+def _pls_per_k(x: np.ndarray, y: np.ndarray, percent: np.ndarray, test_x: np.ndarray,
+               test_percent: np.ndarray, components: int) -> np.ndarray:
+    """One PLS per share K, fitted on the training windows of that K only (the classical
+    batch-wise model: one regression per time of prediction)."""
+    out = np.full(len(test_x), np.nan)
+    for k in np.unique(test_percent):
+        at = test_percent == k
+        out[at] = pls_predict(x[percent == k], y[percent == k], test_x[at], components)
+    return out
+
+
 def _scores(truth: np.ndarray, percent: np.ndarray,
             estimates: dict[str, np.ndarray]) -> dict[str, float]:
-    """RMSE, MAE, R² of each estimate (prefix: '' the model, 'pls_', 'train_mean_'), pooled
+    """RMSE, MAE, R² of each estimate (prefix: '' the model, 'pls_' one PLS over every K,
+    'pls_per_k_' one PLS per K, 'train_mean_' the training batches' mean), pooled
     and at each K (``r2_at_30``)."""
     out: dict[str, float] = {}
     for prefix, est in estimates.items():
