@@ -72,7 +72,8 @@ class ModelPipeline:
         self.tags = m.input.tag_names
         # a batch-end model: rows of the batch so far, windows built by the tracker
         self.batches = batch_tracker(m)
-        window = m.input.window if self.batches is None else 1
+        # (every row reaches the tracker: window.stride does not apply to a batch model)
+        window, stride = (m.input.window, m.input.stride) if self.batches is None else (1, 1)
         self.tags = self.tags if self.batches is None else self.batches.buffer_tags
         self.units = {t.name: t.unit for t in m.input.tags}
         self.scaler = StandardScaler.from_spec(m.scaler)
@@ -80,7 +81,7 @@ class ModelPipeline:
         et = event_time or EventTimeConfig()
         lateness = et.allowed_lateness_s if allowed_lateness_s is None else allowed_lateness_s
         self.buffer = GridBuffer(self.tags, m.input.period_s, window,
-                                 m.input.max_gap_s, m.input.stride, allowed_lateness_s=lateness,
+                                 m.input.max_gap_s, stride, allowed_lateness_s=lateness,
                                  max_skew_s=et.max_skew_s, eager=et.eager)
         self.thresholds = m.thresholds  # in force: the bundle's, or a commissioning's
         self.alarm = AlarmLogic(m.thresholds) if m.thresholds else None
