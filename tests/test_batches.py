@@ -167,3 +167,24 @@ def test_progress_channel_is_recorded_last():
     assert PROGRESS == "batch_progress"
     x = early_window(np.ones((30, 2)), 8, 20)
     assert x.shape == (8, 3) and x[-1, -1] == 1.5 and (x[:, -1] > 0).all()
+
+
+def test_targets_from_a_per_batch_table(export, tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(export)
+    table = frame.groupby("batch_id")["yield"].last().reset_index()
+    table = table[table.batch_id != 4].assign(**{"yield": lambda t: t["yield"] + 1.0})
+    table.to_csv(tmp_path / "per_batch.csv", index=False)
+    rows = frame.drop(columns="yield")
+    cfg = config(_write(rows, tmp_path), data={"source": "historian", "path": str(
+        tmp_path / "b.csv"), "batch": {"id_column": "batch_id", "targets": str(
+            tmp_path / "per_batch.csv")}})
+    check_train_config(cfg, "c.yaml")  # the target column is in the table, not the export
+    data = load_batches(cfg)
+    assert [b.id for b in data.batches] == [1, 2, 3, 5, 6, 7, 8, 9]
+    assert data.without_target == 1 and "phase" in data.tags  # every other column is an input
+    np.testing.assert_allclose([b.target for b in data.batches], table["yield"])
+    table.drop(columns="yield").to_csv(tmp_path / "per_batch.csv", index=False)
+    with pytest.raises(ConfigError, match="data.batch.targets: no column 'yield'"):
+        load_batches(cfg)
