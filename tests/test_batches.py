@@ -188,3 +188,18 @@ def test_targets_from_a_per_batch_table(export, tmp_path):
     table.drop(columns="yield").to_csv(tmp_path / "per_batch.csv", index=False)
     with pytest.raises(ConfigError, match="data.batch.targets: no column 'yield'"):
         load_batches(cfg)
+
+
+def test_simulate_batches_cli_writes_the_export(tmp_path, capsys):
+    import pandas as pd
+
+    from procedge.cli import main
+
+    out = tmp_path / "b.csv"
+    assert main(["simulate", "--batches", "2", "--seed", "4", "--out", str(out)]) in (0, None)
+    assert "wrote 2 batches (122 rows)" in capsys.readouterr().out
+    assert pd.read_csv(out).groupby("batch_id")["yield"].count().tolist() == [1, 1]
+    with pytest.raises(SystemExit) as exit_:  # no --out: a usage error
+        main(["simulate", "--batches", "2"])
+    assert exit_.value.code == 2
+    assert "--batches needs --out" in capsys.readouterr().err
