@@ -43,8 +43,11 @@ demo: setup mosquitto
 test: setup mosquitto
 	$(BIN)/python -m pytest -q
 
-train: setup
+train: setup artifacts/reactor_batches.csv
 	@for c in configs/*.yaml; do $(BIN)/python -m procedge train $$c --output-dir artifacts/runs || exit 1; done
+
+artifacts/reactor_batches.csv: | setup
+	$(BIN)/python -m procedge simulate --batches 300 --seed 1 --out $@
 
 convert: setup
 	$(BIN)/python -m procedge convert artifacts/runs/* --out artifacts/bundles

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from edge_runtime.batch_tracker import BatchSpec
 from edge_runtime.contract import QuantMode, Strict, TaskName, image_task, task_spec
 
 FORMAT_VERSION = 1
@@ -175,6 +176,8 @@ class SoftSensorSpec(Strict):
     mean: float = Field(description="Target mean of the training labels (the model's output "
                         "is (value - mean) / scale).")
     scale: float = Field(gt=0, description="Target standard deviation of the training labels.")
+    batch: BatchSpec | None = Field(default=None, description="A batch-end model "
+                                    "(edge_runtime.batch_tracker): batches and early windows.")
 
     def to_units(self, scaled: np.ndarray) -> np.ndarray:
         """Model outputs → engineering units."""

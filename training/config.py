@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_runtime.bundle import CalibrationSpec, PidSpec, ShieldSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
+from training.batch_config import BatchColumns, check_batch_config
 
 
 class SimulatorSource(Strict):
@@ -50,6 +51,8 @@ class DataConfig(Strict):
     strict: bool = Field(default=False, description="Data-quality warnings are errors "
                                                      "(also `procedge train --strict`).")
     simulator: SimulatorSource = Field(default_factory=SimulatorSource)
+    batch: BatchColumns | None = Field(default=None, description="Historian batches (task "
+                                       "soft_sensor): batch id and phase columns, targets.")
 
     @model_validator(mode="after")
     def _path_for_historian(self) -> DataConfig:
@@ -136,6 +139,10 @@ class SoftSensorConfig(Strict):
                                "samples every this many seconds (with jitter).")
     lab_noise: float = Field(default=0.3, ge=0, description="Simulator only: lab error "
                              "(standard deviation, in the target's unit).")
+    early_percent: list[float] = Field(
+        default_factory=lambda: [10.0, 20.0, 30.0], min_length=1, description="With "
+        "data.batch: each batch gives one sample per share K (%): its first K % (of the "
+        "nominal batch), so the batch-end value is estimated as the batch runs.")
     pls_components: int = Field(default=3, ge=1, description="Components of the PLS "
                                 "reference (scikit-learn PLSRegression on flat windows).")
 
@@ -326,6 +333,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         config.data.path = Path(os.path.expanduser(os.path.expandvars(config.data.path)))
         if not config.data.path.is_absolute():
             config.data.path = (path.parent / config.data.path).resolve()
+    if config.data.batch is not None and config.data.batch.targets is not None:
+        config.data.batch.targets = (path.parent / config.data.batch.targets).resolve()
     return config
 
 
@@ -365,7 +374,10 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
             from training.simulator import LAB_TAG
 
             columns = [*columns, LAB_TAG[0]]
+        if data.batch is not None and data.batch.targets is not None:  # a per-batch table
+            columns = [*columns, config.soft_sensor.target]
         check_soft_sensor_columns(config, where, [c for c in columns if c != timestamp], fail)
+        check_batch_config(config, columns, where, fail)
         columns = [c for c in columns
                    if c not in (config.soft_sensor.target, config.split.group_column)]
     available = [c for c in columns if c != timestamp]

@@ -98,7 +98,8 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
         payload = base | {"ts": iso_ms(grid_t), "estimate": round(value + bias, 6),
                           "raw_estimate": round(value, 6), "bias": round(bias, 6)}
         explained = _explained(pipeline, x[i], float(scaled[i]), value + bias)
-        outputs.append(Output("inference", payload | explained, grid_t=grid_t))
+        outputs.append(Output("inference", payload | explained | _batch(pipeline, grid_t),
+                              grid_t=grid_t))
     return outputs
 
 
@@ -135,6 +136,16 @@ def _explained(pipeline: ModelPipeline, window: np.ndarray, scaled: float,
     values = contributions(state.occluder.predict, window, scaled) * spec.scale
     return extra | {"contributions": ranked(values, pipeline.tags,
                                             [pipeline.units[t] for t in pipeline.tags])}
+
+
+def _batch(pipeline: ModelPipeline, grid_t: float) -> dict:
+    """A batch-end model's batch fields (edge_runtime/batch_tracker.py), else none."""
+    info = pipeline.batches.info(grid_t) if pipeline.batches is not None else None
+    if info is None:
+        return {}
+    bid = int(info.batch_id) if info.batch_id.is_integer() else info.batch_id
+    return {"batch_id": bid, "batch_rows": info.rows,
+            "batch_progress_pct": round(info.progress_pct, 3)}
 
 
 def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:

@@ -30,7 +30,7 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import explain, plots, quality, soft_classification
+from training import batch_training, explain, plots, quality, soft_classification
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -45,6 +45,8 @@ CONFIG_FIELDS = ("soft_sensor",)
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    if config.data.batch is not None:  # batch-end targets: training/batch_training.py
+        return batch_training.train(config, family, run_dir)
     s, w = config.soft_sensor, config.window
     L = w.length
     labels = load_labels(config)
