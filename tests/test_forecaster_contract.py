@@ -6,9 +6,9 @@ Tolerance, in scaled units (a tag's training std is 1.0): mean |edge − Keras| 
 percentile ≤ 0.25, max ≤ 1.0 — on top of the parity gate's +2 % MSE budget that ``build_auto``
 enforces (int8 LSTMs show single outliers near 0.5 on a barely trained model).
 
-Quantile variants (``lstm`` and ``transformer`` with ``quantiles: [0.1, 0.5, 0.9]``) pass the
-same contract on all three quantiles, keep them ordered in LiteRT, and publish them per target
-and step from the edge pipeline.
+Quantile variants (``lstm``, ``transformer`` and ``tft`` with ``quantiles: [0.1, 0.5, 0.9]``)
+pass the same contract on all three quantiles, keep them ordered in LiteRT, and publish them
+per target and step from the edge pipeline.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ FORECASTERS = sorted(f.name for f in families("forecast"))
 CANDIDATES = ("int8", "dynamic", "fp32")  # auto order, minus 16x8/fp16 to stay fast
 MEAN_ABS_TOL, P99_ABS_TOL, MAX_ABS_TOL = 0.05, 0.25, 1.0
 QUANTILES = [0.1, 0.5, 0.9]
-QUANTILE_FAMILIES = ("lstm", "transformer")
+QUANTILE_FAMILIES = ("lstm", "transformer", "tft")
 # unroll=False: the tf-keras twin then gets the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (an
 # unrolled LSTM stays unrolled in the twin), the route whose int8 the quantile head must survive.
 QUANTILE_KW = {"lstm": {"unroll": False}}
