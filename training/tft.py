@@ -28,6 +28,8 @@ int8 (see ``training/forecasters.py``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import keras
 import numpy as np
 from keras import layers
@@ -159,3 +161,63 @@ def tft(window: int, features: int, horizon: int, targets: int,
     flat = layers.Flatten()(x)
     return keras.Model(inputs, _head(flat, horizon, len(cols), inputs, window, cols, quantiles),
                        name="tft")
+
+
+# ------------------------------------------------------------------------ interpretability
+
+IMPORTANCE_OUTPUT = "variable_importance"  # (N, F): a window's mean selection weight per tag
+
+
+class Interpretation(NamedTuple):
+    importance: np.ndarray  # (F,) mean selection weight per input variable, sums to 1
+    attention: np.ndarray  # (H, L + H) mean over windows and heads, rows sum to 1
+    windows: int
+
+
+def is_tft(model: keras.Model) -> bool:
+    return SELECTION_LAYER in {layer.name for layer in model.layers}
+
+
+def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
+    """The variable-selection weights and attention over time of a trained ``tft`` on
+    windows ``x`` (N, L, F), averaged over windows (and steps, for the weights). None for
+    other families."""
+    if not is_tft(model):
+        return None
+    side = keras.Model(model.inputs, [model.get_layer(SELECTION_LAYER).output,
+                                      model.get_layer(ATTENTION_LAYER).output])
+    selection, attention = side.predict(np.asarray(x, np.float32), verbose=0, batch_size=256)
+    return Interpretation(selection.mean(axis=(0, 1)), attention.mean(axis=0), len(x))
+
+
+def with_importance_output(model: keras.Model) -> keras.Model:
+    """The model to ship: a ``tft`` gets a second output, each window's selection weights
+    averaged over its L steps (N, F), so the edge can name the variables behind every
+    forecast. Any other model is returned as is. The forecast stays the first output (what
+    the parity gate and every metric read)."""
+    if not is_tft(model):
+        return model
+    weights = layers.GlobalAveragePooling1D(name=IMPORTANCE_OUTPUT)(
+        model.get_layer(SELECTION_LAYER).output)
+    return keras.Model(model.inputs, [model.outputs[0], weights], name=model.name)
+
+
+def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[str],
+                         title: str) -> Interpretation | None:
+    """``variable_importance.png`` and ``attention.png`` of a ``tft`` over windows ``x``."""
+    from pathlib import Path
+
+    from training import plots
+
+    found = interpretation(model, x)
+    if found is None:
+        return None
+    run_dir = Path(run_dir)
+    plots.variable_importance(found.importance, tags, run_dir / "variable_importance.png",
+                              f"{title}: variable selection (mean of {found.windows} windows)")
+    horizon = found.attention.shape[0]
+    plots.attention_panels(
+        [(f"forecast steps over the past and forecast steps (last {horizon} columns), "
+          f"mean of heads and {found.windows} windows", "forecast step", found.attention)],
+        run_dir / "attention.png", title)
+    return found
