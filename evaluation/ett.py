@@ -322,12 +322,12 @@ def format_table(result: dict) -> str:
     head = (f"{result['dataset']}  features={result['features']}  L={result['input_len']}  "
             f"H={result['horizon']}  period={result['period_s']:.0f}s  "
             f"split rows={result['split_rows']}")
-    lines = [head, f"{'model':<16}{'variant':<9}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
+    lines = [head, f"{'model':<16}{'variant':<10}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
              f"{'train_s':>9}{'coverage':>10}"]
     for r in result["results"]:
         secs = result["train_seconds"].get(r["model"]) if r["variant"] == "keras" else None
         cover = f"{r['coverage']:.4f}" if "coverage" in r else ""
-        lines.append(f"{r['model']:<16}{r['variant']:<9}{r['mode']:<10}{r['mse']:>8.4f}"
+        lines.append(f"{r['model']:<16}{r['variant']:<10}{r['mode']:<10}{r['mse']:>8.4f}"
                      f"{r['mae']:>8.4f}{r['windows']:>9}{'' if secs is None else secs:>9}"
                      f"{cover:>10}")
     if any("coverage" in r for r in result["results"]):

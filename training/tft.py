@@ -217,7 +217,7 @@ def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[
                               f"{title}: variable selection (mean of {found.windows} windows)")
     horizon = found.attention.shape[0]
     plots.attention_panels(
-        [(f"forecast steps over the past and forecast steps (last {horizon} columns), "
-          f"mean of heads and {found.windows} windows", "forecast step", found.attention)],
+        [(f"{found.windows} windows; last {horizon} columns: forecast steps", "forecast step",
+          found.attention)],
         run_dir / "attention.png", title)
     return found
