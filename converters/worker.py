@@ -239,11 +239,12 @@ def _relative_error(model, data: bytes, windows) -> float | None:
     if windows is None:
         return None
     x = windows[:32]
-    ref = np.asarray(model.predict(x, verbose=0))
+    out = model.predict(x, verbose=0)
+    ref = np.asarray(out[0] if isinstance(out, list | tuple) else out)  # the main output
     with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
         tmp.write(data)
         tmp.flush()
-        got = EdgeModel(tmp.name).predict(x)[0]
+        got = next(g for g in EdgeModel(tmp.name).predict(x) if g.shape == ref.shape)
     return float(np.mean(np.abs(got - ref)) / (np.mean(np.abs(ref)) or 1.0))
 
 

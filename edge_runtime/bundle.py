@@ -78,10 +78,19 @@ class OutputSpec(Strict):
         default_factory=list, description="Quantile levels of the output's last axis, "
         "ascending and holding 0.5 (e.g. [0.1, 0.5, 0.9]): the model outputs (N, H, T, Q). "
         "Empty: a point forecast (N, H, T).")
+    conformal: list[list[list[float]]] = Field(
+        default_factory=list, description="Split-conformal offsets (H, T, Q) in scaled units, "
+        "fitted on validation windows and added to the quantiles at the edge (see "
+        "edge_runtime/conformal.py); empty: the quantiles as the model gives them.")
 
     @model_validator(mode="after")
     def _check_quantiles(self) -> OutputSpec:
         check_quantile_levels(self.quantiles)
+        shape = np.shape(self.conformal)
+        expected = (self.horizon, len(self.targets), len(self.quantiles))
+        if self.conformal and shape != expected:
+            raise ValueError(f"output.conformal has shape {shape}, expected (horizon, targets, "
+                             f"quantiles) = {expected}")
         return self
 
     @property

@@ -32,6 +32,7 @@ from edge_runtime.payloads import iso_ms
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.smoothing import ScoreFilter
 from edge_runtime.tasks import edge_task
+from edge_runtime.tasks.forecast import forecast_outputs
 from edge_runtime.windowing import GridBuffer
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class ModelPipeline:
         out = self.bundle.manifest.output
         forecast = None
         if out.horizon:  # one-step P50 of the targets, scaled: the residual monitor's input
-            forecast = ys[0][:, 0]
+            forecast = forecast_outputs(ys)[0][:, 0]
             forecast = forecast if out.median_index is None else forecast[..., out.median_index]
         return [self._drift_output(e) for e in self.drift.observe(times, windows, x, forecast)]
 

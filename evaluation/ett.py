@@ -35,6 +35,7 @@ from edge_runtime.bundle import (
     TrainingInfo,
     check_quantile_levels,
 )
+from edge_runtime.conformal import apply_offsets
 from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
@@ -149,6 +150,7 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
 
     from training.calibration import save_representative
     from training.config import TrainConfig
+    from training.conformal import fit_offsets
     from training.registry import get_family
     from training.series import fit_model
 
@@ -168,8 +170,9 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     seconds = time.perf_counter() - start
     val_x, val_y = prep.val
     levels = quantile_levels(model_kw)
-    val_metrics = forecast_metrics(val_y, model.predict(val_x, verbose=0, batch_size=256),
-                                   levels)
+    val_pred = model.predict(val_x, verbose=0, batch_size=256)
+    val_metrics = forecast_metrics(val_y, val_pred, levels)
+    offsets = fit_offsets(val_y, val_pred, levels).tolist() if levels else []
     np.savez_compressed(run_dir / "heldout.npz", x=val_x, y=val_y)
     save_representative(run_dir, prep.train[0], config.fit.seed)
     RunRecord(
@@ -177,7 +180,8 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
         input=InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
                         window=window, stride=1, max_gap_s=period_s),
         scaler=prep.scaler.to_spec(),
-        output=OutputSpec(horizon=horizon, targets=prep.targets, quantiles=levels),
+        output=OutputSpec(horizon=horizon, targets=prep.targets, quantiles=levels,
+                          conformal=offsets),
         training_data_sha256=prep.train_sha256,
         metrics={"keras": {f"val_{k}": v for k, v in val_metrics.items()}}, training=info,
     ).save(run_dir)
@@ -189,13 +193,14 @@ def edge_predict(run_dir: Path, out_dir: Path, mode: str, x: np.ndarray):
     and run ``x`` through the LiteRT interpreter. Returns (predictions, mode, attempts)."""
     from converters.build import build_auto, build_bundle
     from edge_runtime.interpreter import EdgeModel
+    from edge_runtime.tasks.forecast import forecast_outputs
 
     if mode == "auto":  # offline evaluation: offline-only families (bilstm) are allowed here
         bundle, attempts = build_auto(run_dir, out_dir, allow_offline=True)
     else:
         bundle = build_bundle(run_dir, out_dir, mode, allow_offline=True)
         attempts = [f"{mode}: passed the parity gate"]
-    pred = EdgeModel(bundle.model_path).predict(x)[0]
+    pred = forecast_outputs(EdgeModel(bundle.model_path).predict(x))[0]
     return pred, bundle.manifest.quantization, attempts
 
 
@@ -287,12 +292,20 @@ def run(args) -> dict:
         pred = model.predict(test_x, verbose=0, batch_size=256)
         rows.append(_row(family, "keras", "float32", forecast_metrics(test_y, pred, levels),
                          len(test_x)))
-        forecast_plots(run_dir, model, family, test_x, test_y, pred, prep.targets, levels)
+        offsets = RunRecord.load(run_dir).output.conformal
+        if offsets:  # the band after split-conformal calibration on the validation windows
+            rows.append(_row(family, "keras+cqr", "float32", forecast_metrics(
+                test_y, apply_offsets(pred, offsets), levels), len(test_x)))
+        forecast_plots(run_dir, model, family, test_x, test_y, pred, prep.targets, levels,
+                       tags=prep.columns)
         if args.mode != "none":
             edge, mode, attempts = edge_predict(run_dir, args.out / tag / "bundles", args.mode,
                                                 test_x)
             rows.append(_row(family, "edge", mode, forecast_metrics(test_y, edge, levels),
                              len(test_x)))
+            if offsets:
+                rows.append(_row(family, "edge+cqr", mode, forecast_metrics(
+                    test_y, apply_offsets(edge, offsets), levels), len(test_x)))
             timing[f"{family}_conversion"] = attempts
     return {"dataset": data.name, "horizon": H, "input_len": L, "features": args.features,
             "results": rows, "protocol_check": check, "train_seconds": timing,
@@ -309,12 +322,12 @@ def format_table(result: dict) -> str:
     head = (f"{result['dataset']}  features={result['features']}  L={result['input_len']}  "
             f"H={result['horizon']}  period={result['period_s']:.0f}s  "
             f"split rows={result['split_rows']}")
-    lines = [head, f"{'model':<16}{'variant':<9}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
+    lines = [head, f"{'model':<16}{'variant':<10}{'mode':<10}{'MSE':>8}{'MAE':>8}{'windows':>9}"
              f"{'train_s':>9}{'coverage':>10}"]
     for r in result["results"]:
         secs = result["train_seconds"].get(r["model"]) if r["variant"] == "keras" else None
         cover = f"{r['coverage']:.4f}" if "coverage" in r else ""
-        lines.append(f"{r['model']:<16}{r['variant']:<9}{r['mode']:<10}{r['mse']:>8.4f}"
+        lines.append(f"{r['model']:<16}{r['variant']:<10}{r['mode']:<10}{r['mse']:>8.4f}"
                      f"{r['mae']:>8.4f}{r['windows']:>9}{'' if secs is None else secs:>9}"
                      f"{cover:>10}")
     if any("coverage" in r for r in result["results"]):

@@ -6,9 +6,9 @@ Tolerance, in scaled units (a tag's training std is 1.0): mean |edge − Keras| 
 percentile ≤ 0.25, max ≤ 1.0 — on top of the parity gate's +2 % MSE budget that ``build_auto``
 enforces (int8 LSTMs show single outliers near 0.5 on a barely trained model).
 
-Quantile variants (``lstm`` and ``transformer`` with ``quantiles: [0.1, 0.5, 0.9]``) pass the
-same contract on all three quantiles, keep them ordered in LiteRT, and publish them per target
-and step from the edge pipeline.
+Quantile variants (``lstm``, ``transformer`` and ``tft`` with ``quantiles: [0.1, 0.5, 0.9]``)
+pass the same contract on all three quantiles, keep them ordered in LiteRT, and publish them
+per target and step from the edge pipeline.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import pytest
 
 from converters.build import ConvertOptions, OfflineOnlyError, build, build_auto, summary_lines
 from edge_runtime.bundle import OutputSpec
+from edge_runtime.conformal import apply_offsets
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.scaling import StandardScaler
+from edge_runtime.tasks.forecast import forecast_outputs
 from training.config import TrainConfig
 from training.registry import families, get_family
 from training.train import train
@@ -35,7 +37,7 @@ FORECASTERS = sorted(f.name for f in families("forecast"))
 CANDIDATES = ("int8", "dynamic", "fp32")  # auto order, minus 16x8/fp16 to stay fast
 MEAN_ABS_TOL, P99_ABS_TOL, MAX_ABS_TOL = 0.05, 0.25, 1.0
 QUANTILES = [0.1, 0.5, 0.9]
-QUANTILE_FAMILIES = ("lstm", "transformer")
+QUANTILE_FAMILIES = ("lstm", "transformer", "tft")
 # unroll=False: the tf-keras twin then gets the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (an
 # unrolled LSTM stays unrolled in the twin), the route whose int8 the quantile head must survive.
 QUANTILE_KW = {"lstm": {"unroll": False}}
@@ -80,8 +82,8 @@ def assert_edge_matches_keras(run_dir: Path, bundle, detail: str) -> np.ndarray:
     """The contract's tolerances and the +2 % MSE budget; returns the edge outputs."""
     heldout = np.load(run_dir / "heldout.npz")
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
-    ref = model.predict(heldout["x"], verbose=0)
-    got = EdgeModel(bundle.model_path).predict(heldout["x"])[0]
+    ref = forecast_outputs(_listed(model.predict(heldout["x"], verbose=0)))[0]
+    got = forecast_outputs(EdgeModel(bundle.model_path).predict(heldout["x"]))[0]
     levels = bundle.manifest.output.quantiles
     assert got.shape == ref.shape == heldout["y"].shape + ((len(levels),) if levels else ())
     err = np.abs(got - ref)
@@ -91,6 +93,10 @@ def assert_edge_matches_keras(run_dir: Path, bundle, detail: str) -> np.ndarray:
     edge, keras_m = bundle.manifest.metrics["edge"], bundle.manifest.metrics["keras"]
     assert edge["mse"] <= keras_m["mse"] * 1.02 + 1e-9
     return got
+
+
+def _listed(out) -> list[np.ndarray]:
+    return [np.asarray(o) for o in out] if isinstance(out, list | tuple) else [np.asarray(out)]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +147,17 @@ def test_edge_payload_carries_ordered_quantiles(quantile_runs):
         assert np.all(np.asarray(q["p50"]) <= np.asarray(q["p90"]))
         assert np.any(np.asarray(q["p10"]) < np.asarray(q["p90"]))  # a real interval
         assert payload["forecast"][tag] == q["p50"]  # point consumers read the median
+    # the band is the model's quantiles shifted by the run's conformal offsets (numpy, edge)
+    offsets = np.asarray(bundle.manifest.output.conformal)
+    assert offsets.shape == (3, 2, 3) and np.all(offsets[..., 1] == 0)
+    got = EdgeModel(bundle.model_path).predict(np.load(run_dir / "heldout.npz")["x"][:1])[0]
+    cols = [pipeline.tags.index(t) for t in targets]
+    expected = scaler.inverse(np.moveaxis(apply_offsets(got, offsets), -1, 0)[:, 0], cols)
+    for j, key in enumerate(("p10", "p50", "p90")):
+        np.testing.assert_allclose([payload["quantiles"][t][key] for t in targets],
+                                   expected[j].T, atol=1e-4)
+    assert 0.0 <= bundle.manifest.metrics["training"]["coverage_conformal"] <= 1.0  # test split
+    assert "coverage_conformal" in bundle.manifest.metrics["edge"]
 
 
 def test_quantile_levels_are_checked():
@@ -191,3 +208,32 @@ def test_pinball_loss_matches_numpy_and_the_head_cannot_cross():
     y = rng.standard_normal((64, 3, 2)).astype(np.float32)
     expected = forecast_metrics(y, pred, levels)["pinball"]
     assert float(Pinball(levels)(y, pred)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_tft_explains_each_forecast_at_the_edge(quantile_runs):
+    """Variable-selection weights and attention from the trained tft, drawn by train; the
+    bundle's second output carries each window's weights and the payload names the top tags
+    with their units, matching Keras on the same window."""
+    from training.tft import interpretation
+
+    run_dir, bundle, _ = quantile_runs["tft"]
+    for png in ("variable_importance.png", "attention.png"):
+        assert (run_dir / png).stat().st_size > 0
+    x = np.load(run_dir / "heldout.npz")["x"]
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    found = interpretation(model, x)
+    tags = [t.name for t in bundle.manifest.input.tags]
+    assert found.importance.shape == (len(tags),) and found.attention.shape == (3, 8 + 3)
+    np.testing.assert_allclose(found.importance.sum(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(found.attention.sum(axis=-1), 1.0, atol=1e-5)
+    keras_weights = _listed(model.predict(x[:1], verbose=0))[1][0]  # (F,) of window 0
+    pipeline = ModelPipeline("tft", bundle)
+    scaler = StandardScaler.from_spec(bundle.manifest.scaler)
+    [output] = pipeline.infer(1.8e9, scaler.inverse(x[0]))
+    top = output.payload["top_variables"]
+    assert [v["tag"] for v in top] == [tags[i] for i in np.argsort(-keras_weights)[:3]] or \
+        np.allclose([v["weight"] for v in top], np.sort(keras_weights)[::-1][:3], atol=0.02)
+    assert [v["weight"] for v in top] == sorted((v["weight"] for v in top), reverse=True)
+    for v in top:
+        assert v["unit"] == pipeline.units[v["tag"]] != ""
+        assert v["weight"] == pytest.approx(keras_weights[tags.index(v["tag"])], abs=0.02)

@@ -163,3 +163,14 @@ def score_over_limit(ratio: np.ndarray, labels: np.ndarray, flags: np.ndarray, p
            title=f"{title}: {hit:.0f} % of labelled rows flagged, {far:.1f} % of normal rows")
     ax.legend(loc="upper left", fontsize=7)
     return _save(fig, path)
+
+
+def variable_importance(weights: np.ndarray, tags: list[str], path: Path, title: str) -> Path:
+    """Mean variable-selection weight per input tag (sums to 1), largest on top."""
+    w = np.asarray(weights, np.float64)
+    order = np.argsort(w)[::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(tags) + 1.2))
+    ax.barh([tags[i] for i in order][::-1], w[order][::-1] * 100)
+    ax.set(xlabel="mean selection weight (%)", title=title)
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, path)

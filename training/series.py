@@ -92,6 +92,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     ``loss`` replaces the default (a classification soft sensor's cross-entropy).
     Returns the model and the run record's ``training`` section."""
     from training.forecasters import Pinball
+    from training.tft import with_importance_output
 
     levels = quantile_levels(config)
     fit = config.fit
@@ -133,7 +134,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
     if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
         shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
-    shipped.save(run_dir / "model.keras")
+    with_importance_output(shipped).save(run_dir / "model.keras")  # tft: + selection weights
     plots.learning_curve(checkpoint.history, run_dir / "learning_curve.png", config.name)
     return model, info
 

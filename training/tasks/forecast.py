@@ -15,6 +15,7 @@ from edge_runtime.windowing import forecast_pairs
 from training import plots
 from training.calibration import save_representative
 from training.config import TrainConfig
+from training.conformal import calibrated_metrics, fit_offsets
 from training.drift import drift_spec
 from training.metrics import forecast_metrics, regression_metrics
 from training.registry import Family
@@ -39,14 +40,20 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     pred = model.predict(test_x, verbose=0)
     persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
     metrics = forecast_metrics(test_y, pred, levels)
+    output = output_spec(config, targets)
+    if levels:  # split-conformal offsets from the validation windows, scored on test
+        offsets = fit_offsets(val_y, model.predict(val_x, verbose=0), levels)
+        metrics |= calibrated_metrics(test_y, pred, levels, offsets)
+        output.conformal = offsets.tolist()
     metrics["persistence_mse"] = regression_metrics(test_y, persistence)["mse"]
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
-    forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels)
+    forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels,
+                   tags=data.grid.tags)
     drift = drift_spec(config, data.grid.rows[s.train], data.grid.tags,
                        _one_step_residuals(model, val_x, val_y, levels), targets)
     return RunRecord(name=config.name, task="forecast", family=config.family,
-                     output=output_spec(config, targets), metrics={"keras": metrics},
+                     output=output, metrics={"keras": metrics},
                      training=info, drift=drift,
                      **data.record_fields(config))
 
@@ -61,10 +68,12 @@ def _one_step_residuals(model, val_x, val_y, levels: list[float]) -> np.ndarray:
 
 
 def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[str],
-                   levels: list[float]) -> None:
+                   levels: list[float], tags: list[str] | None = None) -> None:
     """forecast_vs_actual.png (P50 with the outer quantiles shaded, for a quantile model) and,
-    for attention families, attention.png of the first window."""
+    for attention families, attention.png of the first window; a ``tft`` given its input
+    ``tags`` draws variable_importance.png and attention.png averaged over the windows ``x``."""
     from training.forecasters import attention_maps
+    from training.tft import interpretation_plots
 
     band = None
     if levels:
@@ -72,6 +81,8 @@ def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[s
     plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png", band=band,
                              band_label=f"P{levels[0] * 100:g}–P{levels[-1] * 100:g}"
                              if levels else "")
+    if tags is not None and interpretation_plots(run_dir, model, x, tags, title):
+        return
     maps = attention_maps(model, x[0])
     if maps:
         plots.attention_panels(maps, run_dir / "attention.png", title)
@@ -87,6 +98,8 @@ def parity(refs: list[np.ndarray], gots: list[np.ndarray], heldout: dict[str, np
     reasons = [] if edge_m["mse"] <= limit else [
         f"edge {point} {edge_m['mse']:.5f} > budget {limit:.5f} (float {keras_m['mse']:.5f} "
         f"+{budget:.0%})"]
+    if quantiles and record.output.conformal:  # reported beside the gate, not gated
+        edge_m |= calibrated_metrics(y, got, quantiles, record.output.conformal)
     if edge_m.get("crossing_share", 0.0) > 0:
         reasons.append(f"edge quantiles cross in {edge_m['crossing_share']:.2%} of outputs")
     return keras_m, edge_m, reasons

@@ -1,0 +1,223 @@
+"""Temporal Fusion Transformer (Lim et al., 2021) as a forecast family, from builtin Keras
+layers only, so ``model.keras`` loads in the converter's child and every op is a LiteRT builtin.
+
+The pieces, in the paper's order:
+
+* **Variable selection** over the past inputs: each variable gets its own linear embedding
+  (a 1×1 ``DepthwiseConv1D`` with ``depth_multiplier=hidden``: channel j → hidden channels of
+  x_j·w_j + b_j), a GRN over the flattened embeddings gives per-step softmax weights over the
+  F variables (layer ``variable_selection``), and the step's input is the weighted sum of the
+  variables after a GRN. Deviation: the per-variable GRN shares its weights across variables
+  (the embeddings are per variable); the weighted sum is two frozen 0/1 matrices (exact in
+  int8).
+* **Locality**: an LSTM encoder over the L past steps, an LSTM decoder over the H forecast steps
+  started from the encoder's state, gated skip + layer norm over both. Without known-future
+  inputs the decoder is fed a learned embedding per forecast step.
+* **Interpretable multi-head attention**: the H decoder steps attend over all L + H steps; each
+  head has its own query and key projections, the value projection is shared, and the heads'
+  softmax weights are averaged (layer ``tft_attention``) before they weight the values — so one
+  (H, L + H) matrix says where the model looked. No causal mask: every decoder input is a
+  function of the past window and learned constants, so no future observation can leak.
+* **Position-wise GRN**, gated skip over the attention block, and the repo's head: a delta
+  from the last observed value (persistence at initialisation) and, with ``quantiles``,
+  :func:`training.forecasters.quantile_head` (quantiles never cross).
+
+Recurrent layers are unrolled by default, the route by which Keras 3 LSTMs convert to builtin
+int8 (see ``training/forecasters.py``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+from keras import layers
+
+from training.forecasters import _head, _targets
+from training.registry import register
+
+SELECTION_LAYER = "variable_selection"  # (N, L, F) softmax weights over the input variables
+ATTENTION_LAYER = "tft_attention"  # (N, H, L + H) mean of the heads' attention weights
+
+
+class _Names:
+    """Unique layer names per builder call (readable graphs, stable names for side models)."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = {}
+
+    def __call__(self, stem: str) -> str:
+        self.count[stem] = self.count.get(stem, -1) + 1
+        return f"{stem}_{self.count[stem]}"
+
+
+def glu(x, units: int, name, dropout: float = 0.0):
+    """Gated linear unit: sigmoid(W4 x + b4) ⊙ (W5 x + b5); the gate lets a block switch
+    itself off (the paper's way of skipping what the data do not need)."""
+    if dropout:
+        x = layers.Dropout(dropout)(x)
+    gate = layers.Dense(units, activation="sigmoid", name=name("glu_gate"))(x)
+    value = layers.Dense(units, name=name("glu_value"))(x)
+    return layers.Multiply()([gate, value])
+
+
+def gate_add_norm(x, skip, units: int, name, dropout: float = 0.0):
+    """LayerNorm(skip + GLU(x)): the gated residual connection around every TFT block."""
+    return layers.LayerNormalization(name=name("norm"))(
+        layers.Add()([skip, glu(x, units, name, dropout)]))
+
+
+def grn(a, units: int, name, dropout: float = 0.0, out: int | None = None):
+    """Gated residual network: LayerNorm(skip(a) + GLU(W1 ELU(W2 a + b2) + b1)). ``out``:
+    output width when it differs from the input's (the skip is then a linear projection)."""
+    out = out or units
+    skip = a if a.shape[-1] == out else layers.Dense(out, name=name("grn_skip"))(a)
+    hidden = layers.Dense(units, activation="elu", name=name("grn_in"))(a)
+    hidden = layers.Dense(units, name=name("grn_hidden"))(hidden)
+    return gate_add_norm(hidden, skip, out, name, dropout)
+
+
+def _frozen(units: int, matrix: np.ndarray, name: str):
+    return layers.Dense(units, use_bias=False, trainable=False, name=name,
+                        kernel_initializer=keras.initializers.Constant(matrix))
+
+
+def variable_selection(inputs, window: int, features: int, hidden: int, name,
+                       dropout: float = 0.0):
+    """(N, L, F) → (N, L, hidden) selected input and the (N, L, F) selection weights."""
+    embedded = layers.DepthwiseConv1D(1, depth_multiplier=hidden, name="variable_embedding")(
+        inputs)  # (N, L, F·hidden): channel j·hidden + k is x_j·w_jk + b_jk
+    weights = grn(embedded, hidden, name, dropout, out=features)
+    weights = layers.Softmax(name=SELECTION_LAYER)(weights)
+    per_var = layers.Reshape((window * features, hidden))(embedded)
+    per_var = layers.Reshape((window, features * hidden))(grn(per_var, hidden, name, dropout))
+    expand = np.kron(np.eye(features), np.ones((1, hidden))).astype(np.float32)  # (F, F·h)
+    spread = _frozen(features * hidden, expand, "selection_spread")(weights)
+    weighted = layers.Multiply()([per_var, spread])
+    total = np.kron(np.ones((features, 1)), np.eye(hidden)).astype(np.float32)  # (F·h, h)
+    return _frozen(hidden, total, "selection_sum")(weighted), weights
+
+
+def _step_embedding(inputs, window: int, horizon: int, hidden: int):
+    """(N, H, hidden) learned embedding per forecast step: a trainable Dense on a frozen
+    constant one (builtin layers only; the decoder's input when no future is known)."""
+    first = layers.Flatten()(layers.Cropping1D((0, window - 1))(inputs))
+    one = layers.Dense(1, kernel_initializer="zeros", bias_initializer="ones",
+                       trainable=False, name="step_one")(first)
+    steps = layers.Dense(horizon * hidden, use_bias=False, name="step_embedding",
+                         kernel_initializer=keras.initializers.RandomNormal(stddev=0.1))(one)
+    return layers.Reshape((horizon, hidden))(steps)
+
+
+def interpretable_attention(queries, keys, hidden: int, heads: int, name,
+                            dropout: float = 0.0):
+    """Heads with their own Q/K projections and one shared V; softmax weights averaged over
+    heads (layer ``tft_attention``), then applied to V and projected back to ``hidden``."""
+    d_head = max(hidden // heads, 1)
+    scale = 1.0 / float(np.sqrt(d_head))
+    value = layers.Dense(d_head, use_bias=False, name="attention_value")(keys)
+    maps = []
+    for h in range(heads):
+        q = layers.Dense(d_head, use_bias=False, name=f"attention_query_{h}")(queries)
+        k = layers.Dense(d_head, use_bias=False, name=f"attention_key_{h}")(keys)
+        scores = layers.Rescaling(scale)(layers.Dot(axes=(2, 2))([q, k]))
+        maps.append(layers.Softmax(axis=-1)(scores))
+    weights = layers.Average(name=ATTENTION_LAYER)(maps) if heads > 1 else layers.Activation(
+        "linear", name=ATTENTION_LAYER)(maps[0])
+    if dropout:
+        weights = layers.Dropout(dropout)(weights)
+    context = layers.Dot(axes=(2, 1))([weights, value])  # (N, H, d_head)
+    return layers.Dense(hidden, use_bias=False, name="attention_out")(context)
+
+
+@register("forecast", "tft", small={"hidden": 8, "heads": 2})
+def tft(window: int, features: int, horizon: int, targets: int,
+        target_columns: list[int] | None = None, hidden: int = 16, heads: int = 4,
+        dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None):
+    """Temporal Fusion Transformer: variable selection, LSTM encoder–decoder, interpretable
+    multi-head attention, gated residual blocks; last-value skip + delta head, optional
+    non-crossing ``quantiles``."""
+    if hidden < heads:
+        raise ValueError(f"tft: hidden={hidden} must be at least heads={heads}")
+    cols = _targets(features, targets, target_columns)
+    name = _Names()
+    inputs = keras.Input((window, features))
+    past, _ = variable_selection(inputs, window, features, hidden, name, dropout)
+    enc_seq, h, c = layers.LSTM(hidden, return_sequences=True, return_state=True,
+                                unroll=unroll, name="encoder")(past)
+    future = _step_embedding(inputs, window, horizon, hidden)
+    dec_seq = layers.LSTM(hidden, return_sequences=True, unroll=unroll, name="decoder")(
+        future, initial_state=[h, c])
+    enc = gate_add_norm(enc_seq, past, hidden, name, dropout)
+    dec = gate_add_norm(dec_seq, future, hidden, name, dropout)
+    temporal = layers.Concatenate(axis=1)([enc, dec])  # (N, L + H, hidden)
+    enriched = grn(temporal, hidden, name, dropout)  # static enrichment (no static context)
+    enriched_dec = layers.Cropping1D((window, 0))(enriched)
+    att = interpretable_attention(enriched_dec, enriched, hidden, heads, name, dropout)
+    x = gate_add_norm(att, enriched_dec, hidden, name, dropout)
+    x = grn(x, hidden, name, dropout)  # position-wise feed-forward
+    x = gate_add_norm(x, dec, hidden, name)  # skip over the whole attention block
+    flat = layers.Flatten()(x)
+    return keras.Model(inputs, _head(flat, horizon, len(cols), inputs, window, cols, quantiles),
+                       name="tft")
+
+
+# ------------------------------------------------------------------------ interpretability
+
+IMPORTANCE_OUTPUT = "variable_importance"  # (N, F): a window's mean selection weight per tag
+
+
+class Interpretation(NamedTuple):
+    importance: np.ndarray  # (F,) mean selection weight per input variable, sums to 1
+    attention: np.ndarray  # (H, L + H) mean over windows and heads, rows sum to 1
+    windows: int
+
+
+def is_tft(model: keras.Model) -> bool:
+    return SELECTION_LAYER in {layer.name for layer in model.layers}
+
+
+def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
+    """The variable-selection weights and attention over time of a trained ``tft`` on
+    windows ``x`` (N, L, F), averaged over windows (and steps, for the weights). None for
+    other families."""
+    if not is_tft(model):
+        return None
+    side = keras.Model(model.inputs, [model.get_layer(SELECTION_LAYER).output,
+                                      model.get_layer(ATTENTION_LAYER).output])
+    selection, attention = side.predict(np.asarray(x, np.float32), verbose=0, batch_size=256)
+    return Interpretation(selection.mean(axis=(0, 1)), attention.mean(axis=0), len(x))
+
+
+def with_importance_output(model: keras.Model) -> keras.Model:
+    """The model to ship: a ``tft`` gets a second output, each window's selection weights
+    averaged over its L steps (N, F), so the edge can name the variables behind every
+    forecast. Any other model is returned as is. The forecast stays the first output (what
+    the parity gate and every metric read)."""
+    if not is_tft(model):
+        return model
+    weights = layers.GlobalAveragePooling1D(name=IMPORTANCE_OUTPUT)(
+        model.get_layer(SELECTION_LAYER).output)
+    return keras.Model(model.inputs, [model.outputs[0], weights], name=model.name)
+
+
+def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[str],
+                         title: str) -> Interpretation | None:
+    """``variable_importance.png`` and ``attention.png`` of a ``tft`` over windows ``x``."""
+    from pathlib import Path
+
+    from training import plots
+
+    found = interpretation(model, x)
+    if found is None:
+        return None
+    run_dir = Path(run_dir)
+    plots.variable_importance(found.importance, tags, run_dir / "variable_importance.png",
+                              f"{title}: variable selection (mean of {found.windows} windows)")
+    horizon = found.attention.shape[0]
+    plots.attention_panels(
+        [(f"{found.windows} windows; last {horizon} columns: forecast steps", "forecast step",
+          found.attention)],
+        run_dir / "attention.png", title)
+    return found
