@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from converters.build import ConvertOptions, OfflineOnlyError, build, build_auto, summary_lines
+from converters.ops import model_ops
 from edge_runtime.bundle import OutputSpec
 from edge_runtime.interpreter import EdgeModel
 from edge_runtime.pipelines import ModelPipeline
@@ -57,7 +58,7 @@ def tiny_forecast(family: str, out: Path, **model_kw) -> Path:
 
 def test_every_family_is_covered():
     assert {"linear", "dlinear", "lstm", "gru", "bilstm", "seq2seq", "transformer",
-            "tcn"} <= set(FORECASTERS)
+            "tcn", "informer", "informer_full"} <= set(FORECASTERS)
 
 
 @pytest.mark.parametrize("family", FORECASTERS)
@@ -73,6 +74,8 @@ def test_train_convert_run_matches_keras(family, tmp_path):
                                                f"{attempts})")
     # every family converts to builtin-op int8 (it may still miss the +2 % MSE budget)
     assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    if family == "informer":  # ProbSparse's top-u queries: a real TOPK_V2 in the shipped graph
+        assert "TOPK_V2" in model_ops(bundle.model_path), model_ops(bundle.model_path)
     print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
 
 
