@@ -79,6 +79,23 @@ def test_train_convert_run_matches_keras(family, tmp_path):
     print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
 
 
+# Instance normalisation (model.norm) wraps any family; these three cover a linear, a recurrent
+# (unrolled twin) and an attention family, RevIN's learnable affine on the linear one.
+NORMED = [("dlinear", {"norm": "revin", "norm_affine": True}), ("lstm", {"norm": "revin"}),
+          ("informer", {"norm": "revin"})]
+
+
+@pytest.mark.parametrize(("family", "norm"), NORMED, ids=[f for f, _ in NORMED])
+def test_instance_normalised_family_train_convert_run_matches_keras(family, norm, tmp_path):
+    run_dir = tiny_forecast(family, tmp_path / "runs", **norm)
+    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES)
+    assert_edge_matches_keras(run_dir, bundle, f"{family} {norm} "
+                                               f"({bundle.manifest.quantization}; {attempts})")
+    assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    assert "RSQRT" in model_ops(bundle.model_path)  # the window's own std, in the graph
+    print(f"{family} {norm}: shipped {bundle.manifest.quantization}; {attempts}")
+
+
 def assert_edge_matches_keras(run_dir: Path, bundle, detail: str) -> np.ndarray:
     """The contract's tolerances and the +2 % MSE budget; returns the edge outputs."""
     heldout = np.load(run_dir / "heldout.npz")

@@ -365,11 +365,14 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
 
 
 def check_family_model(config: TrainConfig, fail) -> None:
-    """``model:`` keys some families check without Keras (Informer: the window distilling
-    needs), so a network that cannot be built is refused before any data is read."""
+    """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
+    distilling needs), so a network that cannot be built is refused before any data is read."""
     from training.informer_args import check_config_model
+    from training.instance_norm import check_norm
 
     try:
+        if config.task == "forecast":
+            check_norm(config.model.get("norm", "none"), config.model.get("norm_affine", False))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
     except ValueError as exc:
         fail("model", str(exc))
