@@ -149,7 +149,9 @@ def distil(x, d_model: int, name: str):
     """Self-attention distilling: Conv1D (kernel 3, circular) + BatchNorm + ELU + max-pool
     (3, stride 2): the next encoder layer sees half the steps."""
     x = layers.Conv1D(d_model, 3, name=f"{name}_conv")(_circular_pad(x, x.shape[1]))
-    x = layers.Activation("elu")(layers.BatchNormalization(name=f"{name}_norm")(x))
+    # momentum 0.9: PyTorch's BatchNorm1d default (0.1) in the reference, not Keras' 0.99
+    x = layers.BatchNormalization(momentum=0.9, name=f"{name}_norm")(x)
+    x = layers.Activation("elu")(x)
     return layers.MaxPooling1D(3, strides=2, padding="same", name=f"{name}_pool")(x)
 
 
