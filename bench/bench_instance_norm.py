@@ -11,7 +11,7 @@ The choice rule (fixed before running): per family, the norm with the best mean 
 series (1 = lowest validation MSE on that series); ties broken by the mean ratio to ``none``.
 
 Usage: python bench/bench_instance_norm.py [--families dlinear,informer] [--input-len 96]
-       [--horizon 24] [--epochs 3] [--stride 4]
+       [--horizon 24] [--epochs 3] [--stride 4] [--ett-columns HUFL,MULL,OT]
 Prints a table; writes bench/results/instance_norm.json.
 """
 
@@ -36,8 +36,10 @@ NORMS = ("none", "subtract_last", "revin")
 MODEL_ARGS = {"dlinear": {}, "informer": {"d_model": 32, "heads": 2, "d_ff": 64}}
 
 
-def ett_series(csv: Path, window: int, horizon: int, stride: int):
-    """(name, train pairs, val pairs) per ETTh1 column, univariate; test rows never read."""
+def ett_series(csv: Path, window: int, horizon: int, stride: int,
+               columns: list[str] | None = None):
+    """(name, train pairs, val pairs) per ETTh1 column (all, or ``columns``), univariate;
+    test rows never read."""
     import pandas as pd
 
     from edge_runtime.scaling import StandardScaler
@@ -46,7 +48,7 @@ def ett_series(csv: Path, window: int, horizon: int, stride: int):
 
     train_end, val_end, _ = HOURLY_BORDERS
     frame = pd.read_csv(csv, nrows=val_end).drop(columns=["date"])  # no test row is read
-    for column in frame.columns:
+    for column in columns or list(frame.columns):
         values = frame[[column]].to_numpy(np.float64)
         scaled = StandardScaler.fit(values[:train_end]).transform(values)
         x, y = forecast_pairs(scaled[:train_end], window, horizon, [0])
@@ -117,12 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--horizon", type=int, default=24)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--stride", type=int, default=4, help="every n-th training window")
+    p.add_argument("--ett-columns", help="comma-separated ETTh1 columns (default: all 7)")
     p.add_argument("--csv", type=Path, default=Path(os.environ.get("PROCEDGE_DATA", ""))
                    / "ett" / "ETTh1.csv")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "instance_norm.json")
     args = p.parse_args(argv)
     L, H = args.input_len, args.horizon
-    series = [*ett_series(args.csv, L, H, args.stride), *simulator_series(L, H, args.stride)]
+    columns = args.ett_columns.split(",") if args.ett_columns else None
+    series = [*ett_series(args.csv, L, H, args.stride, columns),
+              *simulator_series(L, H, args.stride)]
     rows, start = [], time.perf_counter()
     for family in args.families.split(","):
         for name, train, val in series:
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "settings": {"input_len": L, "horizon": H, "epochs": args.epochs,
-                     "stride": args.stride, "model_args": MODEL_ARGS},
+                     "stride": args.stride, "model_args": MODEL_ARGS,
+                     "series": [name for name, _, _ in series]},
         "rows": rows, "choice": {f: c[0] for f, c in choices.items()},
         "summary": {f: c[1] for f, c in choices.items()},
         "seconds": round(time.perf_counter() - start, 1)}, indent=2))

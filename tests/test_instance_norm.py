@@ -65,3 +65,18 @@ def test_bad_norm_keys_are_refused_before_tensorflow():
     with pytest.raises(ConfigError, match=r"model.norm_affine .* needs model.norm: revin"):
         check_train_config(config({"norm": "subtract_last", "norm_affine": True}), "n.yaml")
     check_train_config(config({"norm": "revin", "norm_affine": True}), "n.yaml")
+
+
+def test_defaults_are_the_validated_choices():
+    """bench/bench_instance_norm.py's picks: informer subtract_last, dlinear none."""
+    from training.instance_norm import default_norm
+    from training.registry import get_family
+
+    assert (default_norm("informer"), default_norm("dlinear"), default_norm("lstm")) == (
+        "subtract_last", "none", "none")
+    small = get_family("informer", "forecast").small
+    assert get_family("informer", "forecast").build(8, 2, 2, 1, **small).name == (
+        "informer_subtract_last")
+    assert get_family("informer", "forecast").build(8, 2, 2, 1, norm="none",
+                                                    **small).name == "informer"
+    assert get_family("dlinear", "forecast").build(8, 2, 2, 1).name == "dlinear"

@@ -368,11 +368,12 @@ def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
     distilling needs), so a network that cannot be built is refused before any data is read."""
     from training.informer_args import check_config_model
-    from training.instance_norm import check_norm
+    from training.instance_norm import check_norm, default_norm
 
     try:
         if config.task == "forecast":
-            check_norm(config.model.get("norm", "none"), config.model.get("norm_affine", False))
+            check_norm(config.model.get("norm") or default_norm(config.family),
+                       config.model.get("norm_affine", False))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
     except ValueError as exc:
         fail("model", str(exc))

@@ -24,6 +24,14 @@ from collections.abc import Callable
 
 NORMS = ("none", "subtract_last", "revin")
 EPS = 1e-5  # RevIN's epsilon, added to the variance
+# Defaults chosen on validation splits across series (bench/bench_instance_norm.py, the
+# 2026-12-03 entry of bench/HISTORY.md); families not listed were not measured: "none".
+DEFAULT_NORMS = {"dlinear": "none", "informer": "subtract_last"}
+
+
+def default_norm(family: str) -> str:
+    """The ``model.norm`` a family gets when its config says nothing."""
+    return DEFAULT_NORMS.get(family, "none")
 
 
 def check_norm(norm: str, affine: bool) -> None:
@@ -35,14 +43,16 @@ def check_norm(norm: str, affine: bool) -> None:
                          f"model.norm: revin (not {norm!r})")
 
 
-def with_instance_norm(build: Callable[..., object]) -> Callable[..., object]:
-    """A forecast builder that takes ``norm`` and ``norm_affine`` besides the family's own
-    arguments; ``norm="none"`` returns the family's model unchanged."""
+def with_instance_norm(build: Callable[..., object], family: str) -> Callable[..., object]:
+    """A forecast builder that takes ``norm`` (default: :func:`default_norm` of ``family``)
+    and ``norm_affine`` besides the family's own arguments; ``norm="none"`` returns the
+    family's model unchanged."""
 
     @functools.wraps(build)
     def wrapped(window: int, features: int, horizon: int, targets: int,
-                target_columns: list[int] | None = None, norm: str = "none",
+                target_columns: list[int] | None = None, norm: str | None = None,
                 norm_affine: bool = False, **kw):
+        norm = default_norm(family) if norm is None else norm
         check_norm(norm, norm_affine)
         model = build(window, features, horizon, targets, target_columns=target_columns, **kw)
         if norm == "none":

@@ -45,7 +45,7 @@ def register(task: TaskName, name: str, offline_only: bool = False,
         if (task, name) in _FAMILIES:
             raise ValueError(f"model family {name!r} registered twice for task {task!r}")
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        build = with_instance_norm(builder) if task == "forecast" else builder  # model.norm
+        build = with_instance_norm(builder, name) if task == "forecast" else builder  # model.norm
         _FAMILIES[task, name] = Family(name, task, build, offline_only, doc,
                                        dict(small or {}))
         return builder
