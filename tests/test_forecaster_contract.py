@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from converters.build import ConvertOptions, OfflineOnlyError, build, build_auto, summary_lines
+from converters.ops import model_ops
 from edge_runtime.bundle import OutputSpec
 from edge_runtime.conformal import apply_offsets
 from edge_runtime.interpreter import EdgeModel
@@ -59,7 +60,7 @@ def tiny_forecast(family: str, out: Path, **model_kw) -> Path:
 
 def test_every_family_is_covered():
     assert {"linear", "dlinear", "lstm", "gru", "bilstm", "seq2seq", "transformer",
-            "tcn"} <= set(FORECASTERS)
+            "tcn", "informer", "informer_full"} <= set(FORECASTERS)
 
 
 @pytest.mark.parametrize("family", FORECASTERS)
@@ -75,7 +76,26 @@ def test_train_convert_run_matches_keras(family, tmp_path):
                                                f"{attempts})")
     # every family converts to builtin-op int8 (it may still miss the +2 % MSE budget)
     assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    if family == "informer":  # ProbSparse's top-u queries: a real TOPK_V2 in the shipped graph
+        assert "TOPK_V2" in model_ops(bundle.model_path), model_ops(bundle.model_path)
     print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")
+
+
+# Instance normalisation (model.norm) wraps any family; these three cover a linear, a recurrent
+# (unrolled twin) and an attention family, RevIN's learnable affine on the linear one.
+NORMED = [("dlinear", {"norm": "revin", "norm_affine": True}), ("lstm", {"norm": "revin"}),
+          ("informer", {"norm": "revin"})]
+
+
+@pytest.mark.parametrize(("family", "norm"), NORMED, ids=[f for f, _ in NORMED])
+def test_instance_normalised_family_train_convert_run_matches_keras(family, norm, tmp_path):
+    run_dir = tiny_forecast(family, tmp_path / "runs", **norm)
+    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", CANDIDATES)
+    assert_edge_matches_keras(run_dir, bundle, f"{family} {norm} "
+                                               f"({bundle.manifest.quantization}; {attempts})")
+    assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    assert "RSQRT" in model_ops(bundle.model_path)  # the window's own std, in the graph
+    print(f"{family} {norm}: shipped {bundle.manifest.quantization}; {attempts}")
 
 
 def assert_edge_matches_keras(run_dir: Path, bundle, detail: str) -> np.ndarray:

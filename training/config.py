@@ -356,6 +356,7 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
     if config.task not in known[config.family]:
         fail("family", f"{config.family!r} is a {' and '.join(sorted(known[config.family]))} "
              f"family, not {config.task} (known for {config.task}: {for_task})")
+    check_family_model(config, fail)
     if task_spec(config.task).inputs == "image" or config.task == "control":
         return  # images: a folder; control: an environment, no data columns
     data = config.data
@@ -388,6 +389,21 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
                 fail(field, f"{name!r} is not a {'column of' if among is available else 'tag in'}"
                      f" {where if among is available else 'data.tags'}"
                      f"{did_you_mean(name, among)} (there: {_listed(among)})")
+
+
+def check_family_model(config: TrainConfig, fail) -> None:
+    """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
+    distilling needs), so a network that cannot be built is refused before any data is read."""
+    from training.informer_args import check_config_model
+    from training.instance_norm import check_norm, default_norm
+
+    try:
+        if config.task == "forecast":
+            check_norm(config.model.get("norm") or default_norm(config.family),
+                       config.model.get("norm_affine", False))
+        check_config_model(config.family, config.window.length, config.horizon, config.model)
+    except ValueError as exc:
+        fail("model", str(exc))
 
 
 def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str],

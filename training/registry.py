@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.contract import TaskName, task_spec
+from training.instance_norm import with_instance_norm
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ _FAMILIES: dict[tuple[str, str], Family] = {}  # (task, name) → family
 # The modules that register the built-in families (import side effect).
 BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models",
                    "training.soft_sensors", "training.control.networks",
-                   "training.tft")
+                   "training.tft", "training.informer")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,
@@ -44,7 +45,8 @@ def register(task: TaskName, name: str, offline_only: bool = False,
         if (task, name) in _FAMILIES:
             raise ValueError(f"model family {name!r} registered twice for task {task!r}")
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        _FAMILIES[task, name] = Family(name, task, builder, offline_only, doc,
+        build = with_instance_norm(builder, name) if task == "forecast" else builder  # model.norm
+        _FAMILIES[task, name] = Family(name, task, build, offline_only, doc,
                                        dict(small or {}))
         return builder
 

@@ -1,0 +1,82 @@
+"""Instance normalisation around any forecaster (``model.norm``, ``training/instance_norm.py``):
+exact de-normalisation (an untrained delta family stays persistence), RevIN's equivariance
+to a window's level and scale, and bad keys refused before TensorFlow. Train → convert →
+LiteRT with it on is in test_forecaster_contract.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.validation import ConfigError
+from training.config import TrainConfig, check_train_config
+
+
+def _windows(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((4, 12, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("norm", [{"norm": "revin"}, {"norm": "revin", "norm_affine": True},
+                                  {"norm": "subtract_last"}])
+def test_an_untrained_delta_family_stays_persistence(norm):
+    from training.registry import get_family
+
+    x = _windows() * 5 + 40  # far from the scaled range: the normalisation must undo itself
+    model = get_family("lstm", "forecast").build(12, 3, 4, 2, target_columns=[0, 2],
+                                                 units=[4], **norm)
+    np.testing.assert_allclose(np.asarray(model(x)), np.repeat(x[:, -1:, [0, 2]], 4, axis=1),
+                               rtol=1e-4)
+
+
+def test_revin_forecasts_in_the_window_frame():
+    """f(a·x + c) = a·f(x) + c per window: a model that learnt a shape at one level and scale
+    forecasts it at any other (DLinear's random start, so the map is not persistence)."""
+    from training.registry import get_family
+
+    model = get_family("dlinear", "forecast").build(12, 3, 4, 3, norm="revin")
+    x = _windows()
+    a = np.array([2.0, 0.5, 3.0], np.float32)
+    c = np.array([10.0, -4.0, 7.0], np.float32)
+    np.testing.assert_allclose(np.asarray(model(x * a + c)), np.asarray(model(x)) * a + c,
+                               rtol=1e-3, atol=1e-3)
+    plain = get_family("dlinear", "forecast").build(12, 3, 4, 3)
+    assert not np.allclose(np.asarray(plain(x + c)), np.asarray(plain(x)) + c, atol=1e-2)
+
+
+def test_quantile_outputs_are_mapped_back_per_level():
+    from training.registry import get_family
+
+    x = _windows() * 3 + 20
+    model = get_family("lstm", "forecast").build(12, 3, 2, 1, units=[4], norm="revin",
+                                                 quantiles=[0.1, 0.5, 0.9])
+    out = np.asarray(model(x))
+    assert out.shape == (4, 2, 1, 3) and np.all(np.diff(out, axis=-1) >= 0)
+    np.testing.assert_allclose(out[..., 1], np.repeat(x[:, -1:, -1:], 2, axis=1), rtol=1e-4)
+
+
+def test_bad_norm_keys_are_refused_before_tensorflow():
+    def config(model):
+        return TrainConfig.model_validate({"name": "n", "task": "forecast", "family": "dlinear",
+                                           "model": model})
+
+    with pytest.raises(ConfigError, match=r"model: model.norm must be one of \['none', "
+                                          r"'subtract_last', 'revin'\], not 'revn'"):
+        check_train_config(config({"norm": "revn"}), "n.yaml")
+    with pytest.raises(ConfigError, match=r"model.norm_affine .* needs model.norm: revin"):
+        check_train_config(config({"norm": "subtract_last", "norm_affine": True}), "n.yaml")
+    check_train_config(config({"norm": "revin", "norm_affine": True}), "n.yaml")
+
+
+def test_defaults_are_the_validated_choices():
+    """bench/bench_instance_norm.py's picks: informer subtract_last, dlinear none."""
+    from training.instance_norm import default_norm
+    from training.registry import get_family
+
+    assert (default_norm("informer"), default_norm("dlinear"), default_norm("lstm")) == (
+        "subtract_last", "none", "none")
+    small = get_family("informer", "forecast").small
+    assert get_family("informer", "forecast").build(8, 2, 2, 1, **small).name == (
+        "informer_subtract_last")
+    assert get_family("informer", "forecast").build(8, 2, 2, 1, norm="none",
+                                                    **small).name == "informer"
+    assert get_family("dlinear", "forecast").build(8, 2, 2, 1).name == "dlinear"
