@@ -97,6 +97,31 @@ def _refuse_workstation_only(run_dir: Path) -> None:
                           "synthetic windows")
 
 
+def _cmd_generate(args) -> None:
+    from training.synthetic import FORMATS, class_indices, generate, write
+
+    meta_path = args.run_dir / "generative.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"{args.run_dir}: not a run directory of a generative model (no "
+                          "generative.json; train one with task: generative)")
+    if args.out.suffix not in FORMATS:
+        raise ConfigError(f"--out {args.out}: write .csv or .parquet")
+    if args.n < 1:
+        raise ConfigError(f"--n {args.n}: at least one window")
+    try:
+        class_indices(json.loads(meta_path.read_text()), 1, args.condition)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    frame, info = generate(args.run_dir, args.n, args.condition, args.seed)  # TF from here
+    side = write(frame, info, args.out)
+    if args.json:
+        _print_json({"ok": True, "out": str(args.out), "metadata": str(side)} | info)
+        return
+    counts = ", ".join(f"{k}: {v}" for k, v in info["classes"].items())
+    print(f"wrote {info['windows']} synthetic windows ({counts}) of {info['window']} rows to "
+          f"{args.out}; metadata (synthetic: true) in {side}")
+
+
 def _cmd_run(args) -> None:
     from edge_runtime.daemon import run
 
@@ -281,6 +306,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="magnitude pruning to SPARSITY (0-1) before conversion")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("generate", help="write synthetic windows of a generative run")
+    p.add_argument("run_dir", type=Path, help="run directory of a task: generative model")
+    p.add_argument("--n", type=int, required=True, help="windows (of each class unless "
+                   "--condition names one)")
+    p.add_argument("--condition", help="a class of the run (its condition column's value)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same windows")
+    p.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet; "
+                   "FILE.<suffix>.json beside it says synthetic: true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("run", help="run the edge daemon")
     p.add_argument("--config", required=True, type=Path, help="edge YAML config")

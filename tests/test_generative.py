@@ -47,13 +47,20 @@ def _train(cfg: TrainConfig) -> Path:
     return train(cfg)
 
 
-def test_cvae_honours_the_condition_and_is_deterministic(tmp_path):
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory) -> Path:
+    """A CVAE trained on two modes (the run directory)."""
+    tmp = tmp_path_factory.mktemp("cvae")
+    csv = modes_export(tmp / "modes.csv")
+    return _train(config(tmp, "cvae", csv, steps=300, condition_column="mode"))
+
+
+def test_cvae_honours_the_condition_and_is_deterministic(cvae_run):
     from edge_runtime.bundle import RunRecord
     from edge_runtime.scaling import StandardScaler
     from training.generative import load_generator
 
-    csv = modes_export(tmp_path / "modes.csv")
-    run = _train(config(tmp_path, "cvae", csv, steps=300, condition_column="mode"))
+    run = cvae_run
     gen, meta = load_generator(run)
     assert meta["class_names"] == ["0", "1"] and meta["condition_column"] == "mode"
     scaler = StandardScaler.from_spec(RunRecord.load(run).scaler)
@@ -71,6 +78,44 @@ def test_cvae_honours_the_condition_and_is_deterministic(tmp_path):
     for name in ("generator.keras", "generative.json", "heldout.npz", "losses.png",
                  "samples.png", "pca.png"):
         assert (run / name).is_file(), name
+
+
+def test_generate_writes_a_historian_export_marked_synthetic(cvae_run, tmp_path, capsys):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from edge_runtime.windowing import sliding_windows
+    from procedge.cli import main
+    from training.config import DataConfig, WindowConfig
+    from training.historian import load_grid
+
+    out = tmp_path / "synthetic.csv"
+    main(["generate", str(cvae_run), "--n", "5", "--condition", "1", "--seed", "2",
+          "--out", str(out)])
+    assert "wrote 5 synthetic windows (1: 5)" in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["timestamp", "a", "b", "window_id", "mode"]
+    assert len(frame) == 40 and (frame["mode"] == 1).all()
+    assert sorted(frame["window_id"].unique()) == list(range(5))
+    np.testing.assert_allclose(frame[["a", "b"]].mean(), MEANS[1], atol=0.6)
+    meta = json.loads((tmp_path / "synthetic.csv.json").read_text())
+    assert meta["synthetic"] is True and meta["classes"] == {"1": 5} and meta["seed"] == 2
+    # read back as a historian export, none of its windows spans two synthetic ones: the
+    # five, and after each but the last its final value held for max_gap_s (3 grid steps,
+    # as the gateway holds a silent tag) before the gap
+    grid = load_grid(DataConfig(source="historian", path=out, tags=["a", "b"]),
+                     WindowConfig(period_s=5, length=8, max_gap_s=15))
+    assert len(sliding_windows(grid.rows, 8)[0]) == 5 + 4 * 3
+    again = tmp_path / "again.parquet"
+    main(["generate", str(cvae_run), "--n", "5", "--condition", "1", "--seed", "2",
+          "--out", str(again)])
+    table = pq.read_table(again)
+    assert json.loads(table.schema.metadata[b"procedge"])["synthetic"] is True
+    np.testing.assert_allclose(table.to_pandas()[["a", "b"]], frame[["a", "b"]], rtol=1e-6)
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", str(cvae_run), "--n", "5", "--condition", "7", "--out", str(out)])
+    assert exc.value.code == 2 and "classes: 0, 1" in capsys.readouterr().err
 
 
 def test_wgan_gp_trains_same_seed_same_generator(tmp_path):
