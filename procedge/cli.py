@@ -382,6 +382,7 @@ EVALS: dict[str, str] = {
     "images": "evaluation.images",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
+    "generative": "evaluation.generative",
 }
 
 
