@@ -151,3 +151,21 @@ def test_convert_refuses_a_generative_run(tmp_path, capsys):
         main(["convert", str(run)])
     assert exc.value.code == 2
     assert "workstation job" in capsys.readouterr().err
+
+
+def test_synthetic_normal_windows_are_flagged_as_often_as_real_normal_ones(tmp_path):
+    """A CVAE of the simulator's normal operation and a tiny autoencoder of the same data:
+    the share of synthetic windows over the autoencoder's limit is near the share of real
+    held-out normal windows over it (both near its calibrated false-alarm rate)."""
+    from tests.helpers import tiny_config
+    from training.synthetic_normal import flagged_shares
+    from training.train import train
+
+    anomaly = train(tiny_config("tank_anomaly", tmp_path, output_dir=tmp_path / "runs"))
+    cfg = config(tmp_path, "cvae", None, steps=800)
+    cfg.data.simulator.steps, cfg.window.length = 3000, 12  # the anomaly model's data, window
+    cfg.model, cfg.generative.latent_dim, cfg.generative.batch_size = {"filters": 32}, 8, 64
+    generator = _train(cfg)
+    shares = flagged_shares(generator, anomaly, n=1000, seed=0)
+    assert shares["real_windows"] > 100
+    assert abs(shares["synthetic_over_limit"] - shares["real_over_limit"]) <= 0.05, shares
