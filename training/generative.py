@@ -7,8 +7,9 @@ weights by ``keras.utils.set_random_seed``, the batches and the noise by the see
 What both share is a :class:`WindowGenerator`: a functional ``generator`` model from
 ``[z | one-hot class]`` to a window of scaled values, ``sample(classes, seed)`` and the loss
 history of the fit. A CVAE's decoder is Gaussian with a learned standard deviation per tag:
-sampling adds that noise to the decoded mean, as the likelihood it was trained on says (the
-mean alone is smoother than any real window).
+sampling adds noise to the decoded mean (the mean alone is smoother than any real window): per
+tag, the residuals' standard deviation and lag-1 autocorrelation after the fit, as AR(1) noise
+(process residuals are correlated in time; white noise is the tell of a synthetic window).
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ class WindowGenerator:
     """A trained (or freshly built) generator of windows for ``n_classes`` classes."""
 
     def __init__(self, family: str, generator: keras.Model, window: int, features: int,
-                 n_classes: int, latent_dim: int, noise_std: np.ndarray | None = None):
+                 n_classes: int, latent_dim: int, noise_std: np.ndarray | None = None,
+                 noise_phi: np.ndarray | None = None):
         self.family, self.generator = family, generator
         self.window, self.features = window, features
         self.n_classes, self.latent_dim = n_classes, latent_dim
         self.noise_std = (np.zeros(features, np.float32) if noise_std is None
                           else np.asarray(noise_std, np.float32))
+        self.noise_phi = (np.zeros(features, np.float32) if noise_phi is None
+                          else np.asarray(noise_phi, np.float32))
         self.history: dict[str, list[float]] = {}
 
     def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -50,8 +54,13 @@ class WindowGenerator:
         the same windows."""
         rng = np.random.default_rng(seed)
         mean = self.generator.predict(self.inputs(classes, rng), verbose=0, batch_size=256)
-        noise = rng.standard_normal(mean.shape).astype(np.float32) * self.noise_std
-        return (mean + noise).astype(np.float32)
+        eps = rng.standard_normal(mean.shape).astype(np.float32)
+        phi, innovation = self.noise_phi, np.sqrt(1.0 - self.noise_phi ** 2)
+        noise = np.empty_like(eps)
+        noise[:, 0] = eps[:, 0]
+        for t in range(1, mean.shape[1]):  # AR(1) with unit variance, then scaled per tag
+            noise[:, t] = phi * noise[:, t - 1] + innovation * eps[:, t]
+        return (mean + noise * self.noise_std).astype(np.float32)
 
     def fit(self, x: np.ndarray, classes: np.ndarray, steps: int, batch_size: int, seed: int,
             settings: dict, desc: str = "generative") -> dict[str, list[float]]:
@@ -61,7 +70,8 @@ class WindowGenerator:
         self.generator.save(Path(run_dir) / GENERATOR_FILE)
         meta = {"family": self.family, "window": self.window, "features": self.features,
                 "n_classes": self.n_classes, "latent_dim": self.latent_dim,
-                "noise_std": [float(v) for v in self.noise_std]} | (extra or {})
+                "noise_std": [float(v) for v in self.noise_std],
+                "noise_phi": [float(v) for v in self.noise_phi]} | (extra or {})
         (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -70,7 +80,8 @@ def load_generator(run_dir: Path) -> tuple[WindowGenerator, dict]:
     meta = json.loads((Path(run_dir) / META_FILE).read_text())
     model = keras.models.load_model(Path(run_dir) / GENERATOR_FILE, compile=False)
     gen = WindowGenerator(meta["family"], model, meta["window"], meta["features"],
-                          meta["n_classes"], meta["latent_dim"], np.asarray(meta["noise_std"]))
+                          meta["n_classes"], meta["latent_dim"], np.asarray(meta["noise_std"]),
+                          np.asarray(meta.get("noise_phi", np.zeros(meta["features"]))))
     return gen, meta
 
 
@@ -158,19 +169,24 @@ class CVAE(WindowGenerator):
             nll, kl = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
             history["nll"].append(float(nll))
             history["kl"].append(float(kl))
-        self.noise_std = self.residual_std(x, onehot)
+        self.noise_std, self.noise_phi = self.residual_noise(x, onehot)
         self.history = history
         return history
 
-    def residual_std(self, x: np.ndarray, onehot: np.ndarray) -> np.ndarray:
-        """Per tag, the RMS of x − decoder(mu(x), c) over the training windows: the
-        maximum-likelihood s of the fitted decoder (the learned log s moves at Adam's pace,
-        too slowly to be trusted after a short fit)."""
+    def residual_noise(self, x: np.ndarray, onehot: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Per tag, the RMS of r = x − decoder(mu(x), c) over the training windows (the
+        maximum-likelihood s of the fitted decoder: the learned log s moves at Adam's pace,
+        too slowly to be trusted after a short fit) and r's lag-1 autocorrelation within
+        windows, clipped to [0, 0.99]."""
         stats = self.encoder.predict([x, onehot], verbose=0, batch_size=256)
         z = stats[:, :self.latent_dim]
         mean = self.generator.predict(np.concatenate([z, onehot], axis=1), verbose=0,
                                       batch_size=256)
-        return np.sqrt(np.mean(np.square(x - mean), axis=(0, 1))).astype(np.float32)
+        r = x - mean
+        std = np.sqrt(np.mean(np.square(r), axis=(0, 1)))
+        lag = np.mean(r[:, 1:] * r[:, :-1], axis=(0, 1)) / np.maximum(std ** 2, 1e-12)
+        return std.astype(np.float32), np.clip(lag, 0.0, 0.99).astype(np.float32)
 
 
 class WGANGP(WindowGenerator):
