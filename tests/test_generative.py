@@ -169,3 +169,17 @@ def test_synthetic_normal_windows_are_flagged_as_often_as_real_normal_ones(tmp_p
     shares = flagged_shares(generator, anomaly, n=1000, seed=0)
     assert shares["real_windows"] > 100
     assert abs(shares["synthetic_over_limit"] - shares["real_over_limit"]) <= 0.05, shares
+
+
+def test_quality_scores_tell_good_from_bad_synthetic_windows():
+    from training.generative_quality import coverage, discriminative_score, mmd2
+
+    rng = np.random.default_rng(0)
+    real, same = rng.normal(size=(2, 200, 6, 2))
+    shifted = same + 1.0
+    assert abs(mmd2(real, same)) < 0.01 < mmd2(real, shifted)
+    assert coverage(real, same) > 0.8
+    collapsed = np.repeat(same[:1], 200, axis=0)  # one window over and over: a collapsed mode
+    assert coverage(real, collapsed) < 0.1
+    assert discriminative_score(real, same + 1.5, epochs=25) > 0.3  # told apart
+    assert discriminative_score(real, same, epochs=25) < 0.15  # chance
