@@ -162,7 +162,7 @@ def test_synthetic_normal_windows_are_flagged_as_often_as_real_normal_ones(tmp_p
     from training.train import train
 
     anomaly = train(tiny_config("tank_anomaly", tmp_path, output_dir=tmp_path / "runs"))
-    cfg = config(tmp_path, "cvae", None, steps=800)
+    cfg = config(tmp_path, "cvae", None, steps=400)
     cfg.data.simulator.steps, cfg.window.length = 3000, 12  # the anomaly model's data, window
     cfg.model, cfg.generative.latent_dim, cfg.generative.batch_size = {"filters": 32}, 8, 64
     generator = _train(cfg)
