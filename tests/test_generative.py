@@ -78,6 +78,7 @@ def test_cvae_honours_the_condition_and_is_deterministic(cvae_run):
     for name in ("generator.keras", "generative.json", "heldout.npz", "losses.png",
                  "samples.png", "pca.png"):
         assert (run / name).is_file(), name
+    assert any((run / "logs").iterdir())  # TensorBoard scalars
 
 
 def test_generate_writes_a_historian_export_marked_synthetic(cvae_run, tmp_path, capsys):

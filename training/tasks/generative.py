@@ -7,7 +7,8 @@ its runs, and ``procedge generate RUN_DIR`` writes synthetic windows from them. 
 directory: ``generator.keras`` (``[z | one-hot]`` → scaled window), ``generative.json``
 (family, classes, latent size, the decoder's noise), ``training.json`` (the tags, the grid
 and the scaler, as every series run), ``heldout.npz`` (the test split's windows ``x`` and
-class indices ``c``), ``losses.png``, ``samples.png``, ``pca.png``. Metrics on the test
+class indices ``c``), ``losses.png``, ``samples.png``, ``pca.png`` and, with
+``fit.tensorboard``, the loss terms per step in ``logs/``. Metrics on the test
 split: MMD² and coverage per class (:mod:`training.generative_quality`).
 """
 
@@ -59,6 +60,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     fake = model.sample(fake_c, seed=config.fit.seed)
     metrics = _metrics(test_x, test_c, fake, fake_c, names, history, seconds, g.steps)
     _plots(config, data, model, history, test_x, test_c, fake, fake_c, names, run_dir)
+    if config.fit.tensorboard:
+        _tensorboard(history, run_dir / "logs")
     return RunRecord(name=config.name, task="generative", family=config.family,
                      metrics={"keras": metrics},
                      training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
@@ -136,6 +139,19 @@ def _plots(config, data, model, history, test_x, test_c, fake, fake_c, names, ru
     if len(test_x) > 2:
         plots.pca_plot(test_x, test_c, fake, fake_c, names, run_dir / "pca.png",
                        f"{config.name}: test windows vs generated")
+
+
+def _tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
+    """The loss terms per step as TensorBoard scalars (written after the fit: the loop
+    stays free of summary ops)."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        for key, values in history.items():
+            for step, value in enumerate(values):
+                tf.summary.scalar(key, value, step=step)
+    writer.close()
 
 
 def parity(refs, gots, heldout, record: RunRecord, budget: float):
