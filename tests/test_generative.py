@@ -76,7 +76,7 @@ def test_cvae_honours_the_condition_and_is_deterministic(cvae_run):
     record = RunRecord.load(run)
     assert record.task == "generative" and record.metrics["keras"]["mmd2"] < 0.1
     for name in ("generator.keras", "generative.json", "heldout.npz", "losses.png",
-                 "samples.png", "pca.png"):
+                 "samples.png", "pca.png", "interpolation.png"):
         assert (run / name).is_file(), name
     assert any((run / "logs").iterdir())  # TensorBoard scalars
 

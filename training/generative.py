@@ -173,6 +173,17 @@ class CVAE(WindowGenerator):
         self.history = history
         return history
 
+    def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
+                    ) -> np.ndarray:
+        """Decoded means along the straight line between the latent means of windows ``a``
+        and ``b`` (both of class ``cls``): (steps, L, F), scaled; first ≈ a, last ≈ b."""
+        onehot = np.eye(self.n_classes, dtype=np.float32)[[cls, cls]]
+        mu = self.encoder.predict([np.stack([a, b]), onehot], verbose=0)[:, :self.latent_dim]
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        z = (1 - t) * mu[0] + t * mu[1]
+        return self.generator.predict(np.concatenate([z, np.repeat(onehot[:1], steps, 0)], 1),
+                                      verbose=0)
+
     def residual_noise(self, x: np.ndarray, onehot: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
         """Per tag, the RMS of r = x − decoder(mu(x), c) over the training windows (the

@@ -75,3 +75,21 @@ def pca_plot(real: np.ndarray, real_c: np.ndarray, fake: np.ndarray, fake_c: np.
     ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def interpolation_strip(a: np.ndarray, b: np.ndarray, path_windows: np.ndarray,
+                        tags: list[str], path: Path, title: str, most_tags: int = 4) -> Path:
+    """One panel per tag: real window ``a`` (black) and ``b`` (grey, dashed), and the windows
+    decoded along the latent line between them, coloured from a to b."""
+    n_tags = min(len(tags), most_tags)
+    fig, axes = plt.subplots(1, n_tags, figsize=(3.2 * n_tags, 2.6), squeeze=False)
+    colors = plt.cm.viridis(np.linspace(0, 1, len(path_windows)))
+    for i, ax in enumerate(axes[0]):
+        for w, color in zip(path_windows, colors, strict=True):
+            ax.plot(w[:, i], color=color, lw=1)
+        ax.plot(a[:, i], color="black", lw=1.5)
+        ax.plot(b[:, i], color="0.5", lw=1.5, ls="--")
+        ax.set_title(tags[i], fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)

@@ -7,9 +7,10 @@ its runs, and ``procedge generate RUN_DIR`` writes synthetic windows from them. 
 directory: ``generator.keras`` (``[z | one-hot]`` → scaled window), ``generative.json``
 (family, classes, latent size, the decoder's noise), ``training.json`` (the tags, the grid
 and the scaler, as every series run), ``heldout.npz`` (the test split's windows ``x`` and
-class indices ``c``), ``losses.png``, ``samples.png``, ``pca.png`` and, with
-``fit.tensorboard``, the loss terms per step in ``logs/``. Metrics on the test
-split: MMD² and coverage per class (:mod:`training.generative_quality`).
+class indices ``c``), ``losses.png``, ``samples.png``, ``pca.png``, ``interpolation.png``
+(cvae: decoded along the latent line between two test windows) and, with
+``fit.tensorboard``, the loss terms per step in ``logs/``. Metrics on the test split: MMD²
+and coverage per class (:mod:`training.generative_quality`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,15 @@ def _plots(config, data, model, history, test_x, test_c, fake, fake_c, names, ru
     if len(test_x) > 2:
         plots.pca_plot(test_x, test_c, fake, fake_c, names, run_dir / "pca.png",
                        f"{config.name}: test windows vs generated")
+    same = np.flatnonzero(test_c == test_c[0])
+    if hasattr(model, "interpolate") and len(same) > 1:  # the first and last of one class
+        a, b = test_x[same[0]], test_x[same[-1]]
+        line = model.interpolate(a, b, int(test_c[0]))
+        unscale = lambda w: scaler.inverse(w)  # noqa: E731
+        plots.interpolation_strip(unscale(a), unscale(b), unscale(line), data.grid.tags,
+                                  run_dir / "interpolation.png",
+                                  f"{config.name}: latent line between two test windows "
+                                  f"of class {names[int(test_c[0])]}")
 
 
 def _tensorboard(history: dict[str, list[float]], log_dir: Path) -> None:
