@@ -43,8 +43,11 @@ demo: setup mosquitto
 test: setup mosquitto
 	$(BIN)/python -m pytest -q
 
-train: setup
+train: setup artifacts/reactor_batches.csv
 	@for c in configs/*.yaml; do $(BIN)/python -m procedge train $$c --output-dir artifacts/runs || exit 1; done
+
+artifacts/reactor_batches.csv: | setup
+	$(BIN)/python -m procedge simulate --batches 300 --seed 1 --out $@
 
 convert: setup
 	$(BIN)/python -m procedge convert artifacts/runs/* --out artifacts/bundles
@@ -81,6 +84,7 @@ eval: setup
 	$(BIN)/python -m procedge eval ett --model dlinear --json artifacts/eval/etth1_dlinear.json
 	$(BIN)/python -m procedge eval skab --root $(PROCEDGE_DATA)/skab --json artifacts/eval/skab.json
 	$(BIN)/python -m procedge eval tep --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep.json
+	$(BIN)/python -m procedge eval tep-softsensor --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep_softsensor.json
 	$(BIN)/python -m procedge eval images --root $(PROCEDGE_DATA)/magnetic_tile --json artifacts/eval/images.json
 	$(BIN)/python -m procedge eval generative --root $(PROCEDGE_DATA)/tep --json artifacts/eval/generative.json
 

@@ -443,11 +443,26 @@ def main(argv: list[str] | None = None) -> dict:
             except subprocess.TimeoutExpired:
                 daemon.kill()
     shutil.rmtree(workdir, ignore_errors=True)
+    report |= headline(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     print(table(report))
     return report
+
+
+def headline(report: dict, workers: int = 1) -> dict:
+    """The figures the scale goals are stated in, under fixed keys (one daemon process:
+    ``workers`` 1): CPU per message and burst rates of each side, latency per rate, RSS."""
+    t = report["throughput"]
+    return {"cpu_us_per_msg": {"daemon": t["daemon_cpu_us_per_msg"],
+                               "bare": t["bare_cpu_us_per_msg"]},
+            "burst": {"daemon_rate": t["daemon_msg_s"], "bare_rate": t["bare_msg_s"]},
+            "rates": [{"rate": r["rate_msg_s"]} | {k: r[k] for k in (
+                "bare_p50_ms", "bare_p99_ms", "daemon_p50_ms", "daemon_p99_ms")}
+                for r in report["latency"]],
+            "rss_mb": {"start": report.get("rss_start_mb"), "end": report.get("rss_end_mb")},
+            "workers": workers}
 
 
 def table(report: dict) -> str:

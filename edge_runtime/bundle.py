@@ -24,6 +24,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from edge_runtime.batch_tracker import BatchSpec
 from edge_runtime.contract import QuantMode, Strict, TaskName, image_task, task_spec
 
 FORMAT_VERSION = 1
@@ -160,8 +161,11 @@ class SoftSensorSpec(Strict):
 
     target: str = Field(description="The estimated lab/analyzer tag (never a model input).")
     unit: str = Field(default="", description="Engineering unit of the target.")
-    kind: Literal["regression"] = Field(default="regression",
-                                        description="Regression: one value per window.")
+    kind: Literal["regression", "classification"] = Field(
+        default="regression", description="regression: one value per window; classification: "
+        "class probabilities per window (softmax), in the order of `classes`.")
+    classes: list[str] = Field(default_factory=list, description="classification: the class "
+                               "names of the model's outputs, in order.")
     missing: Literal["hold", "mask", "interpolate"] = Field(
         default="hold", description="A window with a gap: dropped (hold), its missing values "
         "set to the training mean (mask), or interpolated per tag (interpolate), as in "
@@ -172,6 +176,8 @@ class SoftSensorSpec(Strict):
     mean: float = Field(description="Target mean of the training labels (the model's output "
                         "is (value - mean) / scale).")
     scale: float = Field(gt=0, description="Target standard deviation of the training labels.")
+    batch: BatchSpec | None = Field(default=None, description="A batch-end model "
+                                    "(edge_runtime.batch_tracker): batches and early windows.")
 
     def to_units(self, scaled: np.ndarray) -> np.ndarray:
         """Model outputs → engineering units."""
@@ -393,10 +399,17 @@ class TrainingInfo(Strict):
                               "(procedge train --resume); 0 for an uninterrupted fit.")
     device: str = Field(default="", description="Where it trained, e.g. 'GPU:0 (NVIDIA …)'.")
     seconds_per_epoch: float = Field(default=0.0, ge=0, description="Mean wall time.")
+    env_steps: int | None = Field(default=None, gt=0, description="An agent trained by "
+                                  "interaction (task control): its budget in environment "
+                                  "steps, run in one pass (epochs 1 of 1).")
 
     def summary(self, name: str) -> str:
         """One line for the end of a command: epochs of the budget, what ended the fit (in
-        capitals when the wall-clock limit cut it short), pace and device."""
+        capitals when the wall-clock limit cut it short), pace and device; an agent's
+        environment steps and time instead of epochs."""
+        if self.env_steps is not None:
+            return (f"{name}: {self.env_steps} environment steps (budget done), "
+                    f"{self.seconds_per_epoch:.1f} s on {self.device}")
         end = (f"TRUNCATED by the wall-clock limit of {self.max_minutes:g} min: not fully "
                "trained" if self.truncated
                else "early stopping" if self.early_stopped else "budget done")

@@ -128,6 +128,20 @@ class TopicConfig(Strict):
         return value
 
 
+class EstimateLimits(Strict):
+    """Limits of a soft sensor's estimate; either may be left out."""
+
+    low: float | None = Field(default=None, description="Below this: limit 'low'.")
+    high: float | None = Field(default=None, description="Above this: limit 'high'.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EstimateLimits:
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise ValueError(f"limits.low {self.low:g} must be below limits.high "
+                             f"{self.high:g}")
+        return self
+
+
 class SoftSensorEdgeConfig(Strict):
     """A soft sensor's lab-value correction (docs/soft_sensors.md)."""
 
@@ -137,6 +151,13 @@ class SoftSensorEdgeConfig(Strict):
         "are published, estimates stay the model's.")
     bias_alpha: float = Field(default=0.3, gt=0, le=1, description="Weight of the newest lab "
                               "error in the bias (1: the last lab value alone).")
+    contributions: bool = Field(
+        default=False, description="Every estimate carries its per-tag occlusion "
+        "contributions (one extra run of the model on F windows per estimate); off: only "
+        "estimates that cross `limits`.")
+    limits: EstimateLimits | None = Field(
+        default=None, description="Low/high limits of the estimate (engineering units, after "
+        "the bias): an estimate outside them says which and carries its contributions.")
 
 
 class ControlEdgeConfig(Strict):

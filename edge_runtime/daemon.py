@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = ["EdgeDaemon", "Inbound", "JsonLogFormatter", "Swap", "run"]
 
 log = logging.getLogger("procedge.edge")
+CONTROL_STATE_PREFIX = "control:"  # outbox state key of each control model's set-point
 BATCH = 256  # inbound messages committed (and acknowledged) together
 
 
@@ -87,6 +88,7 @@ class EdgeDaemon:
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.alarms = self._restore_alarms()
         self._restore_soft_sensors()
+        self._control_saved = self._restore_control()
         self.router = Router(self.topics, self.metrics, self.alarms)
         # commissioning calibrations: stored baselines reloaded, statuses retained
         self.baselines = BaselineStore(config.state_dir)
@@ -230,6 +232,32 @@ class EdgeDaemon:
             if entry and pipeline.bundle.manifest.soft_sensor and restore_soft_sensor(
                     pipeline, json.loads(entry)):
                 log.info("model %s: bias %.6g restored", name, pipeline.task_state.bias.bias)
+
+    def _restore_control(self) -> dict[str, str]:
+        """Each control model's set-point as the last run committed it: the first rate limit
+        after a restart starts from what the plant has. Returns the entries as stored."""
+        saved = self.outbox.state()
+        taken = {}
+        for name, pipeline in self.pipelines.items():
+            key = f"{CONTROL_STATE_PREFIX}{name}"
+            if key in saved and pipeline.bundle.manifest.task == "control":
+                taken[key] = saved[key]
+                if control_task.restore(pipeline, json.loads(saved[key])):
+                    log.info("model %s: continues from set-point %.6g", name,
+                             pipeline.task_state.shield.last)
+        return taken
+
+    def _control_state(self) -> dict[str, str]:
+        """The outbox state entries of the control models whose snapshot changed."""
+        changed = {}
+        for name, pipeline in self.pipelines.items():
+            if pipeline.bundle.manifest.task != "control":
+                continue
+            key = f"{CONTROL_STATE_PREFIX}{name}"
+            entry = json.dumps(control_task.snapshot(pipeline))
+            if self._control_saved.get(key) != entry:
+                changed[key] = self._control_saved[key] = entry
+        return changed
 
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None
@@ -375,6 +403,7 @@ class EdgeDaemon:
         state = {f"alarm:{a}": json.dumps(self.alarms[a].snapshot()) for a in changed}
         if self.lab is not None:
             state |= self.lab.take_state()  # the soft sensors' biases
+        state |= self._control_state()  # the set-points the plants have
         out.extend(self.router.alarm_states(changed))
         if self.sparkplug is not None:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked

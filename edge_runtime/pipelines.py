@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edge_runtime.alarms import AlarmLogic
+from edge_runtime.batch_tracker import batch_tracker
 from edge_runtime.bundle import Bundle
 from edge_runtime.config import DriftConfig, EventTimeConfig
 from edge_runtime.drift import DriftEvent, DriftMonitor, MonitorSettings
@@ -69,13 +70,18 @@ class ModelPipeline:
         self.bundle = bundle
         m = bundle.manifest
         self.tags = m.input.tag_names
+        # a batch-end model: rows of the batch so far, windows built by the tracker
+        self.batches = batch_tracker(m)
+        # (every row reaches the tracker: window.stride does not apply to a batch model)
+        window, stride = (m.input.window, m.input.stride) if self.batches is None else (1, 1)
+        self.tags = self.tags if self.batches is None else self.batches.buffer_tags
         self.units = {t.name: t.unit for t in m.input.tags}
         self.scaler = StandardScaler.from_spec(m.scaler)
         self.model = EdgeModel(bundle.model_path, num_threads=threads)
         et = event_time or EventTimeConfig()
         lateness = et.allowed_lateness_s if allowed_lateness_s is None else allowed_lateness_s
-        self.buffer = GridBuffer(self.tags, m.input.period_s, m.input.window,
-                                 m.input.max_gap_s, m.input.stride, allowed_lateness_s=lateness,
+        self.buffer = GridBuffer(self.tags, m.input.period_s, window,
+                                 m.input.max_gap_s, stride, allowed_lateness_s=lateness,
                                  max_skew_s=et.max_skew_s, eager=et.eager)
         self.thresholds = m.thresholds  # in force: the bundle's, or a commissioning's
         self.alarm = AlarmLogic(m.thresholds) if m.thresholds else None
@@ -126,6 +132,10 @@ class ModelPipeline:
 
     def _take_windows(self) -> None:
         for grid_t, window in self.buffer.windows():
+            if self.batches is not None:  # one grid row: the tracker gives the window
+                window = self.batches.add(grid_t, window[-1])
+                if window is None:
+                    continue
             if self.commissioning is not None:  # it sees every row, gaps too (and refuses)
                 self.commissioning.observe(grid_t, window)
             if not np.isfinite(window).all():

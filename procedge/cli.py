@@ -172,6 +172,8 @@ def _connect(args, client_id: str):
 
 
 def _cmd_simulate(args) -> None:
+    if args.batches:
+        return _export_batches(args)
     if args.plant == "batch_reactor":
         return _simulate_batch_reactor(args)
     import time
@@ -189,6 +191,18 @@ def _cmd_simulate(args) -> None:
     client.disconnect()
     print(f"published {sent} samples of {len(run.tag_names)} tags"
           + (f" with faults {[f.kind + ':' + f.tag for f in faults]}" if faults else ""))
+
+
+def _export_batches(args) -> None:
+    """``--batches N --out FILE.csv``: a historian export of N jacketed-reactor batches."""
+    from training.control.batch_export import simulate_batches
+
+    if not args.out:
+        raise ConfigError("--batches needs --out FILE.csv (where the export is written)")
+    frame = simulate_batches(args.batches, seed=args.seed)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(args.out, index=False)
+    print(f"wrote {args.batches} batches ({len(frame)} rows) to {args.out}")
 
 
 def _simulate_batch_reactor(args) -> None:
@@ -345,6 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="tank: publish the tank simulator's data; batch_reactor: one "
                            "batch closed loop, set-points read from --write-topic, the yield "
                            "printed (--speed 0 = real time)")
+            p.add_argument("--batches", type=int, default=0, help="write a historian CSV of "
+                           "N jacketed-reactor batches to --out instead (batch_id, phase, "
+                           "tags, batch-end yield); nothing is published")
+            p.add_argument("--out", type=Path, help="--batches: the CSV to write")
             p.add_argument("--env", choices=("kinetics", "jacketed"), default="kinetics",
                            help="batch_reactor: the environment")
             p.add_argument("--write-topic", default="",
@@ -379,6 +397,7 @@ EVALS: dict[str, str] = {
     "ett": "evaluation.ett",
     "skab": "evaluation.skab",
     "tep": "evaluation.tep",
+    "tep-softsensor": "evaluation.tep_softsensor",
     "images": "evaluation.images",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",

@@ -226,3 +226,33 @@ def test_a_hot_reload_continues_from_the_set_point_the_plant_has(policy_bundle, 
         assert events == [("ctl.guard", "raise")]  # not raised again by the new bundle
     finally:
         daemon.outbox.close()
+
+
+def test_a_restart_continues_from_the_set_point_and_the_guard_it_left(policy_bundle, tmp_path):
+    """A restart (a new daemon on the same outbox) starts its rate limit from the last
+    set-point and keeps a guard that held the loop until the guard tag is below ``reset``."""
+    first = daemon_for(policy_bundle, tmp_path)
+    t0 = time.time() - 3600
+    t0 -= t0 % PERIOD
+    try:
+        feed(first, t0, {"T": 340.0, "batch_time": 0.0})
+        feed(first, t0 + PERIOD, {"T": 392.0, "batch_time": 1 / 60})  # guard: the PID drives
+        left = published(first, "/advice/ctl")[-1]
+        assert left["verdict"] == "guard"
+    finally:
+        first.outbox.close()
+    second = daemon_for(policy_bundle, tmp_path)
+    try:
+        state = second.pipelines["ctl"].task_state
+        assert state.shield.last == pytest.approx(left["setpoint"], abs=1e-6)
+        assert state.shield.guard_active
+        assert state.last_t is None  # the outage's periods are not decided after the fact
+        feed(second, t0 + 5 * PERIOD, {"T": 385.0, "batch_time": 5 / 60})  # reset < T < trip
+        [advice] = published(second, "/advice/ctl")[-1:]
+        assert advice["verdict"] == "guard" and advice["source"] == "pid"
+        assert abs(advice["setpoint"] - left["setpoint"]) <= 10.0  # rate-limited from it
+        assert ("ctl.guard", "raise") not in [(e["alarm_id"], e["event"]) for e in
+                                              published(second, "/alarm/")
+                                              if e["ts"] >= iso_ms(t0 + 5 * PERIOD)]
+    finally:
+        second.outbox.close()

@@ -121,3 +121,13 @@ def test_shield_wrap_puts_any_controller_behind_a_bundles_shield():
     env.reset(seed=0)
     _, _, _, _, info = env.step(np.array([-1.0], np.float32))  # 300 K < shield.low 310
     assert info["shield"] == "clamped" and info["shielded_setpoint"] == 310.0
+
+
+def test_an_agents_summary_counts_environment_steps_not_epochs():
+    from edge_runtime.bundle import TrainingInfo
+
+    info = TrainingInfo(epochs=1, epochs_budget=1, device="CPU", seconds_per_epoch=73.94,
+                        env_steps=60000)
+    assert info.summary("reactor") == "reactor: 60000 environment steps (budget done), " \
+                                      "73.9 s on CPU"
+    assert "epochs" in TrainingInfo(epochs=3, epochs_budget=5).summary("fit")

@@ -193,17 +193,32 @@ def _plain(value):
     return array.item() if array.ndim == 0 else array.tolist()
 
 
-def fit_callbacks(name: str, run_dir: Path, stateful: list, max_minutes: float | None
-                  ) -> tuple[list, Checkpoint, Progress, WallClock | None]:
+class EpochLog(keras.callbacks.Callback):
+    """The history of every epoch, for a fit without a checkpoint (several workers)."""
+
+    resumed_from = 0
+
+    def __init__(self):
+        super().__init__()
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+
+
+def fit_callbacks(name: str, run_dir: Path, stateful: list, max_minutes: float | None,
+                  backup: bool = True
+                  ) -> tuple[list, Checkpoint | EpochLog, Progress, WallClock | None]:
     """The shared callbacks, to append after the fit's own: the wall-clock limit (only if
-    set), progress, and the checkpoint (last)."""
+    set), progress, and the checkpoint (last; without ``backup`` only the epochs' log)."""
     clock = WallClock(max_minutes) if max_minutes else None
     progress = Progress(name)
-    checkpoint = Checkpoint(Path(run_dir) / BACKUP_DIR, stateful)
+    checkpoint = Checkpoint(Path(run_dir) / BACKUP_DIR, stateful) if backup else EpochLog()
     return [c for c in (clock, progress, checkpoint) if c is not None], checkpoint, progress, clock
 
 
-def training_info(checkpoint: Checkpoint, progress: Progress, clock: WallClock | None,
+def training_info(checkpoint: Checkpoint | EpochLog, progress: Progress, clock: WallClock | None,
                   budget: int, stateful: list) -> TrainingInfo:
     """The run record's ``training`` section once ``fit`` has returned."""
     epochs = len(next(iter(checkpoint.history.values()), []))

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from edge_runtime.bundle import CalibrationSpec, PidSpec, ShieldSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
+from training.batch_config import BatchColumns, check_batch_config
 
 
 class SimulatorSource(Strict):
@@ -50,6 +51,8 @@ class DataConfig(Strict):
     strict: bool = Field(default=False, description="Data-quality warnings are errors "
                                                      "(also `procedge train --strict`).")
     simulator: SimulatorSource = Field(default_factory=SimulatorSource)
+    batch: BatchColumns | None = Field(default=None, description="Historian batches (task "
+                                       "soft_sensor): batch id and phase columns, targets.")
 
     @model_validator(mode="after")
     def _path_for_historian(self) -> DataConfig:
@@ -117,8 +120,13 @@ class SoftSensorConfig(Strict):
                         "values only at the rows of its samples (empty elsewhere), never an "
                         "input; with the simulator, 'conversion' (a lab-like quality value).")
     unit: str = Field(default="", description="Unit of the target (default: data.units).")
-    kind: Literal["regression"] = Field(default="regression", description="Regression (one "
-                                        "value per window); classification is not built yet.")
+    kind: Literal["regression", "classification"] = Field(
+        default="regression", description="regression: one value per window (MSE); "
+        "classification: one class of `classes` per lab sample (softmax, cross-entropy), "
+        "from a historian export whose target column holds class names.")
+    classes: list[str] | None = Field(
+        default=None, description="classification: the class names, in the order of the "
+        "model's outputs (e.g. [on-spec, off-spec]); a label outside them is an error.")
     dead_time_s: float = Field(default=0.0, ge=0, description="A value stamped t describes "
                                "the process at t - dead_time_s (sampling to result); at most "
                                "the window's span.")
@@ -131,8 +139,22 @@ class SoftSensorConfig(Strict):
                                "samples every this many seconds (with jitter).")
     lab_noise: float = Field(default=0.3, ge=0, description="Simulator only: lab error "
                              "(standard deviation, in the target's unit).")
+    early_percent: list[float] = Field(
+        default_factory=lambda: [10.0, 20.0, 30.0], min_length=1, description="With "
+        "data.batch: each batch gives one sample per share K (%): its first K % (of the "
+        "nominal batch), so the batch-end value is estimated as the batch runs.")
     pls_components: int = Field(default=3, ge=1, description="Components of the PLS "
                                 "reference (scikit-learn PLSRegression on flat windows).")
+
+    @model_validator(mode="after")
+    def _classes_for_kind(self) -> SoftSensorConfig:
+        names = self.classes or []
+        if self.kind == "classification" and (len(names) < 2 or len(set(names)) < len(names)):
+            raise ValueError(f"soft_sensor.classes: classification needs two or more distinct "
+                             f"class names, got {names}")
+        if self.kind == "regression" and self.classes is not None:
+            raise ValueError("soft_sensor.classes: only with soft_sensor.kind classification")
+        return self
 
 
 class ControlTrainConfig(Strict):
@@ -340,6 +362,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         config.data.path = Path(os.path.expanduser(os.path.expandvars(config.data.path)))
         if not config.data.path.is_absolute():
             config.data.path = (path.parent / config.data.path).resolve()
+    if config.data.batch is not None and config.data.batch.targets is not None:
+        config.data.batch.targets = (path.parent / config.data.batch.targets).resolve()
     return config
 
 
@@ -379,7 +403,10 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
             from training.simulator import LAB_TAG
 
             columns = [*columns, LAB_TAG[0]]
+        if data.batch is not None and data.batch.targets is not None:  # a per-batch table
+            columns = [*columns, config.soft_sensor.target]
         check_soft_sensor_columns(config, where, [c for c in columns if c != timestamp], fail)
+        check_batch_config(config, columns, where, fail)
         columns = [c for c in columns
                    if c not in (config.soft_sensor.target, config.split.group_column)]
     if config.generative is not None and config.generative.condition_column is not None:
@@ -406,6 +433,10 @@ def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str
     if target in inputs:
         fail("soft_sensor.target", f"{target!r} is also an input (data.tags): a soft sensor "
              "estimates a value it does not read; remove it from data.tags")
+    if config.soft_sensor.kind == "classification":
+        from training.lab_classes import check_classes
+
+        check_classes(config, fail)
     if config.split.by != "group":
         return
     if config.data.source == "simulator":

@@ -58,6 +58,10 @@ def input_data(config: TrainConfig) -> DataConfig:
 def load_labels(config: TrainConfig) -> Labels:
     """The lab values of the configured source, in time order."""
     s, data = config.soft_sensor, config.data
+    if s.kind == "classification":
+        from training.lab_classes import load_class_labels
+
+        return load_class_labels(config, fail)
     if data.source == "simulator":
         if s.target != LAB_TAG[0]:
             fail("soft_sensor.target", f"the simulator's lab value is {LAB_TAG[0]!r}, "

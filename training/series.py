@@ -18,11 +18,11 @@ from edge_runtime.bundle import (
     check_quantile_levels,
 )
 from edge_runtime.scaling import StandardScaler
-from training import plots, quality
+from training import multi_worker, plots, quality
 from training.autoencoders import edge_model
 from training.budget import BACKUP_DIR, fit_callbacks, start_epoch, steps, training_info
 from training.config import TrainConfig
-from training.distribute import distribution_strategy, precision
+from training.distribute import distribution_strategy, is_multi_worker, precision
 from training.historian import GridData, load_grid
 
 
@@ -83,21 +83,26 @@ class SeriesData:
                 "data_quality": self.grid.quality}
 
 
-def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
-              ) -> tuple[keras.Model, TrainingInfo]:
+def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
+              loss: str | None = None) -> tuple[keras.Model, TrainingInfo]:
     """Build (under the configured strategy and precision), fit for ``fit.epochs`` with early
     stopping and best-weights restore, save, plot. ``build`` is a zero-argument model factory.
     A forecaster with ``model.quantiles`` trains on the pinball loss of its (N, H, T, Q) output.
     Every epoch is checkpointed in ``<run>/backup``; ``fit.resume`` continues from there.
+    ``loss`` replaces the default (a classification soft sensor's cross-entropy).
     Returns the model and the run record's ``training`` section."""
     from training.forecasters import Pinball
 
     levels = quantile_levels(config)
     fit = config.fit
     strategy = distribution_strategy(fit.strategy)
+    several = is_multi_worker(strategy)
+    if several and (fit.resume or fit.mixed_precision):
+        raise ValueError("multi-worker training: fit.resume and fit.mixed_precision are not "
+                         "supported (no shared checkpoint; no loss scaling in its loop)")
     with precision(fit.mixed_precision), strategy.scope():
         model = build()
-        loss = Pinball(levels) if levels else "mse"
+        loss = loss or (Pinball(levels) if levels else "mse")
         model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate,
                                                       clipnorm=fit.clip_norm), loss=loss)
     stateful = [
@@ -105,18 +110,24 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
         keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1)),
     ]
     callbacks = list(stateful)
-    if fit.tensorboard:
+    if fit.tensorboard and not several:  # TensorBoard's writer needs fit's own step counter
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     shared, checkpoint, progress, clock = fit_callbacks(config.name, run_dir, stateful,
-                                                        fit.max_minutes)
+                                                        fit.max_minutes, backup=not several)
     first = start_epoch(run_dir / BACKUP_DIR, fit.resume)
     batch, seed = fit.batch_size, fit.seed
-    model.fit(
-        dataset(x, y, batch, seed, shuffle=True, epochs=fit.epochs, first_epoch=first),
-        steps_per_epoch=steps(len(x), batch), validation_data=dataset(val_x, val_y, batch),
-        epochs=fit.epochs, verbose=0, callbacks=callbacks + shared,
-        shuffle=False,  # the pipeline shuffles (seeded by epoch); Keras cannot shuffle tf.data
-    )
+    train_data = dataset(x, y, batch, seed, shuffle=True, epochs=fit.epochs, first_epoch=first)
+    if several:
+        multi_worker.fit(model, loss, strategy, train_data, steps(len(x), batch),
+                         dataset(val_x, val_y, batch), fit.epochs, callbacks + shared)
+        model = single_copy(build, model, loss, fit)  # predict/save outside the cluster
+    else:
+        model.fit(
+            train_data, steps_per_epoch=steps(len(x), batch),
+            validation_data=dataset(val_x, val_y, batch),
+            epochs=fit.epochs, verbose=0, callbacks=callbacks + shared,
+            shuffle=False,  # the pipeline shuffles (seeded by epoch); Keras cannot shuffle it
+        )
     info = training_info(checkpoint, progress, clock, fit.epochs, stateful)
     score = config.threshold.score if config.task == "anomaly" else "reconstruction"
     shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
@@ -125,6 +136,15 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path
     shipped.save(run_dir / "model.keras")
     plots.learning_curve(checkpoint.history, run_dir / "learning_curve.png", config.name)
     return model, info
+
+
+def single_copy(build, trained: keras.Model, loss, fit) -> keras.Model:
+    """The trained weights in a model of the default strategy: evaluated, saved and converted
+    like any other (Keras 3's predict does not run under MultiWorkerMirroredStrategy either)."""
+    model = build()
+    model.set_weights(trained.get_weights())
+    model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate), loss=loss)
+    return model
 
 
 def dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int = 0,

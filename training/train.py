@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from training.config import TrainConfig
+from training.multi_worker import worker_run_dir
 from training.registry import get_family
 from training.tasks import training_task
 
@@ -24,9 +25,10 @@ def train(config: TrainConfig) -> Path:
     """Train, evaluate on the held-out split, and write the run directory; returns its path."""
     keras.utils.set_random_seed(config.fit.seed)
     family = get_family(config.family, config.task)
-    run_dir = Path(config.output_dir) / config.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record = training_task(config.task).train(config, family, run_dir)
-    record.save(run_dir)
+    final = Path(config.output_dir) / config.name
+    with worker_run_dir(final) as run_dir:  # several workers: only the chief writes ``final``
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = training_task(config.task).train(config, family, run_dir)
+        record.save(run_dir)
     log.info("trained %s (%s): %s", config.name, config.family, record.metrics.get("keras"))
-    return run_dir
+    return final

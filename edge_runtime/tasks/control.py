@@ -223,6 +223,37 @@ def hand_over(old: ModelPipeline, new: ModelPipeline) -> None:
         b.shield.pid.reset(a.shield.last)
 
 
+def snapshot(pipeline: ModelPipeline) -> dict:
+    """What a restart must not lose (the daemon keeps it in the outbox's state table, committed
+    with the batch that decided it): the set-point the plant has (the last good write), the
+    last one applied or advised, and whether the guard's fallback holds the loop."""
+    state: ControlState = pipeline.task_state
+    return {"written": state.written, "last": state.shield.last,
+            "guard_active": state.shield.guard_active}
+
+
+def restore(pipeline: ModelPipeline, saved: dict) -> bool:
+    """Take up a :func:`snapshot` after a restart: the first rate limit starts from the
+    set-point the plant still has (the last written one; advisory: the last advised), and a
+    guard that held the loop holds it until the guard tag is below ``reset`` (hysteresis as
+    if the process had not stopped). Any bundle version: the plant's set-point does not
+    depend on the policy. The period clock and the watchdog count start afresh (the periods
+    of the outage are not decided after the fact). Whether anything was taken."""
+    state: ControlState = pipeline.task_state
+    start = saved.get("written")
+    if start is None:
+        start = saved.get("last")
+    if start is None or not math.isfinite(float(start)):
+        return False
+    s = state.shield.settings
+    state.written = None if saved.get("written") is None else float(saved["written"])
+    state.shield.last = min(max(float(start), s.low), s.high)
+    # the fallback itself starts bumplessly from the set-point above, with the first
+    # measurement, when the guard next decides
+    state.shield.guard_active = bool(saved.get("guard_active", False))
+    return True
+
+
 def alarm_ids(pipeline: ModelPipeline) -> list[str]:
     """The ISA-18.2 alarms a control pipeline raises (the daemon creates them)."""
     return [f"{pipeline.name}.{kind}" for kind in ALARMS]

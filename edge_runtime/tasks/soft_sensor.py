@@ -4,10 +4,15 @@ estimate of the lab/analyzer value in engineering units; every lab value that ar
 ``bias_update``, moves the bias that later estimates carry (:class:`BiasFilter`).
 
 Payloads: inference ``{"ts", "target", "estimate", "raw_estimate", "bias", "unit",
-"dead_time_s"}`` (``estimate`` = ``raw_estimate`` + ``bias``); residual ``{"ts" (the lab
+"dead_time_s"}`` (``estimate`` = ``raw_estimate`` + ``bias``), plus ``"limit": "low" | "high"``
+when the estimate crosses the edge config's ``limits`` and ``"contributions"`` (per-tag
+occlusion contributions, ranked: :mod:`edge_runtime.occlusion`) when it crosses them or the
+config asks for them on every estimate; residual ``{"ts" (the lab
 stamp), "process_ts" (the window it measures), "target", "measured", "estimate",
 "raw_estimate", "residual", "raw_residual", "bias" (after this value), "bias_update",
-"unit"}``.
+"unit"}``. A classification soft sensor publishes ``{"ts", "target", "class",
+"probabilities": {class: p}, "dead_time_s"}`` instead, and skips lab values (counted,
+``lab_classification``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge_runtime.bundle import Manifest
+from edge_runtime.occlusion import Occluder, contributions, ranked
 from edge_runtime.payloads import PayloadError, iso_ms
 from edge_runtime.soft_sensing import BiasFilter, EstimateHistory, fill_gaps, process_time
 
@@ -32,6 +38,8 @@ class SoftSensorState:
 
     history: EstimateHistory
     bias: BiasFilter
+    options: SoftSensorEdgeConfig
+    occluder: Occluder | None = None  # set on first use: no interpreter unless asked
     last_lab_s: float = float("-inf")  # stamp of the newest lab value used
 
 
@@ -43,7 +51,7 @@ def initial_state(manifest: Manifest, options: SoftSensorEdgeConfig | None) -> S
     o = options or SoftSensorEdgeConfig()
     keep = 3 * manifest.input.window + 2
     return SoftSensorState(EstimateHistory(manifest.input.period_s, keep),
-                           BiasFilter(o.bias_alpha, o.bias_update))
+                           BiasFilter(o.bias_alpha, o.bias_update), o)
 
 
 def snapshot(pipeline: ModelPipeline) -> dict:
@@ -76,18 +84,68 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
     from edge_runtime.pipelines import Output
 
     spec = pipeline.bundle.manifest.soft_sensor
+    if spec.kind == "classification":
+        return _classes(pipeline, times, ys)
     state: SoftSensorState = pipeline.task_state
-    raw = spec.to_units(np.asarray(ys[0]).reshape(len(times), -1)[:, 0])
+    scaled = np.asarray(ys[0]).reshape(len(times), -1)[:, 0]
+    raw = spec.to_units(scaled)
     base = pipeline.base_payload() | {"target": spec.target, "unit": spec.unit,
                                       "dead_time_s": spec.dead_time_s}
     outputs = []
-    for grid_t, value in zip(times, raw.tolist(), strict=True):
+    for i, (grid_t, value) in enumerate(zip(times, raw.tolist(), strict=True)):
         bias = state.bias.bias
         state.history.add(grid_t, value, bias)
-        outputs.append(Output("inference", base | {
-            "ts": iso_ms(grid_t), "estimate": round(value + bias, 6),
-            "raw_estimate": round(value, 6), "bias": round(bias, 6)}, grid_t=grid_t))
+        payload = base | {"ts": iso_ms(grid_t), "estimate": round(value + bias, 6),
+                          "raw_estimate": round(value, 6), "bias": round(bias, 6)}
+        explained = _explained(pipeline, x[i], float(scaled[i]), value + bias)
+        outputs.append(Output("inference", payload | explained | _batch(pipeline, grid_t),
+                              grid_t=grid_t))
     return outputs
+
+
+def _classes(pipeline: ModelPipeline, times: list[float], ys: list[np.ndarray]
+             ) -> list[Output]:
+    """A classification soft sensor's payloads: the most probable class and every class's
+    probability (no bias: a class is not corrected by lab values)."""
+    from edge_runtime.pipelines import Output
+
+    spec = pipeline.bundle.manifest.soft_sensor
+    probs = np.asarray(ys[0], np.float64).reshape(len(times), -1)
+    base = pipeline.base_payload() | {"target": spec.target, "dead_time_s": spec.dead_time_s}
+    return [Output("inference", base | {
+        "ts": iso_ms(grid_t), "class": spec.classes[int(p.argmax())],
+        "probabilities": {c: round(float(v), 6) for c, v in zip(spec.classes, p, strict=True)}},
+        grid_t=grid_t) for grid_t, p in zip(times, probs, strict=True)]
+
+
+def _explained(pipeline: ModelPipeline, window: np.ndarray, scaled: float,
+               estimate: float) -> dict:
+    """``limit`` when the estimate crosses one, and ``contributions`` when it does or the
+    config asks for them always; nothing is run otherwise."""
+    state: SoftSensorState = pipeline.task_state
+    o, spec = state.options, pipeline.bundle.manifest.soft_sensor
+    limits, extra = o.limits, {}
+    if limits is not None and limits.low is not None and estimate < limits.low:
+        extra["limit"] = "low"
+    elif limits is not None and limits.high is not None and estimate > limits.high:
+        extra["limit"] = "high"
+    if not (o.contributions or extra):
+        return extra
+    if state.occluder is None:
+        state.occluder = Occluder(pipeline.bundle.model_path)
+    values = contributions(state.occluder.predict, window, scaled) * spec.scale
+    return extra | {"contributions": ranked(values, pipeline.tags,
+                                            [pipeline.units[t] for t in pipeline.tags])}
+
+
+def _batch(pipeline: ModelPipeline, grid_t: float) -> dict:
+    """A batch-end model's batch fields (edge_runtime/batch_tracker.py), else none."""
+    info = pipeline.batches.info(grid_t) if pipeline.batches is not None else None
+    if info is None:
+        return {}
+    bid = int(info.batch_id) if info.batch_id.is_integer() else info.batch_id
+    return {"batch_id": bid, "batch_rows": info.rows,
+            "batch_progress_pct": round(info.progress_pct, 3)}
 
 
 def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:
@@ -99,6 +157,8 @@ def on_lab(pipeline: ModelPipeline, stamp_s: float, measured: float) -> Output:
 
     spec = pipeline.bundle.manifest.soft_sensor
     state: SoftSensorState = pipeline.task_state
+    if spec.kind == "classification":  # residuals and bias are for numbers
+        raise PayloadError("lab_classification")
     if stamp_s <= state.last_lab_s:
         raise PayloadError("lab_stale")
     found = state.history.at(process_time(stamp_s, spec.dead_time_s))

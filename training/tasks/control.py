@@ -110,7 +110,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         input=spec.input_spec(c.max_gap_s), scaler=spec.scaler_spec(), output=OutputSpec(),
         control=spec, metrics={"keras": metrics},
         training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                              seconds_per_epoch=seconds),
+                              seconds_per_epoch=seconds, env_steps=c.steps),
         training_data_sha256=_fingerprint(config, x))
 
 

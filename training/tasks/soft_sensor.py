@@ -7,8 +7,11 @@ and the leak check fails the run before training if a group, a window or an inpu
 two sides (:mod:`training.label_splits`). The scaler is fitted on the rows of training windows
 only, the target scale on training labels only. Loss: MSE on the scaled target (gradient
 clipping by ``fit.clip_norm``). Metrics on the test labels, in engineering units, beside the
-PLS and last-measured-value references (:mod:`training.soft_references`). Parity: the edge
-MSE may exceed the float one by the budget (relative).
+PLS and last-measured-value references (:mod:`training.soft_references`). Explanations
+(saliency, integrated gradients, permutation importance) on the validation windows
+(:mod:`training.explain`). Parity: the edge MSE may exceed the float one by the budget
+(relative). ``soft_sensor.kind: classification`` trains class probabilities instead, with
+their own metrics and parity (:mod:`training.soft_classification`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import plots, quality
+from training import batch_training, explain, plots, quality, soft_classification
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -42,6 +45,8 @@ CONFIG_FIELDS = ("soft_sensor",)
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    if config.data.batch is not None:  # batch-end targets: training/batch_training.py
+        return batch_training.train(config, family, run_dir)
     s, w = config.soft_sensor, config.window
     L = w.length
     labels = load_labels(config)
@@ -58,9 +63,12 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                        run_dir / "data_quality.png")
     scaler = StandardScaler.fit(grid.rows[train_rows])
     scaled = scaler.transform(grid.rows)
+    classify = s.kind == "classification"  # labels are class indices: not scaled
     mean, scale = float(lab.values[splits.train].mean()), float(lab.values[splits.train].std())
+    mean, scale = (0.0, 1.0) if classify else (mean, scale if scale > 1e-12 else 1.0)
     target = SoftSensorSpec(target=s.target, unit=lab.unit, dead_time_s=s.dead_time_s,
-                            missing=s.missing, mean=mean, scale=scale if scale > 1e-12 else 1.0)
+                            missing=s.missing, mean=mean, scale=scale, kind=s.kind,
+                            classes=s.classes or [])
 
     def pairs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # gaps filled as the edge fills them (the training mean is 0 once scaled)
@@ -71,8 +79,13 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
 
     (x, y), (val_x, val_y), (test_x, test_y) = (pairs(splits.train), pairs(splits.val),
                                                 pairs(splits.test))
+    if classify:
+        return _train_classifier(config, family, run_dir, grid, paired, splits, target,
+                                 scaler, train_rows, (x, y, val_x, val_y, test_x, test_y))
     model, info = fit_model(lambda: family.build(L, len(grid.tags), 1, **config.model),
                             config, x, y, val_x, val_y, run_dir)
+    explain.write(model, val_x, val_y, grid.tags, w.period_s, run_dir, config.name,
+                  config.fit.seed)  # on the validation windows: the test split stays unread
     estimate = target.to_units(model.predict(test_x, verbose=0)[:, 0])
     metrics = regression_metrics(lab.values[splits.test], estimate)
     references, curves = reference_metrics(lab.stamps, lab.values, s.dead_time_s, splits.test,
@@ -90,15 +103,46 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     save_representative(run_dir, x, config.fit.seed)
     plots.soft_sensor_vs_lab(lab.values[splits.test], {config.family: estimate} | curves,
                              s.target, lab.unit, run_dir / "estimate_vs_lab.png")
+    return _record(config, grid, scaler, target, metrics, info,
+                   _fingerprint(grid, train_rows, lab.values[splits.train]))
+
+
+def _train_classifier(config: TrainConfig, family: Family, run_dir: Path, grid: GridData,
+                      paired: Paired, splits, target: SoftSensorSpec, scaler: StandardScaler,
+                      train_rows: np.ndarray, arrays: tuple) -> RunRecord:
+    """``soft_sensor.kind: classification``: the family's head gives one logit per class,
+    a softmax on top, cross-entropy; accuracy/F1 on the test labels (no PLS/last-value
+    references: they estimate numbers)."""
+    x, y, val_x, val_y, test_x, test_y = arrays
+    L, F, classes = config.window.length, len(grid.tags), target.classes
+
+    def build():
+        return soft_classification.classifier(family.build(L, F, len(classes),
+                                                           **config.model))
+
+    model, info = fit_model(build, config, x, y, val_x, val_y, run_dir,
+                            loss=soft_classification.LOSS)
+    probs = model.predict(test_x, verbose=0)
+    metrics = soft_classification.class_metrics(test_y, probs, classes)
+    metrics |= _counts(paired, splits)
+    np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
+    save_representative(run_dir, x, config.fit.seed)
+    values = paired.labels.values[splits.train]
+    return _record(config, grid, scaler, target, metrics, info,
+                   _fingerprint(grid, train_rows, values))
+
+
+def _record(config: TrainConfig, grid: GridData, scaler: StandardScaler,
+            target: SoftSensorSpec, metrics: dict, info, fingerprint: str) -> RunRecord:
+    w = config.window
     tags = [TagSpec(name=t, unit=u) for t, u in zip(grid.tags, grid.units, strict=True)]
     return RunRecord(
         name=config.name, task="soft_sensor", family=config.family,
-        input=InputSpec(tags=tags, period_s=w.period_s, window=L, stride=w.stride,
+        input=InputSpec(tags=tags, period_s=w.period_s, window=w.length, stride=w.stride,
                         max_gap_s=w.max_gap_s),
-        scaler=scaler.to_spec(), output=OutputSpec(targets=[s.target]), soft_sensor=target,
-        metrics={"keras": metrics}, training=info,
-        training_data_sha256=_fingerprint(grid, train_rows, lab.values[splits.train]),
-        data_quality=grid.quality)
+        scaler=scaler.to_spec(), output=OutputSpec(targets=[target.target]),
+        soft_sensor=target, metrics={"keras": metrics}, training=info,
+        training_data_sha256=fingerprint, data_quality=grid.quality)
 
 
 def _counts(paired: Paired, splits) -> dict[str, float]:
@@ -118,6 +162,9 @@ def _fingerprint(grid: GridData, rows: np.ndarray, values: np.ndarray) -> str:
 def parity(refs: list[np.ndarray], gots: list[np.ndarray], heldout: dict[str, np.ndarray],
            record: RunRecord, budget: float):
     spec = record.soft_sensor
+    if spec.kind == "classification":  # class agreement and probability error
+        return soft_classification.class_parity(refs[0], gots[0], heldout["y"][:, 0],
+                                                spec.classes, budget)
     y = spec.to_units(heldout["y"][:, 0])
     keras_m = regression_metrics(y, spec.to_units(refs[0][:, 0]))
     edge_m = regression_metrics(y, spec.to_units(gots[0][:, 0]))

@@ -1,0 +1,104 @@
+"""Classification soft sensors (``soft_sensor.kind: classification``): a grade per lab sample
+from a historian export → tiny train (softmax, cross-entropy) → convert (parity on class
+agreement and probability error) → the edge publishes the class and its probabilities. Bad
+input: a class name outside ``soft_sensor.classes``, or classes without classification."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from pydantic import ValidationError
+
+from converters.build import build_auto
+from edge_runtime.interpreter import EdgeModel
+from edge_runtime.payloads import PayloadError
+from edge_runtime.pipelines import ModelPipeline
+from edge_runtime.scaling import StandardScaler
+from edge_runtime.validation import ConfigError
+from training.config import TrainConfig, check_train_config
+from training.train import train
+
+CLASSES = ["low", "mid", "high"]
+TAGS = ["flow_in", "level", "temperature", "pressure", "heater_power"]
+
+
+def grade_export(path, extra: str = ""):
+    """The simulated tank with a grade column every 4th row: the conversion's tertile (and
+    ``extra`` written once, when given)."""
+    from training.simulator import conversion, simulate, write_csv
+
+    run = simulate(1500, 5.0, seed=1)
+    write_csv(run, path)
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    value = conversion(run)
+    edges = np.quantile(value, [1 / 3, 2 / 3])
+    grade = np.array(CLASSES, dtype=object)[np.searchsorted(edges, value)]
+    frame["grade"] = np.where(np.arange(len(frame)) % 4 == 0, grade, "")
+    if extra:
+        frame.loc[frame.index[400], "grade"] = extra
+    frame.to_csv(path, index=False)
+    return path
+
+
+def config(csv, out, **soft) -> TrainConfig:
+    return TrainConfig.model_validate({
+        "name": "grade", "task": "soft_sensor", "family": "cnn1d",
+        "model": {"filters": 8, "depth": 2},
+        "data": {"source": "historian", "path": str(csv), "tags": TAGS},
+        "window": {"period_s": 5, "length": 8, "max_gap_s": 15},
+        "soft_sensor": {"target": "grade", "dead_time_s": 10, "kind": "classification",
+                        "classes": CLASSES} | soft,
+        "fit": {"epochs": 6, "batch_size": 32, "learning_rate": 0.01},
+        "output_dir": str(out)})
+
+
+def test_train_convert_run_publishes_the_class(tmp_path):
+    cfg = config(grade_export(tmp_path / "grade.csv"), tmp_path / "runs")
+    check_train_config(cfg, "grade.yaml")
+    run_dir = train(cfg)
+    bundle, attempts = build_auto(run_dir, tmp_path / "bundles", ("int8", "fp32"))
+    m = bundle.manifest
+    assert m.soft_sensor.kind == "classification" and m.soft_sensor.classes == CLASSES
+    trained, edge = m.metrics["training"], m.metrics["edge"]
+    assert trained["accuracy"] > 0.6 and trained["f1_macro"] > 0.5, trained  # chance: 1/3
+    assert edge["agreement"] >= 0.98 and edge["prob_error"] <= 0.02, (m.quantization, attempts)
+    print(f"grade: shipped {m.quantization}; accuracy {trained['accuracy']:.3f}, f1_macro "
+          f"{trained['f1_macro']:.3f}; edge agreement {edge['agreement']:.4f}, prob_error "
+          f"{edge['prob_error']:.4f}")
+    heldout = np.load(run_dir / "heldout.npz")
+    got = EdgeModel(bundle.model_path).predict(heldout["x"])[0]
+    assert got.shape == (len(heldout["x"]), 3) and np.allclose(got.sum(axis=1), 1, atol=0.02)
+    pipeline = ModelPipeline("grade", bundle)
+    window = StandardScaler.from_spec(m.scaler).inverse(heldout["x"][0])
+    [out] = pipeline.infer(1.8e9, window)
+    p = out.payload
+    assert set(p["probabilities"]) == set(CLASSES) and p["target"] == "grade"
+    assert p["class"] == CLASSES[int(got[0].argmax())]
+    assert p["probabilities"][p["class"]] == pytest.approx(float(got[0].max()), abs=1e-4)
+    assert "estimate" not in p and "bias" not in p
+    with pytest.raises(PayloadError, match="lab_classification"):  # counted and skipped
+        from edge_runtime.tasks.soft_sensor import on_lab
+
+        on_lab(pipeline, 1.8e9 + 30, 1.0)
+
+
+def test_a_label_outside_the_classes_is_refused_before_training(tmp_path):
+    cfg = config(grade_export(tmp_path / "bad.csv", extra="premium"), tmp_path / "runs")
+    with pytest.raises(ConfigError, match=r"soft_sensor.classes: the target column holds "
+                                          r"'premium' \(1\) not in soft_sensor.classes"):
+        check_train_config(cfg, "grade.yaml")
+    with pytest.raises(ConfigError, match=r"soft_sensor.classes: .*'premium'"):
+        train(cfg)
+    assert not (tmp_path / "runs" / "grade" / "model.keras").exists()
+
+
+def test_class_config_errors(tmp_path):
+    with pytest.raises(ValidationError, match="soft_sensor.classes: classification needs two"):
+        config("x.csv", tmp_path, classes=["only"])
+    with pytest.raises(ValidationError, match="soft_sensor.classes: only with soft_sensor.kind"):
+        config("x.csv", tmp_path, kind="regression")
+    sim = config("x.csv", tmp_path).model_dump() | {"data": {"source": "simulator"}}
+    sim["soft_sensor"] |= {"target": "conversion"}
+    with pytest.raises(ConfigError, match="soft_sensor.kind: classification reads class names"):
+        check_train_config(TrainConfig.model_validate(sim), "grade.yaml")

@@ -1,0 +1,113 @@
+"""``procedge eval tep-softsensor``: labels only at analyzer updates, the dead-time alignment,
+the split by run, and the command on a synthetic TEP-shaped folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from evaluation import tep_softsensor as ts
+from evaluation.results import check
+
+
+def analyzer_run(n: int, phase: int, cadence: int = 5, seed: int = 0,
+                 same: tuple[int, int] | None = None) -> np.ndarray:
+    """A TEP-shaped run (n × 52): input column 0 is the row index; the process composition
+    at row r is a function of the inputs at r; the analyzer publishes the composition of
+    row t − 5 at each update row t (phase + k·cadence) and holds it in between."""
+    rng = np.random.default_rng(seed)
+    rows = rng.standard_normal((n, ts.COLUMNS))
+    rows[:, 0] = np.arange(n)
+    if same:  # the process at row same[0] as at row same[1]: a repeated analyzer value
+        rows[same[0], 1:] = rows[same[1], 1:]
+    composition = rows[:, [1, 2, 3, 4, 5]] + 0.5 * rows[:, [41, 42, 43, 44, 45]]
+    shown = np.repeat(composition[:1] * 0 + 7.0, n, axis=0)  # before the file: a constant
+    for t in range(phase, n, cadence):
+        shown[t:] = composition[max(t - ts.DEAD_TIME_ROWS, 0)]
+    rows[:, list(ts.ANALYZER)] = shown
+    return rows
+
+
+def test_holds_are_never_labels_and_windows_end_at_the_dead_time():
+    rows = analyzer_run(60, phase=3, same=(23, 18))  # the update at 28 repeats 23's value
+    np.testing.assert_array_equal(rows[28, list(ts.ANALYZER)], rows[27, list(ts.ANALYZER)])
+    updates = ts.analyzer_updates(rows[:, list(ts.ANALYZER)])
+    np.testing.assert_array_equal(updates, np.arange(3, 60, 5))  # 28 kept: it is on cadence
+    labels = ts.run_labels(rows, window=4)
+    # update rows t with a 4-row window ending at t - 5 inside the run: t >= 8
+    np.testing.assert_array_equal(labels.ends, np.arange(8, 60, 5) - ts.DEAD_TIME_ROWS)
+    assert len(labels.ends) == 11  # 11 of 60 rows: the 49 holds and early rows are no labels
+    # each label is the value published at its update row, paired with the window ending
+    # 5 rows earlier: the row whose process state it describes (input col 0 = row index)
+    for end, value in zip(labels.ends, labels.values, strict=True):
+        t = end + ts.DEAD_TIME_ROWS
+        np.testing.assert_array_equal(value, rows[t, list(ts.ANALYZER)])
+        np.testing.assert_allclose(value, rows[end, [1, 2, 3, 4, 5]]
+                                   + 0.5 * rows[end, [41, 42, 43, 44, 45]])
+    # last value: what was on display at the process time (published at or before it)
+    np.testing.assert_array_equal(labels.last, rows[labels.ends][:, list(ts.ANALYZER)])
+    assert 22 not in ts.INPUTS and 36 not in ts.INPUTS and len(ts.INPUTS) == 33
+
+
+def test_an_analyzer_off_any_cadence_is_refused():
+    rows = analyzer_run(60, phase=3)
+    rows[[11, 17, 26, 44], 36] += 1.0  # changes between updates
+    with pytest.raises(ts.TepLabelError, match="off the 5-row cadence"):
+        ts.analyzer_updates(rows[:, list(ts.ANALYZER)], "d07")
+    slow = analyzer_run(60, phase=3, cadence=10)
+    with pytest.raises(ts.TepLabelError, match="slower analyzer"):
+        ts.analyzer_updates(slow[:, list(ts.ANALYZER)], "d07")
+
+
+def test_partition_by_run_is_fixed_and_disjoint():
+    parts = ts.partition([f"d{i:02d}" for i in range(22)])
+    assert parts["val"] == ["d04", "d09", "d13", "d16"]  # as fixed in bench/HISTORY.md
+    assert parts["test"] == ["d07", "d12", "d18", "d19"]
+    assert "d00" in parts["train"] and len(parts["train"]) == 14
+    assert not set(parts["train"]) & (set(parts["val"]) | set(parts["test"]))
+
+
+def synthetic_root(root: Path) -> Path:
+    root.mkdir()
+    np.savetxt(root / "d00.dat", analyzer_run(120, 5, seed=0).T)  # stored transposed
+    for k in range(1, 6):
+        np.savetxt(root / f"d{k:02d}.dat", analyzer_run(100, 5, seed=k))
+    return root
+
+
+def test_command_writes_finite_rows_and_edge_rows_from_the_converted_model(
+        tmp_path, monkeypatch):
+    from edge_runtime.interpreter import EdgeModel
+
+    calls = []
+    predict = EdgeModel.predict
+
+    def spy(self, x):
+        calls.append(len(x))
+        return predict(self, x)
+
+    monkeypatch.setattr(EdgeModel, "predict", spy)
+    root = synthetic_root(tmp_path / "tep")
+    out = tmp_path / "out.json"
+    ts.main(["--root", str(root), "--families", "cnn1d", "--epochs", "2", "--window", "6",
+             "--edge-mode", "int8", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    check(doc)
+    rows = doc["results"]
+    kinds = {(r["model"], r["variant"]) for r in rows}
+    assert kinds == {("last_value", "numpy"), ("pls", "numpy"), ("cnn1d", "keras"),
+                     ("cnn1d", "edge")}
+    assert len(rows) == 4 * 5  # one row per analyzer
+    for r in rows:
+        assert all(np.isfinite(r[k]) for k in ("rmse", "mae", "r2")), r
+    split = doc["settings"]["split"]
+    assert split["test"]["runs"] == ["d03"] and split["test"]["labels"] == 18
+    edge = [r for r in rows if r["variant"] == "edge"]
+    keras = [r for r in rows if r["variant"] == "keras"]
+    assert {r["mode"] for r in edge} == {"int8"}
+    assert doc["settings"]["edge"]["cnn1d"]["ops"]  # read from the converted file
+    assert calls[-1] == split["test"]["labels"]  # the test windows ran in LiteRT
+    assert [r["rmse"] for r in edge] != [r["rmse"] for r in keras]  # int8 numbers, not Keras
