@@ -22,7 +22,7 @@ from converters.optimize import run_tfmot
 from converters.parity import Budgets, check_parity, keras_reference
 from converters.tflite import DEFAULT_BATCH, ConversionError, check_builtin_ops, convert_many
 from edge_runtime.bundle import MODEL_FILE, Bundle, Manifest, RunRecord, sign_bundle, write_bundle
-from edge_runtime.contract import AUTO_ORDER, CALIBRATED_MODES
+from edge_runtime.contract import AUTO_ORDER, CALIBRATED_MODES, task_spec
 from training.calibration import load_sampling
 from training.progress import progress
 from training.registry import get_family
@@ -65,6 +65,7 @@ def build(run_dir: Path, out_dir: Path, options: ConvertOptions | None = None
     keras_path = Path(o.keras_path or original)
     record = RunRecord.load(run_dir)
     refuse_offline_only(record, o.allow_offline)
+    refuse_workstation_only(record)
     rep_path = run_dir / "representative.npz"
     staging = Path(tempfile.mkdtemp(prefix=f"{record.name}-", dir=_ensure(out_dir)))
     try:
@@ -221,6 +222,14 @@ def refuse_offline_only(record: RunRecord, allow_offline: bool) -> None:
             f"model family {family!r} is offline-only (it reads each window backwards, which "
             f"a live {record.task.replace('_', ' ')} cannot do): refused for deployment; pass "
             "allow_offline=True to build it for offline evaluation")
+
+
+def refuse_workstation_only(record: RunRecord) -> None:
+    """A task that never ships (``generative``: synthetic windows for the workstation) has
+    no edge model to convert."""
+    if not task_spec(record.task).ships:
+        raise ValueError(f"{record.name}: a {record.task} run is a workstation job, not "
+                         "converted for a gateway (`procedge generate` writes its windows)")
 
 
 def _ensure(path: Path) -> Path:

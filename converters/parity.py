@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge_runtime.bundle import RunRecord
-from edge_runtime.contract import TASKS, task_spec
+from edge_runtime.contract import SHIPPED_TASKS, task_spec
 from edge_runtime.interpreter import EdgeModel
 from training.tasks import training_task
 
@@ -25,11 +25,11 @@ class Budgets(dict):
     ``budget_key``; points as fractions: 0.01 = 1 point). Defaults: the ``TASKS`` table."""
 
     def __init__(self, **overrides: float):
-        known = {t.budget_key for t in TASKS}
+        known = {t.budget_key for t in SHIPPED_TASKS}
         unknown = set(overrides) - known
         if unknown:
             raise ValueError(f"unknown budget(s) {sorted(unknown)}; known: {sorted(known)}")
-        super().__init__({t.budget_key: t.budget for t in TASKS} | overrides)
+        super().__init__({t.budget_key: t.budget for t in SHIPPED_TASKS} | overrides)
 
     def for_task(self, task: str, value: float | None = None) -> float:
         """The budget of ``task``'s own metric; ``value`` (the CLI's ``--budget``) wins."""

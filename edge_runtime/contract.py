@@ -54,7 +54,8 @@ class TaskSpec:
     """One task: what its bundles take in (``series``: tag windows from MQTT samples;
     ``image``: camera frames), and the metric its parity gate holds with the default budget
     (``budget_kind``: ``relative`` = a fraction of the float metric, ``points`` = a drop in
-    points as a fraction, 0.01 = 1 point)."""
+    points as a fraction, 0.01 = 1 point). ``ships``: False for a workstation-only task
+    (``generative``): its runs are used where they are trained and never bundled."""
 
     name: str
     inputs: Literal["series", "image"]
@@ -65,6 +66,7 @@ class TaskSpec:
     budget_flag: str  # `procedge convert --<flag>` overrides the budget for this task
     doc: str
     image_kind: Literal["", "classifier", "segmenter"] = ""  # the bundle's image.kind
+    ships: bool = True  # False: a workstation job; `procedge convert` refuses its runs
 
 
 TASKS: tuple[TaskSpec, ...] = (
@@ -82,8 +84,13 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("control", "series", "action_error", 0.01, "points", "control_action_points",
              "control-action", "a recommended set-point from a policy on the current tag "
              "values, behind a safety shield (advisory unless the config says closed_loop)"),
+    TaskSpec("generative", "series", "none", 0.0, "relative", "generative_none",
+             "generative-none", "synthetic tag windows (per operating mode or fault class) "
+             "written to CSV/Parquet by `procedge generate`; nothing ships", ships=False),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
+#: The tasks whose runs `procedge convert` bundles for a gateway.
+SHIPPED_TASKS: tuple[TaskSpec, ...] = tuple(t for t in TASKS if t.ships)
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]
 
 

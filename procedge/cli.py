@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from edge_runtime.config import LOG_LEVELS
-from edge_runtime.contract import AUTO_ORDER, MODE_NAMES, TASKS
+from edge_runtime.contract import AUTO_ORDER, MODE_NAMES, SHIPPED_TASKS
 from edge_runtime.validation import ConfigError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -56,7 +56,7 @@ def _cmd_convert(args) -> None:
     candidates = AUTO_ORDER if args.mode == "auto" else (args.mode,)
     if args.candidates:
         candidates = tuple(args.candidates.split(","))
-    given = {t.budget_key: getattr(args, f"budget_{t.name}") for t in TASKS}
+    given = {t.budget_key: getattr(args, f"budget_{t.name}") for t in SHIPPED_TASKS}
     options = ConvertOptions(
         candidates=candidates, budgets=Budgets(**{k: v for k, v in given.items() if v is not None}),
         budget=args.budget, int8_io=args.int8_io, sign_key=args.sign_key, route=args.route,
@@ -65,6 +65,7 @@ def _cmd_convert(args) -> None:
         if not (run_dir / "training.json").is_file():
             raise ConfigError(f"{run_dir}: not a run directory of `procedge train` "
                               "(no training.json)")
+        _refuse_workstation_only(run_dir)
     built = []
     for run_dir in args.run_dirs:
         bundle, report = build(run_dir, args.out, options)
@@ -79,6 +80,46 @@ def _cmd_convert(args) -> None:
               + "  ".join(f"edge {k}={v:.4g}" for k, v in edge.items()))
     if args.json:
         _print_json({"ok": True, "bundles": built})
+
+
+def _refuse_workstation_only(run_dir: Path) -> None:
+    """A run of a task that never ships (``generative``) is refused before TensorFlow loads."""
+    from edge_runtime.contract import task_spec
+
+    task = json.loads((run_dir / "training.json").read_text()).get("task", "")
+    try:
+        ships = task_spec(task).ships
+    except KeyError:
+        return  # the converter names the problem
+    if not ships:
+        raise ConfigError(f"{run_dir}: a {task} run is a workstation job and is not converted "
+                          f"for a gateway; use `procedge generate {run_dir}` to write its "
+                          "synthetic windows")
+
+
+def _cmd_generate(args) -> None:
+    from training.synthetic import FORMATS, class_indices, generate, write
+
+    meta_path = args.run_dir / "generative.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"{args.run_dir}: not a run directory of a generative model (no "
+                          "generative.json; train one with task: generative)")
+    if args.out.suffix not in FORMATS:
+        raise ConfigError(f"--out {args.out}: write .csv or .parquet")
+    if args.n < 1:
+        raise ConfigError(f"--n {args.n}: at least one window")
+    try:
+        class_indices(json.loads(meta_path.read_text()), 1, args.condition)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    frame, info = generate(args.run_dir, args.n, args.condition, args.seed)  # TF from here
+    side = write(frame, info, args.out)
+    if args.json:
+        _print_json({"ok": True, "out": str(args.out), "metadata": str(side)} | info)
+        return
+    counts = ", ".join(f"{k}: {v}" for k, v in info["classes"].items())
+    print(f"wrote {info['windows']} synthetic windows ({counts}) of {info['window']} rows to "
+          f"{args.out}; metadata (synthetic: true) in {side}")
 
 
 def _cmd_run(args) -> None:
@@ -258,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("artifacts/bundles"))
     p.add_argument("--budget", type=float, help="parity budget of the run's own task metric ("
                    + "; ".join(f"{t.name}: {t.parity_metric} {_budget_text(t)}, default "
-                               f"{t.budget:g}" for t in TASKS) + ")")
-    for t in TASKS:
+                               f"{t.budget:g}" for t in SHIPPED_TASKS) + ")")
+    for t in SHIPPED_TASKS:
         p.add_argument(f"--{t.budget_flag}", dest=f"budget_{t.name}", type=float,
                        help=f"{t.name} budget: {t.parity_metric} {_budget_text(t)}")
     p.add_argument("--candidates", help="auto: comma-separated modes to measure "
@@ -279,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="magnitude pruning to SPARSITY (0-1) before conversion")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("generate", help="write synthetic windows of a generative run")
+    p.add_argument("run_dir", type=Path, help="run directory of a task: generative model")
+    p.add_argument("--n", type=int, required=True, help="windows (of each class unless "
+                   "--condition names one)")
+    p.add_argument("--condition", help="a class of the run (its condition column's value)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same windows")
+    p.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet; "
+                   "FILE.<suffix>.json beside it says synthetic: true")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("run", help="run the edge daemon")
     p.add_argument("--config", required=True, type=Path, help="edge YAML config")
@@ -349,6 +401,7 @@ EVALS: dict[str, str] = {
     "images": "evaluation.images",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
+    "generative": "evaluation.generative",
 }
 
 

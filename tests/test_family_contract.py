@@ -24,6 +24,8 @@ def test_every_task_has_families_and_modules():
     assert {task for task, _ in FAMILIES} == set(TASK_NAMES)
     for task in TASK_NAMES:
         assert callable(training_task(task).train) and callable(training_task(task).parity)
+        if not task_spec(task).ships:
+            continue  # a workstation job (generative): no gateway half
         edge = edge_task(task)
         assert callable(edge.post) if task_spec(task).inputs == "series" else edge.ROLE
 
@@ -39,6 +41,9 @@ def _build(family):
         return family.build(WINDOW, FEATURES, 1, **family.small), (WINDOW, FEATURES), (1,)
     if family.task == "control":
         return family.build(OBS, ACTIONS, **family.small), (OBS,), (ACTIONS,)
+    if family.task == "generative":  # its generator: [z | one-hot class] → a window
+        gen = family.build(WINDOW, FEATURES, CLASSES, **family.small)
+        return gen.generator, (gen.latent_dim + CLASSES,), (WINDOW, FEATURES)
     if family.task == "image_class":
         return family.build(IMAGE, CLASSES, **family.small), IMAGE, (CLASSES,)
     return family.build(IMAGE, **family.small), IMAGE, (*IMAGE[:2], 1)

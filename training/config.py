@@ -184,6 +184,30 @@ class ControlTrainConfig(Strict):
     pid: PidSpec = Field(description="The fallback the guard hands the loop to.")
 
 
+class GenerativeConfig(Strict):
+    """Task generative: a conditional VAE or a WGAN-GP over tag windows (docs/generative.md).
+    Training runs a fixed number of steps (``fit.epochs`` and early stopping do not apply);
+    ``fit.seed`` seeds the weights, the batches and the noise."""
+
+    condition_column: str | None = Field(
+        default=None, description="Historian only: the export column holding each row's "
+        "operating mode or fault class (numbers: class ids); a window's class is that of its "
+        "rows (windows spanning two classes are dropped). None: one class, 'all'.")
+    latent_dim: int = Field(default=8, gt=0, description="Size of the latent (noise) vector.")
+    steps: int = Field(default=2000, gt=0, description="Optimizer steps (WGAN-GP: generator "
+                       "steps, each after n_critic critic steps).")
+    batch_size: int = Field(default=64, gt=1)
+    learning_rate: float | None = Field(
+        default=None, gt=0, description="Adam step; default 1e-3 (cvae) or 1e-4 with "
+        "betas (0.0, 0.9) as in the WGAN-GP paper (wgan_gp).")
+    beta: float = Field(default=1.0, gt=0, description="cvae: weight of the KL term.")
+    n_critic: int = Field(default=5, gt=0, description="wgan_gp: critic steps per generator "
+                          "step.")
+    gp_weight: float = Field(default=10.0, ge=0, description="wgan_gp: gradient-penalty "
+                             "weight lambda.")
+    stride: int = Field(default=1, gt=0, description="Rows between training windows.")
+
+
 class FitConfig(Strict):
     epochs: int = Field(default=30, gt=0, description="Epoch budget: the same on any machine; "
                         "early stopping on the validation loss may end the fit sooner.")
@@ -285,6 +309,8 @@ class TrainConfig(Strict):
         default=None, description="Task soft_sensor: target, dead time, lab options.")
     control: ControlTrainConfig | None = Field(
         default=None, description="Task control: environment, agent, steps, shield, PID.")
+    generative: GenerativeConfig | None = Field(
+        default=None, description="Task generative: condition column, latent size, steps.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
 
 
@@ -298,6 +324,9 @@ class TrainConfig(Strict):
         if (self.task == "control") != (self.control is not None):
             raise ValueError(f"a 'control' section goes with task 'control' (and only with "
                              f"it); task is {self.task!r}")
+        if (self.task == "generative") != (self.generative is not None):
+            raise ValueError(f"a 'generative' section goes with task 'generative' (and only "
+                             f"with it); task is {self.task!r}")
         if self.split.by == "group" and self.task != "soft_sensor":
             raise ValueError("split.by 'group' is for task 'soft_sensor' (labels in groups)")
         if self.soft_sensor is not None:
@@ -381,6 +410,9 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
         check_batch_config(config, columns, where, fail)
         columns = [c for c in columns
                    if c not in (config.soft_sensor.target, config.split.group_column)]
+    if config.generative is not None and config.generative.condition_column is not None:
+        check_condition_column(config, where, columns, fail)
+        columns = [c for c in columns if c != config.generative.condition_column]
     available = [c for c in columns if c != timestamp]
     for field, names, among in (("data.tags", data.tags or [], available),
                                 ("targets", config.targets, data.tags or available)):
@@ -432,6 +464,20 @@ def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str
     if group == target or group in inputs:
         fail("split.group_column", f"{group!r} is the target or an input (data.tags); the "
              "group id is neither")
+
+
+def check_condition_column(config: TrainConfig, where: str, columns: list[str], fail) -> None:
+    """The generative condition column exists in the export and is not a model input."""
+    column = config.generative.condition_column
+    if config.data.source == "simulator":
+        fail("generative.condition_column", "the simulator has no mode or class column: "
+             "leave it unset (one class), or export the data with one (data.source: historian)")
+    if column not in columns:
+        fail("generative.condition_column", f"no column {column!r} in {where}"
+             f"{did_you_mean(column, columns)} (there: {_listed(columns)})")
+    if column in (config.data.tags or []):
+        fail("generative.condition_column", f"{column!r} is also a tag (data.tags): the "
+             "condition is not generated; remove it from data.tags")
 
 
 def _listed(names: list[str], most: int = 30) -> str:
