@@ -64,7 +64,7 @@ class TaskSpec:
     budget_key: str  # its key in a conversion report's "budgets"
     budget_flag: str  # `procedge convert --<flag>` overrides the budget for this task
     doc: str
-    image_kind: Literal["", "classifier", "segmenter"] = ""  # the bundle's image.kind
+    image_kind: Literal["", "classifier", "segmenter", "particles"] = ""  # the bundle's image.kind
 
 
 TASKS: tuple[TaskSpec, ...] = (
@@ -82,6 +82,9 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("control", "series", "action_error", 0.01, "points", "control_action_points",
              "control-action", "a recommended set-point from a policy on the current tag "
              "values, behind a safety shield (advisory unless the config says closed_loop)"),
+    TaskSpec("particle_size", "image", "interior_iou", 0.01, "points", "particle_iou_points",
+             "particle-iou", "particle sizes of a micrograph: count, D10/D50/D90 in µm, aspect "
+             "ratios, histogram, with the calibration used", "particles"),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 TaskName = Literal[TASK_NAMES]  # type: ignore[valid-type]

@@ -164,4 +164,5 @@ def size_particles(probs: np.ndarray, um_per_px: float, min_area_px: int = 6,
         "aspect_ratio": [round(float(v), 3) for v in aspect],
         "aspect_median": float(np.median(aspect)) if len(aspect) else float("nan"),
         "histogram": {"edges_um": list(HIST_EDGES_UM), "counts": counts.tolist()}}
-    return fields, labels
+    return {k: None if isinstance(v, float) and np.isnan(v) else v  # JSON has no NaN
+            for k, v in fields.items()}, labels

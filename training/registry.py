@@ -31,7 +31,8 @@ class Family:
 _FAMILIES: dict[tuple[str, str], Family] = {}  # (task, name) → family
 # The modules that register the built-in families (import side effect).
 BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models",
-                   "training.soft_sensors", "training.control.networks")
+                   "training.soft_sensors", "training.control.networks",
+                   "training.images.particle_models")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
 from edge_runtime.contract import Strict
 from edge_runtime.particles import boundary_of, distribution
@@ -136,6 +135,8 @@ def _render(cfg: MicrographConfig, labels: np.ndarray, rng: np.random.Generator)
     shade = np.concatenate([[0.0], rng.uniform(0.25, 0.4, labels.max())])
     img = light * (1.0 - shade[labels])
     img = np.where(boundary_of(labels), img * 0.55, img)
+    from scipy import ndimage  # workstation side only; imported late: configs load fast
+
     img = ndimage.gaussian_filter(img, cfg.blur) if cfg.blur > 0 else img
     img = img + rng.normal(0.0, cfg.noise, img.shape)
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
