@@ -328,6 +328,7 @@ EVALS: dict[str, str] = {
     "skab": "evaluation.skab",
     "tep": "evaluation.tep",
     "images": "evaluation.images",
+    "particles": "evaluation.particles",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
 }
