@@ -53,6 +53,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--levels", type=int, default=3)
+    p.add_argument("--regressor-epochs", type=int, default=15,
+                   help="route (b), the D10/D50/D90 regressor (0 = skip it)")
     return p.parse_args(argv)
 
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [_row("keras", "float32", keras_probs, test)]
     edge_sized, ms = _edge(bundle, test)
     rows.append(_edge_row(edge_sized, test, ms))
+    regress = {}
+    if args.regressor_epochs:
+        rows, regress = rows + _route_b(args, config, test), {"epochs": args.regressor_epochs}
     _plots(test, keras_probs, edge_sized, args.out)
     record = RunRecord.load(run_dir)
     settings = {"benchmark": "generated micrographs", "um_per_px": UM_PER_PX,
@@ -90,11 +95,32 @@ def main(argv: list[str] | None = None) -> dict:
                           "images": args.train_images},
                 "test": {"generator": TEST_GEN, "seed": TEST_SEED, "size": 256,
                          "images": args.test_images},
-                "model": config.model, "int8_gate": gate,
+                "model": config.model, "int8_gate": gate, "regressor": regress,
                 "training": record.training.model_dump() if record.training else {},
                 "wall_s": round(time.monotonic() - start, 1), "plots": str(args.out)}
     _print(rows, settings)
     return write_results(args.json, rows, settings)
+
+
+def _route_b(args, config: TrainConfig, test: ParticleSet) -> list[dict]:
+    """The regressor on the same training images (same generator and seed) and test set."""
+    from evaluation.particles_regress import train_and_measure
+
+    p = config.particles
+    cfg = MicrographConfig.model_validate(p.generator | {"size": p.size, "um_per_px": p.um_per_px})
+    train_set = make_set(cfg, p.train_images, p.seed, p.flatten_px)
+    print(f"route (b): D10/D50/D90 regressor, {args.regressor_epochs} epochs", flush=True)
+    keras_d, int8_d, info = train_and_measure(train_set, test, args.regressor_epochs, args.out)
+    t50 = test.d50_um
+    rows = []
+    for variant, mode, d in (("keras", "float32", keras_d), ("edge", "int8", int8_d)):
+        d50 = d[:, 1]
+        rows.append({"model": "d_regressor", "variant": variant, "mode": mode,
+                     "d50_error_pct": float(np.median(np.abs(d50 - t50) / t50) * 100),
+                     "d50_r2": float(1 - np.sum((d50 - t50) ** 2)
+                                     / np.sum((t50 - t50.mean()) ** 2))})
+    rows[-1]["edge_ms_per_image"] = info["model_ms_median"]
+    return rows
 
 
 def _keras(run_dir: Path):
@@ -205,9 +231,10 @@ def overlay(image: np.ndarray, labels: np.ndarray, path: Path) -> None:
 
 
 def _print(rows: list[dict], settings: dict) -> None:
-    print(f"\n{'metric':22s}" + "".join(f"{r['variant'] + '-' + r['mode']:>16s}" for r in rows))
+    titles = [f"{r['model'][:5]}:{r['variant']}-{r['mode']}" for r in rows]
+    print(f"\n{'metric':22s}" + "".join(f"{t:>22s}" for t in titles))
     for k in KEYS:
-        print(f"{k:22s}" + "".join(f"{r.get(k, float('nan')):16.3f}" for r in rows))
+        print(f"{k:22s}" + "".join(f"{r.get(k, float('nan')):22.3f}" for r in rows))
     print(f"int8 parity gate: {settings['int8_gate']}")
     if settings["training"]:
         print(TrainingInfo(**settings["training"]).summary("particle_unet"))
