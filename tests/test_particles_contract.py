@@ -45,6 +45,16 @@ def test_bad_calibration_or_generator_option_names_the_field(tmp_path, bad):
                                     "family": "particle_unet"})
 
 
+def test_shipped_config_validates():
+    from pathlib import Path
+
+    from training.config import load_train_config
+
+    path = Path(__file__).resolve().parent.parent / "configs" / "images" / "particle_sizer.yaml"
+    config = load_train_config(path)
+    assert config.task == "particle_size" and config.particles.um_per_px > 0
+
+
 def test_train_convert_parity_and_edge_payload(tmp_path):
     from converters.build import ConvertOptions, build
     from edge_runtime.imaging import ImagePipeline
