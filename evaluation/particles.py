@@ -2,10 +2,11 @@
 ``particle_size``), Keras float vs the int8 edge bundle (LiteRT), on a held-apart set.
 
 Protocol, fixed here before any run: train ``particle_unet`` on 128×128 micrographs of one
-seed and one size distribution (log-normal, D50 14 µm); evaluate on 256×256 micrographs of
-another seed and other distribution parameters (bimodal, D50 11 µm with a second mode, more
-crowded and touching, stronger uneven light and noise), at the same calibration (1 µm per
-pixel). The U-Net is fully convolutional: the 256×256 model carries the 128×128 weights.
+seed and one size distribution (log-normal, each image's median drawn in 9–20 µm); evaluate
+on 256×256 micrographs of another seed and other distribution parameters (bimodal, medians in
+8–18 µm with a second mode at 1.8×, more crowded and touching, stronger uneven light and
+noise), at the same calibration (1 µm per pixel). The U-Net is fully convolutional: the
+256×256 model carries the 128×128 weights.
 Reported per variant: median D50 error (%), median count error (%), R² of predicted vs true
 D50 across images, interior IoU; the edge row is the gateway's own path (PNG bytes → decode →
 preprocess → LiteRT int8 on one thread → numpy sizing), timed per image. Plots: predicted vs
@@ -35,11 +36,11 @@ from training.images.particle_sizing import ParticleSet, make_set, sizing_metric
 
 log = logging.getLogger(__name__)
 UM_PER_PX, FLATTEN_PX = 1.0, 31
-TRAIN_GEN = {"distribution": "lognormal", "d50_um": 14.0, "sigma": 0.25, "count": (12, 30),
-             "touch": 0.35}
-TEST_GEN = {"distribution": "bimodal", "d50_um": 11.0, "sigma": 0.2, "mode_ratio": 1.8,
-            "mode_share": 0.35, "count": (50, 100), "touch": 0.5, "illumination": 0.35,
-            "noise": 0.035}
+TRAIN_GEN = {"distribution": "lognormal", "d50_range": (9.0, 20.0), "sigma": 0.25,
+             "count": (10, 28), "touch": 0.35}
+TEST_GEN = {"distribution": "bimodal", "d50_range": (8.0, 18.0), "sigma": 0.2,
+            "mode_ratio": 1.8, "mode_share": 0.35, "count": (40, 90), "touch": 0.5,
+            "illumination": 0.35, "noise": 0.035}
 TRAIN_SEED, TEST_SEED = 0, 1000
 KEYS = ("d50_error_pct", "count_error_pct", "d50_r2", "interior_iou", "edge_ms_per_image")
 

@@ -66,3 +66,9 @@ def test_preprocess_flattens_uneven_light():
     ramp = np.tile(np.linspace(40, 220, 64, dtype=np.float32), (64, 1)).astype(np.uint8)
     x = preprocess(ramp, 15)[..., 0]
     assert x.shape == (64, 64) and abs(float(x[8:-8, 8:-8].mean())) < 0.2
+
+
+def test_d50_range_gives_each_image_its_own_median():
+    cfg = MicrographConfig(d50_range=(8.0, 20.0), sigma=0.1, count=(20, 20))
+    d50 = [generate(cfg, seed).stats["d50_um"] for seed in range(8)]
+    assert max(d50) / min(d50) > 1.5 and all(7.0 < d < 22.0 for d in d50)

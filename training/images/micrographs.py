@@ -25,12 +25,14 @@ from edge_runtime.particles import boundary_of, distribution
 class MicrographConfig(Strict):
     """How micrographs are drawn. ``d50_um`` / ``sigma``: the log-normal median and log-sd of
     the ECD; ``bimodal``: a second mode at ``d50_um * mode_ratio`` holding ``mode_share`` of
-    the particles."""
+    the particles. ``d50_range``: each image draws its own median (log-uniform) in place of
+    ``d50_um``, so a set spans a range of D50 (what a correlation across samples needs)."""
 
     size: int = 128
     um_per_px: float = 1.0
     distribution: Literal["lognormal", "bimodal"] = "lognormal"
     d50_um: float = 14.0
+    d50_range: tuple[float, float] | None = None  # per image: median log-uniform in the range
     sigma: float = 0.25
     mode_ratio: float = 1.8
     mode_share: float = 0.3
@@ -59,9 +61,12 @@ class Micrograph:
 
 def draw_diameters(cfg: MicrographConfig, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` ECDs (µm) from the configured distribution, clipped to [min_d_um, max_d_um]."""
-    median = np.full(n, cfg.d50_um)
+    d50 = cfg.d50_um
+    if cfg.d50_range is not None:
+        d50 = float(np.exp(rng.uniform(*np.log(cfg.d50_range))))
+    median = np.full(n, d50)
     if cfg.distribution == "bimodal":
-        median = np.where(rng.random(n) < cfg.mode_share, cfg.d50_um * cfg.mode_ratio, median)
+        median = np.where(rng.random(n) < cfg.mode_share, d50 * cfg.mode_ratio, median)
     d = median * np.exp(rng.normal(0.0, cfg.sigma, n))
     return np.clip(d, cfg.min_d_um, cfg.max_d_um)
 
