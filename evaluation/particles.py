@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--width", type=int, default=8)
     p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--regressor-epochs", type=int, default=15,
+    p.add_argument("--regressor-epochs", type=int, default=8,
                    help="route (b), the D10/D50/D90 regressor (0 = skip it)")
     return p.parse_args(argv)
 
@@ -111,7 +111,8 @@ def _route_b(args, config: TrainConfig, test: ParticleSet) -> list[dict]:
     cfg = MicrographConfig.model_validate(p.generator | {"size": p.size, "um_per_px": p.um_per_px})
     train_set = make_set(cfg, p.train_images, p.seed, p.flatten_px)
     print(f"route (b): D10/D50/D90 regressor, {args.regressor_epochs} epochs", flush=True)
-    keras_d, int8_d, info = train_and_measure(train_set, test, args.regressor_epochs, args.out)
+    keras_d, int8_d, info = train_and_measure(train_set, test, args.regressor_epochs, args.out,
+                                              width=8)
     t50 = test.d50_um
     rows = []
     for variant, mode, d in (("keras", "float32", keras_d), ("edge", "int8", int8_d)):
