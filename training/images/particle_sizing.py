@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from edge_runtime.particles import INTERIOR, distribution, preprocess, size_particles
+from edge_runtime.particles import INTERIOR, preprocess, size_particles
 from training.budget import fit_callbacks, training_info
 from training.images.micrographs import Micrograph, MicrographConfig, classes, generate_set
 
@@ -62,7 +62,7 @@ def sizing_metrics(probs: np.ndarray, truth: dict[str, np.ndarray], um_per_px: f
             "count_error_pct": float(np.median(np.abs(count - tcount) / tcount) * 100),
             "d50_r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
             "d50_um_pred_median": float(np.median(d50)),
-            **{f"true_{k}": v for k, v in distribution(t50).items() if k == "d50_um"}}
+            "d50_um_true_median": float(np.median(t50))}
 
 
 def pixel_weights(targets: np.ndarray, boundary_weight: float) -> np.ndarray:
