@@ -72,3 +72,15 @@ def test_d50_range_gives_each_image_its_own_median():
     cfg = MicrographConfig(d50_range=(8.0, 20.0), sigma=0.1, count=(20, 20))
     d50 = [generate(cfg, seed).stats["d50_um"] for seed in range(8)]
     assert max(d50) / min(d50) > 1.5 and all(7.0 < d < 22.0 for d in d50)
+
+
+def test_sizing_metrics_are_perfect_on_true_classes_and_not_on_empty_ones():
+    from training.images.particle_sizing import make_set, sizing_metrics
+
+    data = make_set(MicrographConfig(size=96, count=(6, 10), d50_range=(7.0, 14.0),
+                                     max_d_um=20.0), 4, 0, 15)
+    perfect = sizing_metrics(np.eye(3)[data.classes], data.heldout(), 1.0)
+    assert perfect["interior_iou"] == 1.0 and perfect["count_error_pct"] == 0.0
+    assert perfect["d50_error_pct"] < 5.0
+    empty = sizing_metrics(np.eye(3)[np.zeros_like(data.classes)], data.heldout(), 1.0)
+    assert empty["interior_iou"] == 0.0 and empty["count_error_pct"] == 100.0
