@@ -1,19 +1,15 @@
 """Task ``particle_size`` on the workstation: generated micrographs → model inputs (through the
-gateway's own :func:`edge_runtime.particles.preprocess`) and per-pixel class targets; the fit;
-and the sizing metrics every layer reports (training, the parity gate, ``procedge eval
+gateway's own :func:`edge_runtime.particles.preprocess`) and per-pixel class targets, and the
+sizing metrics every layer reports (training, the parity gate, ``procedge eval
 particles``): interior IoU, and per image the D50 and count errors against the drawn truth."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import keras
 import numpy as np
 
 from edge_runtime.particles import INTERIOR, preprocess, size_particles
-from training.budget import fit_callbacks, training_info
 from training.images.micrographs import Micrograph, MicrographConfig, classes, generate_set
 
 
@@ -63,51 +59,3 @@ def sizing_metrics(probs: np.ndarray, truth: dict[str, np.ndarray], um_per_px: f
             "d50_r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else float("nan"),
             "d50_um_pred_median": float(np.median(d50)),
             "d50_um_true_median": float(np.median(t50))}
-
-
-def pixel_weights(targets: np.ndarray, boundary_weight: float) -> np.ndarray:
-    return np.where(targets == 2, boundary_weight, 1.0).astype(np.float32)
-
-
-def fit(model: keras.Model, train: ParticleSet, val: ParticleSet, *, name: str,
-        run_dir: Path, epochs: int, batch_size: int, learning_rate: float,
-        boundary_weight: float, max_minutes: float | None = None):
-    """Pixel-weighted cross-entropy, flips and quarter turns (exact for the sizes), cosine
-    learning rate over the epochs; returns the training info."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy")
-    steps = int(np.ceil(len(train.x) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps, alpha=0.02)
-    model.optimizer.learning_rate = schedule
-    shared, log, progress, clock = fit_callbacks(name, run_dir, [], max_minutes, backup=False)
-    batches = _Flips(train, batch_size, boundary_weight)
-    start = time.monotonic()
-    model.fit(batches, validation_data=(val.x, val.classes), epochs=epochs, verbose=0,
-              callbacks=shared)
-    return training_info(log, progress, clock, epochs, []), time.monotonic() - start
-
-
-class _Flips(keras.utils.PyDataset):
-    """Batches in a new order each epoch, each image flipped and turned at random."""
-
-    def __init__(self, data: ParticleSet, batch_size: int, boundary_weight: float):
-        super().__init__()
-        self.data, self.batch_size, self.boundary_weight = data, batch_size, boundary_weight
-        self.rng = np.random.default_rng(0)
-        self.order = self.rng.permutation(len(data.x))
-
-    def __len__(self) -> int:
-        return int(np.ceil(len(self.data.x) / self.batch_size))
-
-    def on_epoch_end(self) -> None:
-        self.order = self.rng.permutation(len(self.data.x))
-
-    def __getitem__(self, i: int):
-        idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        k, flip = int(self.rng.integers(4)), bool(self.rng.integers(2))
-        x, y = self.data.x[idx], self.data.classes[idx]
-        x, y = np.rot90(x, k, axes=(1, 2)), np.rot90(y, k, axes=(1, 2))
-        if flip:
-            x, y = x[:, :, ::-1], y[:, :, ::-1]
-        x, y = np.ascontiguousarray(x), np.ascontiguousarray(y)
-        return x, y, pixel_weights(y, self.boundary_weight)

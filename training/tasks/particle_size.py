@@ -16,7 +16,8 @@ import numpy as np
 from edge_runtime.bundle import ImageSpec, RunRecord
 from training.config import TrainConfig
 from training.images.micrographs import MicrographConfig
-from training.images.particle_sizing import fit, make_set, sizing_metrics
+from training.images.particle_fit import fit
+from training.images.particle_sizing import make_set, sizing_metrics
 from training.registry import Family
 from training.tasks.image_class import points_reasons
 
