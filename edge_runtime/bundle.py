@@ -377,7 +377,8 @@ class ImageSpec(Strict):
     fixed size (stretched, or letterboxed to keep the aspect ratio), ``(pixel/255 - mean)/std``.
     """
 
-    kind: Literal["classifier", "segmenter"] = Field(description="Class scores or a mask.")
+    kind: Literal["classifier", "segmenter", "particles"] = Field(
+        description="Class scores, a mask, or particle classes (background/interior/boundary).")
     height: int = Field(gt=0, description="Model input height, pixels.")
     width: int = Field(gt=0, description="Model input width, pixels.")
     channels: Literal[1, 3] = Field(default=1, description="1 = grey (mode L), 3 = RGB.")
@@ -388,6 +389,17 @@ class ImageSpec(Strict):
     class_names: list[str] = Field(default_factory=list, description="Classifier outputs.")
     ok_class: str = Field(default="", description="Defect-free class: p(NOK) = 1 - p(ok).")
     mask_threshold: float = Field(default=0.5, gt=0, lt=1, description="Segmenter: defect if >=.")
+    um_per_px: float | None = Field(default=None, gt=0, description="Particles: the "
+                                    "calibration, µm per pixel (sizes are reported in µm).")
+    flatten_px: int = Field(default=0, ge=0, description="Particles: the illumination-"
+                            "flattening window, pixels (edge_runtime.particles.preprocess).")
+
+    @model_validator(mode="after")
+    def _calibrated(self) -> ImageSpec:
+        if self.kind == "particles" and (self.um_per_px is None or not self.flatten_px):
+            raise ValueError("image.um_per_px and image.flatten_px: a particles model needs "
+                             "its calibration (µm per pixel > 0) and flattening window")
+        return self
 
 
 class TrainingInfo(Strict):

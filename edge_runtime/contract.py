@@ -65,7 +65,7 @@ class TaskSpec:
     budget_key: str  # its key in a conversion report's "budgets"
     budget_flag: str  # `procedge convert --<flag>` overrides the budget for this task
     doc: str
-    image_kind: Literal["", "classifier", "segmenter"] = ""  # the bundle's image.kind
+    image_kind: Literal["", "classifier", "segmenter", "particles"] = ""  # bundle image.kind
     ships: bool = True  # False: a workstation job; `procedge convert` refuses its runs
 
 
@@ -87,6 +87,9 @@ TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("generative", "series", "none", 0.0, "relative", "generative_none",
              "generative-none", "synthetic tag windows (per operating mode or fault class) "
              "written to CSV/Parquet by `procedge generate`; nothing ships", ships=False),
+    TaskSpec("particle_size", "image", "interior_iou", 0.01, "points", "particle_iou_points",
+             "particle-iou", "particle sizes of a micrograph: count, D10/D50/D90 in µm, aspect "
+             "ratios, histogram, with the calibration used", "particles"),
 )
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 #: The tasks whose runs `procedge convert` bundles for a gateway.

@@ -189,12 +189,12 @@ class ImagePipeline:
         try:
             channels = (self.classifier or self.segmenter).spec.channels
             img = decode_image(payload, channels, self.settings.limits)
+            verdict = self.inspect(img)  # a frame a task cannot use (its size) is rejected
         except ImageError as exc:
             self.rejected[exc.reason] += 1
             return [Output("inference", {"camera": self.name, "status": "rejected",
                                          "reason": exc.reason, "bytes": len(payload),
                                          "received": iso_ms(received_s)})]
-        verdict = self.inspect(img)
         verdict |= {"camera": self.name, "status": "ok", "received": iso_ms(received_s)}
         outputs = [Output("inference", verdict)]
         if self.settings.debug_mask and "mask" in verdict:

@@ -399,6 +399,7 @@ EVALS: dict[str, str] = {
     "tep": "evaluation.tep",
     "tep-softsensor": "evaluation.tep_softsensor",
     "images": "evaluation.images",
+    "particles": "evaluation.particles",
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
     "generative": "evaluation.generative",

@@ -46,6 +46,8 @@ def _build(family):
         return gen.generator, (gen.latent_dim + CLASSES,), (WINDOW, FEATURES)
     if family.task == "image_class":
         return family.build(IMAGE, CLASSES, **family.small), IMAGE, (CLASSES,)
+    if family.task == "particle_size":  # background / interior / boundary per pixel
+        return family.build(IMAGE, **family.small), IMAGE, (*IMAGE[:2], 3)
     return family.build(IMAGE, **family.small), IMAGE, (*IMAGE[:2], 1)
 
 

@@ -285,6 +285,36 @@ class ImageDataConfig(Strict):
         return None if value is None else Path(os.path.expanduser(os.path.expandvars(value)))
 
 
+class ParticleTrainConfig(Strict):
+    """Task particle_size: micrographs drawn by the generator (training.images.micrographs,
+    the test bed with exact ground truth) at the calibration of the plant's microscope."""
+
+    um_per_px: float = Field(gt=0, description="Calibration, µm per pixel (scale bar).")
+    size: int = Field(default=128, ge=32, description="Square frame, pixels (a multiple of "
+                      "2**levels of the U-Net); the edge rejects frames of another size.")
+    train_images: int = Field(default=200, gt=0, description="Generated training images.")
+    val_images: int = Field(default=40, gt=0, description="Generated held-out images.")
+    seed: int = Field(default=0, description="Training images from (seed, i); held-out ones "
+                      "from (seed + 1, i).")
+    flatten_px: int = Field(default=31, ge=3, description="Illumination-flattening window.")
+    boundary_weight: float = Field(default=3.0, gt=0, description="Loss weight of boundary "
+                                   "pixels (they keep touching particles apart).")
+    generator: dict[str, Any] = Field(
+        default_factory=dict, description="Further options of the micrograph generator "
+        "(training.images.micrographs.MicrographConfig: distribution, d50_um, sigma, count, "
+        "max_aspect, touch, illumination, blur, noise); checked strictly.")
+
+    @model_validator(mode="after")
+    def _generator(self) -> ParticleTrainConfig:
+        from training.images.micrographs import MicrographConfig
+
+        for key in ("size", "um_per_px"):
+            if key in self.generator:
+                raise ValueError(f"particles.generator.{key}: set particles.{key} instead")
+        MicrographConfig.model_validate(self.generator)
+        return self
+
+
 class TrainConfig(Strict):
     name: str = Field(description="Model name; also the bundle and MQTT topic name.")
     task: TaskName = Field(description="A task of edge_runtime.contract.TASKS.")
@@ -305,6 +335,7 @@ class TrainConfig(Strict):
                                     description="Series tasks: the edge drift monitor's "
                                                 "reference statistics.")
     image: ImageDataConfig | None = Field(default=None, description="Image tasks: the data.")
+    particles: ParticleTrainConfig | None = Field(default=None, description="Task particle_size.")
     soft_sensor: SoftSensorConfig | None = Field(
         default=None, description="Task soft_sensor: target, dead time, lab options.")
     control: ControlTrainConfig | None = Field(
@@ -316,7 +347,11 @@ class TrainConfig(Strict):
 
     @model_validator(mode="after")
     def _section_for_task(self) -> TrainConfig:
-        if task_spec(self.task).inputs == "image" and self.image is None:
+        if (self.task == "particle_size") != (self.particles is not None):
+            raise ValueError("a 'particles' section (um_per_px: the calibration) goes with "
+                             f"task 'particle_size' (and only with it); task is {self.task!r}")
+        if (task_spec(self.task).inputs == "image" and self.image is None
+                and self.task != "particle_size"):
             raise ValueError(f"task {self.task!r} needs an 'image' section (root: a folder)")
         if (self.task == "soft_sensor") != (self.soft_sensor is not None):
             raise ValueError(f"a 'soft_sensor' section goes with task 'soft_sensor' (and only "

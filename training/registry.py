@@ -33,7 +33,8 @@ _FAMILIES: dict[tuple[str, str], Family] = {}  # (task, name) → family
 # The modules that register the built-in families (import side effect).
 BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models",
                    "training.soft_sensors", "training.control.networks",
-                   "training.tft", "training.informer", "training.generative")
+                   "training.tft", "training.informer", "training.generative",
+                   "training.images.particle_models")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,

@@ -1,0 +1,168 @@
+"""Particle sizing in plain numpy (task ``particle_size``): the micrograph preprocessing that
+training and the gateway share, and the post-processing of the segmenter's classes into
+particles — interior regions labelled (union-find over row runs), grown back over their
+boundary ring, measured (area → equivalent circle diameter in µm through the calibration,
+aspect ratio from second moments) and summarised (count, D10/D50/D90, span, histogram).
+
+No scipy, scikit-image or OpenCV: this runs on the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+#: Histogram bin edges in µm (log-spaced, as size distributions are read); the payload
+#: carries the edges with the counts.
+HIST_EDGES_UM = tuple(float(round(e, 2)) for e in np.geomspace(2.0, 200.0, 21))
+
+
+def box_mean(x: np.ndarray, k: int) -> np.ndarray:
+    """Mean over a k×k window (odd k), edges reflected; one integral image, O(pixels)."""
+    p = k // 2
+    padded = np.pad(x, p + 1, mode="reflect")[1:, 1:]
+    c = np.cumsum(np.cumsum(padded, axis=0, dtype=np.float64), axis=1)
+    c = np.pad(c, ((1, 0), (1, 0)))
+    h, w = x.shape
+    s = c[k : k + h, k : k + w] - c[:h, k : k + w] - c[k : k + h, :w] + c[:h, :w]
+    return (s / (k * k)).astype(np.float32)
+
+
+def preprocess(image: np.ndarray, window: int) -> np.ndarray:
+    """A grey frame (H×W, uint8 or 0..1) → the model input (H×W×1 float32): illumination
+    flattened (minus its ``window``-pixel box mean, the uneven background) and contrast
+    normalised (divided by the flattened frame's standard deviation). Training and the
+    gateway call this one function, so the model sees the same pixels in both."""
+    x = np.asarray(image, dtype=np.float32)
+    if x.ndim == 3 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 2:
+        raise ValueError(f"particle image: expected a grey H×W frame, got shape {x.shape}")
+    if image.dtype == np.uint8:
+        x = x / 255.0
+    flat = x - box_mean(x, window | 1)
+    return (flat / max(float(flat.std()), 1e-3))[..., None].astype(np.float32)
+
+
+def boundary_of(labels: np.ndarray) -> np.ndarray:
+    """Instance pixels with a 4-neighbour of another label (or background, or off-frame)."""
+    p = np.pad(labels, 1)
+    c = p[1:-1, 1:-1]
+    differs = ((p[:-2, 1:-1] != c) | (p[2:, 1:-1] != c) | (p[1:-1, :-2] != c)
+               | (p[1:-1, 2:] != c))
+    return (c > 0) & differs
+
+
+def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """4-connected regions of a boolean mask → (int32 labels 1..n, n). Row runs are the
+    nodes; a run is joined to each run above it that it shares a column with; the joined
+    runs take their smallest member's number by vectorised min-propagation with pointer
+    jumping (a union-find without a Python loop per pixel or per run)."""
+    mask = np.asarray(mask, dtype=bool)
+    h, w = mask.shape
+    edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    _, ends = np.nonzero(edges == -1)  # same row-major order as the starts
+    lengths = ends - starts
+    run_of = np.repeat(np.arange(len(rows)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    flat = (rows * w + starts)[run_of] + offsets
+    runs = np.full(h * w, -1, np.int64)
+    runs[flat] = run_of
+    runs = runs.reshape(h, w)
+    both = (runs[1:] >= 0) & (runs[:-1] >= 0)  # a pixel and the one above it
+    n_runs = len(rows)
+    a, b = np.divmod(np.unique(runs[1:][both] * n_runs + runs[:-1][both]), max(n_runs, 1))
+    root = np.arange(n_runs)
+    while True:
+        low = np.minimum(root[a], root[b])
+        new = root.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]  # pointer jumping
+        if np.array_equal(new, root):
+            break
+        root = new
+    uniq, ids = np.unique(root, return_inverse=True)
+    out = np.zeros(h * w, np.int32)
+    out[flat] = (ids + 1)[run_of]
+    return out.reshape(h, w), len(uniq)
+
+
+def grow(labels: np.ndarray, foreground: np.ndarray, steps: int) -> np.ndarray:
+    """Give unlabelled foreground pixels the label of a labelled 4-neighbour, ``steps`` times:
+    the interior regions take back the boundary ring the segmenter drew around them."""
+    out = labels.copy()
+    for _ in range(steps):
+        p = np.pad(out, 1)
+        best = np.maximum.reduce([p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
+        take = (out == 0) & foreground & (best > 0)
+        if not take.any():
+            break
+        out = np.where(take, best, out)
+    return out
+
+
+def measure(labels: np.ndarray, n: int, um_per_px: float) -> dict[str, np.ndarray]:
+    """Per particle: area (px), ECD (µm) = 2 √(area/π) × µm/px, aspect ratio √(λ1/λ2) of its
+    pixel coordinates' covariance (1 = round)."""
+    where = np.flatnonzero(labels)
+    flat = labels.ravel()[where]
+    y, x = (v.astype(np.float64) for v in np.divmod(where, labels.shape[1]))
+
+    def total(weights: np.ndarray | None = None) -> np.ndarray:
+        return np.bincount(flat, weights, minlength=n + 1)[1:]
+
+    area = total()
+    keep = area > 0
+    safe = np.where(keep, area, 1)
+    my, mx = total(y) / safe, total(x) / safe
+    cyy = total(y * y) / safe - my**2 + 1 / 12  # + 1/12: a pixel's own extent
+    cxx = total(x * x) / safe - mx**2 + 1 / 12
+    cxy = total(x * y) / safe - mx * my
+    half = np.sqrt(((cxx - cyy) / 2) ** 2 + cxy**2)
+    l1, l2 = (cxx + cyy) / 2 + half, np.maximum((cxx + cyy) / 2 - half, 1e-9)
+    return {"area_px": area[keep], "ecd_um": 2 * np.sqrt(area[keep] / np.pi) * um_per_px,
+            "aspect": np.sqrt(l1 / l2)[keep]}
+
+
+def distribution(ecd_um: np.ndarray) -> dict[str, float]:
+    """Number-weighted D10/D50/D90 (linear-interpolated percentiles), span (D90−D10)/D50 and
+    the count; NaN sizes when there is no particle."""
+    d = np.asarray(ecd_um, dtype=np.float64)
+    if not len(d):
+        return {"count": 0, "d10_um": float("nan"), "d50_um": float("nan"),
+                "d90_um": float("nan"), "span": float("nan")}
+    d10, d50, d90 = np.percentile(d, [10, 50, 90])
+    return {"count": len(d), "d10_um": float(d10), "d50_um": float(d50), "d90_um": float(d90),
+            "span": float((d90 - d10) / d50)}
+
+
+def instances(classes: np.ndarray, grow_steps: int = 2) -> tuple[np.ndarray, int]:
+    """The segmenter's per-pixel classes (0 background, 1 interior, 2 boundary) → particles:
+    interior minus boundary labelled, then grown over the predicted foreground."""
+    labels, n = label(classes == INTERIOR)
+    return grow(labels, classes != BACKGROUND, grow_steps), n
+
+
+def size_particles(probs: np.ndarray, um_per_px: float, min_area_px: int = 6,
+                   grow_steps: int = 2) -> tuple[dict[str, Any], np.ndarray]:
+    """The segmenter's (H, W, 3) class scores → (payload fields, instance labels). Regions
+    smaller than ``min_area_px`` (noise specks) are dropped."""
+    if not um_per_px or um_per_px <= 0:
+        raise ValueError(f"um_per_px: the calibration must be > 0, got {um_per_px!r}")
+    labels, n = instances(np.argmax(probs, axis=-1), grow_steps)
+    m = measure(labels, n, um_per_px)
+    small = m["area_px"] < min_area_px
+    ecd, aspect = m["ecd_um"][~small], m["aspect"][~small]
+    counts, _ = np.histogram(ecd, bins=HIST_EDGES_UM)
+    fields = distribution(ecd) | {
+        "um_per_px": um_per_px,
+        "ecd_um": [round(float(v), 2) for v in ecd],
+        "aspect_ratio": [round(float(v), 3) for v in aspect],
+        "aspect_median": float(np.median(aspect)) if len(aspect) else float("nan"),
+        "histogram": {"edges_um": list(HIST_EDGES_UM), "counts": counts.tolist()}}
+    return {k: None if isinstance(v, float) and np.isnan(v) else v  # JSON has no NaN
+            for k, v in fields.items()}, labels

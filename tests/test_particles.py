@@ -1,0 +1,86 @@
+"""Particle sizing without a model: the micrograph generator's ground truth, and the gateway's
+numpy post-processing (labelling, growing, measuring) on the generator's own classes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.particles import label, measure, preprocess, size_particles
+from training.images.micrographs import MicrographConfig, classes, generate
+
+
+def test_ground_truth_d50_is_the_drawn_sizes_and_the_mask_agrees():
+    cfg = MicrographConfig(size=128, um_per_px=0.8, d50_um=12.0)
+    m = generate(cfg, seed=7)
+    assert m.stats["count"] == len(m.ecd_um) == m.labels.max() >= 10
+    assert m.stats["d50_um"] == pytest.approx(float(np.median(m.ecd_um)))
+    assert m.stats["d10_um"] < m.stats["d50_um"] < m.stats["d90_um"]
+    # every drawn particle is visible, and the mask's areas give the drawn sizes back
+    found = measure(m.labels, int(m.labels.max()), cfg.um_per_px)
+    assert len(found["ecd_um"]) == len(m.ecd_um)
+    assert np.median(found["ecd_um"]) == pytest.approx(m.stats["d50_um"], rel=0.05)
+
+
+def test_generator_is_deterministic_by_seed_and_bimodal_has_two_modes():
+    cfg = MicrographConfig(distribution="bimodal", d50_um=10.0, mode_ratio=2.5,
+                           mode_share=0.5, sigma=0.1, count=(30, 30), size=160)
+    a, b, c = generate(cfg, 1), generate(cfg, 1), generate(cfg, 2)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.image, c.image)
+    logd = np.log(a.ecd_um)
+    assert ((logd < np.log(14)).sum() >= 5) and ((logd > np.log(18)).sum() >= 5)
+    assert not ((logd > np.log(14)) & (logd < np.log(16))).any()
+
+
+def test_labelling_matches_a_reference_on_random_masks():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    for seed in range(5):
+        mask = np.random.default_rng(seed).random((48, 40)) < 0.55
+        ours, n = label(mask)
+        ref, n_ref = ndimage.label(mask)  # 4-connected by default
+        assert n == n_ref
+        assert len(set(zip(ours[mask].tolist(), ref[mask].tolist(), strict=True))) == n
+
+
+def test_perfect_classes_give_back_count_and_d50_of_touching_particles():
+    cfg = MicrographConfig(size=128, um_per_px=0.5, d50_um=9.0, touch=0.6)
+    m = generate(cfg, seed=3)
+    fields, labels = size_particles(np.eye(3)[classes(m.labels)], cfg.um_per_px)
+    assert fields["count"] == len(m.ecd_um)
+    assert fields["d50_um"] == pytest.approx(m.stats["d50_um"], rel=0.05)
+    assert fields["um_per_px"] == 0.5 and sum(fields["histogram"]["counts"]) == fields["count"]
+    assert labels.max() == fields["count"]
+
+
+def test_calibration_and_frame_shape_errors_name_the_field():
+    probs = np.zeros((8, 8, 3), np.float32)
+    for bad in (0.0, None, -1.0):
+        with pytest.raises(ValueError, match="um_per_px"):
+            size_particles(probs, bad)
+    with pytest.raises(ValueError, match="grey"):
+        preprocess(np.zeros((8, 8, 3), np.uint8), 5)
+
+
+def test_preprocess_flattens_uneven_light():
+    ramp = np.tile(np.linspace(40, 220, 64, dtype=np.float32), (64, 1)).astype(np.uint8)
+    x = preprocess(ramp, 15)[..., 0]
+    assert x.shape == (64, 64) and abs(float(x[8:-8, 8:-8].mean())) < 0.2
+
+
+def test_d50_range_gives_each_image_its_own_median():
+    cfg = MicrographConfig(d50_range=(8.0, 20.0), sigma=0.1, count=(20, 20))
+    d50 = [generate(cfg, seed).stats["d50_um"] for seed in range(8)]
+    assert max(d50) / min(d50) > 1.5 and all(7.0 < d < 22.0 for d in d50)
+
+
+def test_sizing_metrics_are_perfect_on_true_classes_and_not_on_empty_ones():
+    from training.images.particle_sizing import make_set, sizing_metrics
+
+    data = make_set(MicrographConfig(size=96, count=(6, 10), d50_range=(7.0, 14.0),
+                                     max_d_um=20.0), 4, 0, 15)
+    perfect = sizing_metrics(np.eye(3)[data.classes], data.heldout(), 1.0)
+    assert perfect["interior_iou"] == 1.0 and perfect["count_error_pct"] == 0.0
+    assert perfect["d50_error_pct"] < 5.0
+    empty = sizing_metrics(np.eye(3)[np.zeros_like(data.classes)], data.heldout(), 1.0)
+    assert empty["interior_iou"] == 0.0 and empty["count_error_pct"] == 100.0

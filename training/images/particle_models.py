@@ -1,0 +1,35 @@
+"""Model families of task ``particle_size``: a U-Net predicting, per pixel, background,
+particle interior or particle boundary (3-class softmax). The boundary class is what keeps
+touching particles apart: the gateway labels the interior regions and grows them back over
+the boundary (``edge_runtime.particles``)."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from training.images.models import _conv_bn
+from training.registry import register
+
+N_CLASSES = 3  # background, interior, boundary
+
+
+@register("particle_size", "particle_unet", small={"width": 4, "levels": 2})
+def particle_unet(input_shape: tuple[int, int, int], width: int = 8, levels: int = 3
+                  ) -> keras.Model:
+    """U-Net: ``levels`` down/up steps with skip connections, BN; background/interior/boundary
+    scores per pixel."""
+    inputs = keras.Input(input_shape)
+    x, skips = inputs, []
+    for level in range(levels):
+        x = _conv_bn(_conv_bn(x, width * 2**level), width * 2**level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = _conv_bn(_conv_bn(x, width * 2**levels), width * 2**levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D()(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = _conv_bn(_conv_bn(x, width * 2**level), width * 2**level)
+    out = layers.Conv2D(N_CLASSES, 1, name="logits")(x)
+    return keras.Model(inputs, layers.Softmax(name="classes", dtype="float32")(out),
+                       name="particle_unet")
