@@ -20,13 +20,13 @@ def build(width: int = 16, input_shape=(None, None, 1)):
     import keras
     from keras import layers
 
-    from training.images.models import _conv_bn
+    from training.images.models import conv_bn
 
     inputs = keras.Input(input_shape)
     x = inputs
     for b in range(3):
-        x = layers.MaxPooling2D()(_conv_bn(x, width * 2**b))
-    x = _conv_bn(x, width * 8)
+        x = layers.MaxPooling2D()(conv_bn(x, width * 2**b))
+    x = conv_bn(x, width * 8)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dense(32, activation="relu")(x)
     return keras.Model(inputs, layers.Dense(3, name="log_d")(x), name="d_regressor")

@@ -21,7 +21,7 @@ from training.registry import register
 BN_MOMENTUM = 0.9
 
 
-def _conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
+def conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = True):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.ReLU()(x) if relu else x
@@ -44,18 +44,18 @@ def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 16
     inputs = keras.Input(input_shape)
     x = inputs
     for b in range(blocks):
-        x = _conv_bn(x, width * 2 ** min(b, 3))
+        x = conv_bn(x, width * 2 ** min(b, 3))
         x = layers.MaxPooling2D()(x)
-    x = _conv_bn(x, width * 2 ** min(blocks, 3))
+    x = conv_bn(x, width * 2 ** min(blocks, 3))
     return _head(x, inputs, n_classes, dropout, "small_cnn")
 
 
 def _residual(x, filters: int, strides: int):
     shortcut = x
-    y = _conv_bn(x, filters, strides=strides)
-    y = _conv_bn(y, filters, relu=False)
+    y = conv_bn(x, filters, strides=strides)
+    y = conv_bn(y, filters, relu=False)
     if strides != 1 or shortcut.shape[-1] != filters:
-        shortcut = _conv_bn(shortcut, filters, kernel=1, strides=strides, relu=False)
+        shortcut = conv_bn(shortcut, filters, kernel=1, strides=strides, relu=False)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -65,7 +65,7 @@ def resnet(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
     """ResNet: strided stem, ``stages`` stages of ``depth`` residual blocks (BN), width × 2
     per stage."""
     inputs = keras.Input(input_shape)
-    x = _conv_bn(inputs, width, kernel=5, strides=2)
+    x = conv_bn(inputs, width, kernel=5, strides=2)
     for s in range(stages):
         for d in range(depth):
             x = _residual(x, width * 2 ** s, strides=2 if d == 0 and s > 0 else 1)
@@ -86,19 +86,27 @@ def mobilenet(input_shape: tuple[int, int, int], n_classes: int, alpha: float = 
     return _head(base(x), inputs, n_classes, dropout, "mobilenet")
 
 
+def unet_features(inputs, width: int, levels: int):
+    """The U-Net body: ``levels`` down steps (two conv-BN blocks, max-pool), a bottleneck and
+    as many up steps with skip connections; per-pixel features at the input's resolution
+    (the defect segmenter and the particle sizer put their own heads on it)."""
+    x, skips = inputs, []
+    for level in range(levels):
+        x = conv_bn(conv_bn(x, width * 2 ** level), width * 2 ** level)
+        skips.append(x)
+        x = layers.MaxPooling2D()(x)
+    x = conv_bn(conv_bn(x, width * 2 ** levels), width * 2 ** levels)
+    for level in reversed(range(levels)):
+        x = layers.UpSampling2D()(x)
+        x = layers.Concatenate()([x, skips[level]])
+        x = conv_bn(conv_bn(x, width * 2 ** level), width * 2 ** level)
+    return x
+
+
 @register("image_segment", "unet", small={"width": 4, "levels": 2})
 def unet(input_shape: tuple[int, int, int], width: int = 8, levels: int = 4) -> keras.Model:
     """U-Net: ``levels`` down/up steps with skip connections, BN; a sigmoid defect mask."""
     inputs = keras.Input(input_shape)
-    x, skips = inputs, []
-    for level in range(levels):
-        x = _conv_bn(_conv_bn(x, width * 2 ** level), width * 2 ** level)
-        skips.append(x)
-        x = layers.MaxPooling2D()(x)
-    x = _conv_bn(_conv_bn(x, width * 2 ** levels), width * 2 ** levels)
-    for level in reversed(range(levels)):
-        x = layers.UpSampling2D()(x)
-        x = layers.Concatenate()([x, skips[level]])
-        x = _conv_bn(_conv_bn(x, width * 2 ** level), width * 2 ** level)
+    x = unet_features(inputs, width, levels)
     mask = layers.Conv2D(1, 1, activation="sigmoid", name="mask", dtype="float32")(x)
     return keras.Model(inputs, mask, name="unet")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from training.images.models import _conv_bn
+from training.images.models import unet_features
 from training.registry import register
 
 N_CLASSES = 3  # background, interior, boundary
@@ -20,16 +20,7 @@ def particle_unet(input_shape: tuple[int, int, int], width: int = 8, levels: int
     """U-Net: ``levels`` down/up steps with skip connections, BN; background/interior/boundary
     scores per pixel."""
     inputs = keras.Input(input_shape)
-    x, skips = inputs, []
-    for level in range(levels):
-        x = _conv_bn(_conv_bn(x, width * 2**level), width * 2**level)
-        skips.append(x)
-        x = layers.MaxPooling2D()(x)
-    x = _conv_bn(_conv_bn(x, width * 2**levels), width * 2**levels)
-    for level in reversed(range(levels)):
-        x = layers.UpSampling2D()(x)
-        x = layers.Concatenate()([x, skips[level]])
-        x = _conv_bn(_conv_bn(x, width * 2**level), width * 2**level)
+    x = unet_features(inputs, width, levels)
     out = layers.Conv2D(N_CLASSES, 1, name="logits")(x)
     return keras.Model(inputs, layers.Softmax(name="classes", dtype="float32")(out),
                        name="particle_unet")
