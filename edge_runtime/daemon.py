@@ -88,7 +88,7 @@ class EdgeDaemon:
         self.outbox = Outbox(config.outbox.path, config.outbox.max_rows, config.outbox.synchronous)
         self.alarms = self._restore_alarms()
         self._restore_soft_sensors()
-        self._control_saved = self._restore_control()
+        self._restore_control()
         self.router = Router(self.topics, self.metrics, self.alarms)
         # commissioning calibrations: stored baselines reloaded, statuses retained
         self.baselines = BaselineStore(config.state_dir)
@@ -233,31 +233,27 @@ class EdgeDaemon:
                     pipeline, json.loads(entry)):
                 log.info("model %s: bias %.6g restored", name, pipeline.task_state.bias.bias)
 
-    def _restore_control(self) -> dict[str, str]:
+    def _restore_control(self) -> None:
         """Each control model's set-point as the last run committed it: the first rate limit
-        after a restart starts from what the plant has. Returns the entries as stored."""
+        after a restart starts from what the plant has."""
         saved = self.outbox.state()
-        taken = {}
         for name, pipeline in self.pipelines.items():
-            key = f"{CONTROL_STATE_PREFIX}{name}"
-            if key in saved and pipeline.bundle.manifest.task == "control":
-                taken[key] = saved[key]
-                if control_task.restore(pipeline, json.loads(saved[key])):
-                    log.info("model %s: continues from set-point %.6g", name,
-                             pipeline.task_state.shield.last)
-        return taken
+            entry = saved.get(f"{CONTROL_STATE_PREFIX}{name}")
+            if (entry and pipeline.bundle.manifest.task == "control"
+                    and control_task.restore(pipeline, json.loads(entry))):
+                log.info("model %s: continues from set-point %.6g", name,
+                         pipeline.task_state.shield.last)
 
     def _control_state(self) -> dict[str, str]:
-        """The outbox state entries of the control models whose snapshot changed."""
-        changed = {}
+        """The outbox state entries of the control models that decided or wrote since the last
+        commit (committed with that batch, so a restart resumes from them)."""
+        state = {}
         for name, pipeline in self.pipelines.items():
-            if pipeline.bundle.manifest.task != "control":
-                continue
-            key = f"{CONTROL_STATE_PREFIX}{name}"
-            entry = json.dumps(control_task.snapshot(pipeline))
-            if self._control_saved.get(key) != entry:
-                changed[key] = self._control_saved[key] = entry
-        return changed
+            if getattr(pipeline.task_state, "dirty", False):
+                pipeline.task_state.dirty = False
+                state[f"{CONTROL_STATE_PREFIX}{name}"] = json.dumps(
+                    control_task.snapshot(pipeline))
+        return state
 
     def _outboxes(self) -> list[Outbox]:
         node = self.sparkplug.node if self.sparkplug is not None else None

@@ -70,12 +70,11 @@ class ModelPipeline:
         self.name = name
         self.bundle = bundle
         m = bundle.manifest
-        self.tags = m.input.tag_names
         # a batch-end model: rows of the batch so far, windows built by the tracker
         self.batches = batch_tracker(m)
         # (every row reaches the tracker: window.stride does not apply to a batch model)
         window, stride = (m.input.window, m.input.stride) if self.batches is None else (1, 1)
-        self.tags = self.tags if self.batches is None else self.batches.buffer_tags
+        self.tags = m.input.tag_names if self.batches is None else self.batches.buffer_tags
         self.units = {t.name: t.unit for t in m.input.tags}
         self.scaler = StandardScaler.from_spec(m.scaler)
         self.model = EdgeModel(bundle.model_path, num_threads=threads)

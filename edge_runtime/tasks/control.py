@@ -55,6 +55,7 @@ class ControlState:
     unreported: Counter = field(default_factory=Counter)  # interventions not yet in /metrics
     late_windows: int = 0  # windows of periods the timer had already declared stale
     written: float | None = None  # the set-point the plant has from the last good write
+    dirty: bool = False  # decided or written since the daemon last committed the snapshot
 
     @property
     def wall_period_s(self) -> float:
@@ -148,6 +149,7 @@ def _decide(pipeline: ModelPipeline, grid_t: float, action: float | None, level:
     spec, shield = state.spec, state.shield
     proposed = spec.action.to_setpoint(action) if action is not None else None
     decision = shield.step(proposed, guard_value)
+    state.dirty = True
     now = time.monotonic()
     state.last_t = grid_t
     # a valid period restarts the timer; a stale one moves it on by one period (a timer
@@ -265,6 +267,7 @@ def write_result(pipeline: ModelPipeline, grid_t: float, setpoint: float,
     shield's next rate limit starts from the set-point the plant still has (the last one
     written), and the write alarm is raised (cleared by the next write that succeeds)."""
     state: ControlState = pipeline.task_state
+    state.dirty = True
     if ok:
         state.written = setpoint
     else:
