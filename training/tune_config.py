@@ -139,7 +139,7 @@ def check_tune_space(config, fail) -> None:
     if config.soft_sensor.kind != "regression":
         fail("soft_sensor.kind", "`procedge tune` searches regression soft sensors only")
     keywords = builder_keywords(config.task, config.family)
-    known = sorted({*keywords, *CONFIG_KEYS})
+    known = sorted({*keywords, *CONFIG_KEYS} - (set() if units_is_list(keywords) else {"layers"}))
     for name, param in tune.space.items():
         field = f"tune.space.{name}"
         if name not in keywords and name not in CONFIG_KEYS:

@@ -51,7 +51,8 @@ class Blinded:
     blank: np.ndarray  # bool per row: blanked (covered by no training or validation window)
     train: np.ndarray  # label indices
     val: np.ndarray
-    ends: np.ndarray
+    ends: np.ndarray  # grid row of each label's window end
+    stamps: np.ndarray  # epoch seconds of each label
 
 
 class TuneSource:
@@ -108,7 +109,7 @@ def blind(labels: Labels, grid: GridData, config: TrainConfig) -> Blinded:
                         len(grid.rows))
     rows = np.asarray(grid.rows, np.float64).copy()
     rows[~seen] = np.nan
-    return Blinded(values, rows, ~seen, splits.train, splits.val, paired.ends)
+    return Blinded(values, rows, ~seen, splits.train, splits.val, paired.ends, lab.stamps)
 
 
 def blind_windows(scaled: np.ndarray, ends: np.ndarray, length: int, missing: str,
