@@ -46,7 +46,7 @@ def search_space(tune: TuneConfig) -> kt.HyperParameters:
                 values = [float(v) for v in values]  # KerasTuner wants one type
             hps.Choice(name, values)
         elif p.is_int:
-            hps.Int(name, p.min, p.max, step=p.step or 1, sampling=p.sampling)
+            hps.Int(name, p.min, p.max, step=p.step, sampling=p.sampling)
         else:
             hps.Float(name, float(p.min), float(p.max), step=p.step, sampling=p.sampling)
     return hps

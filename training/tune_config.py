@@ -36,7 +36,8 @@ class SearchParam(Strict):
     min: int | float | None = Field(default=None, description="Range start (inclusive).")
     max: int | float | None = Field(default=None, description="Range end (inclusive).")
     step: int | float | None = Field(default=None, gt=0, description="Range step; default: "
-                                     "1 for integers, continuous for floats.")
+                                     "1 for integers, continuous for floats. With sampling "
+                                     "log, the factor between values (KerasTuner's rule).")
     sampling: Literal["linear", "log"] = Field(default="linear", description="'log' draws "
                                                "uniformly in log space (min > 0).")
 
@@ -55,7 +56,10 @@ class SearchParam(Strict):
             raise ValueError(f"min {self.min} must be below max {self.max}")
         if self.sampling == "log" and self.min <= 0:
             raise ValueError(f"sampling log needs min > 0, got {self.min}")
-        if self.step is not None and self.step > self.max - self.min:
+        if self.step is not None and self.sampling == "log" and self.step <= 1:
+            raise ValueError(f"with sampling log, step is a factor above 1, got {self.step}")
+        if self.step is not None and self.sampling == "linear" and \
+                self.step > self.max - self.min:
             raise ValueError(f"step {self.step} is wider than the range {self.min}..{self.max}")
         return self
 
