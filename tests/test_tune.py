@@ -145,3 +145,19 @@ def test_bad_search_space_is_refused_naming_the_field_before_tensorflow(tmp_path
         for fragment in fragments:
             assert fragment in report, (change, fragment, report)
     assert all(r.split()[0] == "2" for r in reports[1:]), out.stderr
+
+
+def test_trial_values_go_where_training_reads_them():
+    from training.config import TrainConfig
+    from training.tune import make_oracle, trial_config
+
+    base = TrainConfig.model_validate(TINY | {"family": "gru", "model": {"units": [8]}})
+    config = trial_config(base, {"units": 16, "layers": 2, "dropout": 0.1, "window": 12,
+                                 "learning_rate": 0.005, "batch_size": 16, "tuner/epochs": 3})
+    assert config.model == {"units": [16, 16], "dropout": 0.1}
+    assert (config.window.length, config.fit.learning_rate, config.fit.batch_size) == (
+        12, 0.005, 16)
+    assert base.model == {"units": [8]} and base.window.length == 6  # the base is a copy
+    assert trial_config(base, {"layers": 3}).model["units"] == [8, 8, 8]
+    hyperband = base.tune.model_copy(update={"algorithm": "hyperband", "max_trials": 5})
+    assert make_oracle(hyperband, epochs=9).max_trials == 5
