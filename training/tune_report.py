@@ -127,9 +127,16 @@ def plot_trials(rows: list[dict], names: list[str], config: TrainConfig, path: P
     import matplotlib.pyplot as plt
 
     scores = [r["val_rmse"] for r in rows]
+    from matplotlib.ticker import NullFormatter
+
     panels = 1 + len(names)
-    fig, axes = plt.subplots(1, panels, figsize=(3.6 * panels, 3.2), squeeze=False)
-    ax = axes[0, 0]
+    cols = min(panels, 3)
+    rows_n = math.ceil(panels / cols)
+    fig, grid = plt.subplots(rows_n, cols, figsize=(3.8 * cols, 3.0 * rows_n), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    ax = axes[0]
     ax.plot(range(len(rows)), scores, "o", label="trial")
     best, so_far = math.inf, []
     for s in scores:
@@ -139,11 +146,12 @@ def plot_trials(rows: list[dict], names: list[str], config: TrainConfig, path: P
     ax.set_xlabel("trial")
     ax.set_ylabel(f"validation RMSE ({config.soft_sensor.target})")
     ax.legend(fontsize=7)
-    for ax, name in zip(axes[0, 1:], names, strict=True):
+    for ax, name in zip(axes[1:panels], names, strict=True):
         xs = [r.get(name) for r in rows]
         ax.plot([str(x) if isinstance(x, str) else x for x in xs], scores, "o")
         if config.tune.space[name].sampling == "log":
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(name)
     fig.suptitle(f"{config.name}: {config.tune.algorithm}, {len(rows)} trials", fontsize=9)
     fig.tight_layout()
