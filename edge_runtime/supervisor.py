@@ -185,12 +185,13 @@ def worker_main(name: str, config: dict, conn: Connection, log_level: str,
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     setup_logging(log_level, log_format)
+    _name_records(name)
     daemon = EdgeDaemon(EdgeConfig.model_validate(config))
     daemon.start()
     parent = multiprocessing.parent_process()
     while True:
         if parent is not None and not parent.is_alive():
-            log.error("worker %s: the supervisor is gone; stopping", name)
+            log.error("the supervisor is gone; stopping")
             break
         try:
             conn.send(worker_status(daemon))
@@ -199,3 +200,13 @@ def worker_main(name: str, config: dict, conn: Connection, log_level: str,
         if stop.wait(STATUS_EVERY_S):
             break
     daemon.stop()
+
+
+def _name_records(worker: str) -> None:
+    """Every log line of a worker says which: ``procedge.edge[w1]: ...`` (its logger name)."""
+    def tag(record: logging.LogRecord) -> bool:
+        record.name = f"{record.name}[{worker}]"
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
