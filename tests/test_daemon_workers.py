@@ -11,12 +11,15 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from prometheus_client import generate_latest
 
 from edge_runtime.config import EdgeConfig
+from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_ALARM, Message, Outbox
 from edge_runtime.partition import assign, worker_config, worker_outbox
 from edge_runtime.payloads import parse_timestamp
 from edge_runtime.validation import ConfigError, validate
+from edge_runtime.worker_metrics import WorkerMetrics, worker_status
 from procedge.broker import free_port
 from tests.daemon_support import (
     UNS,
@@ -64,6 +67,33 @@ def test_partition_errors_name_the_field():
     assert "workers: w3 would run no model" in config_error(workers=4)
     assert "sparkplug.output: not supported with several worker" in config_error(
         workers=2, sparkplug={"output": {"group": "plant"}})
+
+
+def test_one_endpoint_labels_each_workers_samples_and_reports_each_worker():
+    class Worker:  # what worker_status reads of a daemon
+        def __init__(self, messages: int):
+            self.metrics = DaemonMetrics()
+            self.metrics.messages.inc(messages)
+
+        def health(self):
+            return True, {"connected": True}
+
+    endpoint = WorkerMetrics(["w0", "w1"])
+    for name, messages in (("w0", 3), ("w1", 5)):
+        endpoint.started(name, pid=100, restart=name == "w1")
+        endpoint.received(name, worker_status(Worker(messages)))
+    text = generate_latest(endpoint.registry).decode()
+    assert 'procedge_messages_total{worker="w0"} 3.0' in text
+    assert 'procedge_messages_total{worker="w1"} 5.0' in text
+    assert text.count("# TYPE procedge_messages_total counter") == 1  # one family, merged
+    assert 'procedge_worker_restarts_total{worker="w1"} 1.0' in text
+    assert endpoint.health(stale_s=5)[0]
+    endpoint.died("w1")
+    ok, detail = endpoint.health(stale_s=5)
+    assert not ok and detail["workers"]["w1"] == {"up": False, "pid": None, "ok": False,
+                                                  "restarts": 1}
+    assert 'worker="w1"} 5.0' not in generate_latest(endpoint.registry).decode()
+    assert not endpoint.health(stale_s=0)[0]  # w0 too: its status is older than 0 s
 
 
 def _get(port: int, path: str) -> str:
