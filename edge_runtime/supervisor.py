@@ -50,6 +50,13 @@ class _Worker:
     restart_at: float | None = None  # when a dead worker is started again
 
 
+def backoff(delay_s: float, ran_s: float) -> tuple[float, float]:
+    """(wait before this restart, the delay kept for the next): a worker that dies at once
+    again and again is restarted ever more slowly, one that ran ``STABLE_S`` at once."""
+    wait_s = RESTART_MIN_S if ran_s >= STABLE_S else delay_s
+    return wait_s, min(RESTART_MAX_S, wait_s * 2)
+
+
 class Supervisor:
     def __init__(self, config: EdgeConfig, log_level: str = "INFO", log_format: str = "text"):
         self.config = config
@@ -125,13 +132,11 @@ class Supervisor:
         self.metrics.died(worker.name)
         if self.stopping.is_set():
             return
-        if ran_s >= STABLE_S:
-            worker.delay_s = RESTART_MIN_S
+        wait_s, worker.delay_s = backoff(worker.delay_s, ran_s)
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         log.error("worker %s died (%s) after %.1f s; restarting in %.1f s", worker.name, how,
-                  ran_s, worker.delay_s)
-        worker.restart_at = time.monotonic() + worker.delay_s
-        worker.delay_s = min(RESTART_MAX_S, worker.delay_s * 2)
+                  ran_s, wait_s)
+        worker.restart_at = time.monotonic() + wait_s
 
     def health(self) -> tuple[bool, dict]:
         return self.metrics.health(STALE_S)

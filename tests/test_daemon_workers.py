@@ -18,6 +18,7 @@ from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_ALARM, Message, Outbox
 from edge_runtime.partition import assign, worker_config, worker_outbox
 from edge_runtime.payloads import parse_timestamp
+from edge_runtime.supervisor import RESTART_MIN_S, STABLE_S, backoff
 from edge_runtime.validation import ConfigError, validate
 from edge_runtime.worker_metrics import WorkerMetrics, worker_status
 from procedge.broker import free_port
@@ -94,6 +95,15 @@ def test_one_endpoint_labels_each_workers_samples_and_reports_each_worker():
                                                   "restarts": 1}
     assert 'worker="w1"} 5.0' not in generate_latest(endpoint.registry).decode()
     assert not endpoint.health(stale_s=0)[0]  # w0 too: its status is older than 0 s
+
+
+def test_restart_backoff_doubles_on_quick_deaths_and_starts_over_after_a_stable_run():
+    delay, waits = RESTART_MIN_S, []
+    for _ in range(8):
+        wait, delay = backoff(delay, ran_s=1.0)
+        waits.append(wait)
+    assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+    assert backoff(delay, ran_s=STABLE_S) == (RESTART_MIN_S, 2 * RESTART_MIN_S)
 
 
 def _get(port: int, path: str) -> str:
