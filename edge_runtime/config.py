@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.contract import Strict
+from edge_runtime.partition import check_partition, check_workers
 from edge_runtime.validation import ConfigError, read_yaml, validate
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -202,6 +203,9 @@ class ModelConfig(Strict):
     control: ControlEdgeConfig | None = Field(
         default=None, description="Control bundles only: mode (advisory by default: nothing "
         "is ever written), write topic, clock speed of a simulated plant.")
+    process: str | None = Field(
+        default=None, description="The worker process (a name from `workers`) that runs this "
+        "model; default: dealt round-robin.")
 
 
 class EventTimeConfig(Strict):
@@ -584,6 +588,11 @@ class EdgeConfig(Strict):
     opcua: OpcUaConfig | None = Field(
         default=None, description="Also read tags from an OPC UA server (needs the `opcua` "
                                   "extra: asyncua).")
+    workers: int | list[str] = Field(
+        default=1, description="Worker processes: a number (named w0, w1, ...) or a list of "
+        "names; models are dealt round-robin unless `models[].process` names one.")
+
+    _workers = field_validator("workers")(check_workers)
 
     @field_validator("metrics_host")
     @classmethod
@@ -603,6 +612,11 @@ class EdgeConfig(Strict):
     def _something_to_run(self) -> EdgeConfig:
         if not self.models and not self.cameras:
             raise ValueError("give at least one entry in 'models' or 'cameras'")
+        return self
+
+    @model_validator(mode="after")
+    def _partition(self) -> EdgeConfig:
+        check_partition(self)
         return self
 
 

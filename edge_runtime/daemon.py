@@ -46,12 +46,14 @@ from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_STATUS, Message, Outbox
+from edge_runtime.partition import worker_names
 from edge_runtime.payloads import iso_ms
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.reload import Reloader, Swap, hand_over, load_pipeline
 from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
+from edge_runtime.supervisor import Supervisor
 from edge_runtime.systemd import Notifier
 from edge_runtime.tasks import control as control_task
 from edge_runtime.tasks.soft_sensor import restore as restore_soft_sensor
@@ -556,4 +558,8 @@ def run(config_path: str | Path, log_level: str | None = None,
     config = load_edge_config(config_path)
     check_files(config, config_path)
     setup_logging(log_level or config.log_level, log_format or config.log_format)
+    if len(worker_names(config)) > 1:  # every core: worker processes under a supervisor
+        Supervisor(config, log_level or config.log_level,
+                   log_format or config.log_format).run_forever()
+        return
     EdgeDaemon(config).run_forever()
