@@ -13,9 +13,12 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.contract import Strict
+from edge_runtime.ha_config import HaConfig
 from edge_runtime.validation import ConfigError, read_yaml, validate
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# result topics a pair shares (the active publishes them; docs/edge_daemon.md)
+PAIR_OUTPUTS = ("inference", "alarm", "alarm_state", "residual", "advice")
 
 
 class TlsConfig(Strict):
@@ -584,6 +587,8 @@ class EdgeConfig(Strict):
     opcua: OpcUaConfig | None = Field(
         default=None, description="Also read tags from an OPC UA server (needs the `opcua` "
                                   "extra: asyncua).")
+    ha: HaConfig | None = Field(default=None, description="One peer of an active/standby "
+                                "pair (docs/edge_daemon.md); absent: this daemon runs alone.")
 
     @field_validator("metrics_host")
     @classmethod
@@ -603,6 +608,20 @@ class EdgeConfig(Strict):
     def _something_to_run(self) -> EdgeConfig:
         if not self.models and not self.cameras:
             raise ValueError("give at least one entry in 'models' or 'cameras'")
+        return self
+
+    @model_validator(mode="after")
+    def _pair_sees_everything(self) -> EdgeConfig:
+        """A pair's peers must each see every input and publish to the same result topics."""
+        if self.ha is None:
+            return self
+        if self.mqtt.shared_group:
+            raise ValueError("ha: a peer of a pair needs every input; mqtt.shared_group splits "
+                             "them between daemons (remove one of the two)")
+        for kind in PAIR_OUTPUTS:
+            if "{gateway}" in getattr(self.topics, kind):
+                raise ValueError(f"ha: topics.{kind} names {{gateway}}: both peers of a pair "
+                                 "must publish a result to the same topic")
         return self
 
 
