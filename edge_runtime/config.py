@@ -42,7 +42,8 @@ class MqttConfig(Strict):
     password_file: Path | None = Field(default=None, description="File holding the password.")
     password_env: str = Field(default="", description="Environment variable with the password.")
     shared_group: str = Field(
-        default="", description="Subscribe as $share/<group>/... so daemons split the topics.")
+        default="", description="Subscribe as $share/<group>/...: each message to one daemon "
+        "of the group (camera frames; not series windows, not failover: see `ha`).")
     reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay.")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay.")
 
