@@ -3,7 +3,10 @@ active SIGKILLed mid-fault; every alarm event is delivered (by id), and the stan
 within 3 grid periods (docs/edge_daemon.md, "Active/standby pair").
 
 The feed replays a labelled run at one grid step per ``PERIOD_S`` of wall time, so a grid
-period here is ``PERIOD_S``: the takeover is measured against it.
+period here is ``PERIOD_S``: the takeover is measured against it. The active stalls
+(SIGSTOP) for ``STALL_S`` before the SIGKILL, shorter than its lease takes to expire, as a
+gateway that hangs before it dies: the standby then holds results the active never delivered
+(an alarm event among them), and must publish them on takeover.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from tests.daemon_support import (
 )
 
 PERIOD_S = 0.08  # wall time per grid step of the replay (5 s of data time)
+STALL_S = 1.0  # 12 grid steps: the alarm clears 11 steps after it is raised
 LEASE = "procedge/test/ha"
 RAW = UNS + "/raw/{tag}"
 
@@ -61,6 +65,15 @@ def role(metrics_port: int) -> str:
         return ""
 
 
+def republished(metrics_port: int) -> float:
+    """procedge_ha_republished_total of a peer: results it held, published on takeover."""
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as reply:
+        text = reply.read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines()
+                if line.startswith("procedge_ha_republished_total "))
+
+
 def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles, broker):
     items = samples(labelled_run(120, segments=((0.4, 0.7),)))
     base = edge_config(tmp_path, broker.port, bundles,
@@ -72,8 +85,9 @@ def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles
             "gateway": f"gw{peer}", "metrics_port": port,
             "mqtt": base["mqtt"] | {"client_id": f"procedge-gw{peer}"},
             "outbox": base["outbox"] | {"path": str(tmp_path / f"outbox-{peer}.sqlite")},
+            # a stalled peer's lease expires 2 s after its last heartbeat at the earliest
             "ha": {"peer_id": peer, "priority": priority, "lease_topic": LEASE,
-                   "keepalive_s": 1, "heartbeat_s": 0.5}}
+                   "keepalive_s": 2, "heartbeat_s": 1.0}}
         peers[peer] = port
         procs[peer] = start_daemon_process(write_config(tmp_path / f"{peer}.yaml", config),
                                            tmp_path / f"daemon-{peer}.log")
@@ -91,9 +105,11 @@ def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles
         standby = next(p for p in peers if p != active)
         kill: dict[str, float] = {}
 
-        def killer():  # mid-fault: as soon as the first raise is out
+        def killer():  # mid-fault: as soon as the first raise is out, a stall, then death
             if wait_for(lambda: any(e["event"] == "raise" for e in alarm_events(collector)),
                         60):
+                procs[active].send_signal(signal.SIGSTOP)
+                time.sleep(STALL_S)
                 procs[active].send_signal(signal.SIGKILL)
                 kill["at"] = time.monotonic()
 
@@ -121,12 +137,15 @@ def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles
         first = next(t for t, topic, _ in arrivals if t > claim and "/inference/" in topic)
         assert first - kill["at"] <= 3 * PERIOD_S, (claim - kill["at"], first - kill["at"])
         assert role(peers[standby]) == "active"
+        held = republished(peers[standby])
+        assert held > 0  # the stall's results: the active never delivered them
         after = sum(t > kill["at"] for t, topic, p in arrivals
                     if "/alarm/" in topic and "event_id" in json.loads(p))
         print(f"\nfailover: active {active} SIGKILLed mid-fault; lease claimed by {standby} "
               f"{(claim - kill['at']) * 1000:.0f} ms later, its first result at "
               f"{(first - kill['at']) * 1000:.0f} ms (grid period {PERIOD_S * 1000:.0f} ms); "
-              f"alarm events {len(set(counts))}/{len(expected)} by id, {after} after the kill, "
+              f"{held:.0f} held results republished; alarm events {len(set(counts))}/"
+              f"{len(expected)} by id, {after} after the kill, "
               f"{sum(counts.values()) - len(counts)} duplicate(s) by id")
     finally:
         feed.loop_stop()
