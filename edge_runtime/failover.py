@@ -124,6 +124,9 @@ class Failover:
         self.m_republished = Counter("procedge_ha_republished_total", "Results held as "
                                      "standby and published on takeover.", registry=r)
         self.m_held = Gauge("procedge_ha_held", "Results held (standby).", registry=r)
+        self.m_dropped = Counter("procedge_ha_held_dropped_total", "Held results dropped "
+                                 "beyond ha.max_held (oldest first).", registry=r)
+        self._dropped = 0  # shadow.dropped already counted
         client_id = config.mqtt.client_id or f"procedge-{config.gateway}"
         held = [f for kind, f in self.filters.items() if kind != "alarm_state"]
         self.lease = Lease(ha, config.mqtt, client_id, self._on_role, self._on_output, held)
@@ -172,6 +175,9 @@ class Failover:
         self._was_active = False
         mine = [m for m in out if self._standby_keeps(m)]
         self.m_held.set(len(self.shadow))
+        if self.shadow.dropped > self._dropped:
+            self.m_dropped.inc(self.shadow.dropped - self._dropped)
+            self._dropped = self.shadow.dropped
         return mine
 
     def _standby_keeps(self, message: Message) -> bool:

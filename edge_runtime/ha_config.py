@@ -28,7 +28,7 @@ class HaConfig(Strict):
     heartbeat_s: float = Field(default=2.0, gt=0, le=60, description="Each peer re-publishes "
                                "its status this often; one not heard for 3 x this is dead "
                                "(a retained 'online' left by a broker restart is not a lease).")
-    max_held: int = Field(default=100_000, gt=0, description="Results the standby holds until "
+    max_held: int = Field(default=20_000, gt=0, description="Results the standby holds until "
                           "it sees the active publish them (oldest dropped beyond, counted).")
 
     @field_validator("peer_id")
