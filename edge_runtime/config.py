@@ -620,9 +620,14 @@ class EdgeConfig(Strict):
             raise ValueError("ha: a peer of a pair needs every input; mqtt.shared_group splits "
                              "them between daemons (remove one of the two)")
         for kind in PAIR_OUTPUTS:
-            if "{gateway}" in getattr(self.topics, kind):
+            template = getattr(self.topics, kind)
+            if "{gateway}" in template:
                 raise ValueError(f"ha: topics.{kind} names {{gateway}}: both peers of a pair "
                                  "must publish a result to the same topic")
+            if any(f in level and level != f for level in template.split("/")
+                   for f in ("{model}", "{alarm_id}")):
+                raise ValueError(f"ha: topics.{kind} {template!r}: {{model}} and {{alarm_id}} "
+                                 "must be whole topic levels (the standby subscribes to them)")
         return self
 
 

@@ -90,6 +90,7 @@ def test_standby_holds_results_and_publishes_them_on_takeover():
 @pytest.mark.parametrize("extra, field", [
     ({"mqtt": {"shared_group": "g"}}, "shared_group"),
     ({"topics": {"alarm": "{uns}/{gateway}/alarm/{model}/{alarm_id}"}}, "topics.alarm"),
+    ({"topics": {"inference": "{uns}/inference-{model}"}}, "topics.inference"),
     ({"ha": {"peer_id": "a/b", "lease_topic": "x"}}, "peer_id"),
     ({"ha": {"peer_id": "a", "lease_topic": "x/+"}}, "lease_topic"),
 ])
