@@ -93,7 +93,8 @@ def test_standby_holds_results_and_publishes_them_on_takeover():
     ({"topics": {"inference": "{uns}/inference-{model}"}}, "topics.inference"),
     ({"ha": {"peer_id": "a/b", "lease_topic": "x"}}, "peer_id"),
     ({"ha": {"peer_id": "a", "lease_topic": "x/+"}}, "lease_topic"),
-    ({"workers": 2}, "runs one process"),
+    ({"workers": 2, "models": [{"name": "m", "bundle": "m"}, {"name": "n", "bundle": "n"}]},
+     "runs one process"),
 ])
 def test_a_pair_config_that_cannot_work_is_refused_naming_the_field(extra, field):
     with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
