@@ -13,6 +13,7 @@ from edge_runtime.bundle import CalibrationSpec, PidSpec, ShieldSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
 from training.batch_config import BatchColumns, check_batch_config
+from training.tune_config import TuneConfig
 
 
 class SimulatorSource(Strict):
@@ -343,6 +344,8 @@ class TrainConfig(Strict):
     generative: GenerativeConfig | None = Field(
         default=None, description="Task generative: condition column, latent size, steps.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
+    tune: TuneConfig | None = Field(default=None, description="`procedge tune`: the search "
+                                    "space and algorithm (ignored by `procedge train`).")
 
 
     @model_validator(mode="after")
