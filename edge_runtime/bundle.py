@@ -75,6 +75,13 @@ class InputSpec(Strict):
     def _calendar(cls, names: list[str]) -> list[str]:
         return check_known_future(names, "input.known_future")
 
+    @model_validator(mode="after")
+    def _static_is_a_tag(self) -> InputSpec:
+        if self.static and self.static not in self.tag_names:
+            raise ValueError(f"input.static {self.static!r} is not one of the input tags "
+                             f"{self.tag_names}")
+        return self
+
 
 class ScalerSpec(Strict):
     """Per-tag standardisation fitted on training rows only."""
