@@ -132,3 +132,19 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
     later = with_known_future(past[None], np.array([t + 5 * 3600 + 17 * 60]), 60.0, 3, KNOWN)
     a, b = (forecast_outputs(list(model.predict(m, verbose=0)))[0] for m in (model_x, later))
     assert not np.allclose(a, b, atol=1e-6)
+
+
+def test_ett_windows_with_calendar_inputs(tmp_path):
+    from evaluation import ett
+    from tests.test_ett_eval import synthetic_ett
+
+    data = ett.load_ett(synthetic_ett(tmp_path / "ETTx.csv", 14500, "h"))
+    plain = ett.prepare(data, "M", "OT", window=48, horizon=24)
+    known = ett.prepare(data, "M", "OT", window=48, horizon=24, known_future=KNOWN[:1])
+    x, y = known.test
+    assert x.shape == (len(plain.test[0]), 48 + 24, len(plain.columns) + 1)
+    np.testing.assert_array_equal(ett.past_windows(x, 48, len(plain.columns)), plain.test[0])
+    np.testing.assert_array_equal(y, plain.test[1])
+    # the first test window ends one row before the validation/test border
+    hours = pd.to_datetime(data.times[ett.HOURLY_BORDERS[1] - 1], unit="s").hour
+    assert x[0, 47, -1] == pytest.approx(hours / 23 - 0.5)
