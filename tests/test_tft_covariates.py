@@ -148,3 +148,16 @@ def test_ett_windows_with_calendar_inputs(tmp_path):
     # the first test window ends one row before the validation/test border
     hours = pd.to_datetime(data.times[ett.HOURLY_BORDERS[1] - 1], unit="s").hour
     assert x[0, 47, -1] == pytest.approx(hours / 23 - 0.5)
+
+
+def test_procedge_train_checks_covariates_before_tensorflow():
+    from edge_runtime.validation import ConfigError
+    from training.config import TrainConfig, check_train_config
+
+    config = TrainConfig.model_validate({
+        "name": "t", "task": "forecast", "family": "tft", "targets": ["level"],
+        "model": {"known_future": ["hour_of_day", "shift_plan"]},
+        "data": {"source": "simulator"}})
+    with pytest.raises(ConfigError, match=r"t.yaml: invalid training config\n  model: "
+                                          r"model.known_future: 'shift_plan'"):
+        check_train_config(config, "t.yaml")
