@@ -464,6 +464,7 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
 def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
     distilling needs), so a network that cannot be built is refused before any data is read."""
+    from training.covariates import check_covariates
     from training.informer_args import check_config_model
     from training.instance_norm import check_norm, default_norm
 
@@ -472,6 +473,7 @@ def check_family_model(config: TrainConfig, fail) -> None:
             check_norm(config.model.get("norm") or default_norm(config.family),
                        config.model.get("norm_affine", False))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
+        check_covariates(config.family, config.model, config.targets)
     except ValueError as exc:
         fail("model", str(exc))
 
