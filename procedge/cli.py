@@ -431,6 +431,7 @@ EVALS: dict[str, str] = {
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
     "generative": "evaluation.generative",
+    "generative-images": "evaluation.image_generative",
 }
 
 

@@ -95,3 +95,24 @@ def test_image_generator_config_checked_before_training(tiles, tmp_path):
         from training.images.generators import dcgan
 
         dcgan(24, 1, 2)
+
+
+def test_image_quality_metrics_on_known_distributions():
+    from training.images.generative_quality import frechet_distance, precision_recall, scores
+
+    rng = np.random.default_rng(0)
+    real, same = rng.normal(size=(2, 400, 8))
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(real, same) < 0.5 < 8 * 9 < frechet_distance(real, same + 3.0)
+    assert precision_recall(real, real) == {"precision": 1.0, "recall": 1.0}
+    pr = precision_recall(real, same)
+    assert pr["precision"] > 0.85 and pr["recall"] > 0.85, pr
+    assert precision_recall(real, same + 20.0) == {"precision": 0.0, "recall": 0.0}
+    # mode collapse: one class's images all alike — precise, but no recall, no coverage
+    real_c = np.repeat([0, 1], 200)
+    real, same = real + 6.0 * real_c[:, None], same + 6.0 * real_c[:, None]  # classes apart
+    collapsed = same.copy()
+    collapsed[real_c == 1] = real[real_c == 1][:1] + 0.01
+    row = scores(real, real_c, collapsed, real_c, ["a", "b"])
+    assert row["coverage_a"] > 0.8 > 0.1 > row["coverage_b"] == row["coverage_min"]
+    assert row["precision"] > 0.85 and row["recall"] < 0.6, row
