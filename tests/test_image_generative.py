@@ -116,3 +116,14 @@ def test_image_quality_metrics_on_known_distributions():
     row = scores(real, real_c, collapsed, real_c, ["a", "b"])
     assert row["coverage_a"] > 0.8 > 0.1 > row["coverage_b"] == row["coverage_min"]
     assert row["precision"] > 0.85 and row["recall"] < 0.6, row
+
+
+def test_study_subsets_are_nested_and_keep_every_ok_image():
+    from evaluation.image_generative import defect_subset
+
+    labels = np.repeat([0, 1, 2], [30, 100, 11])  # class 1 is OK
+    small, mid, full = (defect_subset(labels, 1, f) for f in (0.1, 0.25, 1.0))
+    assert set(small) <= set(mid) <= set(full) and len(full) == len(labels)
+    assert (labels[small] == 1).sum() == 100
+    assert np.bincount(labels[small]).tolist() == [3, 100, 1]
+    assert np.bincount(labels[mid]).tolist() == [8, 100, 3]
