@@ -85,9 +85,10 @@ def generator(family: str, x: np.ndarray, c: np.ndarray, n_classes: int, args, s
     from training.registry import get_family
 
     keras.utils.set_random_seed(seed)
+    extra = {"batch_norm": False} if family == "dcgan" and args.dcgan_no_batch_norm else {}
     model = get_family(family, "generative").build(x.shape[1], 1, n_classes,
                                                    latent_dim=args.latent,
-                                                   filters=args.filters)
+                                                   filters=args.filters, **extra)
     steps = args.steps[args.families.index(family)] if family in args.families else \
         args.steps[0]
     model.fit(x, c, steps, 32, seed, {}, desc=family, draw_p=balanced(c))
@@ -210,6 +211,8 @@ def main(argv: list[str]) -> None:
                    help="steps per family (one value: all)")
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--filters", type=int, default=16)
+    p.add_argument("--dcgan-no-batch-norm", action="store_true",
+                   help="dcgan without batch normalisation in its generator")
     p.add_argument("--classifier-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="only the study")

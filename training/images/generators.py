@@ -154,9 +154,9 @@ class DCGAN(ImageGenerator):
     on the few hundred tiles there are."""
 
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
-                 filters: int = 32):
+                 filters: int = 32, batch_norm: bool = True):
         gen = image_decoder(size, channels, latent_dim + n_classes, filters, "dcgan_generator",
-                            batch_norm=True)
+                            batch_norm)
         super().__init__("dcgan", gen, size, channels, n_classes, latent_dim)
         self.discriminator = image_encoder(size, channels, n_classes, filters, 1,
                                            "dcgan_discriminator")
@@ -237,10 +237,11 @@ class ImageCVAE(ImageGenerator):
 
 @register("generative", "dcgan", small={"latent_dim": 8, "filters": 4})
 def dcgan(size: int, channels: int, n_classes: int, latent_dim: int = 32,
-          filters: int = 32) -> DCGAN:
+          filters: int = 32, batch_norm: bool = True) -> DCGAN:
     """Class-conditional DCGAN over square grey images (transposed-conv generator, conv
-    discriminator)."""
-    return DCGAN(size, channels, n_classes, latent_dim, filters)
+    discriminator); ``batch_norm``: in the generator, as in the paper (sampling uses its
+    moving statistics)."""
+    return DCGAN(size, channels, n_classes, latent_dim, filters, batch_norm)
 
 
 @register("generative", "image_cvae", small={"latent_dim": 8, "filters": 4})
