@@ -17,12 +17,12 @@ from training.images.synthetic import write_set
 
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory) -> Path:
-    return write_set(tmp_path_factory.mktemp("tiles"), per_class=6)
+    return write_set(tmp_path_factory.mktemp("tiles"), per_class=5)
 
 
 def config(out: Path, family: str, root: Path, **generative) -> TrainConfig:
     return TrainConfig(name=f"img_{family}", task="generative", family=family,
-                       model={"filters": 4}, image={"root": str(root), "size": 16},
+                       model={"filters": 4}, image={"root": str(root), "size": 8},
                        fit={"seed": 1, "tensorboard": False}, output_dir=out,
                        generative={"latent_dim": 4, "steps": 4, "batch_size": 8,
                                    **generative})
@@ -41,18 +41,18 @@ def test_image_generator_trains_samples_and_is_deterministic(tiles, tmp_path, fa
     assert meta["kind"] == "image" and meta["class_names"] == ["MT_Blob", "MT_Scratch"]
     classes = np.array([0, 1, 1])
     x = gen.sample(classes, seed=2)
-    assert x.shape == (3, 16, 16, 1) and np.isfinite(x).all() and np.abs(x).max() <= 1.0
+    assert x.shape == (3, 8, 8, 1) and np.isfinite(x).all() and np.abs(x).max() <= 1.0
     np.testing.assert_array_equal(x, gen.sample(classes, seed=2))
     assert not np.allclose(x, gen.sample(classes, seed=3))
     # the same config fitted again: the same generator (weights, batches, noise all seeded)
-    (tx, tc), _, names, _ = load_images(tiles, 16, cfg.generative.classes, 0.2, 1)
+    (tx, tc), _, names, _ = load_images(tiles, 8, cfg.generative.classes, 0.2, 1)
     again = fit_generator(cfg, get_family(family, "generative"), tx, tc, len(names))
     np.testing.assert_allclose(again.sample(classes, seed=2), x, atol=1e-6)
     for name in ("generator.keras", "generative.json", "training.json", "heldout.npz",
                  "losses.png", "samples.png"):
         assert (run / name).is_file(), name
     held = np.load(run / "heldout.npz")
-    assert held["x"].shape[1:] == (16, 16, 1) and set(held["c"]) == {0, 1}
+    assert held["x"].shape[1:] == (8, 8, 1) and set(held["c"]) == {0, 1}
 
 
 def test_generate_writes_pngs_marked_synthetic(tiles, tmp_path, capsys):
@@ -65,11 +65,11 @@ def test_generate_writes_pngs_marked_synthetic(tiles, tmp_path, capsys):
     out = tmp_path / "pngs"
     main(["generate", str(run), "--n", "3", "--condition", "MT_Scratch", "--seed", "4",
           "--out", str(out)])
-    assert "wrote 3 synthetic 16x16 images (MT_Scratch: 3)" in capsys.readouterr().out
+    assert "wrote 3 synthetic 8x8 images (MT_Scratch: 3)" in capsys.readouterr().out
     files = sorted(out.glob("*.png"))
     assert [f.name for f in files] == [f"MT_Scratch_{i:05d}.png" for i in range(3)]
     image = Image.open(files[0])
-    assert image.mode == "L" and image.size == (16, 16)
+    assert image.mode == "L" and image.size == (8, 8)
     meta = json.loads((out / "synthetic.json").read_text())
     assert meta["synthetic"] is True and meta["classes"] == {"MT_Scratch": 3}
     first = np.asarray(image).copy()
