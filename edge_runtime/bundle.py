@@ -508,6 +508,8 @@ class RunRecord(Strict):
             if self.image.kind != kind:
                 raise ValueError(f"task {self.task!r} needs image.kind {kind!r}, "
                                  f"not {self.image.kind!r}")
+        elif self.image is not None and not task_spec(self.task).ships:
+            pass  # an image generator (task generative on a folder of images): never bundled
         elif self.input is None or self.scaler is None:
             raise ValueError(f"task {self.task!r} needs 'input' and 'scaler' sections")
         if self.calibration is not None and self.calibration.commissioning:

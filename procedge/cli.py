@@ -105,6 +105,8 @@ def _cmd_generate(args) -> None:
     if not meta_path.is_file():
         raise ConfigError(f"{args.run_dir}: not a run directory of a generative model (no "
                           "generative.json; train one with task: generative)")
+    if json.loads(meta_path.read_text()).get("kind") == "image":
+        return _generate_images(args, json.loads(meta_path.read_text()))
     if args.out.suffix not in FORMATS:
         raise ConfigError(f"--out {args.out}: write .csv or .parquet")
     if args.n < 1:
@@ -121,6 +123,30 @@ def _cmd_generate(args) -> None:
     counts = ", ".join(f"{k}: {v}" for k, v in info["classes"].items())
     print(f"wrote {info['windows']} synthetic windows ({counts}) of {info['window']} rows to "
           f"{args.out}; metadata (synthetic: true) in {side}")
+
+
+def _generate_images(args, meta: dict) -> None:
+    """An image generator's run: ``--out`` is a folder of PNGs (and synthetic.json)."""
+    from training.synthetic import class_indices
+
+    if args.out.suffix in (".csv", ".parquet") or args.out.is_file():
+        raise ConfigError(f"--out {args.out}: an image run writes PNGs into a folder")
+    if args.n < 1:
+        raise ConfigError(f"--n {args.n}: at least one image")
+    try:
+        class_indices(meta, 1, args.condition)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    from training.images.generative_task import write_synthetic  # TF from here
+
+    info = write_synthetic(args.run_dir, args.n, args.condition, args.seed, args.out)
+    if args.json:
+        _print_json({"ok": True, "out": str(args.out)} | {k: v for k, v in info.items()
+                                                           if k != "files"})
+        return
+    counts = ", ".join(f"{k}: {v}" for k, v in info["classes"].items())
+    print(f"wrote {info['images']} synthetic {info['size']}x{info['size']} images ({counts}) "
+          f"to {args.out}; metadata (synthetic: true) in {args.out / 'synthetic.json'}")
 
 
 def _cmd_run(args) -> None:
@@ -323,14 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("generate", help="write synthetic windows of a generative run")
+    p = sub.add_parser("generate", help="write synthetic windows (or images) of a generative "
+                       "run")
     p.add_argument("run_dir", type=Path, help="run directory of a task: generative model")
-    p.add_argument("--n", type=int, required=True, help="windows (of each class unless "
+    p.add_argument("--n", type=int, required=True, help="windows or images (of each class unless "
                    "--condition names one)")
     p.add_argument("--condition", help="a class of the run (its condition column's value)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same windows")
     p.add_argument("--out", type=Path, required=True, help="FILE.csv or FILE.parquet; "
-                   "FILE.<suffix>.json beside it says synthetic: true")
+                   "FILE.<suffix>.json beside it says synthetic: true (an image run: a "
+                   "folder of PNGs with synthetic.json)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.set_defaults(func=_cmd_generate)
 
@@ -405,6 +433,7 @@ EVALS: dict[str, str] = {
     "reactor": "evaluation.reactor",
     "rl-classic": "evaluation.rl_classic",
     "generative": "evaluation.generative",
+    "generative-images": "evaluation.image_generative",
 }
 
 

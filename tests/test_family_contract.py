@@ -9,6 +9,7 @@ import pytest
 
 from edge_runtime.contract import TASK_NAMES, task_spec
 from training.autoencoders import edge_model
+from training.config import IMAGE_GENERATORS
 from training.registry import families
 
 FAMILIES = sorted((f.task, f.name) for f in families())
@@ -41,7 +42,10 @@ def _build(family):
         return family.build(WINDOW, FEATURES, 1, **family.small), (WINDOW, FEATURES), (1,)
     if family.task == "control":
         return family.build(OBS, ACTIONS, **family.small), (OBS,), (ACTIONS,)
-    if family.task == "generative":  # its generator: [z | one-hot class] → a window
+    if family.task == "generative":  # its generator: [z | one-hot class] → a window, an image
+        if family.name in IMAGE_GENERATORS:
+            gen = family.build(IMAGE[0], IMAGE[2], CLASSES, **family.small)
+            return gen.generator, (gen.latent_dim + CLASSES,), IMAGE
         gen = family.build(WINDOW, FEATURES, CLASSES, **family.small)
         return gen.generator, (gen.latent_dim + CLASSES,), (WINDOW, FEATURES)
     if family.task == "image_class":

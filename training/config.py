@@ -185,6 +185,9 @@ class ControlTrainConfig(Strict):
     pid: PidSpec = Field(description="The fallback the guard hands the loop to.")
 
 
+IMAGE_GENERATORS = ("dcgan", "image_cvae")  # generative families over images
+
+
 class GenerativeConfig(Strict):
     """Task generative: a conditional VAE or a WGAN-GP over tag windows (docs/generative.md).
     Training runs a fixed number of steps (``fit.epochs`` and early stopping do not apply);
@@ -207,6 +210,9 @@ class GenerativeConfig(Strict):
     gp_weight: float = Field(default=10.0, ge=0, description="wgan_gp: gradient-penalty "
                              "weight lambda.")
     stride: int = Field(default=1, gt=0, description="Rows between training windows.")
+    classes: list[str] | None = Field(
+        default=None, description="Images (an 'image' section, families dcgan and "
+        "image_cvae): the class folders to learn, e.g. only the defects; default: all.")
 
 
 class FitConfig(Strict):
@@ -424,6 +430,8 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
         fail("family", f"{config.family!r} is a {' and '.join(sorted(known[config.family]))} "
              f"family, not {config.task} (known for {config.task}: {for_task})")
     check_family_model(config, fail)
+    if config.task == "generative" and check_generative_input(config, fail):
+        return  # an image generator: a folder, no data columns
     if task_spec(config.task).inputs == "image" or config.task == "control":
         return  # images: a folder; control: an environment, no data columns
     data = config.data
@@ -504,6 +512,24 @@ def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str
     if group == target or group in inputs:
         fail("split.group_column", f"{group!r} is the target or an input (data.tags); the "
              "group id is neither")
+
+
+def check_generative_input(config: TrainConfig, fail) -> bool:
+    """Image generators (``IMAGE_GENERATORS``) go with an ``image`` section, window
+    generators without one; True for an image generator."""
+    images = config.family in IMAGE_GENERATORS
+    if images and config.image is None:
+        fail("image", f"family {config.family!r} generates images: give an 'image' section "
+             "(root: a folder of <class>/Imgs)")
+    if not images and config.image is not None:
+        fail("image", f"family {config.family!r} generates tag windows; an 'image' section "
+             f"needs an image family ({', '.join(IMAGE_GENERATORS)})")
+    if not images and config.generative.classes is not None:
+        fail("generative.classes", "only for image families (windows: condition_column)")
+    if images and config.generative.condition_column is not None:
+        fail("generative.condition_column", "not for images: the classes are the folders "
+             "(generative.classes picks some)")
+    return images
 
 
 def check_condition_column(config: TrainConfig, where: str, columns: list[str], fail) -> None:

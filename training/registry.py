@@ -35,7 +35,7 @@ BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.im
                    "training.soft_sensors", "training.control.networks",
                    "training.tft", "training.informer", "training.generative",
                    "training.images.particle_models",
-                   "training.transformer_ae")
+                   "training.transformer_ae", "training.images.generators")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,

@@ -34,6 +34,10 @@ ALL = "all"  # the one class of a run without a condition column
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    if config.image is not None:  # images: training.images.generative_task
+        from training.images.generative_task import train as train_images
+
+        return train_images(config, family, run_dir)
     g, L = config.generative, config.window.length
     config = config.model_copy(update={"data": _input_data(config)})
     data = SeriesData.load(config, run_dir)

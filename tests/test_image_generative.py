@@ -1,0 +1,129 @@
+"""Task generative on images (families dcgan, image_cvae) on a tiny synthetic tile set:
+train a few steps → sample → shapes, finite values in [-1, 1], determinism by seed; the run
+directory and `procedge generate` writing PNGs; config mistakes refused before TensorFlow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runtime.validation import ConfigError
+from training.config import TrainConfig, check_train_config
+from training.images.synthetic import write_set
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> Path:
+    return write_set(tmp_path_factory.mktemp("tiles"), per_class=5)
+
+
+def config(out: Path, family: str, root: Path, **generative) -> TrainConfig:
+    return TrainConfig(name=f"img_{family}", task="generative", family=family,
+                       model={"filters": 4}, image={"root": str(root), "size": 8},
+                       fit={"seed": 1, "tensorboard": False}, output_dir=out,
+                       generative={"latent_dim": 4, "steps": 4, "batch_size": 8,
+                                   **generative})
+
+
+@pytest.mark.parametrize("family", ["dcgan", "image_cvae"])
+def test_image_generator_trains_samples_and_is_deterministic(tiles, tmp_path, family):
+    from training.images.generative_task import fit_generator, load_images
+    from training.images.generators import load_image_generator
+    from training.registry import get_family
+    from training.train import train
+
+    cfg = config(tmp_path, family, tiles, classes=["MT_Blob", "MT_Scratch"])
+    run = train(cfg)
+    gen, meta = load_image_generator(run)
+    assert meta["kind"] == "image" and meta["class_names"] == ["MT_Blob", "MT_Scratch"]
+    classes = np.array([0, 1, 1])
+    x = gen.sample(classes, seed=2)
+    assert x.shape == (3, 8, 8, 1) and np.isfinite(x).all() and np.abs(x).max() <= 1.0
+    np.testing.assert_array_equal(x, gen.sample(classes, seed=2))
+    assert not np.allclose(x, gen.sample(classes, seed=3))
+    # the same config fitted again: the same generator (weights, batches, noise all seeded)
+    (tx, tc), _, names, _ = load_images(tiles, 8, cfg.generative.classes, 0.2, 1)
+    again = fit_generator(cfg, get_family(family, "generative"), tx, tc, len(names))
+    np.testing.assert_allclose(again.sample(classes, seed=2), x, atol=1e-6)
+    for name in ("generator.keras", "generative.json", "training.json", "heldout.npz",
+                 "losses.png", "samples.png"):
+        assert (run / name).is_file(), name
+    held = np.load(run / "heldout.npz")
+    assert held["x"].shape[1:] == (8, 8, 1) and set(held["c"]) == {0, 1}
+
+
+def test_generate_writes_pngs_marked_synthetic(tiles, tmp_path, capsys):
+    from PIL import Image
+
+    from procedge.cli import main
+    from training.train import train
+
+    run = train(config(tmp_path, "dcgan", tiles))
+    out = tmp_path / "pngs"
+    main(["generate", str(run), "--n", "3", "--condition", "MT_Scratch", "--seed", "4",
+          "--out", str(out)])
+    assert "wrote 3 synthetic 8x8 images (MT_Scratch: 3)" in capsys.readouterr().out
+    files = sorted(out.glob("*.png"))
+    assert [f.name for f in files] == [f"MT_Scratch_{i:05d}.png" for i in range(3)]
+    image = Image.open(files[0])
+    assert image.mode == "L" and image.size == (8, 8)
+    meta = json.loads((out / "synthetic.json").read_text())
+    assert meta["synthetic"] is True and meta["classes"] == {"MT_Scratch": 3}
+    first = np.asarray(image).copy()
+    main(["generate", str(run), "--n", "3", "--condition", "MT_Scratch", "--seed", "4",
+          "--out", str(tmp_path / "again")])
+    np.testing.assert_array_equal(first, np.asarray(Image.open(tmp_path / "again" /
+                                                               files[0].name)))
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", str(run), "--n", "3", "--condition", "MT_Crack", "--out", str(out)])
+    assert exc.value.code == 2 and "classes: MT_Blob, MT_Free, MT_Scratch" in \
+        capsys.readouterr().err
+
+
+def test_image_generator_config_checked_before_training(tiles, tmp_path):
+    with pytest.raises(ConfigError, match="image: family 'dcgan' generates images"):
+        check_train_config(TrainConfig(name="x", task="generative", family="dcgan",
+                                       generative={}), "x.yaml")
+    with pytest.raises(ConfigError, match="image: family 'cvae' generates tag windows"):
+        check_train_config(config(tmp_path, "cvae", tiles), "x.yaml")
+    with pytest.raises(ConfigError, match="generative.condition_column: not for images"):
+        check_train_config(config(tmp_path, "dcgan", tiles, condition_column="mode"), "x.yaml")
+    with pytest.raises(ValueError, match="a generator needs a power of two"):
+        from training.images.generators import dcgan
+
+        dcgan(24, 1, 2)
+
+
+def test_image_quality_metrics_on_known_distributions():
+    from training.images.generative_quality import frechet_distance, precision_recall, scores
+
+    rng = np.random.default_rng(0)
+    real, same = rng.normal(size=(2, 400, 8))
+    assert frechet_distance(real, real) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(real, same) < 0.5 < 8 * 9 < frechet_distance(real, same + 3.0)
+    assert precision_recall(real, real) == {"precision": 1.0, "recall": 1.0}
+    pr = precision_recall(real, same)
+    assert pr["precision"] > 0.85 and pr["recall"] > 0.85, pr
+    assert precision_recall(real, same + 20.0) == {"precision": 0.0, "recall": 0.0}
+    # mode collapse: one class's images all alike — precise, but no recall, no coverage
+    real_c = np.repeat([0, 1], 200)
+    real, same = real + 6.0 * real_c[:, None], same + 6.0 * real_c[:, None]  # classes apart
+    collapsed = same.copy()
+    collapsed[real_c == 1] = real[real_c == 1][:1] + 0.01
+    row = scores(real, real_c, collapsed, real_c, ["a", "b"])
+    assert row["coverage_a"] > 0.8 > 0.1 > row["coverage_b"] == row["coverage_min"]
+    assert row["precision"] > 0.85 and row["recall"] < 0.6, row
+
+
+def test_study_subsets_are_nested_and_keep_every_ok_image():
+    from evaluation.image_generative import defect_subset
+
+    labels = np.repeat([0, 1, 2], [30, 100, 11])  # class 1 is OK
+    small, mid, full = (defect_subset(labels, 1, f) for f in (0.1, 0.25, 1.0))
+    assert set(small) <= set(mid) <= set(full) and len(full) == len(labels)
+    assert (labels[small] == 1).sum() == 100
+    assert np.bincount(labels[small]).tolist() == [3, 100, 1]
+    assert np.bincount(labels[mid]).tolist() == [8, 100, 3]

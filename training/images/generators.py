@@ -1,0 +1,251 @@
+"""Image generative families for task ``generative`` (with an ``image`` section): ``dcgan``
+(Radford et al. 2016: transposed-convolution generator, strided-convolution discriminator,
+class-conditional) and ``image_cvae`` (conditional VAE, Kingma et al. 2014 / Sohn et al.
+2015) over square grey images in [-1, 1] (pixel / 127.5 − 1).
+
+Both generators map ``[z | one-hot class]`` to an image through the same stack: a dense
+projection to 4×4, then transposed convolutions of stride 2 (each halving the width) up to
+the side, a tanh. Training is an explicit loop of ``tf.function`` steps, seeded as the
+window families are (:mod:`training.generative`): the weights by
+``keras.utils.set_random_seed``, the batches and the noise by the seed given to ``fit``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from training.config import IMAGE_GENERATORS
+from training.generative import GENERATOR_FILE, META_FILE, _batches
+from training.progress import progress
+from training.registry import register
+
+IMAGE_FAMILIES = IMAGE_GENERATORS
+
+
+def _ups(size: int) -> int:
+    """Transposed convolutions from 4×4 to ``size`` (a power of two, at least 8)."""
+    n = int(np.log2(size / 4)) if size >= 8 else 0
+    if size < 8 or 4 * 2 ** n != size:
+        raise ValueError(f"image size {size}: a generator needs a power of two ≥ 8")
+    return n
+
+
+def image_decoder(size: int, channels: int, cond_dim: int, filters: int, name: str,
+                  batch_norm: bool) -> keras.Model:
+    """``[z | one-hot]`` → (size, size, channels) in [-1, 1]."""
+    n = _ups(size)
+    inp = keras.Input((cond_dim,))
+    h = layers.Dense(4 * 4 * filters * 2 ** (n - 1))(inp)
+    h = layers.Reshape((4, 4, filters * 2 ** (n - 1)))(h)
+    for i in range(n - 1):
+        h = layers.Conv2DTranspose(filters * 2 ** (n - 2 - i), 4, strides=2, padding="same",
+                                   use_bias=not batch_norm)(h)
+        if batch_norm:
+            h = layers.BatchNormalization(momentum=0.9)(h)
+        h = layers.ReLU()(h)
+    out = layers.Conv2DTranspose(channels, 4, strides=2, padding="same",
+                                 activation="tanh", dtype="float32")(h)
+    return keras.Model(inp, out, name=name)
+
+
+def image_encoder(size: int, channels: int, n_classes: int, filters: int, outputs: int,
+                  name: str) -> keras.Model:
+    """(image, one-hot) → ``outputs`` values: the class broadcast as extra channels, strided
+    convolutions with leaky ReLU down to 4×4, a dense head (the discriminator, the encoder)."""
+    x_in, c_in = keras.Input((size, size, channels)), keras.Input((n_classes,))
+    c = layers.Reshape((1, 1, n_classes))(c_in)
+    c = layers.UpSampling2D(size)(c)
+    h = layers.Concatenate()([x_in, c])
+    for i in range(_ups(size)):
+        h = layers.Conv2D(filters * 2 ** i, 4, strides=2, padding="same")(h)
+        h = layers.LeakyReLU(0.2)(h)
+    h = layers.Flatten()(h)
+    h = layers.Concatenate()([h, c_in])
+    return keras.Model([x_in, c_in], layers.Dense(outputs)(h), name=name)
+
+
+class ImageGenerator:
+    """A trained (or freshly built) class-conditional generator of square images."""
+
+    kind = "image"
+
+    def __init__(self, family: str, generator: keras.Model, size: int, channels: int,
+                 n_classes: int, latent_dim: int):
+        self.family, self.generator = family, generator
+        self.size, self.channels = size, channels
+        self.n_classes, self.latent_dim = n_classes, latent_dim
+        self.history: dict[str, list[float]] = {}
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.size, self.size, self.channels
+
+    def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        z = rng.standard_normal((len(classes), self.latent_dim)).astype(np.float32)
+        onehot = np.eye(self.n_classes, dtype=np.float32)[np.asarray(classes, int)]
+        return np.concatenate([z, onehot], axis=1)
+
+    def sample(self, classes: np.ndarray, seed: int = 0) -> np.ndarray:
+        """Images (n, size, size, channels) in [-1, 1], one per class index; same seed, same
+        images (inference mode: batch normalisation uses its moving statistics)."""
+        rng = np.random.default_rng(seed)
+        return self.generator.predict(self.inputs(classes, rng), verbose=0,
+                                      batch_size=256).astype(np.float32)
+
+    def fit(self, x: np.ndarray, classes: np.ndarray, steps: int, batch_size: int, seed: int,
+            settings: dict, desc: str = "generative", draw_p: np.ndarray | None = None
+            ) -> dict[str, list[float]]:
+        """Fit for ``steps`` batches; ``draw_p``: each image's probability of being drawn
+        (with replacement; default: passes without replacement)."""
+        raise NotImplementedError
+
+    def save(self, run_dir: Path, extra: dict | None = None) -> None:
+        self.generator.save(Path(run_dir) / GENERATOR_FILE)
+        meta = {"kind": "image", "family": self.family, "size": self.size,
+                "channels": self.channels, "n_classes": self.n_classes,
+                "latent_dim": self.latent_dim} | (extra or {})
+        (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_image_generator(run_dir: Path) -> tuple[ImageGenerator, dict]:
+    """The image generator of a run directory and its ``generative.json``."""
+    meta = json.loads((Path(run_dir) / META_FILE).read_text())
+    model = keras.models.load_model(Path(run_dir) / GENERATOR_FILE, compile=False)
+    return ImageGenerator(meta["family"], model, meta["size"], meta["channels"],
+                          meta["n_classes"], meta["latent_dim"]), meta
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] → 8-bit grey levels."""
+    return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _draws(n: int, batch_size: int, rng: np.random.Generator, steps: int,
+           draw_p: np.ndarray | None):
+    if draw_p is None:
+        yield from _batches(n, batch_size, rng, steps)
+        return
+    for _ in range(steps):
+        yield np.sort(rng.choice(n, size=batch_size, p=draw_p))
+
+
+def _loop(step, x, onehot, steps, batch_size, seed, desc, keys, draw_p=None):
+    """Run ``step(x_batch, onehot_batch)`` ``steps`` times; its outputs per key, per step."""
+    history = {k: [] for k in keys}
+    rng = np.random.default_rng(seed)
+    for idx in progress(_draws(len(x), batch_size, rng, steps, draw_p), desc, total=steps,
+                        unit="step"):
+        for key, value in zip(keys, step(tf.constant(x[idx]), tf.constant(onehot[idx])),
+                              strict=True):
+            history[key].append(float(value))
+    return history
+
+
+class DCGAN(ImageGenerator):
+    """Conditional DCGAN: non-saturating GAN loss, one discriminator and one generator step
+    per batch, Adam(2e-4, β1 = 0.5) as in the paper; the discriminator's real targets are
+    smoothed to 0.9 (Salimans et al. 2016), which keeps it from overpowering the generator
+    on the few hundred tiles there are."""
+
+    def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
+                 filters: int = 32, batch_norm: bool = True):
+        gen = image_decoder(size, channels, latent_dim + n_classes, filters, "dcgan_generator",
+                            batch_norm)
+        super().__init__("dcgan", gen, size, channels, n_classes, latent_dim)
+        self.discriminator = image_encoder(size, channels, n_classes, filters, 1,
+                                           "dcgan_discriminator")
+
+    def fit(self, x, classes, steps, batch_size, seed, settings, desc="dcgan", draw_p=None):
+        lr = settings.get("learning_rate") or 2e-4
+        g_opt, d_opt = (keras.optimizers.Adam(lr, beta_1=0.5) for _ in range(2))
+        gen, disc, latent = self.generator, self.discriminator, self.latent_dim
+        g_opt.build(gen.trainable_weights)  # slots before tracing: one trace per step
+        d_opt.build(disc.trainable_weights)
+        noise = tf.random.Generator.from_seed(seed)
+        bce = keras.losses.BinaryCrossentropy(from_logits=True)
+        onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
+
+        @tf.function
+        def step(xb, cb):
+            z = noise.normal((tf.shape(cb)[0], latent))
+            with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+                fake = gen(tf.concat([z, cb], axis=1), training=True)
+                real_logit = disc([xb, cb], training=True)
+                fake_logit = disc([fake, cb], training=True)
+                d_loss = (bce(0.9 * tf.ones_like(real_logit), real_logit)
+                          + bce(tf.zeros_like(fake_logit), fake_logit))
+                g_loss = bce(tf.ones_like(fake_logit), fake_logit)
+            d_opt.apply_gradients(zip(d_tape.gradient(d_loss, disc.trainable_weights),
+                                      disc.trainable_weights, strict=True))
+            g_opt.apply_gradients(zip(g_tape.gradient(g_loss, gen.trainable_weights),
+                                      gen.trainable_weights, strict=True))
+            return d_loss, g_loss
+
+        self.history = _loop(step, x, onehot, steps, batch_size, seed, desc,
+                             ("discriminator", "generator"), draw_p)
+        return self.history
+
+
+class ImageCVAE(ImageGenerator):
+    """Conditional VAE: q(z | x, c) by the convolutional encoder, p(x | z, c) Gaussian around
+    the decoder's image with one learned standard deviation s; loss = NLL + β·KL. Samples are
+    the decoded means (pixel noise of size s would add only grain, not texture)."""
+
+    def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
+                 filters: int = 32):
+        dec = image_decoder(size, channels, latent_dim + n_classes, filters, "cvae_decoder",
+                            batch_norm=False)
+        super().__init__("image_cvae", dec, size, channels, n_classes, latent_dim)
+        self.encoder = image_encoder(size, channels, n_classes, filters, 2 * latent_dim,
+                                     "cvae_encoder")
+        self.log_std = tf.Variable(np.log(0.2), dtype=tf.float32, name="log_std")
+
+    def fit(self, x, classes, steps, batch_size, seed, settings, desc="image_cvae",
+            draw_p=None):
+        opt = keras.optimizers.Adam(settings.get("learning_rate") or 1e-3)
+        beta, latent = float(settings.get("beta", 1.0)), self.latent_dim
+        noise = tf.random.Generator.from_seed(seed)
+        variables = [*self.encoder.trainable_weights, *self.generator.trainable_weights,
+                     self.log_std]
+        opt.build(variables)
+        onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
+
+        @tf.function
+        def step(xb, cb):
+            with tf.GradientTape() as tape:
+                stats = self.encoder([xb, cb], training=True)
+                mu, logvar = stats[:, :latent], stats[:, latent:]
+                z = mu + tf.exp(0.5 * logvar) * noise.normal(tf.shape(mu))
+                mean = self.generator(tf.concat([z, cb], axis=1), training=True)
+                nll = tf.reduce_sum(0.5 * tf.square((xb - mean) / tf.exp(self.log_std))
+                                    + self.log_std, axis=[1, 2, 3])
+                kl = -0.5 * tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), axis=1)
+                loss = tf.reduce_mean(nll + beta * kl)
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            return tf.reduce_mean(nll), tf.reduce_mean(kl)
+
+        self.history = _loop(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
+                             draw_p)
+        return self.history
+
+
+@register("generative", "dcgan", small={"latent_dim": 8, "filters": 4})
+def dcgan(size: int, channels: int, n_classes: int, latent_dim: int = 32,
+          filters: int = 32, batch_norm: bool = True) -> DCGAN:
+    """Class-conditional DCGAN over square grey images (transposed-conv generator, conv
+    discriminator); ``batch_norm``: in the generator, as in the paper (sampling uses its
+    moving statistics)."""
+    return DCGAN(size, channels, n_classes, latent_dim, filters, batch_norm)
+
+
+@register("generative", "image_cvae", small={"latent_dim": 8, "filters": 4})
+def image_cvae(size: int, channels: int, n_classes: int, latent_dim: int = 32,
+               filters: int = 32) -> ImageCVAE:
+    """Conditional VAE over square grey images (conv encoder, transposed-conv decoder)."""
+    return ImageCVAE(size, channels, n_classes, latent_dim, filters)
