@@ -186,6 +186,7 @@ def test_unexpected_errors_are_counted_and_logged_once_per_topic(bundles, tmp_pa
         raise RuntimeError("injected fault")
 
     monkeypatch.setattr(d.feed, "feed", broken)  # fault injection into the real daemon
+    monkeypatch.setattr(d.feed, "feed_many", broken)  # (raw samples: a run at once)
     now = time.time()
     topics = [f"procedge/test/area/tank/raw/{t}" for t in TAGS[:2]]
     with caplog.at_level(logging.INFO, logger="procedge.edge"):

@@ -177,3 +177,34 @@ def test_publishes_inside_one_wakeup_leave_promptly(broker):
         client.loop_stop()
         sub.disconnect()
         sub.loop_stop()
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_pubacks_reach_on_publish_once_each(broker, monkeypatch, protocol):
+    """MQTT 3.1.1 PUBACKs skip paho's decoder (its per-packet ReasonCode and Properties),
+    MQTT 5 ones go through it; either way on_publish gets every packet id once, as success,
+    and paho forgets the message."""
+    import paho.mqtt.client as paho_client
+
+    decoded: list[int] = []
+    decode = paho_client._packet.decode_puback
+    monkeypatch.setattr(paho_client._packet, "decode_puback",
+                        lambda *a: decoded.append(1) or decode(*a))
+    acked: list[tuple[int, bool]] = []
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="puback-test",
+                            protocol=protocol)
+    client.on_publish = lambda c, u, mid, reason, props: acked.append(
+        (mid, reason.is_failure))
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        assert wait_for(client.is_connected, 10)
+        infos = [client.publish("t/puback", b"x", qos=1) for _ in range(30)]
+        assert wait_for(lambda: len(acked) == 30, 10)
+        time.sleep(0.2)  # a second call for any of them would come now
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert sorted(acked) == sorted((i.mid, False) for i in infos)
+    assert all(i.is_published() for i in infos) and not client._out_messages
+    assert (len(decoded) == 0) == (protocol == mqtt.MQTTv311)
