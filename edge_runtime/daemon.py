@@ -66,6 +66,7 @@ __all__ = ["EdgeDaemon", "Inbound", "JsonLogFormatter", "Swap", "run"]
 log = logging.getLogger("procedge.edge")
 CONTROL_STATE_PREFIX = "control:"  # outbox state key of each control model's set-point
 BATCH = 256  # inbound messages committed (and acknowledged) together
+_UNCLAIMABLE = object()  # a message whose topic's claim raised: counted, not handled
 
 
 class EdgeDaemon:
@@ -371,13 +372,13 @@ class EdgeDaemon:
         self.feed.parse_s = 0.0
         start = time.perf_counter()
         self._hold_on_reconnect()
-        for source, items in runs(batch, self.dispatch.source_of):
+        for source, items in runs(batch, self._source_of):
             if isinstance(source, Swap):
                 self._flush_pipelines(out, changed)  # the old model finishes its windows
                 self._swap(source, out, changed)
             elif source is None:
                 self.metrics.rejected.labels(reason="unknown_topic").inc(len(items))
-            else:
+            elif source is not _UNCLAIMABLE:  # (those are counted already)
                 self._handle(source, items, out, changed)
         self._flush_pipelines(out, changed)
         self.metrics.stage_parse.observe(self.feed.parse_s)
@@ -406,6 +407,18 @@ class EdgeDaemon:
         self.metrics.stage_commit.observe(time.perf_counter() - start)
         if out:  # rows are evicted only when rows are added
             self._report_evictions()
+
+    def _source_of(self, topic: str) -> InputSource | object | None:
+        """The source claiming ``topic``; a claim that raises (a bug) counts the message as
+        an internal error, as an exception while handling it does."""
+        try:
+            return self.dispatch.source_of(topic)
+        except Exception:
+            self.metrics.rejected.labels(reason="internal_error").inc()
+            if self._error_log.due(topic):
+                log.exception("unexpected error handling %s (further ones on this topic "
+                              "logged once a minute)", topic[:200])
+            return _UNCLAIMABLE
 
     def _handle(self, source: InputSource, items: list[Inbound], out: list[Message],
                 changed: set[str]) -> None:
