@@ -41,7 +41,7 @@ demo: setup mosquitto
 	$(BIN)/python -m procedge demo
 
 test: setup mosquitto
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 train: setup artifacts/reactor_batches.csv
 	@for c in configs/*.yaml; do $(BIN)/python -m procedge train $$c --output-dir artifacts/runs || exit 1; done

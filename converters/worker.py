@@ -31,9 +31,14 @@ Writes OUT_DIR/<mode>.tflite and prints one JSON line per mode as soon as it is 
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import re
+import shutil
 import sys
+import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -147,11 +152,76 @@ def to_tflite(model, mode: str, windows: np.ndarray | None, int8_io: bool = Fals
     ``per_channel=False`` quantizes int8 convolutions per tensor too."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    export = saved_model(model)
+    converter = (tf.lite.TFLiteConverter.from_keras_model(model) if export is None else
+                 tf.lite.TFLiteConverter.from_saved_model(str(export)))
     converter.exclude_conversion_metadata = True  # TF version and options: not for the edge
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # never Flex/custom
     mode_settings(mode)(converter, tf, windows, int8_io, per_channel)
     return converter.convert()
+
+
+_EXPORTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MADE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def saved_model(model) -> Path | None:
+    """``model`` exported once per process as the SavedModel ``from_keras_model`` would write
+    (the same export, done once): tracing every layer for the export is most of a conversion's
+    time (a Bidirectional LSTM twin: ~18 of ~20 s), and each mode, the per-tensor int8 twin and
+    the while-loop check convert the same model again. None for a subclassed Keras 3 model
+    (no symbolic inputs): the converter exports that one itself."""
+    import keras
+
+    if isinstance(model, keras.Model) and not isinstance(
+            model, keras.src.models.Functional | keras.Sequential):
+        return None
+    if model not in _EXPORTS:
+        path = Path(tempfile.mkdtemp(prefix="procedge-export-"))
+        atexit.register(shutil.rmtree, path, True)
+        _export(model, path)
+        _EXPORTS[model] = path
+    return _EXPORTS[model]
+
+
+def _export(model, path: Path) -> None:
+    """What TFLiteKerasModelConverterV2 exports, minus what conversion never reads.
+
+    Keras 3: its ExportArchive, a ``serve`` endpoint (also ``serving_default``) calling the
+    model with ``training=False``. tf-keras (the fused-LSTM and tfmot twins): one
+    ``serving_default`` function with the model's output names as keys, and its variables;
+    ``tf.saved_model.save`` of the model itself would also trace and save every layer's call
+    functions, which conversion never reads and the converter would load back again."""
+    import keras
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+    if isinstance(model, keras.Model):
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", functools.partial(model.__call__, training=False),
+                             [specs] if len(specs) > 1 else specs)
+        archive.write_out(str(path), verbose=False)
+        return
+
+    @tf.function(input_signature=specs)
+    def serve(*inputs):
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        flat = tf.nest.flatten(outputs)
+        return dict(zip(model.output_names, flat, strict=True))
+
+    module = tf.Module()
+    module.variables_ = list(model.variables)  # what ``serve`` captures, saved with it
+    tf.saved_model.save(module, str(path), signatures={"serving_default": serve})
+
+
+def cached_conversion_model(model, route: str, batch: str = DEFAULT_BATCH):
+    """:func:`conversion_model` built once per model, route and batch, so that every mode
+    converts the same twin (and its SavedModel export is reused)."""
+    made = _MADE.setdefault(model, {})
+    if (route, batch) not in made:
+        made[(route, batch)] = conversion_model(model, route, batch)
+    return made[(route, batch)]
 
 
 def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8_io: bool,
@@ -163,7 +233,7 @@ def convert_one(model, kinds: set[str], out_path: Path, mode: str, windows, int8
     fallback = None
     for candidate in routes:
         try:
-            made, diff = conversion_model(model, candidate, batch)
+            made, diff = cached_conversion_model(model, candidate, batch)
             if candidate == "fused" and mode in CALIBRATED_MODES:
                 _refuse_while_loop(made)
             data = to_tflite(made, mode, windows, int8_io)
@@ -206,8 +276,6 @@ def int8_granularity(model, made, data: bytes, windows, int8_io: bool) -> tuple[
 
 
 def _per_channel_tensors(data: bytes) -> list[str]:
-    import tempfile
-
     from converters.footprint import footprint
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
@@ -219,8 +287,6 @@ def _per_channel_tensors(data: bytes) -> list[str]:
 def _refuse_while_loop(made) -> None:
     """A fused twin may keep a WHILE loop (e.g. a decoder LSTM fed an initial state); int8
     calibration of a loop crashes the converter (SIGSEGV), so check in float first."""
-    import tempfile
-
     from converters.ops import model_ops
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as tmp:
@@ -232,8 +298,6 @@ def _refuse_while_loop(made) -> None:
 
 def _relative_error(model, data: bytes, windows) -> float | None:
     """mean |LiteRT - Keras| / mean |Keras| on up to 32 calibration windows."""
-    import tempfile
-
     from edge_runtime.interpreter import EdgeModel
 
     if windows is None:

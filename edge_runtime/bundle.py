@@ -22,9 +22,10 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.batch_tracker import BatchSpec
+from edge_runtime.calendar import check_known_future
 from edge_runtime.contract import QuantMode, Strict, TaskName, image_task, task_spec
 
 FORMAT_VERSION = 1
@@ -58,10 +59,28 @@ class InputSpec(Strict):
     window: int = Field(gt=0, description="Window length L in grid steps.")
     stride: int = Field(default=1, gt=0, description="Run the model every `stride` grid steps.")
     max_gap_s: float = Field(ge=0, description="Longest hold of a last value; beyond, invalid.")
+    known_future: list[str] = Field(
+        default_factory=list, description="Calendar features the model takes for the past "
+        "and the forecast steps, computed from the window's time at the edge "
+        "(edge_runtime/calendar.py); empty: the window alone.")
+    static: str = Field(default="", description="The tag that is the model's static "
+                        "covariate (constant per series); empty: none.")
 
     @property
     def tag_names(self) -> list[str]:
         return [t.name for t in self.tags]
+
+    @field_validator("known_future")
+    @classmethod
+    def _calendar(cls, names: list[str]) -> list[str]:
+        return check_known_future(names, "input.known_future")
+
+    @model_validator(mode="after")
+    def _static_is_a_tag(self) -> InputSpec:
+        if self.static and self.static not in self.tag_names:
+            raise ValueError(f"input.static {self.static!r} is not one of the input tags "
+                             f"{self.tag_names}")
+        return self
 
 
 class ScalerSpec(Strict):

@@ -13,9 +13,13 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from edge_runtime.contract import Strict
+from edge_runtime.ha_config import HaConfig
+from edge_runtime.partition import check_partition, check_workers, worker_names
 from edge_runtime.validation import ConfigError, read_yaml, validate
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# result topics a pair shares (the active publishes them; docs/edge_daemon.md)
+PAIR_OUTPUTS = ("inference", "alarm", "alarm_state", "residual", "advice")
 
 
 class TlsConfig(Strict):
@@ -39,7 +43,8 @@ class MqttConfig(Strict):
     password_file: Path | None = Field(default=None, description="File holding the password.")
     password_env: str = Field(default="", description="Environment variable with the password.")
     shared_group: str = Field(
-        default="", description="Subscribe as $share/<group>/... so daemons split the topics.")
+        default="", description="Subscribe as $share/<group>/...: each message to one daemon "
+        "of the group (camera frames; not series windows, not failover: see `ha`).")
     reconnect_min_s: float = Field(default=0.5, gt=0, description="First reconnect delay.")
     reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest reconnect delay.")
 
@@ -202,6 +207,9 @@ class ModelConfig(Strict):
     control: ControlEdgeConfig | None = Field(
         default=None, description="Control bundles only: mode (advisory by default: nothing "
         "is ever written), write topic, clock speed of a simulated plant.")
+    process: str | None = Field(
+        default=None, description="The worker process (a name from `workers`) that runs this "
+        "model; default: dealt round-robin.")
 
 
 class EventTimeConfig(Strict):
@@ -584,6 +592,14 @@ class EdgeConfig(Strict):
     opcua: OpcUaConfig | None = Field(
         default=None, description="Also read tags from an OPC UA server (needs the `opcua` "
                                   "extra: asyncua).")
+    workers: int | list[str] = Field(
+        default=1, description="Worker processes: a number (named w0, w1, ...) or a list of "
+        "names; models are dealt round-robin unless `models[].process` names one.")
+
+    _workers = field_validator("workers")(check_workers)
+
+    ha: HaConfig | None = Field(default=None, description="One peer of an active/standby "
+                                "pair (docs/edge_daemon.md); absent: this daemon runs alone.")
 
     @field_validator("metrics_host")
     @classmethod
@@ -603,6 +619,33 @@ class EdgeConfig(Strict):
     def _something_to_run(self) -> EdgeConfig:
         if not self.models and not self.cameras:
             raise ValueError("give at least one entry in 'models' or 'cameras'")
+        return self
+
+    @model_validator(mode="after")
+    def _partition(self) -> EdgeConfig:
+        check_partition(self)
+        return self
+
+    @model_validator(mode="after")
+    def _pair_sees_everything(self) -> EdgeConfig:
+        """A pair's peers must each see every input and publish to the same result topics."""
+        if self.ha is None:
+            return self
+        if self.mqtt.shared_group:
+            raise ValueError("ha: a peer of a pair needs every input; mqtt.shared_group splits "
+                             "them between daemons (remove one of the two)")
+        if len(worker_names(self)) > 1:
+            raise ValueError("ha: a peer of a pair runs one process (workers: 1); the lease "
+                             "is held per process, and workers would share one peer_id")
+        for kind in PAIR_OUTPUTS:
+            template = getattr(self.topics, kind)
+            if "{gateway}" in template:
+                raise ValueError(f"ha: topics.{kind} names {{gateway}}: both peers of a pair "
+                                 "must publish a result to the same topic")
+            if any(f in level and level != f for level in template.split("/")
+                   for f in ("{model}", "{alarm_id}")):
+                raise ValueError(f"ha: topics.{kind} {template!r}: {{model}} and {{alarm_id}} "
+                                 "must be whole topic levels (the standby subscribes to them)")
         return self
 
 

@@ -37,6 +37,7 @@ from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.commissioner import BaselineStore, Commissioning
 from edge_runtime.config import EdgeConfig, check_files, load_edge_config
+from edge_runtime.failover import Failover
 from edge_runtime.imaging import ImagePipeline, camera_pipeline
 from edge_runtime.inputs import Dispatch, Feed, Inbound, InputSource, LogThrottle
 from edge_runtime.inputs.camera import CameraSource
@@ -48,12 +49,14 @@ from edge_runtime.inputs.raw import RawSource
 from edge_runtime.logs import JsonLogFormatter, audit, setup_logging
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_STATUS, Message, Outbox
+from edge_runtime.partition import worker_names
 from edge_runtime.payloads import iso_ms
 from edge_runtime.pipelines import ModelPipeline
 from edge_runtime.reload import Reloader, Swap, hand_over, load_pipeline
 from edge_runtime.routing import Router, Routes, Topics, json_message
 from edge_runtime.sender import OutboxSender
 from edge_runtime.session import MqttSession
+from edge_runtime.supervisor import Supervisor
 from edge_runtime.systemd import Notifier
 from edge_runtime.tasks import control as control_task
 from edge_runtime.tasks.soft_sensor import restore as restore_soft_sensor
@@ -93,6 +96,8 @@ class EdgeDaemon:
         self._restore_soft_sensors()
         self._restore_control()
         self.router = Router(self.topics, self.metrics, self.alarms)
+        self.failover = Failover.create(config, self.topics, self.metrics,  # ha: a pair
+                                        lambda: self.router.alarm_states(set(self.alarms)))
         # commissioning calibrations: stored baselines reloaded, statuses retained
         self.baselines = BaselineStore(config.state_dir)
         self.outbox.put([self.router.commissioning_status(p.name, c.status())
@@ -280,6 +285,8 @@ class EdgeDaemon:
             self._http = self.metrics.serve(self.config.metrics_port, self.health,
                                             self.config.metrics_host)
         self.session.connect()
+        if self.failover is not None:
+            self.failover.start()
         self.acker.start()
         self._worker.start()
         self.sender.start()
@@ -320,6 +327,8 @@ class EdgeDaemon:
             self.sender.wake.set()
             time.sleep(0.05)
         self.sender.stop()
+        if self.failover is not None:  # after the drain: a standby then takes over at once
+            self.failover.stop()
         if self.sparkplug is not None:
             self.sparkplug.stop(drain_timeout_s)
         self.session.close()
@@ -341,6 +350,8 @@ class EdgeDaemon:
         if self.config.opcua is not None:  # reported, not required: a server outage must not
             # get the gateway restarted (systemd's readiness and watchdog read `ok`)
             detail["opcua"] = self.metrics.value("procedge_opcua_connected") == 1
+        if self.failover is not None:
+            detail["ha"] = {"peer": self.config.ha.peer_id, "role": self.failover.lease.role}
         return ok, detail
 
     # -- worker: inputs → outbox ------------------------------------------------------------
@@ -396,6 +407,8 @@ class EdgeDaemon:
             state |= self.lab.take_state()  # the soft sensors' biases
         state |= self._control_state()  # the set-points the plants have
         out.extend(self.router.alarm_states(changed))
+        if self.failover is not None:  # a standby holds its results back
+            out = self.failover.route(out)
         if self.sparkplug is not None:
             self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state, sync=False)  # durable before the inputs are acked: ...
@@ -476,6 +489,8 @@ class EdgeDaemon:
         outbox: a set-point must reach the plant in its period or not at all (a replay after
         a reconnect would apply a stale one). Not connected, or refused by the client: the
         write failed — counted, the write alarm raised, the shield told."""
+        if self.failover is not None and not self.failover.active:  # the active writes it
+            return control_task.write_result(pipeline, output.grid_t, output.payload["v"], True)
         topic = pipeline.task_state.options.write_topic
         ok = False
         if self.client.is_connected():
@@ -599,4 +614,8 @@ def run(config_path: str | Path, log_level: str | None = None,
     config = load_edge_config(config_path)
     check_files(config, config_path)
     setup_logging(log_level or config.log_level, log_format or config.log_format)
+    if len(worker_names(config)) > 1:  # every core: worker processes under a supervisor
+        Supervisor(config, log_level or config.log_level,
+                   log_format or config.log_format).run_forever()
+        return
     EdgeDaemon(config).run_forever()

@@ -92,6 +92,7 @@ class ModelPipeline:
             raise ValueError(f"{bundle.root}: task {m.task!r} takes camera frames, not tag "
                              "samples: configure it under cameras")
         self.post = task.post  # the task's outputs → payloads (edge_runtime/tasks/<task>.py)
+        self.model_input = getattr(task, "model_input", None)  # (pipeline, times, x) → input
         self._tick = getattr(task, "tick", None)  # (pipeline, now) → outputs due by the clock
         # a policy takes the current values (N, F), not a window (N, 1, F)
         self._flat = m.input.window == 1 and len(self.model.input_shape) == 1
@@ -179,7 +180,8 @@ class ModelPipeline:
         stacked = np.stack(windows)
         x = self.scaler.transform(stacked)
         t1 = time.perf_counter()
-        ys = self.model.predict_each(x.reshape(len(x), -1) if self._flat else x)
+        model_x = self.model_input(self, times, x) if self.model_input is not None else x
+        ys = self.model.predict_each(model_x.reshape(len(x), -1) if self._flat else model_x)
         t2 = time.perf_counter()
         outputs = self.post(self, times, x, ys)
         if self.drift is not None:

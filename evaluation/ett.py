@@ -35,11 +35,13 @@ from edge_runtime.bundle import (
     TrainingInfo,
     check_quantile_levels,
 )
+from edge_runtime.calendar import selection_names
 from edge_runtime.conformal import apply_offsets
 from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
 from evaluation.results import write_results
+from training.covariates import covariate_windows
 from training.metrics import forecast_metrics, regression_metrics
 from training.progress import progress
 
@@ -67,6 +69,7 @@ class EttFile:
     values: np.ndarray  # (N, C) float64, every column but the timestamp
     period_s: float
     borders: tuple[int, int, int]  # train end, val end, test end (rows)
+    times: np.ndarray | None = None  # (N,) epoch seconds (the naive stamps read as UTC)
 
 
 @dataclass
@@ -92,12 +95,16 @@ def load_ett(path: Path) -> EttFile:
     borders = tuple(b * factor for b in HOURLY_BORDERS)
     if len(frame) < borders[-1]:
         raise ValueError(f"{path}: {len(frame)} rows, the protocol needs {borders[-1]}")
+    times = (stamps - pd.Timestamp("1970-01-01")).dt.total_seconds().to_numpy(np.float64)
     return EttFile(Path(path).stem, list(frame.columns), frame.to_numpy(np.float64), step,
-                   borders)
+                   borders, times)
 
 
-def prepare(data: EttFile, features: str, target: str, window: int, horizon: int) -> Prepared:
-    """Scale on train rows only; cut stride-1 windows for each part (val/test L rows early)."""
+def prepare(data: EttFile, features: str, target: str, window: int, horizon: int,
+            known_future: list[str] | None = None) -> Prepared:
+    """Scale on train rows only; cut stride-1 windows for each part (val/test L rows early).
+    With ``known_future`` (calendar features) the inputs are the (L + H, F + K) windows of
+    ``edge_runtime/calendar.py``; :func:`past_windows` gives back the plain ones."""
     if target not in data.columns:
         raise ValueError(f"target {target!r} not in {data.columns}")
     columns = [target] if features == "S" else list(data.columns)
@@ -108,9 +115,18 @@ def prepare(data: EttFile, features: str, target: str, window: int, horizon: int
     scaled = scaler.transform(values)
     cols = [columns.index(t) for t in targets]
     parts = [(0, train_end), (train_end - window, val_end), (val_end - window, test_end)]
-    pairs = [forecast_pairs(scaled[a:b], window, horizon, cols) for a, b in parts]
+    if known_future:
+        pairs = [covariate_windows(scaled[a:b], data.times[a:b], window, horizon, cols,
+                                   list(known_future), data.period_s)[1:] for a, b in parts]
+    else:
+        pairs = [forecast_pairs(scaled[a:b], window, horizon, cols) for a, b in parts]
     digest = hashlib.sha256(np.ascontiguousarray(values[:train_end]).tobytes()).hexdigest()
     return Prepared(columns, targets, cols, scaler, *pairs, train_sha256=digest)
+
+
+def past_windows(x: np.ndarray, window: int, features: int) -> np.ndarray:
+    """The (N, L, F) windows of model inputs that may carry known-future rows and columns."""
+    return x[:, :window, :features]
 
 
 def persistence(x: np.ndarray, cols: list[int], horizon: int) -> np.ndarray:
@@ -178,7 +194,8 @@ def train_model(family: str, prep: Prepared, window: int, horizon: int, period_s
     RunRecord(
         name=name, task="forecast", family=family,
         input=InputSpec(tags=[TagSpec(name=c) for c in prep.columns], period_s=period_s,
-                        window=window, stride=1, max_gap_s=period_s),
+                        window=window, stride=1, max_gap_s=period_s,
+                        known_future=list(model_kw.get("known_future") or [])),
         scaler=prep.scaler.to_spec(),
         output=OutputSpec(horizon=horizon, targets=prep.targets, quantiles=levels,
                           conformal=offsets),
@@ -262,18 +279,20 @@ def _row(model: str, variant: str, mode: str, metrics: dict, windows: int) -> di
 def run(args) -> dict:
     data = load_ett(args.csv or default_csv())
     L, H = args.input_len, args.horizon
-    prep = prepare(data, args.features, args.target, L, H)
+    known = list(args.model_args.get("known_future") or [])
+    prep = prepare(data, args.features, args.target, L, H, known)
     test_x, test_y = prep.test
+    past = past_windows(test_x, L, len(prep.columns))
     expected_windows = data.borders[2] - data.borders[1] - H + 1
     if len(test_x) != expected_windows:
         raise ProtocolError(f"{len(test_x)} test windows, the protocol gives {expected_windows}")
     rows = []
-    persist = regression_metrics(test_y, persistence(test_x, prep.target_columns, H))
+    persist = regression_metrics(test_y, persistence(past, prep.target_columns, H))
     check = check_protocol(data.name, H, args.features, persist["mse"], persist["mae"])
     rows.append(_row("persistence", "numpy", "float64", persist, len(test_x)))
     period = int(round(86400 / data.period_s))  # one day
     if period <= L:  # one season fits in the window
-        naive = seasonal_naive(test_x, prep.target_columns, H, period)
+        naive = seasonal_naive(past, prep.target_columns, H, period)
         rows.append(_row("seasonal_naive", "numpy", "float64",
                          regression_metrics(test_y, naive), len(test_x)))
     tag = f"{data.name}_{args.features}_L{L}_H{H}"
@@ -297,7 +316,7 @@ def run(args) -> dict:
             rows.append(_row(family, "keras+cqr", "float32", forecast_metrics(
                 test_y, apply_offsets(pred, offsets), levels), len(test_x)))
         forecast_plots(run_dir, model, family, test_x, test_y, pred, prep.targets, levels,
-                       tags=prep.columns)
+                       tags=selection_names(prep.columns, known))
         if args.mode != "none":
             edge, mode, attempts = edge_predict(run_dir, args.out / tag / "bundles", args.mode,
                                                 test_x)

@@ -16,6 +16,7 @@ from pathlib import Path
 from edge_runtime.config import LOG_LEVELS
 from edge_runtime.contract import AUTO_ORDER, MODE_NAMES, SHIPPED_TASKS
 from edge_runtime.validation import ConfigError
+from procedge import tune_cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -291,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (<run>/backup)")
     p.set_defaults(func=_cmd_train)
+    tune_cli.add_parser(sub)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories from `train`")

@@ -126,3 +126,34 @@ def test_constant_data_stays_16_byte_aligned(mode, windows):
         if buffer.DataLength():
             starts.append(buffer._tab.Vector(buffer._tab.Offset(4)))  # field 0: data
     assert len(starts) >= 4 and all(s % 16 == 0 for s in starts), starts
+
+
+def _lstm_twin():
+    """A two-output LSTM model's tf-keras twin (the fused route's input to the converter)."""
+    import keras
+    from keras import layers
+
+    from converters.twin import tf_keras_twin
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((L, F))
+    x = layers.LSTM(6)(inputs)
+    model = keras.Model(inputs, [layers.Dense(2, name="b")(x), layers.Dense(1, name="a")(x)])
+    return tf_keras_twin(model, batch_size=1)
+
+
+@pytest.mark.parametrize(("make", "mode"), [(_conv_model, "int8"), (_lstm_twin, "dynamic")],
+                         ids=["keras3-int8", "tf_keras-twin-dynamic"])
+def test_one_export_converts_exactly_as_from_keras_model(make, mode, windows):
+    """The worker exports each model once and converts every mode from that SavedModel; the
+    flatbuffer (names dropped) is the one TFLiteConverter.from_keras_model writes, outputs
+    and their order included."""
+    import tensorflow as tf
+
+    model = make()
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.exclude_conversion_metadata = True
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    worker.mode_settings(mode)(converter, tf, windows, False, True)
+    assert compact(worker.to_tflite(model, mode, windows)) == compact(converter.convert())
+    assert worker.saved_model(model) == worker.saved_model(model)  # exported once

@@ -13,6 +13,7 @@ from edge_runtime.bundle import CalibrationSpec, PidSpec, ShieldSpec
 from edge_runtime.contract import Strict, TaskName, task_spec
 from edge_runtime.validation import ConfigError, did_you_mean, read_yaml, validate
 from training.batch_config import BatchColumns, check_batch_config
+from training.tune_config import TuneConfig
 
 
 class SimulatorSource(Strict):
@@ -343,6 +344,8 @@ class TrainConfig(Strict):
     generative: GenerativeConfig | None = Field(
         default=None, description="Task generative: condition column, latent size, steps.")
     output_dir: Path = Field(default=Path("artifacts"), description="Where runs are written.")
+    tune: TuneConfig | None = Field(default=None, description="`procedge tune`: the search "
+                                    "space and algorithm (ignored by `procedge train`).")
 
 
     @model_validator(mode="after")
@@ -461,6 +464,7 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
 def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
     distilling needs), so a network that cannot be built is refused before any data is read."""
+    from training.covariates import check_covariates
     from training.informer_args import check_config_model
     from training.instance_norm import check_norm, default_norm
 
@@ -469,6 +473,7 @@ def check_family_model(config: TrainConfig, fail) -> None:
             check_norm(config.model.get("norm") or default_norm(config.family),
                        config.model.get("norm_affine", False))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
+        check_covariates(config.family, config.model, config.targets)
     except ValueError as exc:
         fail("model", str(exc))
 

@@ -93,6 +93,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     Returns the model and the run record's ``training`` section."""
     from training.forecasters import Pinball
     from training.tft import with_importance_output
+    from training.transformer_ae import with_attention_output
 
     levels = quantile_levels(config)
     fit = config.fit
@@ -134,6 +135,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
     if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
         shipped = keras.Model(shipped.input, shipped.output, name=shipped.name)
+    shipped = with_attention_output(shipped)  # transformer_ae: + attention per step
     with_importance_output(shipped).save(run_dir / "model.keras")  # tft: + selection weights
     plots.learning_curve(checkpoint.history, run_dir / "learning_curve.png", config.name)
     return model, info

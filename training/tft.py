@@ -12,7 +12,12 @@ The pieces, in the paper's order:
   int8).
 * **Locality**: an LSTM encoder over the L past steps, an LSTM decoder over the H forecast steps
   started from the encoder's state, gated skip + layer norm over both. Without known-future
-  inputs the decoder is fed a learned embedding per forecast step.
+  inputs the decoder is fed a learned embedding per forecast step; with ``known_future``
+  (calendar features, one (L + H, F + K) input: ``edge_runtime/calendar.py``) it is fed their
+  own variable selection (layer ``future_variable_selection``).
+* **Static covariate** (``static_column``, a constant tag): embedded, then four GRNs give the
+  contexts c_s (conditions both variable selections), c_h and c_c (the encoder's initial
+  state) and c_e (conditions the static enrichment); it is not among the past inputs.
 * **Interpretable multi-head attention**: the H decoder steps attend over all L + H steps; each
   head has its own query and key projections, the value projection is shared, and the heads'
   softmax weights are averaged (layer ``tft_attention``) before they weight the values — so one
@@ -68,12 +73,20 @@ def gate_add_norm(x, skip, units: int, name, dropout: float = 0.0):
         layers.Add()([skip, glu(x, units, name, dropout)]))
 
 
-def grn(a, units: int, name, dropout: float = 0.0, out: int | None = None):
-    """Gated residual network: LayerNorm(skip(a) + GLU(W1 ELU(W2 a + b2) + b1)). ``out``:
-    output width when it differs from the input's (the skip is then a linear projection)."""
+def grn(a, units: int, name, dropout: float = 0.0, out: int | None = None, context=None):
+    """Gated residual network: LayerNorm(skip(a) + GLU(W1 ELU(W2 a + W3 c + b2) + b1)).
+    ``out``: output width when it differs from the input's (the skip is then a linear
+    projection); ``context``: a static context vector c (N, d), repeated over ``a``'s steps."""
     out = out or units
     skip = a if a.shape[-1] == out else layers.Dense(out, name=name("grn_skip"))(a)
-    hidden = layers.Dense(units, activation="elu", name=name("grn_in"))(a)
+    if context is None:
+        hidden = layers.Dense(units, activation="elu", name=name("grn_in"))(a)
+    else:
+        c = layers.Dense(units, use_bias=False, name=name("grn_context"))(context)
+        if len(a.shape) == 3:
+            c = layers.RepeatVector(a.shape[1])(c)
+        hidden = layers.Activation("elu")(layers.Add()(
+            [layers.Dense(units, name=name("grn_in"))(a), c]))
     hidden = layers.Dense(units, name=name("grn_hidden"))(hidden)
     return gate_add_norm(hidden, skip, out, name, dropout)
 
@@ -84,19 +97,42 @@ def _frozen(units: int, matrix: np.ndarray, name: str):
 
 
 def variable_selection(inputs, window: int, features: int, hidden: int, name,
-                       dropout: float = 0.0):
-    """(N, L, F) → (N, L, hidden) selected input and the (N, L, F) selection weights."""
-    embedded = layers.DepthwiseConv1D(1, depth_multiplier=hidden, name="variable_embedding")(
+                       dropout: float = 0.0, context=None, stem: str = ""):
+    """(N, L, F) → (N, L, hidden) selected input and the (N, L, F) selection weights.
+    ``context``: the static context c_s, which conditions the weights (paper eq. 6);
+    ``stem``: prefix of the fixed layer names (the decoder's selection is ``future_…``)."""
+    embedded = layers.DepthwiseConv1D(1, depth_multiplier=hidden,
+                                      name=f"{stem}variable_embedding")(
         inputs)  # (N, L, F·hidden): channel j·hidden + k is x_j·w_jk + b_jk
-    weights = grn(embedded, hidden, name, dropout, out=features)
-    weights = layers.Softmax(name=SELECTION_LAYER)(weights)
+    weights = grn(embedded, hidden, name, dropout, out=features, context=context)
+    weights = layers.Softmax(name=f"{stem}{SELECTION_LAYER}")(weights)
     per_var = layers.Reshape((window * features, hidden))(embedded)
     per_var = layers.Reshape((window, features * hidden))(grn(per_var, hidden, name, dropout))
     expand = np.kron(np.eye(features), np.ones((1, hidden))).astype(np.float32)  # (F, F·h)
-    spread = _frozen(features * hidden, expand, "selection_spread")(weights)
+    spread = _frozen(features * hidden, expand, f"{stem}selection_spread")(weights)
     weighted = layers.Multiply()([per_var, spread])
     total = np.kron(np.ones((features, 1)), np.eye(hidden)).astype(np.float32)  # (F·h, h)
-    return _frozen(hidden, total, "selection_sum")(weighted), weights
+    return _frozen(hidden, total, f"{stem}selection_sum")(weighted), weights
+
+
+def _columns(x, features: int, keep: list[int], name: str, offset: float = 0.0):
+    """(…, features) → (…, len(keep)) by a frozen 0/1 matrix (exact in int8), plus a frozen
+    ``offset``."""
+    pick = np.zeros((features, len(keep)), np.float32)
+    pick[keep, np.arange(len(keep))] = 1.0
+    if not offset:
+        return _frozen(len(keep), pick, name)(x)
+    return layers.Dense(len(keep), trainable=False, name=name,
+                        kernel_initializer=keras.initializers.Constant(pick),
+                        bias_initializer=keras.initializers.Constant(offset))(x)
+
+
+def static_contexts(value, hidden: int, name, dropout: float = 0.0):
+    """The static covariate (N, 1) → the paper's four context vectors (N, hidden) each:
+    c_s (variable selection), c_e (enrichment), c_h and c_c (the LSTM's initial state). One
+    static variable: its selection weight is 1, so the static VSN is its embedding's GRN."""
+    embedded = grn(layers.Dense(hidden, name="static_embedding")(value), hidden, name, dropout)
+    return [grn(embedded, hidden, name, dropout) for _ in range(4)]
 
 
 def _step_embedding(inputs, window: int, horizon: int, hidden: int):
@@ -134,32 +170,54 @@ def interpretable_attention(queries, keys, hidden: int, heads: int, name,
 @register("forecast", "tft", small={"hidden": 8, "heads": 2})
 def tft(window: int, features: int, horizon: int, targets: int,
         target_columns: list[int] | None = None, hidden: int = 16, heads: int = 4,
-        dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None):
+        dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None,
+        known_future: list[str] | None = None, static_column: int | None = None):
     """Temporal Fusion Transformer: variable selection, LSTM encoder–decoder, interpretable
     multi-head attention, gated residual blocks; last-value skip + delta head, optional
-    non-crossing ``quantiles``."""
+    non-crossing ``quantiles``, calendar ``known_future`` inputs and a static covariate."""
     if hidden < heads:
         raise ValueError(f"tft: hidden={hidden} must be at least heads={heads}")
     cols = _targets(features, targets, target_columns)
     name = _Names()
-    inputs = keras.Input((window, features))
-    past, _ = variable_selection(inputs, window, features, hidden, name, dropout)
+    known = len(known_future or [])
+    # with known-future inputs: one (L + H, F + K) input (edge_runtime/calendar.py)
+    inputs = keras.Input((window + horizon, features + known) if known else (window, features))
+    raw = layers.Cropping1D((0, horizon))(inputs) if known else inputs  # (N, L, F + K)
+    contexts = [None] * 4
+    past_cols = [j for j in range(features + known) if j != static_column]
+    if static_column is not None:
+        last = layers.Flatten()(layers.Cropping1D((window - 1, 0))(raw))
+        # + 1: one series' static tag scales to exactly 0 in every window, and the int8
+        # calibrator aborts (double free) on a tensor whose range is [0, 0]
+        value = _columns(last, features + known, [static_column], "static_pick", offset=1.0)
+        contexts = static_contexts(value, hidden, name, dropout)
+    c_s, c_e, c_h, c_c = contexts
+    past_in = raw if static_column is None else _columns(raw, features + known, past_cols,
+                                                         "past_pick")
+    past, _ = variable_selection(past_in, window, len(past_cols), hidden, name, dropout, c_s)
     enc_seq, h, c = layers.LSTM(hidden, return_sequences=True, return_state=True,
-                                unroll=unroll, name="encoder")(past)
-    future = _step_embedding(inputs, window, horizon, hidden)
+                                unroll=unroll, name="encoder")(
+        past, initial_state=None if c_h is None else [c_h, c_c])
+    if known:  # the decoder's input: the selected calendar features of the forecast steps
+        ahead = _columns(layers.Cropping1D((window, 0))(inputs), features + known,
+                         list(range(features, features + known)), "future_pick")
+        future, _ = variable_selection(ahead, horizon, known, hidden, name, dropout, c_s,
+                                       stem="future_")
+    else:
+        future = _step_embedding(raw, window, horizon, hidden)
     dec_seq = layers.LSTM(hidden, return_sequences=True, unroll=unroll, name="decoder")(
         future, initial_state=[h, c])
     enc = gate_add_norm(enc_seq, past, hidden, name, dropout)
     dec = gate_add_norm(dec_seq, future, hidden, name, dropout)
     temporal = layers.Concatenate(axis=1)([enc, dec])  # (N, L + H, hidden)
-    enriched = grn(temporal, hidden, name, dropout)  # static enrichment (no static context)
+    enriched = grn(temporal, hidden, name, dropout, context=c_e)  # static enrichment
     enriched_dec = layers.Cropping1D((window, 0))(enriched)
     att = interpretable_attention(enriched_dec, enriched, hidden, heads, name, dropout)
     x = gate_add_norm(att, enriched_dec, hidden, name, dropout)
     x = grn(x, hidden, name, dropout)  # position-wise feed-forward
     x = gate_add_norm(x, dec, hidden, name)  # skip over the whole attention block
     flat = layers.Flatten()(x)
-    return keras.Model(inputs, _head(flat, horizon, len(cols), inputs, window, cols, quantiles),
+    return keras.Model(inputs, _head(flat, horizon, len(cols), raw, window, cols, quantiles),
                        name="tft")
 
 

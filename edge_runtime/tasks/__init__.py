@@ -6,7 +6,9 @@ window times, the scaled windows and the LiteRT outputs of one batch, after the 
 shared pre (grid, gap check, scaling) and invoke stages; optionally ``initial_state(manifest,
 options)`` (what it remembers between batches, ``pipeline.task_state``, from the model's task
 options in the edge config) and ``fill(pipeline, window)`` (a window with a gap made usable as
-training did, or None to drop it). An image task has ``ROLE`` (the camera's ``classifier``
+training did, or None to drop it) and ``model_input(pipeline, times, x)`` (the scaled windows
+as the model takes them: a forecaster with known-future inputs appends their calendar
+features). An image task has ``ROLE`` (the camera's ``classifier``
 or ``segmenter`` slot) and ``read(model, img, settings) -> dict``: the verdict fields it adds
 for one frame.
 """

@@ -3,7 +3,9 @@ ELBO with a VAE's KL output), the bundle's smoothing (EWMA, k-of-n), the tags ra
 share of the error (with units), and the alarm logic; one ``inference`` payload per window and
 an ``alarm`` payload on every raise or clear. While a commissioning calibration collects the
 plant's first samples (:mod:`edge_runtime.commissioner`) a window feeds no alarm and its
-payload says ``commissioning: true`` with the progress.
+payload says ``commissioning: true`` with the progress. A raise carries ``attribution``: the
+top tags and time steps by reconstruction error and, from a ``transformer_ae`` bundle, by its
+attention (:mod:`edge_runtime.attribution`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_runtime.attribution import attribution, step_attention
 from edge_runtime.payloads import iso_ms
 from edge_runtime.scoring import contribution_shares, scored_windows
 
@@ -50,9 +53,20 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
         transition = alarm.update(score)
         if transition:
             outputs[-1].payload["alarm_active"] = alarm.active
-            outputs.append(Output("alarm", result | {
+            event = result | {
                 "alarm_id": pipeline.alarm_id, "event": transition,
                 "state": "active" if alarm.active else "normal",
-                "priority": alarm.priority(score), "source": tags}, pipeline.alarm_id,
-                grid_t))
+                "priority": alarm.priority(score), "source": tags}
+            if alarm.active:  # a raise: where the window points
+                event["attribution"] = _attribution(pipeline, x, ys, i, grid_t)
+            outputs.append(Output("alarm", event, pipeline.alarm_id, grid_t))
     return outputs
+
+
+def _attribution(pipeline: ModelPipeline, x: np.ndarray, ys: list[np.ndarray], i: int,
+                 grid_t: float) -> dict:
+    recon = next(o for o in ys if np.shape(o) == np.shape(x))
+    attention = step_attention(ys, x.shape)
+    return attribution(x[i], recon[i], None if attention is None else attention[i],
+                       pipeline.tags, pipeline.units, grid_t,
+                       pipeline.bundle.manifest.input.period_s)

@@ -5,6 +5,8 @@ the ``units``; a quantile model's (N, H, T, Q) also gives ``quantiles`` per targ
 after the bundle's conformal offsets (``output.conformal``) widen or narrow the band.
 A ``tft`` bundle has a second output, the window's variable-selection weights (N, F): its
 payload names the ``TOP_VARIABLES`` input tags the model leaned on, with weight and unit.
+A bundle with known-future inputs (``input.known_future``) gets them from the window's time
+(:func:`model_input`, numpy): its top variables may then be calendar features too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from edge_runtime.calendar import selection_names, with_known_future
 from edge_runtime.conformal import apply_offsets
 from edge_runtime.payloads import iso_ms
 
@@ -40,6 +43,8 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
     period = manifest.input.period_s
     units = {t: pipeline.units[t] for t in out.targets}
     stamps: dict[float, str] = {}  # consecutive windows share most of their horizon
+    spec = manifest.input
+    selected = selection_names(pipeline.tags, spec.known_future, spec.static)
     base = pipeline.base_payload()
 
     def stamp(t: float) -> str:
@@ -57,10 +62,19 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
                 t: {key: p[t] for key, p in zip(keys, per_level, strict=True)}
                 for t in out.targets}
         if importance is not None:
-            payload["top_variables"] = top_variables(importance[n], pipeline.tags,
-                                                     pipeline.units)
+            payload["top_variables"] = top_variables(importance[n], selected, pipeline.units)
         outputs.append(Output("inference", payload, grid_t=grid_t))
     return outputs
+
+
+def model_input(pipeline: ModelPipeline, times: list[float], x: np.ndarray) -> np.ndarray:
+    """The scaled windows (N, L, F) as the model takes them: with known-future inputs, the
+    calendar features of the past and forecast steps appended (N, L + H, F + K)."""
+    spec = pipeline.bundle.manifest.input
+    if not spec.known_future:
+        return x
+    return with_known_future(x, np.asarray(times), spec.period_s,
+                             pipeline.bundle.manifest.output.horizon, spec.known_future)
 
 
 def forecast_outputs(ys: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

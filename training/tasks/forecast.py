@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.bundle import RunRecord
-from edge_runtime.windowing import forecast_pairs
+from edge_runtime.calendar import selection_names
 from training import plots
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.conformal import calibrated_metrics, fit_offsets
+from training.covariates import covariate_windows, model_kwargs
 from training.drift import drift_spec
 from training.metrics import forecast_metrics, regression_metrics
 from training.registry import Family
@@ -31,14 +32,21 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     L, H = config.window.length, config.horizon
     levels = quantile_levels(config)
     s = data.splits
-    x, y = forecast_pairs(data.scaled[s.train], L, H, cols)
-    val_x, val_y = forecast_pairs(data.scaled[s.val], L, H, cols)
-    test_x, test_y = forecast_pairs(data.scaled[s.test], L, H, cols)
+    known = list(config.model.get("known_future") or [])
+    kw = model_kwargs(config.model, data.grid.tags, data.grid.rows)  # checks model.static
+
+    def windows(part: slice):  # (M, L, F) windows, the model's input, (M, H, T) targets
+        return covariate_windows(data.scaled[part], data.grid.grid_s[part], L, H, cols, known,
+                                 config.window.period_s)
+
+    _, x, y = windows(s.train)
+    _, val_x, val_y = windows(s.val)
+    past_x, test_x, test_y = windows(s.test)
     features = len(data.grid.tags)
     model, info = fit_model(lambda: family.build(L, features, H, len(cols), target_columns=cols,
-                                           **config.model), config, x, y, val_x, val_y, run_dir)
+                                           **kw), config, x, y, val_x, val_y, run_dir)
     pred = model.predict(test_x, verbose=0)
-    persistence = np.repeat(test_x[:, -1:, cols], H, axis=1)
+    persistence = np.repeat(past_x[:, -1:, cols], H, axis=1)
     metrics = forecast_metrics(test_y, pred, levels)
     output = output_spec(config, targets)
     if levels:  # split-conformal offsets from the validation windows, scored on test
@@ -48,14 +56,16 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     metrics["persistence_mse"] = regression_metrics(test_y, persistence)["mse"]
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
+    fields = data.record_fields(config)
+    fields["input"] = fields["input"].model_copy(
+        update={"known_future": known, "static": config.model.get("static") or ""})
     forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels,
-                   tags=data.grid.tags)
+                   tags=selection_names(data.grid.tags, known, fields["input"].static))
     drift = drift_spec(config, data.grid.rows[s.train], data.grid.tags,
                        _one_step_residuals(model, val_x, val_y, levels), targets)
     return RunRecord(name=config.name, task="forecast", family=config.family,
                      output=output, metrics={"keras": metrics},
-                     training=info, drift=drift,
-                     **data.record_fields(config))
+                     training=info, drift=drift, **fields)
 
 
 def _one_step_residuals(model, val_x, val_y, levels: list[float]) -> np.ndarray:

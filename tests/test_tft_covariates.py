@@ -1,0 +1,163 @@
+"""``tft`` with calendar known-future inputs and a static covariate: the calendar features
+(numpy, edge) against pandas, the training windows against what the gateway builds, the
+bad inputs refused before training, and one tiny model trained → converted (builtin ops,
+parity gate) → served by the edge pipeline, which computes the known future itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from edge_runtime.calendar import (
+    CALENDAR_FEATURES,
+    calendar_features,
+    selection_names,
+    with_known_future,
+)
+from training.covariates import check_covariates, covariate_windows, model_kwargs
+
+KNOWN = ["hour_of_day", "minute_of_hour"]
+
+
+def test_calendar_features_match_pandas():
+    times = np.array([0.0, 1767225600.0, 1772323200.0 + 13 * 3600 + 42 * 60, 1798675199.0])
+    stamps = pd.to_datetime(times, unit="s", utc=True)
+    expected = {"minute_of_hour": stamps.minute / 59 - 0.5, "hour_of_day": stamps.hour / 23 - 0.5,
+                "day_of_week": stamps.day_of_week / 6 - 0.5,
+                "day_of_month": (stamps.day - 1) / 30 - 0.5,
+                "day_of_year": (stamps.day_of_year - 1) / 365 - 0.5,
+                "month_of_year": (stamps.month - 1) / 11 - 0.5}
+    got = calendar_features(times, list(CALENDAR_FEATURES))
+    for k, name in enumerate(CALENDAR_FEATURES):
+        np.testing.assert_allclose(got[:, k], np.asarray(expected[name]), atol=1e-6, err_msg=name)
+
+
+def test_training_windows_are_what_the_gateway_builds():
+    rng = np.random.default_rng(0)
+    grid = 1767225600.0 + 600.0 * np.arange(40)
+    scaled = rng.standard_normal((40, 3)).astype(np.float32)
+    x, model_x, y = covariate_windows(scaled, grid, 6, 4, [0], KNOWN, 600.0)
+    assert model_x.shape == (40 - 9, 10, 5) and y.shape == (40 - 9, 4, 1)
+    # window i ends at grid row i + 5: the gateway's grid time of that window
+    np.testing.assert_array_equal(model_x, with_known_future(x, grid[5:5 + len(x)], 600.0, 4,
+                                                             KNOWN))
+    assert np.all(model_x[:, 6:, :3] == 0)  # no future tag value reaches the model
+    scaled[20, 1] = np.nan  # a gap: the windows touching it are dropped, times kept aligned
+    x, gapped, _ = covariate_windows(scaled, grid, 6, 4, [0], KNOWN, 600.0)
+    assert len(x) == 40 - 9 - 10
+    np.testing.assert_array_equal(gapped[-1], model_x[-1])
+
+
+@pytest.mark.parametrize(("family", "model", "match"), [
+    ("tft", {"known_future": ["hour_of_day", "shift_plan"]}, "model.known_future.*shift_plan"),
+    ("lstm", {"known_future": ["hour_of_day"]}, "model.known_future.*takes no covariates"),
+    ("tft", {"static": "level"}, "model.static.*forecast target"),
+    ("tft", {"known_future": ["hour_of_day"], "norm": "revin"}, "model.norm"),
+])
+def test_bad_covariate_config_is_refused_before_tensorflow(family, model, match):
+    with pytest.raises(ValueError, match=match):
+        check_covariates(family, model, ["level"])
+
+
+def test_a_static_covariate_that_varies_is_refused():
+    rows = np.array([[1.0, 3.0], [2.0, 3.0], [1.5, 4.0]])
+    with pytest.raises(ValueError, match="model.static: tag 'unit' varies over time"):
+        model_kwargs({"static": "unit"}, ["x", "unit"], rows)
+    with pytest.raises(ValueError, match="model.static: 'plant' is not an input tag"):
+        model_kwargs({"static": "plant"}, ["x", "unit"], rows)
+    assert model_kwargs({"static": "unit", "hidden": 8}, ["x", "unit"], rows[:2]) == {
+        "hidden": 8, "static_column": 1}
+
+
+def _export_with_unit(path: Path) -> Path:
+    """The simulated tank a minute apart (calendar features move) with a constant unit id."""
+    from training.simulator import TAGS, SimulatedRun, simulate, write_csv
+
+    run = simulate(500, 60.0, seed=0)
+    values = np.column_stack([run.values, np.full(len(run.values), 3.0)])
+    write_csv(SimulatedRun(run.timestamps, values, [*TAGS, ("unit_id", "")]), path)
+    return path
+
+
+def test_tft_known_future_and_static_train_convert_serve(tmp_path):
+    import keras
+
+    from converters.build import ConvertOptions, build
+    from edge_runtime.interpreter import EdgeModel
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.scaling import StandardScaler
+    from edge_runtime.tasks.forecast import forecast_outputs
+    from training.config import TrainConfig
+    from training.train import train
+
+    config = TrainConfig.model_validate({
+        "name": "tft_future", "task": "forecast", "family": "tft",
+        "model": {"hidden": 8, "heads": 2, "known_future": KNOWN, "static": "unit_id"},
+        "data": {"source": "historian", "path": str(_export_with_unit(tmp_path / "plant.csv")),
+                 "units": {"temperature": "degC", "level": "m"}},
+        "window": {"period_s": 60, "length": 8, "max_gap_s": 180},
+        "horizon": 3, "targets": ["temperature", "level"],
+        "fit": {"epochs": 3, "batch_size": 32, "patience": 2, "learning_rate": 0.005},
+        "output_dir": str(tmp_path / "runs")})
+    run_dir = train(config)
+    bundle, report = build(run_dir, tmp_path / "bundles",
+                           ConvertOptions(candidates=("int8", "fp32")))
+    spec = bundle.manifest.input
+    assert spec.known_future == KNOWN and spec.static == "unit_id"
+    assert "ops" in next(r for r in report["candidates"] if r["mode"] == "int8")  # builtin
+    tags = spec.tag_names
+    heldout = np.load(run_dir / "heldout.npz")
+    assert heldout["x"].shape[1:] == (8 + 3, len(tags) + len(KNOWN))
+    edge = bundle.manifest.metrics["edge"]
+    assert edge["mse"] <= bundle.manifest.metrics["keras"]["mse"] * 1.02 + 1e-9  # parity gate
+
+    # the gateway computes the calendar of the past and forecast steps from the window's time
+    scaler = StandardScaler.from_spec(bundle.manifest.scaler)
+    past = heldout["x"][0, :8, :len(tags)]
+    window, t = scaler.inverse(past), 1767225600.0 + 60.0 * 1000
+    pipeline = ModelPipeline("tft_future", bundle)
+    [out] = pipeline.infer(t, window)
+    model_x = with_known_future(past[None], np.array([t]), 60.0, 3, KNOWN)
+    got = forecast_outputs(EdgeModel(bundle.model_path).predict(model_x))[0][0]
+    expected = scaler.inverse(got, [tags.index("temperature"), tags.index("level")])
+    np.testing.assert_allclose(out.payload["forecast"]["temperature"], expected[:, 0], atol=1e-4)
+    names = selection_names(tags, KNOWN, "unit_id")
+    assert "unit_id" not in names and {v["tag"] for v in out.payload["top_variables"]} <= set(names)
+
+    # the known future reaches the forecast: the same window at another hour forecasts otherwise
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    later = with_known_future(past[None], np.array([t + 5 * 3600 + 17 * 60]), 60.0, 3, KNOWN)
+    a, b = (forecast_outputs(list(model.predict(m, verbose=0)))[0] for m in (model_x, later))
+    assert not np.allclose(a, b, atol=1e-6)
+
+
+def test_ett_windows_with_calendar_inputs(tmp_path):
+    from evaluation import ett
+    from tests.test_ett_eval import synthetic_ett
+
+    data = ett.load_ett(synthetic_ett(tmp_path / "ETTx.csv", 14500, "h"))
+    plain = ett.prepare(data, "M", "OT", window=48, horizon=24)
+    known = ett.prepare(data, "M", "OT", window=48, horizon=24, known_future=KNOWN[:1])
+    x, y = known.test
+    assert x.shape == (len(plain.test[0]), 48 + 24, len(plain.columns) + 1)
+    np.testing.assert_array_equal(ett.past_windows(x, 48, len(plain.columns)), plain.test[0])
+    np.testing.assert_array_equal(y, plain.test[1])
+    # the first test window ends one row before the validation/test border
+    hours = pd.to_datetime(data.times[ett.HOURLY_BORDERS[1] - 1], unit="s").hour
+    assert x[0, 47, -1] == pytest.approx(hours / 23 - 0.5)
+
+
+def test_procedge_train_checks_covariates_before_tensorflow():
+    from edge_runtime.validation import ConfigError
+    from training.config import TrainConfig, check_train_config
+
+    config = TrainConfig.model_validate({
+        "name": "t", "task": "forecast", "family": "tft", "targets": ["level"],
+        "model": {"known_future": ["hour_of_day", "shift_plan"]},
+        "data": {"source": "simulator"}})
+    with pytest.raises(ConfigError, match=r"t.yaml: invalid training config\n  model: "
+                                          r"model.known_future: 'shift_plan'"):
+        check_train_config(config, "t.yaml")
