@@ -20,9 +20,13 @@ PUBACKs as one write: the same 4-byte packets (``0x40 0x02 <packet id>``, what
 Publishes are tracked one by one by paho, so they stay separate packets; inside
 :meth:`BufferedClient.one_wakeup` their wake-ups are folded into one, sent at the end.
 
-This leans on three paho internals, stable through paho 2.x: ``_create_socket``,
-``_sockpairW`` and ``_packet_queue``. ``tests/test_mqtt_client.py`` exercises each against a
-real Mosquitto, so an upgrade that moves them fails there, not on a gateway.
+This leans on paho internals, stable through paho 2.x: ``_create_socket``, ``_sockpairW``,
+``_packet_queue``, and for PUBACKs (:meth:`BufferedClient._handle_pubackcomp`) ``_in_packet``,
+``_protocol``, ``_out_message_mutex``, ``_out_messages`` and ``_do_on_publish``, and for
+messages (:meth:`BufferedClient._handle_on_message`) ``_on_message_filtered._root``,
+``_in_callback_mutex`` and ``_easy_log``.
+``tests/test_mqtt_client.py`` exercises each against a real Mosquitto, so an upgrade that
+moves them fails there, not on a gateway.
 """
 
 from __future__ import annotations
@@ -35,10 +39,16 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 READ_CHUNK = 65536
 PUBACK = PacketTypes.PUBACK << 4
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
+_MID = struct.Struct("!H")
+# What paho hands on_publish for every MQTT 3.1.1 PUBACK (success, no properties), made once
+_PUBACK_OK = ReasonCode(PacketTypes.PUBACK)
+_NO_PROPERTIES = Properties(PacketTypes.PUBACK)
 
 
 class BufferedSocket:
@@ -148,6 +158,40 @@ class BufferedClient(mqtt.Client):
             return
         with gate.held():
             yield
+
+    def _handle_pubackcomp(self, cmd: str) -> mqtt.MQTTErrorCode:
+        """(paho internal, 2.x) An MQTT 3.1.1 PUBACK (a packet id, nothing else) handled
+        without the ReasonCode and Properties objects paho builds for each one: the daemon
+        gets a PUBACK per result it publishes, and building them was most of the network
+        thread's time for it. on_publish gets shared success / no-properties objects, what
+        paho would have built; MQTT 5 (reason codes, properties) and PUBCOMP go to paho."""
+        packet = self._in_packet["packet"]
+        if cmd != "PUBACK" or self._protocol == mqtt.MQTTv5 or len(packet) != 2:
+            return super()._handle_pubackcomp(cmd)
+        mid, = _MID.unpack(packet)
+        with self._out_message_mutex:
+            if mid in self._out_messages:  # paho: the client is told once per message
+                return self._do_on_publish(mid, _PUBACK_OK, _NO_PROPERTIES)
+        return mqtt.MQTT_ERR_SUCCESS
+
+    def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
+        """(paho internal, 2.x) Straight to ``on_message`` while no per-topic callback is
+        registered (``message_callback_add``; the daemon registers none): paho splits every
+        message's topic and walks its filter tree first, an empty one too (py-spy: ~7 % of the
+        daemon's busy samples in a burst)."""
+        root = self._on_message_filtered._root
+        if root._children or root._content is not None:
+            return super()._handle_on_message(message)
+        on_message = self.on_message
+        if on_message:
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:  # as paho: logged, raised unless suppressed
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+        return None
 
     def ack_many(self, mids: Iterable[int]) -> None:
         """PUBACK these QoS 1 messages (``manual_ack=True``): one queued write for all."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from functools import lru_cache
+
+from edge_runtime import fastjson
 
 
 class PayloadError(ValueError):
@@ -22,7 +25,7 @@ def loads(payload: bytes) -> object:
     """JSON, or a :class:`PayloadError`: ``not_json``, or ``malformed_number`` for an integer
     longer than Python converts (4 300 digits: ``int()`` raises a plain ``ValueError``)."""
     try:
-        return json.loads(payload)
+        return fastjson.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PayloadError("not_json") from exc
     except ValueError as exc:
@@ -89,6 +92,14 @@ def parse_timestamp(ts: object) -> float:
         return ms / 1000.0
     if not isinstance(ts, str):
         raise PayloadError("bad_timestamp")
+    return _iso_s(ts)
+
+
+@lru_cache(maxsize=1024)
+def _iso_s(ts: str) -> float:
+    """An ISO timestamp in seconds, remembered: the tags of one grid step (and the results
+    of several models for it) carry the same string, parsed once instead of once each
+    (errors are raised again every time, never cached)."""
     try:
         moment = datetime.fromisoformat(ts)
     except ValueError as exc:
@@ -101,7 +112,9 @@ def parse_timestamp(ts: object) -> float:
         raise PayloadError("bad_timestamp") from exc
 
 
+@lru_cache(maxsize=1024)
 def iso_ms(epoch_s: float) -> str:
-    """UTC, ISO 8601, milliseconds, ``Z``."""
+    """UTC, ISO 8601, milliseconds, ``Z`` (remembered: every model's result for one grid
+    step formats the same time)."""
     moment = datetime.fromtimestamp(epoch_s, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

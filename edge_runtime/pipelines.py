@@ -119,9 +119,29 @@ class ModelPipeline:
         """Add one sample received at ``now``; complete windows wait for :meth:`flush` (gap
         windows are counted and dropped here: a model never sees a window with a hole)."""
         start = time.perf_counter()
-        if self.buffer.push(tag, ts, value, now):
+        buffer = self.buffer
+        if buffer.push(tag, ts, value, now) and buffer.due:
             self._take_windows()
         self._pre_s += time.perf_counter() - start
+
+    def push_many(self, job: list[tuple[int, str, list[tuple[float, float]], float | None]]
+                  ) -> dict[int, list[int]]:
+        """:meth:`push` for a run of messages, ``(key, tag, samples, received_s)`` each, in
+        arrival order; windows are cut when a grid step becomes final, as after each push.
+        Returns ``key → [late, future]`` sample counts for the messages with refused ones."""
+        start = time.perf_counter()
+        buffer, push = self.buffer, self.buffer.push
+        refused: dict[int, list[int]] = {}
+        for key, tag, samples, now in job:
+            for ts, value in samples:
+                if push(tag, ts, value, now):
+                    if buffer.due:
+                        self._take_windows()
+                    continue
+                future = now is not None and ts > now + buffer.max_skew_s  # push's own test
+                refused.setdefault(key, [0, 0])[future] += 1
+        self._pre_s += time.perf_counter() - start
+        return refused
 
     def release_eager(self) -> None:
         """End a hold of the window grid (:meth:`GridBuffer.hold_eager`): the steps every tag

@@ -7,10 +7,10 @@ the same way; the daemon only decides when they are committed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
+from edge_runtime import fastjson
 from edge_runtime.alarms import Alarm
 from edge_runtime.config import EdgeConfig
 from edge_runtime.metrics import DaemonMetrics
@@ -54,7 +54,7 @@ class Topics:
 
 
 def json_message(topic: str, body: dict, priority: int, retain: bool = False) -> Message:
-    return Message(topic, json.dumps(body).encode(), priority, retain)
+    return Message(topic, fastjson.dumps(body), priority, retain)
 
 
 class Router:

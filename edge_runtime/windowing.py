@@ -116,6 +116,11 @@ class GridBuffer:
         self.eager = eager
         self.max_catchup = max(max_catchup, window)
         self._samples: dict[str, list[tuple[float, float]]] = {t: [] for t in self.tags}
+        # Each tag's newest sample time, and how many tags are still before the next grid
+        # point: eager finality is then one comparison per push (:attr:`due`) instead of a
+        # minimum over the tags after every sample.
+        self._latest = dict.fromkeys(self.tags, -math.inf)
+        self._behind = len(self.tags)
         # The last ``window`` rows, written twice into a ring of 2 × window rows so that every
         # window is one contiguous slice (no per-window np.stack of row arrays).
         self._ring = np.full((2 * window, len(self.tags)), np.nan, dtype=np.float32)
@@ -166,21 +171,43 @@ class GridBuffer:
                 samples[i] = (ts, value)
             else:
                 samples.insert(i, (ts, value))
+        latest = self._latest[tag]
+        if ts > latest:
+            self._latest[tag] = ts
+            if self._next_t is not None and latest < self._next_t - 1e-9 <= ts:
+                self._behind -= 1  # this tag has now reported at or past the next point
         if ts > self._max_event:
             self._max_event = ts
             if self._next_t is None:
-                self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
+                self._start_grid(ts)
         elif self._next_t is not None and ts < self._next_t - self.period_s + 1e-9:
             # older than the first pending point (nothing final yet): the grid starts earlier
-            self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
+            self._start_grid(ts)
         return True
+
+    def _start_grid(self, ts: float) -> None:
+        self._next_t = grid_between(ts, ts + self.period_s, self.period_s)[0]
+        self._count_behind()
+
+    def _count_behind(self) -> None:
+        """(once per grid step) The tags whose newest sample is before the next point."""
+        edge = self._next_t - 1e-9
+        self._behind = len([t for t in self._latest.values() if t < edge])
+
+    @property
+    def due(self) -> bool:
+        """Whether a grid point is final now, i.e. :meth:`windows` has work: a check of O(1)
+        after each push, so windows are cut once per grid step, not tried per sample."""
+        if self._next_t is None:
+            return False
+        if self._next_t <= self._max_event - self.allowed_lateness_s + 1e-9:
+            return True
+        return self.eager and not self._held and self._behind == 0
 
     def _final_until(self) -> float:
         until = self._max_event - self.allowed_lateness_s
         if self.eager and not self._held:
-            latest = [s[-1][0] for s in self._samples.values() if s]
-            if len(latest) == len(self.tags):
-                until = max(until, min(latest))
+            until = max(until, min(self._latest.values()))  # -inf while a tag has no sample
         return until
 
     def windows(self) -> Iterator[tuple[float, np.ndarray]]:
@@ -196,15 +223,17 @@ class GridBuffer:
             self._next_t += skip * self.period_s
             self.skipped_points += skip
             self._filled = 0
+            self._count_behind()
         while self._next_t <= until + 1e-9:
             t = self._next_t
             self._append_row([self._value_at(tag, t) for tag in self.tags])
             self._final_t = t
             self._next_t = t + self.period_s
+            self._count_behind()
             self._steps += 1
             if self._filled == self.window and self._steps % self.stride == 0:
                 yield t, self._ring[self._pos : self._pos + self.window].copy()
-        self._prune()
+        # no prune here: push() prunes a tag once it holds _prune_at samples (amortised)
 
     def _append_row(self, row: list[float]) -> None:
         w, pos = self.window, self._pos

@@ -276,6 +276,13 @@ class ArrivalLog:
             return push(tag, ts, value) if now is None else push(tag, ts, value, now)
 
         pipeline.push = logged
+        push_many = pipeline.push_many
+
+        def logged_many(job):  # raw samples: a run of messages at once
+            self.arrivals.extend((tag, ts) for _, tag, samples, _ in job for ts, _ in samples)
+            return push_many(job)
+
+        pipeline.push_many = logged_many
 
     def reordered(self) -> tuple[int, float]:
         """Samples first seen after a newer one of the same tag, and the most event time

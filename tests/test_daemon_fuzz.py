@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon, Inbound
+from edge_runtime.inputs.raw import RawSource
 from edge_runtime.payloads import PayloadError, iso_ms, parse_samples
 from tests.daemon_support import edge_config
 from training.simulator import TAGS as SIM_TAGS
@@ -186,6 +187,7 @@ def test_unexpected_errors_are_counted_and_logged_once_per_topic(bundles, tmp_pa
         raise RuntimeError("injected fault")
 
     monkeypatch.setattr(d.feed, "feed", broken)  # fault injection into the real daemon
+    monkeypatch.setattr(d.feed, "feed_many", broken)  # (raw samples: a run at once)
     now = time.time()
     topics = [f"procedge/test/area/tank/raw/{t}" for t in TAGS[:2]]
     with caplog.at_level(logging.INFO, logger="procedge.edge"):
@@ -197,4 +199,22 @@ def test_unexpected_errors_are_counted_and_logged_once_per_topic(bundles, tmp_pa
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert len(tracebacks) == len(topics)
     assert {t for t in topics if any(t in r.getMessage() for r in tracebacks)} == set(topics)
+    d.outbox.close()
+
+
+def test_a_claim_that_raises_costs_only_its_messages(bundles, tmp_path: Path, monkeypatch):
+    """Messages are grouped into runs by the source claiming their topic; a claim that raises
+    (a bug) counts those messages as internal errors and the rest of the batch is used."""
+    d = _fresh(bundles, tmp_path)
+    raw = next(s for s in d.dispatch.sources if isinstance(s, RawSource))
+    claims = raw.claims
+    bad = f"procedge/test/area/tank/raw/{TAGS[0]}"
+    monkeypatch.setattr(raw, "claims", lambda t: 1 / 0 if t == bad else claims(t))
+    now = time.time()
+    d._process([Inbound(f"procedge/test/area/tank/raw/{t}",
+                        json.dumps({"v": 1.0, "ts": iso_ms(now)}).encode(), now)
+                for t in TAGS[:3]])
+    assert d.metrics.value("procedge_messages_rejected_total", reason="internal_error") == 1
+    assert total(d, "procedge_messages_total") == 3  # committed, acknowledged
+    assert len(d.pipelines["tank_anomaly"].buffer._samples[TAGS[1]]) == 1  # the others fed
     d.outbox.close()

@@ -177,3 +177,67 @@ def test_publishes_inside_one_wakeup_leave_promptly(broker):
         client.loop_stop()
         sub.disconnect()
         sub.loop_stop()
+
+
+@pytest.mark.parametrize("protocol", [mqtt.MQTTv311, mqtt.MQTTv5])
+def test_pubacks_reach_on_publish_once_each(broker, monkeypatch, protocol):
+    """MQTT 3.1.1 PUBACKs skip paho's decoder (its per-packet ReasonCode and Properties),
+    MQTT 5 ones go through it; either way on_publish gets every packet id once, as success,
+    and paho forgets the message."""
+    import paho.mqtt.client as paho_client
+
+    decoded: list[int] = []
+    decode = paho_client._packet.decode_puback
+    monkeypatch.setattr(paho_client._packet, "decode_puback",
+                        lambda *a: decoded.append(1) or decode(*a))
+    acked: list[tuple[int, bool]] = []
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="puback-test",
+                            protocol=protocol)
+    client.on_publish = lambda c, u, mid, reason, props: acked.append(
+        (mid, reason.is_failure))
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        assert wait_for(client.is_connected, 10)
+        infos = [client.publish("t/puback", b"x", qos=1) for _ in range(30)]
+        assert wait_for(lambda: len(acked) == 30, 10)
+        time.sleep(0.2)  # a second call for any of them would come now
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    assert sorted(acked) == sorted((i.mid, False) for i in infos)
+    assert all(i.is_published() for i in infos) and not client._out_messages
+    assert (len(decoded) == 0) == (protocol == mqtt.MQTTv311)
+
+
+def test_messages_reach_on_message_and_per_topic_callbacks_still_win(broker):
+    """Without per-topic callbacks paho's filter tree is skipped; with one registered, its
+    messages go to it (not to on_message), as paho does, and the others to on_message."""
+    plain: list[str] = []
+    filtered: list[str] = []
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="on-message-test")
+    client.on_message = lambda c, u, m: plain.append(m.topic)
+    matched: list[str] = []
+    match = client._on_message_filtered.iter_match
+    client._on_message_filtered.iter_match = lambda topic: matched.append(topic) or match(topic)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe("t/om/#", qos=1)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="on-message-pub")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(10)
+        pub.publish("t/om/a", b"1", qos=1)
+        assert wait_for(lambda: plain == ["t/om/a"], 10)
+        assert matched == []  # the empty filter tree was not walked
+        client.message_callback_add("t/om/b", lambda c, u, m: filtered.append(m.topic))
+        pub.publish("t/om/b", b"2", qos=1)
+        pub.publish("t/om/a", b"3", qos=1)
+        assert wait_for(lambda: filtered == ["t/om/b"] and plain == ["t/om/a"] * 2, 10)
+    finally:
+        for c in (client, pub):
+            c.disconnect()
+            c.loop_stop()

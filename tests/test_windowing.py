@@ -158,3 +158,38 @@ def test_lateness_beyond_the_allowed_is_counted():
     assert not buffer.push("b", 15.0, 1.0)  # the grid is final up to 19: late
     assert buffer.push("b", 19.5, 1.0)  # newer than the last final point: placed
     assert buffer.late_samples == 1
+
+
+def test_windows_cut_only_when_due_match_windows_tried_after_every_push():
+    """``due`` (O(1) per push) says exactly when :meth:`GridBuffer.windows` has work: a
+    buffer asked only then yields the same windows, and refuses the same samples, as one
+    asked after every push; over shuffled, late, duplicate and future samples and a hold."""
+    rng = np.random.default_rng(7)
+    stream = []
+    for step in range(400):
+        for k in rng.permutation(3):
+            ts = step * 1.0 + rng.choice([0.0, -2.5, -0.5, 0.25, 40.0],
+                                         p=[0.85, 0.04, 0.04, 0.06, 0.01])
+            stream.append((f"t{k}", float(ts), float(rng.normal())))
+    every, when_due = (GridBuffer(["t0", "t1", "t2"], 1.0, 4, 3.0, stride=2,
+                                  allowed_lateness_s=5.0, max_skew_s=30.0) for _ in range(2))
+    got_every, got_due, dues = [], [], 0
+    for n, (tag, ts, value) in enumerate(stream):
+        if n == 300:
+            every.hold_eager(), when_due.hold_eager()
+        if n == 700:
+            every.release_eager(), when_due.release_eager()
+        now = ts - 35.0 if n % 97 == 0 else ts  # now and then a sample from the future
+        assert every.push(tag, ts, value, now) == when_due.push(tag, ts, value, now)
+        got_every += list(every.windows())
+        if when_due.due:
+            dues += 1
+            got_due += list(when_due.windows())
+            assert not when_due.due
+    assert dues > 100 and len(got_due) > 100
+    assert [t for t, _ in got_due] == [t for t, _ in got_every]
+    np.testing.assert_array_equal(np.stack([w for _, w in got_due]),  # NaN equals NaN here
+                                  np.stack([w for _, w in got_every]))
+    assert np.isfinite(np.stack([w for _, w in got_due])).all(axis=(1, 2)).sum() > 50
+    assert (when_due.late_samples, when_due.future_samples) == (
+        every.late_samples, every.future_samples) != (0, 0)

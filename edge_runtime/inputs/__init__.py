@@ -25,7 +25,7 @@ MALFORMED_LOG_INTERVAL_S = 60.0
 MAX_CACHED_TOPICS = 10_000  # topics whose source is remembered (bounded under a topic flood)
 
 
-@dataclass
+@dataclass(slots=True)  # one per message: no per-instance __dict__
 class Inbound:
     topic: str
     payload: bytes
@@ -51,6 +51,12 @@ class InputSource:
         """Turn one message into samples / outputs; messages to publish go into ``out``,
         the ids of alarms whose state changed into ``changed``."""
         raise NotImplementedError
+
+    def handle_many(self, items: list[Inbound], out: list[Message], changed: set[str]) -> None:
+        """A run of consecutive messages this source claimed, as :meth:`handle` one by one;
+        a source that can do a run at once (raw samples) overrides it."""
+        for item in items:
+            self.handle(item, out, changed)
 
     def start(self) -> None:
         """Start what runs beside the worker (threads), if anything."""
@@ -130,6 +136,33 @@ class Feed:
             future = max(future, buffer.future_samples - future_before)
         if future:
             self.reject(topic, "future", payload, future)
+
+    def feed_many(self, parsed: list[tuple[Inbound, list[tuple[float, float]]]]) -> None:
+        """The samples of a run of messages (each with its parsed samples) into their
+        pipelines: grouped by pipeline, in arrival order within each, so a pipeline's window
+        work is one call per run and not one per sample and model. Pipelines never see each
+        other's samples, so the order across them is free; the daemon merges their results
+        by window time. Late and future samples are counted as :meth:`feed` counts them."""
+        routes = self.routes
+        jobs: dict[ModelPipeline, list[tuple[int, str, list, float]]] = {}
+        for k, (item, samples) in enumerate(parsed):
+            for pipeline, tag in routes.get(item.topic, ()):
+                job = jobs.get(pipeline)
+                if job is None:
+                    job = jobs[pipeline] = []
+                job.append((k, tag, samples, item.received_s))
+        late: dict[int, int] = {}
+        future: dict[int, int] = {}
+        for pipeline, job in jobs.items():
+            for k, (n_late, n_future) in pipeline.push_many(job).items():
+                if n_late:
+                    late[k] = late.get(k, 0) + n_late
+                if n_future:  # every model refuses a future sample alike: counted once
+                    future[k] = max(future.get(k, 0), n_future)
+        for counts, reason in ((late, "late"), (future, "future")):
+            for k, n in counts.items():
+                item = parsed[k][0]
+                self.reject(item.topic, reason, item.payload, n)
 
     def reject(self, topic: str, reason: str, payload: bytes, n: int = 1) -> None:
         self.metrics.rejected.labels(reason=reason).inc(n)
