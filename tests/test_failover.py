@@ -99,3 +99,19 @@ def test_standby_holds_results_and_publishes_them_on_takeover():
 def test_a_pair_config_that_cannot_work_is_refused_naming_the_field(extra, field):
     with pytest.raises(ValidationError, match=field.replace(".", r"\.")):
         EdgeConfig.model_validate(pair_config(**extra))
+
+
+def test_commented_ha_sample_in_gateway_yaml_is_a_valid_section():
+    import yaml
+
+    from edge_runtime.ha_config import HaConfig
+    from tests.daemon_support import ROOT
+
+    lines = (ROOT / "deploy/gateway.yaml").read_text().splitlines()
+    block = []
+    for line in lines[lines.index("# ha:"):]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    config = HaConfig.model_validate(yaml.safe_load("\n".join(block))["ha"])
+    assert config.peer_id == "gw1" and config.priority == 0
