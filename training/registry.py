@@ -34,7 +34,8 @@ _FAMILIES: dict[tuple[str, str], Family] = {}  # (task, name) → family
 BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.images.models",
                    "training.soft_sensors", "training.control.networks",
                    "training.tft", "training.informer", "training.generative",
-                   "training.images.particle_models")
+                   "training.images.particle_models",
+                   "training.images.backbones")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,

@@ -1,0 +1,145 @@
+"""Transfer learning (family ``transfer``): a backbone's weights come from a local file and
+nothing else (a file of another network is refused, naming it), stage 1 leaves the backbone
+(BatchNorm statistics included) untouched, stage 2 changes only the top layers, and a run
+with both stages converts to int8 through the parity gate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.images.backbone_config import check_transfer_model
+
+SHAPE = (32, 32, 1)
+V2 = {"name": "mobilenet_v2", "alpha": 0.35}
+
+
+def test_config_errors_name_the_field_before_keras(tmp_path):
+    with pytest.raises(ValueError, match=r"model\.backbone\.weights: .*nope\.weights\.h5"):
+        check_transfer_model("transfer", {"backbone": {**V2, "weights": tmp_path
+                                                       / "nope.weights.h5"}}, {})
+    with pytest.raises(ValueError, match=r"model\.backbone\.name"):
+        check_transfer_model("transfer", {"backbone": {"name": "vgg99"}}, {})
+    with pytest.raises(ValueError, match=r"model\.backbone: required"):
+        check_transfer_model("transfer", {}, {})
+    with pytest.raises(ValueError, match=r"image\.trainer\.fine_tune: needs model\.backbone"):
+        check_transfer_model("transfer", {"backbone": V2}, {"fine_tune": {"layers": 3,
+                                                                          "epochs": 1}})
+    with pytest.raises(ValueError, match=r"image\.trainer\.fine_tune\.layers"):
+        weights = tmp_path / "b.weights.h5"
+        weights.write_bytes(b"")
+        check_transfer_model("transfer", {"backbone": {**V2, "weights": weights}},
+                             {"fine_tune": {"layers": 0, "epochs": 1}})
+
+
+@pytest.fixture(scope="module")
+def own_backbone(tmp_path_factory):
+    """A MobileNetV2 (alpha 0.35) backbone with non-trivial weights and BN statistics,
+    saved as procedge saves one."""
+    import keras
+
+    from training.images.backbone_config import BackboneConfig
+    from training.images.backbones import build_backbone, save_backbone
+
+    keras.utils.set_random_seed(0)
+    net = build_backbone(BackboneConfig(**V2), SHAPE[:2])
+    rng = np.random.default_rng(0)
+    net.set_weights([w + rng.normal(0, 0.05, w.shape).astype(w.dtype) if w.ndim == 1
+                     else w for w in net.get_weights()])  # BN stats/biases off their init
+    return net, save_backbone(net, tmp_path_factory.mktemp("bb") / "v2.weights.h5")
+
+
+def _transfer(weights, **backbone):
+    from training.registry import get_family
+
+    return get_family("transfer").build(SHAPE, 3, backbone={**V2, **backbone,
+                                                            "weights": weights})
+
+
+def test_saved_backbone_loads_to_identical_features(own_backbone):
+    net, path = own_backbone
+    model = _transfer(path)
+    x = np.random.default_rng(1).normal(size=(4, *SHAPE[:2], 3)).astype(np.float32)
+    loaded = model.get_layer("backbone")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), net.predict(x, verbose=0))
+    assert not loaded.trainable
+
+
+def test_weights_of_another_backbone_are_refused_naming_the_file(own_backbone):
+    _, path = own_backbone
+    for other in ({"alpha": 0.5}, {"name": "mobilenet_v3_small", "alpha": 1.0}):
+        with pytest.raises(ValueError, match=rf"model\.backbone\.weights: {path} does not "
+                                             rf"match backbone"):
+            _transfer(path, **other)
+
+
+def _fit_steps(model, lr: float = 1e-2, steps: int = 3):
+    import keras
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, *SHAPE)).astype(np.float32)
+    y = rng.integers(0, 3, 16)
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=8, epochs=steps // 2 + 1, verbose=0)
+
+
+def _by_layer(backbone) -> dict[str, list[np.ndarray]]:
+    return {layer.name: [w.copy() for w in layer.get_weights()] for layer in backbone.layers
+            if layer.weights}
+
+
+def _changed(a, b) -> set[str]:
+    return {k for k in a if any(not np.array_equal(x, y) for x, y in zip(a[k], b[k],
+                                                                         strict=True))}
+
+
+def test_stage1_freezes_backbone_and_bn_stats_stage2_only_the_top(own_backbone):
+    from keras import layers
+
+    from training.images.backbones import unfreeze_top
+
+    model = _transfer(own_backbone[1])
+    backbone = model.get_layer("backbone")
+    head_before = model.get_layer("logits").get_weights()[0].copy()
+    start = _by_layer(backbone)
+    _fit_steps(model)
+    assert _changed(start, _by_layer(backbone)) == set()  # BN moving stats included
+    assert not np.array_equal(head_before, model.get_layer("logits").get_weights()[0])
+
+    opened = unfreeze_top(model, 12)
+    top = {layer.name for layer in backbone.layers[-12:] if layer.weights}
+    bn = {layer.name for layer in backbone.layers
+          if isinstance(layer, layers.BatchNormalization)}
+    assert opened and set(opened) == top - bn
+    after1 = _by_layer(backbone)
+    _fit_steps(model, lr=1e-3)
+    changed = _changed(after1, _by_layer(backbone))
+    assert changed and changed <= set(opened), changed - set(opened)
+
+
+def test_two_stage_run_converts_through_the_parity_gate(own_backbone, tmp_path):
+    """Both stages through the image trainer on a tiny synthetic set, then int8 + parity."""
+    import json
+
+    from converters.build import build_bundle
+    from edge_runtime.bundle import ImageSpec
+    from training.images import data as imdata
+    from training.images.synthetic import write_set
+    from training.images.train import ImageTrainConfig, Split, train_image_model
+
+    data = imdata.scan(write_set(tmp_path / "data", per_class=4, seed=0))
+    spec = ImageSpec(kind="classifier", height=SHAPE[0], width=SHAPE[1], mean=0.47, std=0.1,
+                     class_names=data.class_names, ok_class="MT_Free")
+    x, m = imdata.load_arrays(data, spec)
+    split = Split(x, data.labels, m)
+    config = ImageTrainConfig(
+        name="tl", family="transfer", epochs=1, batch_size=8, augment=False,
+        model={"backbone": {**V2, "weights": str(own_backbone[1])}},
+        fine_tune={"layers": 10, "epochs": 1, "learning_rate": 1e-4},
+        output_dir=tmp_path / "runs")
+    run = train_image_model(config, spec, split, split, split, "synthetic")
+    record = json.loads((run / "training.json").read_text())
+    assert record["family"] == "transfer" and record["training"]["epochs"] == 2
+    assert record["training"]["epochs_budget"] == 2
+    bundle = build_bundle(run, tmp_path / "bundles", "int8", budget=0.05)
+    assert bundle.manifest.metrics["edge"]["agreement"] >= 0.9
