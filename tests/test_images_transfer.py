@@ -117,6 +117,7 @@ def test_stage1_freezes_backbone_and_bn_stats_stage2_only_the_top(own_backbone):
     assert changed and changed <= set(opened), changed - set(opened)
 
 
+@pytest.mark.slow
 def test_two_stage_run_converts_through_the_parity_gate(own_backbone, tmp_path):
     """Both stages through the image trainer on a tiny synthetic set, then int8 + parity."""
     import json
@@ -143,3 +144,47 @@ def test_two_stage_run_converts_through_the_parity_gate(own_backbone, tmp_path):
     assert record["training"]["epochs_budget"] == 2
     bundle = build_bundle(run, tmp_path / "bundles", "int8", budget=0.05)
     assert bundle.manifest.metrics["edge"]["agreement"] >= 0.9
+
+
+def test_quarter_turns_label_each_rotation():
+    from training.images.pretrain import quarter_turns
+
+    x = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3, 1)
+    turned, k = quarter_turns(x)
+    assert turned.shape == (8, 3, 3, 1) and k.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_array_equal(turned[3, ..., 0], np.rot90(x[1, ..., 0]))
+
+
+@pytest.mark.slow
+def test_pretrain_skips_the_validation_split_and_writes_loadable_weights(tmp_path):
+    import json
+
+    from training.images import data as imdata
+    from training.images.backbone_config import PretrainConfig
+    from training.images.pretrain import pretrain
+    from training.images.synthetic import write_set
+
+    root = write_set(tmp_path / "data", per_class=3, seed=0)
+    config = PretrainConfig(name="t", backbone=V2, source={"root": root, "split_seed": 4},
+                            size=SHAPE[0], epochs=1, batch_size=16,
+                            out=tmp_path / "bb.weights.h5")
+    path = pretrain(config)
+    record = json.loads(path.with_name("bb.weights.h5.json").read_text())
+    train_idx, _ = imdata.stratified_split(imdata.scan(root).labels, 0.2, 4)
+    assert record["images"] + record["check_images"] == len(train_idx)
+    assert record["pretext"].startswith("rotation")
+    model = _transfer(path)  # the transfer family loads what pretrain wrote
+    assert not model.get_layer("backbone").trainable
+
+
+def test_pretrain_config_error_names_the_field(tmp_path, capsys):
+    from procedge.cli import main
+
+    config = tmp_path / "pre.yaml"
+    config.write_text("name: p\nbackbone: {name: mobilenet_v2}\nsource: {root: .}\n"
+                      "out: backbone.h5\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["pretrain", str(config)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and str(config) in err and "out" in err, err
+    assert ".weights.h5" in err and "Traceback" not in err

@@ -95,3 +95,45 @@ def _validated(schema, value, where: str):
         first = exc.errors()[0]
         field = ".".join(str(p) for p in (where, *first["loc"]))
         raise ValueError(f"{field}: {first['msg']}") from None
+
+
+class PretrainSource(Strict):
+    """The images of the pretext task: a folder in the layout of the image tasks, of which
+    only the training part is used (labels and masks are not)."""
+
+    root: Path = Field(description="<class>/Imgs/<stem>.jpg folders (split.csv honoured).")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="As the transfer run's "
+                                "image.val_fraction: its validation images are left out.")
+    split_seed: int = Field(default=0, description="As the transfer run's fit.seed (the seed "
+                            "of its stratified validation split).")
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _expand(cls, value):
+        return Path(os.path.expanduser(os.path.expandvars(value)))
+
+
+class PretrainConfig(Strict):
+    """``procedge pretrain``: a backbone trained on a self-supervised pretext (which quarter
+    turn was applied to an image: 0, 90, 180 or 270°) over unlabelled images, saved as the
+    weights file a transfer config names in ``model.backbone.weights``."""
+
+    name: str = Field(description="Run name (log lines, the record next to the weights).")
+    backbone: BackboneConfig = Field(description="The network to pretrain; weights: start "
+                                     "from a file (else random).")
+    source: PretrainSource
+    size: int = Field(default=64, ge=32, description="Square input, pixels: the size of the "
+                      "transfer run (image.size).")
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    seed: int = 0
+    out: Path = Field(description="The backbone weights file written (*.weights.h5).")
+
+    @field_validator("out", mode="before")
+    @classmethod
+    def _out(cls, value):
+        path = Path(os.path.expanduser(os.path.expandvars(value)))
+        if not path.name.endswith(".weights.h5"):
+            raise ValueError(f"{path}: a backbone weights file must end in .weights.h5")
+        return path

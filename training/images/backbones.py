@@ -18,7 +18,7 @@ import keras
 from keras import layers
 
 from training.images.backbone_config import BackboneConfig
-from training.images.models import classifier_head
+from training.images.models import BN_MOMENTUM, classifier_head
 from training.registry import register
 
 BACKBONE_LAYER = "backbone"
@@ -37,6 +37,9 @@ def build_backbone(config: BackboneConfig, size: tuple[int, int]) -> keras.Model
         net = apps.EfficientNetB0(input_shape=shape, include_top=False, weights=None)
     else:
         net = apps.ResNet50(input_shape=shape, include_top=False, weights=None)
+    for layer in net.layers:  # keras.applications' 0.999 lags for hundreds of steps
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     return keras.Model(net.input, net.output, name=BACKBONE_LAYER)
 
 
