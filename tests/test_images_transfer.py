@@ -188,3 +188,21 @@ def test_pretrain_config_error_names_the_field(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and str(config) in err and "out" in err, err
     assert ".weights.h5" in err and "Traceback" not in err
+
+
+def test_train_refuses_a_missing_weights_file_naming_config_and_field(tmp_path, capsys):
+    import yaml
+
+    from procedge.cli import main
+
+    config = tmp_path / "tl.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tl", "task": "image_class", "family": "transfer",
+        "model": {"backbone": {**V2, "weights": str(tmp_path / "absent.weights.h5")}},
+        "image": {"root": str(tmp_path), "trainer": {"fine_tune": {"layers": 5, "epochs": 1}}}}))
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", str(config)])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and str(config) in err, err
+    assert "model.backbone.weights" in err and "absent.weights.h5" in err, err
+    assert not (tmp_path / "artifacts").exists()
