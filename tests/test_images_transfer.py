@@ -206,3 +206,23 @@ def test_train_refuses_a_missing_weights_file_naming_config_and_field(tmp_path, 
     assert exit_.value.code == 2 and str(config) in err, err
     assert "model.backbone.weights" in err and "absent.weights.h5" in err, err
     assert not (tmp_path / "artifacts").exists()
+
+
+def test_imagenet_style_h5_loads_at_another_size_and_a_mismatch_is_refused(tmp_path):
+    """The no-top ImageNet files keras.applications downloads are legacy HDF5 weights
+    (matched by layer order): one written the same way from a 48-px network loads into a
+    32-px backbone exactly; another width is refused naming the file."""
+    import h5py
+    import keras
+    from keras.src.legacy.saving import legacy_h5_format
+
+    source = keras.applications.MobileNetV2(input_shape=(48, 48, 3), alpha=0.35,
+                                            include_top=False, weights=None)
+    path = tmp_path / "mobilenet_v2_0.35_no_top.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    loaded = _transfer(path).get_layer("backbone")
+    assert all(np.array_equal(a, b) for a, b in zip(source.get_weights(),
+                                                    loaded.get_weights(), strict=True))
+    with pytest.raises(ValueError, match=rf"model\.backbone\.weights: {path} does not match"):
+        _transfer(path, alpha=0.5)
