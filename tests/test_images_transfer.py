@@ -79,7 +79,8 @@ def _fit_steps(model, lr: float = 1e-2, steps: int = 3):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(16, *SHAPE)).astype(np.float32)
     y = rng.integers(0, 3, 16)
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
+                  run_eagerly=True)  # a few steps: tracing the graph would cost more
     model.fit(x, y, batch_size=8, epochs=steps // 2 + 1, verbose=0)
 
 
