@@ -46,6 +46,20 @@ def _cmd_train(args) -> None:
     print(summary(config.name, RunRecord.load(run_dir).training))
 
 
+def _cmd_pretrain(args) -> None:
+    from edge_runtime.validation import read_yaml, validate
+    from training.images.backbone_config import PretrainConfig
+
+    config = validate(PretrainConfig, read_yaml(args.config, "pretrain config"), args.config,
+                      "pretrain config")  # before TensorFlow loads
+    from training.images.pretrain import pretrain
+
+    path = pretrain(config)
+    record = json.loads(Path(f"{path}.json").read_text())
+    print(f"{config.name}: {path}  pretext_accuracy={record['pretext_accuracy']:.4f}  "
+          f"epochs={record['epochs']}  fit_seconds={record['fit_seconds']}")
+
+
 def _print_json(body: dict) -> None:
     print(json.dumps(body, default=str))
 
@@ -319,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted run from its last checkpoint (<run>/backup)")
     p.set_defaults(func=_cmd_train)
     tune_cli.add_parser(sub)
+
+    p = sub.add_parser("pretrain", help="pretrain an image backbone (rotation pretext) into "
+                       "a weights file for model.backbone.weights")
+    p.add_argument("config", type=Path)
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser("convert", help="convert trained runs to verified LiteRT bundles")
     p.add_argument("run_dirs", nargs="+", type=Path, help="run directories from `train`")

@@ -473,6 +473,7 @@ def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
     distilling needs), so a network that cannot be built is refused before any data is read."""
     from training.covariates import check_covariates
+    from training.images.backbone_config import check_transfer_model
     from training.informer_args import check_config_model
     from training.instance_norm import check_norm, default_norm
 
@@ -484,6 +485,11 @@ def check_family_model(config: TrainConfig, fail) -> None:
         check_covariates(config.family, config.model, config.targets)
     except ValueError as exc:
         fail("model", str(exc))
+    try:
+        check_transfer_model(config.family, config.model, config.image.trainer if config.image
+                             else {})
+    except ValueError as exc:  # "<field>: <message>"
+        fail(*str(exc).split(": ", 1))
 
 
 def check_soft_sensor_columns(config: TrainConfig, where: str, columns: list[str],

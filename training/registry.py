@@ -35,7 +35,8 @@ BUILTIN_MODULES = ("training.forecasters", "training.autoencoders", "training.im
                    "training.soft_sensors", "training.control.networks",
                    "training.tft", "training.informer", "training.generative",
                    "training.images.particle_models",
-                   "training.transformer_ae", "training.images.generators")
+                   "training.transformer_ae", "training.images.generators",
+                   "training.images.backbones")
 
 
 def register(task: TaskName, name: str, offline_only: bool = False,

@@ -27,7 +27,7 @@ def conv_bn(x, filters: int, kernel: int = 3, strides: int = 1, relu: bool = Tru
     return layers.ReLU()(x) if relu else x
 
 
-def _head(x, inputs, n_classes: int, dropout: float, name: str) -> keras.Model:
+def classifier_head(x, inputs, n_classes: int, dropout: float, name: str) -> keras.Model:
     x = layers.Activation("linear", name="gradcam_target")(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
@@ -47,7 +47,7 @@ def small_cnn(input_shape: tuple[int, int, int], n_classes: int, width: int = 16
         x = conv_bn(x, width * 2 ** min(b, 3))
         x = layers.MaxPooling2D()(x)
     x = conv_bn(x, width * 2 ** min(blocks, 3))
-    return _head(x, inputs, n_classes, dropout, "small_cnn")
+    return classifier_head(x, inputs, n_classes, dropout, "small_cnn")
 
 
 def _residual(x, filters: int, strides: int):
@@ -69,7 +69,7 @@ def resnet(input_shape: tuple[int, int, int], n_classes: int, width: int = 16,
     for s in range(stages):
         for d in range(depth):
             x = _residual(x, width * 2 ** s, strides=2 if d == 0 and s > 0 else 1)
-    return _head(x, inputs, n_classes, dropout, "resnet")
+    return classifier_head(x, inputs, n_classes, dropout, "resnet")
 
 
 @register("image_class", "mobilenet", small={"alpha": 0.35})
@@ -83,7 +83,7 @@ def mobilenet(input_shape: tuple[int, int, int], n_classes: int, alpha: float = 
     x = layers.Concatenate()([inputs] * 3) if input_shape[-1] == 1 else inputs
     base = keras.applications.MobileNetV2(input_shape=(*input_shape[:2], 3), alpha=alpha,
                                           include_top=False, weights=weights)
-    return _head(base(x), inputs, n_classes, dropout, "mobilenet")
+    return classifier_head(base(x), inputs, n_classes, dropout, "mobilenet")
 
 
 def unet_features(inputs, width: int, levels: int):

@@ -20,6 +20,7 @@ from edge_runtime.contract import Strict, image_task
 from training import plots
 from training.budget import BACKUP_DIR, fit_callbacks, start_epoch, summary, training_info
 from training.images import models  # noqa: F401  (registers the image families)
+from training.images.backbone_config import FineTuneConfig
 from training.images.data import Augment, Batches, Split, coarse_masks
 from training.images.metrics import classification_metrics, segmentation_metrics
 from training.registry import get_family
@@ -63,6 +64,10 @@ class ImageTrainConfig(Strict):
         default="float32", description="Training compute: mixed_bfloat16 took 0.4–0.6× the "
         "time per step of float32 on this AVX512-BF16 CPU (weights and the saved model stay "
         "float32); slower where the CPU has no bfloat16 instructions.")
+    fine_tune: FineTuneConfig | None = Field(
+        default=None, description="Family transfer with backbone weights: stage 2, the top "
+        "layers of the frozen backbone unfrozen at a lower rate (training.images."
+        "backbone_config.FineTuneConfig); the better stage by val_score is kept.")
     seed: int = 0
     output_dir: Path = Field(default=Path("artifacts/images"))
 
@@ -134,12 +139,12 @@ class _EpochSeed(keras.callbacks.Callback):
     """Tells the batches which epoch runs (a resumed fit starts past the first), so their
     order and augmentation depend on (seed, epoch) only."""
 
-    def __init__(self, batches: Batches):
+    def __init__(self, batches: Batches, offset: int = 0):
         super().__init__()
-        self.batches = batches
+        self.batches, self.offset = batches, offset  # offset: epochs of an earlier stage
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.batches.start_epoch(epoch)
+        self.batches.start_epoch(epoch + self.offset)
 
 
 def dice_bce(y_true, y_pred):
@@ -239,7 +244,53 @@ def _fit(config: ImageTrainConfig, spec: ImageSpec, family, train: Split, val: S
     trainer.fit(batches, validation_data=(val.x, val_y), epochs=config.epochs, verbose=0,
                 callbacks=[_EpochSeed(batches), _ValScore(spec, val, model), *schedule, *shared])
     info = training_info(checkpoint, progress, clock, config.epochs, stateful)
-    return model, checkpoint.history, time.monotonic() - start, info
+    history = checkpoint.history
+    if config.fine_tune is not None:
+        history, info = _fine_tune(config, spec, model, trainer, loss, batches, val, val_y,
+                                   history, info)
+    return model, history, time.monotonic() - start, info
+
+
+def _fine_tune(config: ImageTrainConfig, spec: ImageSpec, model: keras.Model,
+               trainer: keras.Model, loss, batches: Batches, val: Split, val_y, history: dict,
+               info) -> tuple[dict, object]:
+    """Stage 2 of a transfer run: the top ``fine_tune.layers`` of the backbone unfrozen (BN
+    stays frozen), recompiled at ``fine_tune.learning_rate`` and fitted ``fine_tune.epochs``
+    more (cosine, best epoch kept). When no stage-2 epoch beats stage 1's best
+    ``val_score``, stage 1's weights are put back: the same rule as the kept epoch. Not
+    checkpointed: a resumed run resumes stage 1 and runs stage 2 whole."""
+    from training.images.backbones import has_frozen_backbone, unfreeze_top
+
+    tune = config.fine_tune
+    if not has_frozen_backbone(model):
+        raise ValueError("image.trainer.fine_tune: the model has no frozen backbone (family "
+                         "transfer with model.backbone.weights)")
+    before, best_before = model.get_weights(), max(history.get("val_score", [0.0]))
+    opened = unfreeze_top(model, tune.layers)
+    log.info("%s stage 2: %d backbone layers unfrozen (%s … %s)", config.name, len(opened),
+             opened[0] if opened else "-", opened[-1] if opened else "-")
+    trainer.compile(optimizer=keras.optimizers.Adam(tune.learning_rate), loss=loss,
+                    loss_weights=[1.0, config.mask_weight] if isinstance(loss, list) else None)
+    stop = keras.callbacks.EarlyStopping("val_score", patience=tune.epochs, mode="max",
+                                         restore_best_weights=True)
+    shared, log_cb, progress, clock = fit_callbacks(f"{config.name}/fine_tune", Path("."),
+                                                    [stop], config.max_minutes, backup=False)
+    trainer.fit(batches, validation_data=(val.x, val_y), epochs=tune.epochs, verbose=0,
+                callbacks=[_EpochSeed(batches, info.epochs), _ValScore(spec, val, model),
+                           _BudgetCosine(tune.learning_rate, tune.epochs), stop, *shared])
+    stage2 = training_info(log_cb, progress, clock, tune.epochs, [stop])
+    best_after = max(log_cb.history.get("val_score", [0.0]))
+    kept_stage1 = best_after <= best_before
+    if kept_stage1:
+        model.set_weights(before)
+    log.info("%s stage 2: best val_score %.4f vs stage 1 %.4f: %s kept", config.name,
+             best_after, best_before, "stage 1" if kept_stage1 else "stage 2")
+    merged = {k: v + log_cb.history.get(k, []) for k, v in history.items()}
+    best = info.best_epoch if kept_stage1 else info.epochs + (stage2.best_epoch or 0)
+    return merged, info.model_copy(update={
+        "epochs": info.epochs + stage2.epochs,
+        "epochs_budget": info.epochs_budget + tune.epochs, "best_epoch": best,
+        "truncated": info.truncated or stage2.truncated})
 
 
 def evaluate_keras(model, spec: ImageSpec, data: Split) -> dict[str, float]:
