@@ -27,11 +27,12 @@ close to Keras on the calibration windows (``PER_TENSOR_SLACK``).
 Usage: python -m converters.worker KERAS_PATH OUT_DIR MODE[,MODE...] [REPRESENTATIVE_NPZ]
        [--int8-io] [--route auto|keras|fused|unroll] [--batch one|dynamic]
 Writes OUT_DIR/<mode>.tflite and prints one JSON line per mode as soon as it is done.
+``python -m converters.worker --serve`` reads such argument lists as JSON lines from stdin
+and ends each one's output with a ``{"done": true}`` line.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import json
 import re
@@ -47,6 +48,8 @@ from converters.compact import compact
 from edge_runtime.contract import CALIBRATED_MODES
 
 ROUTES = ("auto", "keras", "fused", "unroll")
+SERVE = "--serve"  # run conversions from stdin until it closes (see serve)
+DONE = '{"done": true}'  # the line that ends one conversion's output in serve mode
 BATCHES = ("one", "dynamic")  # of the keras route (see fixed_batch)
 DEFAULT_BATCH = "one"
 TWIN_TOLERANCE = 1e-4
@@ -178,7 +181,7 @@ def saved_model(model) -> Path | None:
         return None
     if model not in _EXPORTS:
         path = Path(tempfile.mkdtemp(prefix="procedge-export-"))
-        atexit.register(shutil.rmtree, path, True)
+        weakref.finalize(model, shutil.rmtree, path, True)  # gone with the model
         _export(model, path)
         _EXPORTS[model] = path
     return _EXPORTS[model]
@@ -350,5 +353,16 @@ def _option(argv: list[str], flag: str, default: str) -> str:
     return argv[argv.index(flag) + 1] if flag in argv else default
 
 
+def serve() -> None:
+    """Conversions one after another for ``converters.tflite.ConverterProcess``: one JSON argv
+    per stdin line, its mode lines on stdout, then :data:`DONE`. TensorFlow starts once."""
+    import keras
+
+    for line in sys.stdin:
+        main(json.loads(line))
+        keras.backend.clear_session()
+        print(DONE, flush=True)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    serve() if sys.argv[1:] == [SERVE] else main(sys.argv[1:])
