@@ -35,3 +35,17 @@ def bundles(request) -> dict[str, Path]:
     from tests.daemon_support import prebuilt_bundles
 
     return prebuilt_bundles() or request.getfixturevalue("tank_bundles")
+
+
+# The longest files first: `make test` hands whole files to two xdist workers in collection
+# order, so a long file collected last would run alone at the end (longest-first balances).
+LONG_FILES = ("test_forecaster_contract.py", "test_images_pipeline.py",
+              "test_forecaster_variants.py", "test_soft_sensor_contract.py",
+              "test_daemon_faults.py", "test_images_transfer.py", "test_anomaly_contract.py",
+              "test_tft_covariates.py", "test_images_cli.py", "test_cli_errors.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: k for k, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable
+
