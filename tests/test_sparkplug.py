@@ -359,7 +359,9 @@ def test_outage_drains_after_a_new_birth_with_fresh_seq(tmp_path: Path, bundles)
     from edge_runtime.daemon import EdgeDaemon, Inbound
     from tests.daemon_support import Collector, RestartableBroker
 
-    broker = RestartableBroker(tmp_path)
+    # NBIRTH/NDATA are QoS 0: a watcher that reconnects after the node would miss the new
+    # NBIRTH unless the broker queues QoS 0 for its persistent session
+    broker = RestartableBroker(tmp_path, extra="queue_qos0_messages true")
     broker.start()
     config = edge_config(tmp_path, broker.port, bundles, sparkplug={"output": {"group": GROUP}})
     items = samples(labelled_run(200))
