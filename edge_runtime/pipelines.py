@@ -133,13 +133,13 @@ class ModelPipeline:
         buffer, push = self.buffer, self.buffer.push
         refused: dict[int, list[int]] = {}
         for key, tag, samples, now in job:
+            late, future = buffer.late_samples, buffer.future_samples  # push counts refusals
             for ts, value in samples:
-                if push(tag, ts, value, now):
-                    if buffer.due:
-                        self._take_windows()
-                    continue
-                future = now is not None and ts > now + buffer.max_skew_s  # push's own test
-                refused.setdefault(key, [0, 0])[future] += 1
+                if push(tag, ts, value, now) and buffer.due:
+                    self._take_windows()
+            late, future = buffer.late_samples - late, buffer.future_samples - future
+            if late or future:
+                refused[key] = [late, future]
         self._pre_s += time.perf_counter() - start
         return refused
 

@@ -127,13 +127,10 @@ class Feed:
         (every model refuses them alike); both logged once a minute per topic."""
         future = 0
         for pipeline, tag in targets:
-            buffer = pipeline.buffer
-            late_before, future_before = buffer.late_samples, buffer.future_samples
-            for ts, value in samples:
-                pipeline.push(tag, ts, value, received_s)
-            if buffer.late_samples > late_before:  # behind the model's last final grid step
-                self.reject(topic, "late", payload, buffer.late_samples - late_before)
-            future = max(future, buffer.future_samples - future_before)
+            late, ahead = pipeline.push_many([(0, tag, samples, received_s)]).get(0, (0, 0))
+            if late:  # behind the model's last final grid step
+                self.reject(topic, "late", payload, late)
+            future = max(future, ahead)
         if future:
             self.reject(topic, "future", payload, future)
 
