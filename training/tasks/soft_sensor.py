@@ -9,9 +9,11 @@ only, the target scale on training labels only. Loss: MSE on the scaled target (
 clipping by ``fit.clip_norm``). Metrics on the test labels, in engineering units, beside the
 PLS and last-measured-value references (:mod:`training.soft_references`). Explanations
 (saliency, integrated gradients, permutation importance) on the validation windows
-(:mod:`training.explain`). Parity: the edge MSE may exceed the float one by the budget
-(relative). ``soft_sensor.kind: classification`` trains class probabilities instead, with
-their own metrics and parity (:mod:`training.soft_classification`).
+(:mod:`training.explain`; a classifier's through the probability of its predicted class).
+Parity: the edge MSE may exceed the float one by the budget (relative).
+``soft_sensor.kind: classification`` trains class probabilities instead, with their own
+metrics, references (:mod:`training.soft_class_references`) and parity
+(:mod:`training.soft_classification`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import batch_training, explain, plots, quality, soft_classification
+from training import (
+    batch_training,
+    explain,
+    plots,
+    quality,
+    soft_class_references,
+    soft_classification,
+)
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -111,8 +120,9 @@ def _train_classifier(config: TrainConfig, family: Family, run_dir: Path, grid: 
                       paired: Paired, splits, target: SoftSensorSpec, scaler: StandardScaler,
                       train_rows: np.ndarray, arrays: tuple) -> RunRecord:
     """``soft_sensor.kind: classification``: the family's head gives one logit per class,
-    a softmax on top, cross-entropy; accuracy/F1 on the test labels (no PLS/last-value
-    references: they estimate numbers)."""
+    a softmax on top, cross-entropy; accuracy, balanced accuracy and macro F1 on the test
+    labels beside the logistic-regression, last-class and majority references
+    (:mod:`training.soft_class_references`, same splits)."""
     x, y, val_x, val_y, test_x, test_y = arrays
     L, F, classes = config.window.length, len(grid.tags), target.classes
 
@@ -122,8 +132,13 @@ def _train_classifier(config: TrainConfig, family: Family, run_dir: Path, grid: 
 
     model, info = fit_model(build, config, x, y, val_x, val_y, run_dir,
                             loss=soft_classification.LOSS)
+    explain.write(model, val_x, val_y, grid.tags, config.window.period_s, run_dir,
+                  config.name, config.fit.seed, classes)  # the predicted class's probability
     probs = model.predict(test_x, verbose=0)
     metrics = soft_classification.class_metrics(test_y, probs, classes)
+    lab = paired.labels
+    metrics |= soft_class_references.reference_metrics(
+        lab.stamps, lab.values, config.soft_sensor.dead_time_s, splits, arrays, len(classes))
     metrics |= _counts(paired, splits)
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
