@@ -148,3 +148,30 @@ def test_class_config_errors(tmp_path):
     sim["soft_sensor"] |= {"target": "conversion"}
     with pytest.raises(ConfigError, match="soft_sensor.kind: classification reads class names"):
         check_train_config(TrainConfig.model_validate(sim), "grade.yaml")
+
+
+def test_the_class_references_cross_validate_over_every_fold():
+    """Pooled over three folds held out once: a class that one input decides is found by the
+    logistic reference, the majority recalls one class of two, the last class is scored where
+    one is known; the logistic reference refits on each fold (its own standardisation)."""
+    from training.label_splits import LabelSplits
+    from training.soft_class_references import cross_validated, reference_metrics
+
+    rng = np.random.default_rng(0)
+    n = 300
+    x = rng.standard_normal((n, 4, 3))
+    values = (x[:, -1, 1] > 0.5).astype(float)  # about 30 % class 1, decided by input 1
+    stamps = np.arange(n) * 60.0
+    blocks = np.array_split(np.arange(n), 3)
+    folds = [LabelSplits(np.concatenate([b for j, b in enumerate(blocks) if j != i]),
+                         np.array([], int), blocks[i]) for i in range(3)]
+    out = cross_validated(x, values, stamps, 0.0, folds, 1.0, 2)
+    assert out["cv_folds"] == 3 and out["logistic_cv_accuracy"] > 0.9, out
+    assert out["majority_cv_balanced_accuracy"] == pytest.approx(0.5)
+    assert out["majority_cv_accuracy"] == pytest.approx(1 - values.mean())
+    assert 0.3 < out["last_class_cv_accuracy"] < 0.8, out  # independent draws: little skill
+    split = LabelSplits(blocks[0], blocks[1], blocks[2])
+    arrays = (x[blocks[0]], values[blocks[0]], x[blocks[1]], values[blocks[1]], x[blocks[2]],
+              values[blocks[2]])
+    one = reference_metrics(stamps, values, 0.0, split, arrays, 2)
+    assert one["logistic_accuracy"] > 0.9 and one["last_class_n"] == len(blocks[2])

@@ -12,7 +12,9 @@ and the same leak-checked splits as the network:
   learned nothing scores; accuracy alone flatters it on an imbalanced grade, balanced accuracy
   and macro F1 do not).
 
-Each is reported as ``<name>_accuracy``, ``<name>_balanced_accuracy`` and ``<name>_f1_macro``.
+Each is reported as ``<name>_accuracy``, ``<name>_balanced_accuracy`` and ``<name>_f1_macro``;
+with a group split also pooled over every fold held out once (:func:`cross_validated`), as the
+regression references are.
 """
 
 from __future__ import annotations
@@ -98,6 +100,46 @@ def reference_metrics(stamps: np.ndarray, values: np.ndarray, dead_time_s: float
     majority = int(np.bincount(train_labels, minlength=n_classes).argmax())
     out |= _named("majority", label_metrics(test_labels, np.full(len(test_labels), majority),
                                             n_classes))
+    return out
+
+
+def cross_validated(x: np.ndarray, values: np.ndarray, stamps: np.ndarray,
+                    dead_time_s: float, folds: list, c: float | None,
+                    n_classes: int) -> dict[str, float]:
+    """The three references pooled over every fold held out once (``folds``:
+    :class:`training.label_splits.LabelSplits` with train and test; ``x``: the scaled window
+    of every label): ``logistic_cv_*`` (``C`` as chosen on the configured validation split,
+    the flat windows standardised on each fold's training labels only), ``last_class_cv_*``,
+    ``majority_cv_*`` (each fold's own training majority), and ``cv_folds``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    labels = values.astype(int)
+    truth, logistic_pred, last_truth, last_pred, majority_pred = [], [], [], [], []
+    for fold in folds:
+        flat = x[fold.train].reshape(len(fold.train), -1)
+        scaler = StandardScaler().fit(flat)
+        test = scaler.transform(x[fold.test].reshape(len(fold.test), -1))
+        train_labels = labels[fold.train]
+        majority = int(np.bincount(train_labels, minlength=n_classes).argmax())
+        if c is None or len(np.unique(train_labels)) < 2:
+            logistic_pred.append(np.full(len(fold.test), majority))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = LogisticRegression(C=c, max_iter=500).fit(scaler.transform(flat),
+                                                                  train_labels)
+            logistic_pred.append(model.predict(test))
+        majority_pred.append(np.full(len(fold.test), majority))
+        truth.append(labels[fold.test])
+        scored, last = last_value(stamps, values, dead_time_s, fold.test)
+        last_truth.append(labels[scored])
+        last_pred.append(last)
+    out = {"cv_folds": float(len(folds))}
+    for name, t, pred in (("logistic_cv", truth, logistic_pred),
+                          ("last_class_cv", last_truth, last_pred),
+                          ("majority_cv", truth, majority_pred)):
+        out |= _named(name, label_metrics(np.concatenate(t), np.concatenate(pred), n_classes))
     return out
 
 
