@@ -85,6 +85,19 @@ def load_generator(run_dir: Path) -> tuple[WindowGenerator, dict]:
     return gen, meta
 
 
+def latent_line(encoder: keras.Model, decoder: keras.Model, latent_dim: int, n_classes: int,
+                a: np.ndarray, b: np.ndarray, cls: int, steps: int) -> np.ndarray:
+    """A conditional VAE's decoded means along the straight line between the latent means of
+    samples ``a`` and ``b`` (both of class ``cls``): ``steps`` samples, first ≈ a, last ≈ b.
+    Shared by the window and the image CVAE (their encoders take ``[x, one-hot]`` alike)."""
+    onehot = np.eye(n_classes, dtype=np.float32)[[cls, cls]]
+    mu = encoder.predict([np.stack([a, b]), onehot], verbose=0)[:, :latent_dim]
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    z = (1 - t) * mu[0] + t * mu[1]
+    return decoder.predict(np.concatenate([z, np.repeat(onehot[:1], steps, 0)], 1),
+                           verbose=0)
+
+
 def _decoder(window: int, features: int, cond_dim: int, filters: int, name: str
              ) -> keras.Model:
     """``[z | one-hot]`` → (L, F): a dense projection to (L, filters), two 1-D convolutions
@@ -177,12 +190,8 @@ class CVAE(WindowGenerator):
                     ) -> np.ndarray:
         """Decoded means along the straight line between the latent means of windows ``a``
         and ``b`` (both of class ``cls``): (steps, L, F), scaled; first ≈ a, last ≈ b."""
-        onehot = np.eye(self.n_classes, dtype=np.float32)[[cls, cls]]
-        mu = self.encoder.predict([np.stack([a, b]), onehot], verbose=0)[:, :self.latent_dim]
-        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        z = (1 - t) * mu[0] + t * mu[1]
-        return self.generator.predict(np.concatenate([z, np.repeat(onehot[:1], steps, 0)], 1),
-                                      verbose=0)
+        return latent_line(self.encoder, self.generator, self.latent_dim, self.n_classes,
+                           a, b, cls, steps)
 
     def residual_noise(self, x: np.ndarray, onehot: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:

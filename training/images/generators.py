@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import layers
 
 from training.config import IMAGE_GENERATORS
-from training.generative import GENERATOR_FILE, META_FILE, _batches
+from training.generative import GENERATOR_FILE, META_FILE, _batches, latent_line
 from training.progress import progress
 from training.registry import register
 
@@ -233,6 +233,13 @@ class ImageCVAE(ImageGenerator):
         self.history = _loop(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
                              draw_p)
         return self.history
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
+                    ) -> np.ndarray:
+        """Decoded images along the latent line between real images ``a`` and ``b`` of class
+        ``cls``: (steps, size, size, channels) in [-1, 1]; first ≈ a, last ≈ b."""
+        return latent_line(self.encoder, self.generator, self.latent_dim, self.n_classes,
+                           a, b, cls, steps)
 
 
 @register("generative", "dcgan", small={"latent_dim": 8, "filters": 4})
