@@ -8,10 +8,10 @@ test files are never read):
   ``--faults`` (IDV 1, 2, 4), each class split in time 70/30, windows of 16 rows (stride 1)
   inside each part, the scaler on the training rows of every class;
 * per rare class ``--rare`` (each fault in turn): its training windows cut to ``--fraction``
-  (10 %) — the first round(fraction · n) of one fixed permutation (seed 0), every window of
-  the other classes kept; one ``cvae`` (the quality protocol's settings, seed 0) trained on
-  that cut set only, which then generates as many windows of the rare class as it has at
-  100 % (sampling seed 0);
+  (10 %) — the first round(fraction · n) of one fixed permutation (seed 0), or with ``--cut
+  first`` the earliest in time — every window of the other classes kept; one ``cvae`` (the
+  quality protocol's settings, seed 0) trained on that cut set only, which then generates
+  as many windows of the rare class as it has at 100 % (sampling seed 0);
 * arms, each a 1-D convolutional classifier (``--width``, ``--epochs``, no class weights,
   the last epoch kept) for each seed ``--seeds``: ``cut`` (the cut set), ``cut+syn`` (the
   cut set and the synthetic windows) and ``full`` (the rare class at 100 %: the reference of
@@ -35,11 +35,16 @@ ARMS = ("cut", "cut+syn", "full")
 METRICS = ("accuracy", "rare_recall", "rare_precision", "rare_f1", "macro_f1")
 
 
-def cut(classes: np.ndarray, rare: int, fraction: float) -> np.ndarray:
-    """Indices kept: every window of the other classes, and of ``rare`` the first
-    round(fraction · n) (at least one) of one fixed permutation (seed 0), so that every seed
-    and both arms see the same scarce windows."""
-    idx = np.random.default_rng(0).permutation(np.flatnonzero(classes == rare))
+def cut(classes: np.ndarray, rare: int, fraction: float, how: str = "random") -> np.ndarray:
+    """Indices kept: every window of the other classes, and round(fraction · n) (at least
+    one) of ``rare``'s: ``random`` the first of one fixed permutation (seed 0), so every seed
+    and arm sees the same scarce windows; ``first`` the earliest in time (windows are in time
+    order within a class): the fault seen only for a short while after its onset."""
+    idx = np.flatnonzero(classes == rare)
+    if how == "random":
+        idx = np.random.default_rng(0).permutation(idx)
+    elif how != "first":
+        raise ValueError(f"cut {how!r}: random or first")
     keep = idx[:max(1, round(fraction * len(idx)))]
     return np.sort(np.concatenate([np.flatnonzero(classes != rare), keep]))
 
@@ -97,7 +102,7 @@ def study(args, train, test, names: list[str]) -> list[dict]:
     (x, c), (tx, tc) = train, test
     rows = []
     for rare in (names.index(f"IDV{k}") for k in args.rare):
-        keep = cut(c, rare, args.fraction)
+        keep = cut(c, rare, args.fraction, args.cut)
         full_n, cut_other = int(np.sum(c == rare)), int(np.sum(c != rare))
         syn, gen_s = synthetic(x[keep], c[keep], rare, full_n, len(names), args)
         data = {"cut": (x[keep], c[keep]), "full": (x, c),
@@ -139,6 +144,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--rare", type=int, nargs="+", default=None,
                    help="faults cut in turn (default: every fault in --faults)")
     p.add_argument("--fraction", type=float, default=0.1)
+    p.add_argument("--cut", choices=["random", "first"], default="random",
+                   help="which of the rare class's windows are kept: a fixed random share, or "
+                   "the earliest in time")
     p.add_argument("--window", type=int, default=16)
     p.add_argument("--train-share", type=float, default=0.7)
     p.add_argument("--steps", type=int, default=3000, help="CVAE optimizer steps")

@@ -28,6 +28,8 @@ def test_cut_keeps_other_classes_and_a_fixed_share_of_the_rare_one():
     np.testing.assert_array_equal(keep, cut(classes, rare=1, fraction=0.1))
     assert set(keep[classes[keep] == 1]) <= set(cut(classes, 1, 0.25))  # nested
     assert np.sum(classes[cut(classes, 2, 0.01)] == 2) == 1  # never none
+    first = cut(classes, rare=1, fraction=0.1, how="first")
+    assert first[classes[first] == 1].tolist() == [50, 51, 52, 53]  # the earliest in time
 
 
 def test_scores_of_known_predictions():
