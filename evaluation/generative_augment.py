@@ -12,10 +12,11 @@ test files are never read):
   first`` the earliest in time — every window of the other classes kept; one ``cvae`` (the
   quality protocol's settings, seed 0) trained on that cut set only, which then generates
   as many windows of the rare class as it has at 100 % (sampling seed 0);
-* arms, each a 1-D convolutional classifier (``--width``, ``--epochs``, no class weights,
-  the last epoch kept) for each seed ``--seeds``: ``cut`` (the cut set), ``cut+syn`` (the
-  cut set and the synthetic windows) and ``full`` (the rare class at 100 %: the reference of
-  what was lost);
+* arms (``--arms``), each a 1-D convolutional classifier (``--width``, ``--epochs``, no
+  class weights, the last epoch kept) for each seed ``--seeds``: ``cut`` (the cut set),
+  ``cut+syn`` (the cut set and the synthetic windows) and ``full`` (the rare class at 100 %:
+  the reference of what was lost); ``cut+dup`` (not in the default) adds copies of the kept
+  real windows instead of synthetic ones, as many: the control for class balance alone;
 * scores on every held-apart window (all classes, never cut): accuracy over all classes,
   the rare class's recall, precision and F1, and the macro F1.
 """
@@ -31,7 +32,7 @@ import numpy as np
 from evaluation import common
 from evaluation.generative import load_classes, split
 
-ARMS = ("cut", "cut+syn", "full")
+ARMS = ("cut", "cut+syn", "full", "cut+dup")
 METRICS = ("accuracy", "rare_recall", "rare_precision", "rare_f1", "macro_f1")
 
 
@@ -97,25 +98,39 @@ def synthetic(x: np.ndarray, c: np.ndarray, rare: int, n: int, n_classes: int, a
     return model.sample(np.full(n, rare), seed=0), time.time() - t0
 
 
+def arms(x: np.ndarray, c: np.ndarray, keep: np.ndarray, rare: int, names: list[str],
+         args) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
+    """Each arm's training windows and classes (``args.arms``), and the CVAE's fit time (0
+    without a ``cut+syn`` arm). ``cut+dup`` adds as many windows as ``cut+syn`` does, but
+    copies of the kept real ones (cycled): class balance without new content."""
+    full_n = int(np.sum(c == rare))
+    extra_c = np.full(full_n, rare)
+    data, gen_s = {"cut": (x[keep], c[keep]), "full": (x, c)}, 0.0
+    if "cut+syn" in args.arms:
+        syn, gen_s = synthetic(x[keep], c[keep], rare, full_n, len(names), args)
+        data["cut+syn"] = (np.concatenate([x[keep], syn]), np.concatenate([c[keep], extra_c]))
+    if "cut+dup" in args.arms:
+        kept = keep[c[keep] == rare]
+        dup = x[np.resize(kept, full_n)]
+        data["cut+dup"] = (np.concatenate([x[keep], dup]), np.concatenate([c[keep], extra_c]))
+    return data, gen_s
+
+
 def study(args, train, test, names: list[str]) -> list[dict]:
-    """Every (rare class, arm, seed) cell; a seed's three arms run together."""
+    """Every (rare class, arm, seed) cell; a seed's arms run together."""
     (x, c), (tx, tc) = train, test
     rows = []
     for rare in (names.index(f"IDV{k}") for k in args.rare):
         keep = cut(c, rare, args.fraction, args.cut)
-        full_n, cut_other = int(np.sum(c == rare)), int(np.sum(c != rare))
-        syn, gen_s = synthetic(x[keep], c[keep], rare, full_n, len(names), args)
-        data = {"cut": (x[keep], c[keep]), "full": (x, c),
-                "cut+syn": (np.concatenate([x[keep], syn]),
-                            np.concatenate([c[keep], np.full(full_n, rare)]))}
+        data, gen_s = arms(x, c, keep, rare, names, args)
         for seed in args.seeds:
-            for arm in ARMS:
+            for arm in args.arms:
                 ax, ac = data[arm]
                 pred = classify(ax, ac, tx, len(names), seed, args.epochs, args.width)
+                n_rare = int(np.sum(ac == rare))
+                real = n_rare if arm == "full" else int(np.sum(c[keep] == rare))
                 rows.append({"model": names[rare], "variant": arm, "mode": "float32",
-                             "seed": seed,
-                             "real_rare": full_n if arm == "full" else len(keep) - cut_other,
-                             "synthetic_rare": full_n if arm == "cut+syn" else 0,
+                             "seed": seed, "real_rare": real, "added_rare": n_rare - real,
                              "generator_s": gen_s} | scores(tc, pred, rare, len(names)))
                 print(f"study: {rows[-1]}", flush=True)
     return rows
@@ -153,6 +168,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--latent", type=int, default=16)
     p.add_argument("--filters", type=int, default=64)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS[:3]),
+                   help="cut+dup: the kept real windows of the rare class copied up to the "
+                   "synthetic count (class balance without new content)")
     p.add_argument("--epochs", type=int, default=30, help="classifier epochs")
     p.add_argument("--width", type=int, default=32, help="classifier convolution filters")
     p.add_argument("--json", type=Path, help="write the results here")

@@ -47,15 +47,18 @@ def test_command_runs_every_arm_with_its_counts(tmp_path, capsys):
     out = tmp_path / "aug.json"
     main(["eval", "generative-augment", "--root", str(root), "--faults", "1", "2",
           "--rare", "2", "--window", "4", "--steps", "3", "--latent", "2", "--filters", "4",
-          "--seeds", "0", "--epochs", "1", "--width", "4", "--json", str(out)])
+          "--seeds", "0", "--epochs", "1", "--width", "4", "--arms", "cut", "cut+syn", "full",
+          "cut+dup", "--json", str(out)])
     doc = json.loads(out.read_text())
     rows = {r["variant"]: r for r in doc["results"]}
-    assert list(rows) == ["cut", "cut+syn", "full"] and {r["model"] for r in rows.values()} \
-        == {"IDV2"}
+    assert list(rows) == ["cut", "cut+syn", "full", "cut+dup"]
+    assert {r["model"] for r in rows.values()} == {"IDV2"}
     full = rows["full"]["real_rare"]  # 42 training rows of IDV2 → 39 windows of 4
-    assert full == 39 and rows["cut"]["real_rare"] == rows["cut+syn"]["real_rare"] == 4
-    assert rows["cut+syn"]["synthetic_rare"] == full and rows["cut"]["synthetic_rare"] == 0
+    assert full == 39 and [rows[a]["real_rare"] for a in ("cut", "cut+syn", "cut+dup")] \
+        == [4, 4, 4]
+    assert [rows[a]["added_rare"] for a in rows] == [0, full, 0, full]
+    assert rows["cut+syn"]["generator_s"] > 0
     for r in rows.values():
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["rare_f1"] <= 1
-    assert [s["variant"] for s in doc["settings"]["summary"]] == ["cut", "cut+syn", "full"]
+    assert [s["variant"] for s in doc["settings"]["summary"]] == list(rows)
     assert "TEP augmentation study" in capsys.readouterr().out
