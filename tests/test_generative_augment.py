@@ -40,25 +40,46 @@ def test_scores_of_known_predictions():
     assert s["rare_f1"] == 0.5 and np.isclose(s["macro_f1"], (0.5 + 0.5 + 1) / 3)
 
 
-def test_command_runs_every_arm_with_its_counts(tmp_path, capsys):
+def test_arms_hold_the_cut_set_synthetic_windows_and_copies():
+    from types import SimpleNamespace
+
+    from evaluation.generative_augment import arms
+
+    rng = np.random.default_rng(0)
+    c = np.repeat([0, 1, 2], [30, 40, 30])
+    x = (rng.normal(size=(100, 4, 3)) + c[:, None, None]).astype(np.float32)
+    keep = cut(c, rare=1, fraction=0.1)
+    args = SimpleNamespace(arms=["cut", "cut+syn", "full", "cut+dup"], latent=2, filters=4,
+                           steps=3)
+    data, gen_s = arms(x, c, keep, 1, ["normal", "IDV1", "IDV2"], args)
+    assert gen_s > 0 and set(data) == {"cut", "cut+syn", "full", "cut+dup"}
+    counts = {a: np.bincount(ac, minlength=3).tolist() for a, (_, ac) in data.items()}
+    assert counts == {"cut": [30, 4, 30], "full": [30, 40, 30], "cut+syn": [30, 44, 30],
+                      "cut+dup": [30, 44, 30]}
+    kept = x[keep][c[keep] == 1]
+    copies, synthetic = data["cut+dup"][0][len(keep):], data["cut+syn"][0][len(keep):]
+    np.testing.assert_array_equal(copies, np.resize(kept, (40, 4, 3)))  # cycled copies
+    np.testing.assert_array_equal(data["cut+syn"][0][:len(keep)], x[keep])
+    assert np.isfinite(synthetic).all() and not any(np.allclose(w, kept[0]) for w in synthetic)
+
+
+def test_command_writes_rows_summary_and_table(tmp_path, capsys):
     from procedge.cli import main
 
     root = tep_files(tmp_path, (1, 2))
     out = tmp_path / "aug.json"
     main(["eval", "generative-augment", "--root", str(root), "--faults", "1", "2",
-          "--rare", "2", "--window", "4", "--steps", "3", "--latent", "2", "--filters", "4",
-          "--seeds", "0", "--epochs", "1", "--width", "4", "--arms", "cut", "cut+syn", "full",
-          "cut+dup", "--json", str(out)])
+          "--rare", "2", "--window", "4", "--seeds", "0", "--epochs", "1", "--width", "4",
+          "--arms", "cut", "full", "--json", str(out)])
     doc = json.loads(out.read_text())
-    rows = {r["variant"]: r for r in doc["results"]}
-    assert list(rows) == ["cut", "cut+syn", "full", "cut+dup"]
-    assert {r["model"] for r in rows.values()} == {"IDV2"}
-    full = rows["full"]["real_rare"]  # 42 training rows of IDV2 → 39 windows of 4
-    assert full == 39 and [rows[a]["real_rare"] for a in ("cut", "cut+syn", "cut+dup")] \
-        == [4, 4, 4]
-    assert [rows[a]["added_rare"] for a in rows] == [0, full, 0, full]
-    assert rows["cut+syn"]["generator_s"] > 0
-    for r in rows.values():
-        assert 0 <= r["accuracy"] <= 1 and 0 <= r["rare_f1"] <= 1
-    assert [s["variant"] for s in doc["settings"]["summary"]] == list(rows)
-    assert "TEP augmentation study" in capsys.readouterr().out
+    rows = doc["results"]
+    assert [(r["model"], r["variant"], r["seed"]) for r in rows] == [("IDV2", "cut", 0),
+                                                                     ("IDV2", "full", 0)]
+    full = rows[1]["real_rare"]  # 42 training rows of IDV2 → 39 windows of 4
+    assert full == 39 and rows[0]["real_rare"] == 4 and rows[0]["added_rare"] == 0
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["rare_f1"] <= 1 and r["generator_s"] == 0
+    summary = doc["settings"]["summary"]
+    assert [(s["variant"], s["seeds"]) for s in summary] == [("cut", 1), ("full", 1)]
+    assert summary[0]["rare_f1_min"] == summary[0]["rare_f1"] == rows[0]["rare_f1"]
+    assert "| IDV2 | cut | float32 | 1 |" in capsys.readouterr().out
