@@ -75,8 +75,9 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     mask = np.asarray(mask, dtype=bool)
     h, w = mask.shape
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)  # same row-major order as the starts
+    step = edges.ravel()  # flat indices, row-major: one array each instead of two
+    rows, starts = np.divmod(np.flatnonzero(step == 1), w + 1)
+    ends = np.flatnonzero(step == -1) - rows * (w + 1)  # same order as the starts
     lengths = ends - starts
     run_of = np.repeat(np.arange(len(rows)), lengths)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -109,20 +110,21 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def grow(labels: np.ndarray, foreground: np.ndarray, steps: int) -> np.ndarray:
     """Give unlabelled foreground pixels the label of a labelled 4-neighbour, ``steps`` times:
-    the interior regions take back the boundary ring the segmenter drew around them. One
-    padded buffer updated in place (each step reads the previous step's labels whole)."""
+    the interior regions take back the boundary ring the segmenter drew around them. Each
+    step reads the previous step's labels whole (the largest neighbour wins) and touches only
+    the pixels still free, by flat index into one padded buffer."""
     out = np.pad(labels, 1)
-    inner = out[1:-1, 1:-1]
-    free = foreground & (labels == 0)
+    flat, width = out.ravel(), out.shape[1]
+    free = np.flatnonzero(np.pad(foreground & (labels == 0), 1))
     for _ in range(steps):
-        best = np.maximum(np.maximum(out[:-2, 1:-1], out[2:, 1:-1]),
-                          np.maximum(out[1:-1, :-2], out[1:-1, 2:]))
-        take = free & (best > 0)
-        if not take.any():
+        best = np.maximum(np.maximum(flat[free - width], flat[free + width]),
+                          np.maximum(flat[free - 1], flat[free + 1]))
+        took = best > 0
+        if not took.any():
             break
-        inner[take] = best[take]
-        free &= ~take
-    return np.ascontiguousarray(inner)
+        flat[free[took]] = best[took]
+        free = free[~took]
+    return np.ascontiguousarray(out[1:-1, 1:-1])
 
 
 def measure(labels: np.ndarray, n: int, um_per_px: float) -> dict[str, np.ndarray]:
@@ -212,12 +214,12 @@ def join_fragments(labels: np.ndarray, n: int, fragment_px: int) -> np.ndarray:
     least that size takes that particle's label (numbers stay ≤ n; the joined ones empty)."""
     small = np.bincount(labels.ravel(), minlength=n + 1) < fragment_px
     small[0] = False
-    ys, xs = np.nonzero(small[labels])
-    if not len(ys):
+    inside = np.flatnonzero(small[labels.ravel()])
+    if not len(inside):
         return labels
     padded = np.pad(labels, 1)
     width, flat = padded.shape[1], padded.ravel()
-    at = (ys + 1) * width + xs + 1
+    at = inside + width + 1 + 2 * (inside // labels.shape[1])  # the same pixel, padded
     new = np.arange(n + 1, dtype=labels.dtype)
     for step in (-width, width, -1, 1):
         other = flat[at + step]
