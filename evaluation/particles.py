@@ -1,7 +1,8 @@
 """``procedge eval particles``: particle sizing on generated micrographs (the test bed of task
 ``particle_size``), Keras float vs the int8 edge bundle (LiteRT), on a held-apart set.
 
-Protocol, fixed here before any run: train ``particle_unet`` on 128×128 micrographs of one
+Protocol, fixed here before any run: train ``particle_unet`` (with the core class,
+``particles.core_px`` 3, since the count-error fix of issue 22) on 128×128 micrographs of one
 seed and one size distribution (log-normal, each image's median drawn in 9–20 µm); evaluate
 on 256×256 micrographs of another seed and other distribution parameters (bimodal, medians in
 8–18 µm with a second mode at 1.8×, more crowded and touching, stronger uneven light and
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = RunRecord.load(run_dir)
     settings = {"benchmark": "generated micrographs", "um_per_px": UM_PER_PX,
                 "train": {"generator": TRAIN_GEN, "seed": TRAIN_SEED, "size": 128,
-                          "images": args.train_images},
+                          "images": args.train_images, "core_px": args.core_px},
                 "test": {"generator": TEST_GEN, "seed": TEST_SEED, "size": 256,
                          "images": args.test_images},
                 "model": config.model, "int8_gate": gate, "regressor": regress,
