@@ -1,7 +1,8 @@
 """Particle sizing in plain numpy (task ``particle_size``): the micrograph preprocessing that
 training and the gateway share, and the post-processing of the segmenter's classes into
-particles — interior regions labelled (union-find over row runs), grown back over their
-boundary ring, measured (area → equivalent circle diameter in µm through the calibration,
+particles — instances seeded from the predicted cores when the model has a core class (else
+from the interior regions), labelled (union-find over row runs), grown back over the interior
+and the boundary ring, measured (area → equivalent circle diameter in µm through the calibration,
 aspect ratio from second moments) and summarised (count, D10/D50/D90, span, histogram).
 
 No scipy, scikit-image or OpenCV: this runs on the gateway.
@@ -13,9 +14,20 @@ from typing import Any
 
 import numpy as np
 
-BACKGROUND, INTERIOR, BOUNDARY = 0, 1, 2
+BACKGROUND, INTERIOR, BOUNDARY, CORE = 0, 1, 2, 3
+#: How far a core may grow over the interior around it (pixels, one per step); growing stops
+#: earlier once nothing is left to take.
+CORE_GROW_STEPS = 8
+#: Core regions smaller than this (pixels) seed nothing: a speck of core class at the rim of
+#: a particle whose real core is elsewhere would otherwise split it.
+MIN_CORE_PX = 3
+#: A particle smaller than this (pixels) that touches a larger one is a fragment of it (a
+#: piece cut off by a stray boundary or core) and joins it. Generated test particles are at
+#: least 38 px (7 µm at 1 µm/px); set lower for tiny particles touching large ones.
+FRAGMENT_PX = 15
 #: Histogram bin edges in µm (log-spaced, as size distributions are read); the payload
-#: carries the edges with the counts.
+#: carries the edges with the counts. The first and last bins also hold the particles below
+#: and above the edges, so the counts add up to the particle count.
 HIST_EDGES_UM = tuple(float(round(e, 2)) for e in np.geomspace(2.0, 200.0, 21))
 
 
@@ -63,8 +75,9 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     mask = np.asarray(mask, dtype=bool)
     h, w = mask.shape
     edges = np.diff(np.pad(mask, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    _, ends = np.nonzero(edges == -1)  # same row-major order as the starts
+    step = edges.ravel()  # flat indices, row-major: one array each instead of two
+    rows, starts = np.divmod(np.flatnonzero(step == 1), w + 1)
+    ends = np.flatnonzero(step == -1) - rows * (w + 1)  # same order as the starts
     lengths = ends - starts
     run_of = np.repeat(np.arange(len(rows)), lengths)
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -72,9 +85,13 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
     runs = np.full(h * w, -1, np.int64)
     runs[flat] = run_of
     runs = runs.reshape(h, w)
-    both = (runs[1:] >= 0) & (runs[:-1] >= 0)  # a pixel and the one above it
+    # a pixel and the one above it, both in runs, taken only where one of the two runs
+    # starts: the first column two overlapping runs share is such a place, and the only one,
+    # so each joined pair of runs appears once (no sort to remove repeats)
+    first = edges[:, :-1] == 1
+    both = (runs[1:] >= 0) & (runs[:-1] >= 0) & (first[1:] | first[:-1])
     n_runs = len(rows)
-    a, b = np.divmod(np.unique(runs[1:][both] * n_runs + runs[:-1][both]), max(n_runs, 1))
+    a, b = runs[1:][both], runs[:-1][both]
     root = np.arange(n_runs)
     while True:
         low = np.minimum(root[a], root[b])
@@ -93,16 +110,21 @@ def label(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
 def grow(labels: np.ndarray, foreground: np.ndarray, steps: int) -> np.ndarray:
     """Give unlabelled foreground pixels the label of a labelled 4-neighbour, ``steps`` times:
-    the interior regions take back the boundary ring the segmenter drew around them."""
-    out = labels.copy()
+    the interior regions take back the boundary ring the segmenter drew around them. Each
+    step reads the previous step's labels whole (the largest neighbour wins) and touches only
+    the pixels still free, by flat index into one padded buffer."""
+    out = np.pad(labels, 1)
+    flat, width = out.ravel(), out.shape[1]
+    free = np.flatnonzero(np.pad(foreground & (labels == 0), 1))
     for _ in range(steps):
-        p = np.pad(out, 1)
-        best = np.maximum.reduce([p[:-2, 1:-1], p[2:, 1:-1], p[1:-1, :-2], p[1:-1, 2:]])
-        take = (out == 0) & foreground & (best > 0)
-        if not take.any():
+        best = np.maximum(np.maximum(flat[free - width], flat[free + width]),
+                          np.maximum(flat[free - 1], flat[free + 1]))
+        took = best > 0
+        if not took.any():
             break
-        out = np.where(take, best, out)
-    return out
+        flat[free[took]] = best[took]
+        free = free[~took]
+    return np.ascontiguousarray(out[1:-1, 1:-1])
 
 
 def measure(labels: np.ndarray, n: int, um_per_px: float) -> dict[str, np.ndarray]:
@@ -140,24 +162,85 @@ def distribution(ecd_um: np.ndarray) -> dict[str, float]:
             "span": float((d90 - d10) / d50)}
 
 
-def instances(classes: np.ndarray, grow_steps: int = 2) -> tuple[np.ndarray, int]:
-    """The segmenter's per-pixel classes (0 background, 1 interior, 2 boundary) → particles:
-    interior minus boundary labelled, then grown over the predicted foreground."""
-    labels, n = label(classes == INTERIOR)
-    return grow(labels, classes != BACKGROUND, grow_steps), n
+def instances(classes: np.ndarray, grow_steps: int = 2, fragment_px: int = FRAGMENT_PX
+              ) -> tuple[np.ndarray, int]:
+    """The segmenter's per-pixel classes (0 background, 1 interior, 2 boundary, optionally 3
+    core) → particles. Without cores: the interior regions, labelled. With cores: each core
+    region seeds one particle and takes the interior around it, so two touching particles
+    whose interiors the model let run together (a neck with no boundary across it) still
+    count as two, their cores being apart; an interior region holding no core is one particle
+    (small or faint ones whose core the model missed). Grown over the foreground; with cores,
+    fragments (under ``fragment_px``, touching a larger particle) then join their
+    neighbour."""
+    interior = (classes == INTERIOR) | (classes == CORE)
+    regions, n = label(interior)
+    core = classes == CORE
+    if not core.any():
+        return grow(regions, classes != BACKGROUND, grow_steps), n
+    regions, n = _seeded(regions, n, core, interior)
+    regions = grow(regions, classes != BACKGROUND, grow_steps)
+    return join_fragments(regions, n, fragment_px), n
+
+
+def _seeded(regions: np.ndarray, n_regions: int, core: np.ndarray, interior: np.ndarray
+            ) -> tuple[np.ndarray, int]:
+    """Per interior region: one core (of at least ``MIN_CORE_PX``) → the region is that
+    particle; none → the region is one particle too; two or more → the cores are grown over
+    the region, each pixel going to the core that reaches it first."""
+    seeds, n = label(core)
+    big = np.bincount(seeds.ravel(), minlength=n + 1) >= MIN_CORE_PX
+    big[0] = False
+    seeds = np.where(big, np.cumsum(big), 0).astype(np.int32)[seeds]
+    n = int(big.sum())
+    region_of = np.zeros(n + 1, np.int64)
+    at = seeds > 0
+    region_of[seeds[at]] = regions[at]  # a core lies inside one interior region
+    cores_in = np.bincount(region_of[1:], minlength=n_regions + 1)
+    whole = np.zeros(n_regions + 1, np.int32)  # region → its particle, unless split
+    whole[region_of[1:]] = np.arange(1, n + 1)
+    lone = cores_in == 0
+    lone[0] = False
+    whole[lone] = n + np.arange(1, int(lone.sum()) + 1)
+    split = (cores_in > 1)[regions]
+    out = whole[regions]
+    if split.any():
+        grown = grow(np.where(split, seeds, 0), split, CORE_GROW_STEPS)
+        out = np.where(split, grown, out)
+    return out, n + int(lone.sum())
+
+
+def join_fragments(labels: np.ndarray, n: int, fragment_px: int) -> np.ndarray:
+    """Each particle under ``fragment_px`` pixels that has a 4-neighbour in a particle of at
+    least that size takes that particle's label (numbers stay ≤ n; the joined ones empty)."""
+    small = np.bincount(labels.ravel(), minlength=n + 1) < fragment_px
+    small[0] = False
+    inside = np.flatnonzero(small[labels.ravel()])
+    if not len(inside):
+        return labels
+    padded = np.pad(labels, 1)
+    width, flat = padded.shape[1], padded.ravel()
+    at = inside + width + 1 + 2 * (inside // labels.shape[1])  # the same pixel, padded
+    new = np.arange(n + 1, dtype=labels.dtype)
+    for step in (-width, width, -1, 1):
+        other = flat[at + step]
+        ok = (other > 0) & ~small[other]
+        new[flat[at[ok]]] = other[ok]
+    return new[labels]
 
 
 def size_particles(probs: np.ndarray, um_per_px: float, min_area_px: int = 6,
                    grow_steps: int = 2) -> tuple[dict[str, Any], np.ndarray]:
-    """The segmenter's (H, W, 3) class scores → (payload fields, instance labels). Regions
-    smaller than ``min_area_px`` (noise specks) are dropped."""
+    """The segmenter's (H, W, 3) class scores, or (H, W, 4) with a core class, → (payload
+    fields, instance labels). Regions smaller than ``min_area_px`` (noise specks) are
+    dropped."""
     if not um_per_px or um_per_px <= 0:
         raise ValueError(f"um_per_px: the calibration must be > 0, got {um_per_px!r}")
     labels, n = instances(np.argmax(probs, axis=-1), grow_steps)
     m = measure(labels, n, um_per_px)
     small = m["area_px"] < min_area_px
     ecd, aspect = m["ecd_um"][~small], m["aspect"][~small]
-    counts, _ = np.histogram(ecd, bins=HIST_EDGES_UM)
+    counts, _ = np.histogram(np.clip(ecd, HIST_EDGES_UM[0], HIST_EDGES_UM[-1]),
+                             bins=HIST_EDGES_UM)
     fields = distribution(ecd) | {
         "um_per_px": um_per_px,
         "ecd_um": [round(float(v), 2) for v in ecd],

@@ -73,6 +73,26 @@ def test_weights_of_another_backbone_are_refused_naming_the_file(own_backbone):
             _transfer(path, **other)
 
 
+@pytest.mark.parametrize("name, params", [("efficientnet_b0", 4_049_571),
+                                          ("resnet50", 23_587_712)])
+def test_larger_backbones_build_without_weights_and_refuse_a_foreign_file(own_backbone, name,
+                                                                         params):
+    """EfficientNetB0 and ResNet50 at a small input, ``weights=None`` (nothing fetched): the
+    no-top network of keras.applications under the head; a MobileNetV2 file is refused,
+    naming the field and the file."""
+    from training.registry import get_family
+
+    build = get_family("transfer").build
+    model = build(SHAPE, 3, backbone={"name": name})
+    backbone = model.get_layer("backbone")
+    assert backbone.count_params() == params and backbone.trainable
+    assert model.output_shape == (None, 3)
+    path = own_backbone[1]
+    with pytest.raises(ValueError, match=rf"model\.backbone\.weights: {path} does not match "
+                                         rf"backbone {name}"):
+        build(SHAPE, 3, backbone={"name": name, "weights": path})
+
+
 def _fit_steps(model, lr: float = 1e-2, steps: int = 3):
     import keras
 

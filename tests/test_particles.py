@@ -84,3 +84,51 @@ def test_sizing_metrics_are_perfect_on_true_classes_and_not_on_empty_ones():
     assert perfect["d50_error_pct"] < 5.0
     empty = sizing_metrics(np.eye(3)[np.zeros_like(data.classes)], data.heldout(), 1.0)
     assert empty["interior_iou"] == 0.0 and empty["count_error_pct"] == 100.0
+
+
+def _two_touching_discs(core: bool) -> np.ndarray:
+    """Classes of two discs (radius 8) whose interiors run together: the neck between them
+    is interior, no boundary across it (what a segmenter does on a faint contact line)."""
+    yy, xx = np.mgrid[0:40, 0:60]
+    left, right = np.hypot(yy - 20, xx - 20) <= 8, np.hypot(yy - 20, xx - 35) <= 8
+    labels = np.where(left, 1, 0) + np.where(right & ~left, 2, 0)
+    out = classes(labels, core_px=3.0 if core else 0.0)
+    contact = (labels > 0) & (np.abs(xx - 27.5) <= 1.5)  # the boundary between them, lost
+    out[contact & (out == 2) & (np.abs(yy - 20) <= 3)] = 1
+    return out
+
+
+def test_cores_split_touching_discs_whose_interiors_run_together():
+    from edge_runtime.particles import instances
+
+    merged, n_merged = instances(_two_touching_discs(core=False))
+    assert n_merged == 1 and set(np.unique(merged)) == {0, 1}  # without cores: one particle
+    classes4 = _two_touching_discs(core=True)
+    labels, n = instances(classes4)
+    assert n == 2 and set(np.unique(labels)) == {0, 1, 2}
+    area = np.bincount(labels.ravel())[1:]
+    assert abs(int(area[0]) - int(area[1])) <= 0.15 * area.mean()  # split near the middle
+    fields, _ = size_particles(np.eye(4, dtype=np.float32)[classes4], 1.0)
+    assert fields["count"] == 2
+    assert all(14.0 < d < 19.0 for d in fields["ecd_um"])  # disc of radius 8: ECD ≈ 16.5
+
+
+def test_an_interior_region_without_a_core_is_still_one_particle():
+    from edge_runtime.particles import BOUNDARY, CORE, INTERIOR, instances
+
+    c = np.zeros((30, 40), np.uint8)
+    c[4:16, 4:16], c[6:14, 6:14], c[9:11, 9:11] = BOUNDARY, INTERIOR, CORE  # has a core
+    c[18:25, 25:32], c[19:24, 26:31] = BOUNDARY, INTERIOR  # small: no core predicted
+    labels, n = instances(c)
+    assert n == 2 and np.array_equal(np.unique(labels), [0, 1, 2])
+    big, small = labels[5:15, 5:15], labels[18:25, 26:31]  # interior + a grown ring
+    assert (big > 0).all() and (small > 0).all() and big[0, 0] != small[0, 0]
+    assert len(np.unique(big)) == 1 and len(np.unique(small)) == 1
+
+
+def test_perfect_core_classes_give_back_the_count_of_touching_particles():
+    cfg = MicrographConfig(size=128, um_per_px=0.5, d50_um=9.0, touch=0.6)
+    m = generate(cfg, seed=3)
+    fields, _ = size_particles(np.eye(4)[classes(m.labels, core_px=3.0)], cfg.um_per_px)
+    assert fields["count"] == len(m.ecd_um)
+    assert fields["d50_um"] == pytest.approx(m.stats["d50_um"], rel=0.05)

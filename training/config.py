@@ -306,6 +306,11 @@ class ParticleTrainConfig(Strict):
     flatten_px: int = Field(default=31, ge=3, description="Illumination-flattening window.")
     boundary_weight: float = Field(default=3.0, gt=0, description="Loss weight of boundary "
                                    "pixels (they keep touching particles apart).")
+    core_px: float = Field(default=3.0, ge=0, le=16, description="0: the segmenter predicts "
+                           "background, interior, boundary. > 0: also a core class (interior "
+                           "pixels this far from the particle's edge), and each core seeds one "
+                           "particle at the edge, which splits touching particles whose "
+                           "boundary the model misses.")
     generator: dict[str, Any] = Field(
         default_factory=dict, description="Further options of the micrograph generator "
         "(training.images.micrographs.MicrographConfig: distribution, d50_um, sigma, count, "

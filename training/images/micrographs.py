@@ -147,11 +147,29 @@ def _render(cfg: MicrographConfig, labels: np.ndarray, rng: np.random.Generator)
     return np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
 
 
-def classes(labels: np.ndarray) -> np.ndarray:
+def classes(labels: np.ndarray, core_px: float = 0.0) -> np.ndarray:
     """The segmenter's target: 0 background, 1 interior, 2 boundary (an instance pixel with a
-    4-neighbour of another label or background), so touching particles stay apart."""
+    4-neighbour of another label or background), so touching particles stay apart; with
+    ``core_px`` > 0 also 3, core: interior pixels at least ``core_px`` from the particle's
+    edge (or, for a particle too small for that, at least half its own deepest distance), so
+    touching particles have cores apart by a margin even where the boundary is faint."""
     edge = boundary_of(labels)
-    return np.where(labels == 0, 0, np.where(edge, 2, 1)).astype(np.uint8)
+    out = np.where(labels == 0, 0, np.where(edge, 2, 1)).astype(np.uint8)
+    if core_px > 0 and labels.max() > 0:
+        out[core_of(labels, edge, core_px)] = 3
+    return out
+
+
+def core_of(labels: np.ndarray, edge: np.ndarray, core_px: float) -> np.ndarray:
+    """Interior pixels at least min(``core_px``, half the particle's deepest) from its edge."""
+    from scipy import ndimage
+
+    inner = (labels > 0) & ~edge
+    depth = ndimage.distance_transform_edt(inner)
+    deepest = np.zeros(labels.max() + 1)
+    np.maximum.at(deepest, labels[inner], depth[inner])
+    need = np.minimum(core_px, 0.5 * deepest)
+    return inner & (depth >= need[labels])
 
 
 def generate_set(cfg: MicrographConfig, n: int, seed: int) -> list[Micrograph]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.particles import INTERIOR, preprocess, size_particles
+from edge_runtime.particles import CORE, INTERIOR, preprocess, size_particles
 from training.images.micrographs import Micrograph, MicrographConfig, classes, generate_set
 
 
@@ -29,11 +29,12 @@ class ParticleSet:
                 "count": self.count}
 
 
-def make_set(cfg: MicrographConfig, n: int, seed: int, flatten_px: int) -> ParticleSet:
+def make_set(cfg: MicrographConfig, n: int, seed: int, flatten_px: int, core_px: float = 0.0
+             ) -> ParticleSet:
     images = generate_set(cfg, n, seed)
     return ParticleSet(
         np.stack([preprocess(m.image, flatten_px) for m in images]),
-        np.stack([classes(m.labels) for m in images]),
+        np.stack([classes(m.labels, core_px) for m in images]),
         np.array([m.stats["d50_um"] for m in images]),
         np.array([m.stats["count"] for m in images]), images)
 
@@ -44,8 +45,8 @@ def sizing_metrics(probs: np.ndarray, truth: dict[str, np.ndarray], um_per_px: f
     ``count_error_pct``: medians over images of |predicted − true| / true × 100; ``d50_r2``:
     R² of predicted against true D50 across images (an image with no particle found counts
     as D50 = 0)."""
-    pred = np.argmax(probs, axis=-1) == INTERIOR
-    true = truth["classes"] == INTERIOR
+    pred = np.isin(np.argmax(probs, axis=-1), (INTERIOR, CORE))  # a core is interior too
+    true = np.isin(truth["classes"], (INTERIOR, CORE))
     inter = (pred & true).sum(axis=(1, 2))
     union = np.maximum((pred | true).sum(axis=(1, 2)), 1)
     sized = [size_particles(p, um_per_px)[0] for p in probs]

@@ -1,6 +1,7 @@
-"""Task ``particle_size``: micrographs → background/interior/boundary per pixel
-(``particle_unet``), sized at the edge in numpy. Data: the micrograph generator at the
-config's calibration (``particles`` section). Loss: cross-entropy, boundary pixels weighted.
+"""Task ``particle_size``: micrographs → background/interior/boundary (and core, with
+``particles.core_px``) per pixel (``particle_unet``), sized at the edge in numpy. Data: the
+micrograph generator at the config's calibration (``particles`` section). Loss:
+cross-entropy, boundary pixels weighted.
 Metrics: interior IoU; D50 and count errors (%) and D50 R² against the drawn truth. Parity:
 the edge interior IoU may drop by the budget (points), and the edge's median D50 error may
 grow by at most the budget × 100 percentage points (1 point at the default)."""
@@ -17,6 +18,7 @@ from edge_runtime.bundle import ImageSpec, RunRecord
 from training.config import TrainConfig
 from training.images.micrographs import MicrographConfig
 from training.images.particle_fit import fit
+from training.images.particle_models import n_classes
 from training.images.particle_sizing import make_set, sizing_metrics
 from training.registry import Family
 from training.tasks.image_class import points_reasons
@@ -30,9 +32,9 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     p = config.particles
     cfg = MicrographConfig.model_validate(p.generator | {"size": p.size,
                                                          "um_per_px": p.um_per_px})
-    train_set = make_set(cfg, p.train_images, p.seed, p.flatten_px)
-    val_set = make_set(cfg, p.val_images, p.seed + 1, p.flatten_px)
-    model = family.build((p.size, p.size, 1), **config.model)
+    train_set = make_set(cfg, p.train_images, p.seed, p.flatten_px, p.core_px)
+    val_set = make_set(cfg, p.val_images, p.seed + 1, p.flatten_px, p.core_px)
+    model = family.build((p.size, p.size, 1), **config.model | {"classes": n_classes(p.core_px)})
     f = config.fit
     info, seconds = fit(model, train_set, val_set, name=config.name, run_dir=run_dir,
                         epochs=f.epochs, batch_size=f.batch_size, learning_rate=f.learning_rate,
