@@ -14,7 +14,9 @@ Splits as ``procedge eval tep`` and ``procedge eval skab`` do (their loaders):
   experiments do not name a faulted tag per file: agreement only.
 
 Agreement per alarmed window, averaged: top-1 equal, top-3 overlap (shared tags / 3), and the
-rank correlations of the two full rankings of all tags (Spearman, Kendall τ).
+rank correlations of the two full rankings of all tags (Spearman, Kendall τ). Beside them,
+``attention_peak``: the largest attention a window's step received × L, averaged (1 = uniform,
+where attention-weighted error ranks the tags exactly as error does; L = one step).
 """
 
 from __future__ import annotations
@@ -58,16 +60,20 @@ Predict = Callable[[np.ndarray], list[np.ndarray]]  # windows → [reconstructio
 
 @dataclass
 class Orders:
-    """Tag indices of alarmed windows, best first, by error and by attention: (W, F) each."""
+    """Tag indices of alarmed windows, best first, by error and by attention: (W, F) each;
+    and each window's largest step attention × L (W,): 1 = uniform attention, for which the
+    two rankings are the same by construction; L = all attention on one step."""
 
     by_error: np.ndarray
     by_attention: np.ndarray
+    peak: np.ndarray
 
     @staticmethod
     def concat(parts: list[Orders], features: int) -> Orders:
         empty = np.empty((0, features), np.int64)
         return Orders(np.concatenate([empty, *(p.by_error for p in parts)]),
-                      np.concatenate([empty, *(p.by_attention for p in parts)]))
+                      np.concatenate([empty, *(p.by_attention for p in parts)]),
+                      np.concatenate([np.empty(0), *(p.peak for p in parts)]))
 
 
 def tag_orders(x: np.ndarray, recon: np.ndarray, attention: np.ndarray,
@@ -80,9 +86,10 @@ def tag_orders(x: np.ndarray, recon: np.ndarray, attention: np.ndarray,
         got = attribution(x[i], recon[i], attention[i], tags, {}, 0.0, 1.0, k=len(tags))
         err.append([index[r["tag"]] for r in got["by_error"]])
         att.append([index[r["tag"]] for r in got["by_attention"]])
-    f = len(tags)
+    f, peak = len(tags), np.asarray(attention, np.float64).reshape(len(x), x.shape[1])
     return Orders(np.asarray(err, np.int64).reshape(-1, f),
-                  np.asarray(att, np.int64).reshape(-1, f))
+                  np.asarray(att, np.int64).reshape(-1, f), peak.max(axis=1, initial=0.0)
+                  * x.shape[1])
 
 
 def _ranks(order: np.ndarray) -> np.ndarray:
@@ -109,7 +116,7 @@ def agreement(o: Orders, k: int = TOP) -> dict:
     top1 = float(np.mean(o.by_error[:, 0] == o.by_attention[:, 0]))
     return {"windows": int(n), "top1_agree": top1,
             f"top{k}_overlap": float(np.mean(overlap)), "spearman": float(spearman.mean()),
-            "kendall": float(kendall.mean())}
+            "kendall": float(kendall.mean()), "attention_peak": float(o.peak.mean())}
 
 
 def hit_rates(o: Orders, targets: list[int], k: int = TOP) -> dict:
@@ -269,7 +276,7 @@ def main(argv: list[str]) -> None:
     rows = (run_tep if args.dataset == "tep" else run_skab)(args.root, s)
     print(f"attribution on {args.dataset} under {args.root}: {time.time() - start:.0f} s")
     keys = ["fault" if args.dataset == "tep" else "folder", "windows", "top1_agree",
-            f"top{TOP}_overlap", "spearman", "kendall"]
+            f"top{TOP}_overlap", "spearman", "kendall", "attention_peak"]
     common.print_table([{k: r.get(k, "") for k in ["model", "variant", "mode", *keys]}
                         for r in rows], keys)
     documented = [r for r in rows if f"top{TOP}_documented_error" in r]

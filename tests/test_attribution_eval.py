@@ -44,7 +44,7 @@ def test_agreement_and_hits_are_known_for_constructed_rankings():
     assert reversed_.by_attention.tolist() == [[2, 1, 0]] * 5
     got = agreement(reversed_, k=2)
     assert got == {"windows": 5, "top1_agree": 0.0, "top2_overlap": 0.5, "spearman": -1.0,
-                   "kendall": -1.0}
+                   "kendall": -1.0, "attention_peak": 0.7 * WINDOW}
     assert hit_rates(reversed_, [2], k=1) == {
         "top1_documented_error": 0.0, "top1_documented_attention": 1.0}
     assert most_named(reversed_, TAGS) == {"first_by_error": {"a": 1.0},
@@ -52,7 +52,7 @@ def test_agreement_and_hits_are_known_for_constructed_rankings():
 
     uniform = alarmed_orders(stub(9, np.full(WINDOW, 0.25)), rows, WINDOW, spec, faulty, TAGS)
     assert agreement(uniform) == {"windows": 5, "top1_agree": 1.0, "top3_overlap": 1.0,
-                                  "spearman": 1.0, "kendall": 1.0}
+                                  "spearman": 1.0, "kendall": 1.0, "attention_peak": 1.0}
     none = alarmed_orders(stub(99, LOOKED), rows, WINDOW, spec, faulty, TAGS)
     assert agreement(none) == {"windows": 0} and hit_rates(none, [0]) == {}
 
