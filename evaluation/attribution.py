@@ -244,26 +244,32 @@ def run_skab(root: Path, s: common.Settings) -> list[dict]:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--dataset", choices=sorted(DEFAULTS), required=True)
-    known, _ = pre.parse_known_args(argv)
-    d = DEFAULTS[known.dataset]
-    p = argparse.ArgumentParser(prog="procedge eval attribution", parents=[pre],
+    """Options; the model and alarm options not given take the data set's ``DEFAULTS``."""
+    p = argparse.ArgumentParser(prog="procedge eval attribution",
                                 description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=sorted(DEFAULTS), required=True)
     p.add_argument("--root", type=Path, required=True, help="the data set's folder")
-    p.add_argument("--window", type=int, default=d["window"])
-    p.add_argument("--epochs", type=int, default=d["epochs"])
+
+    def per_set(key: str) -> str:
+        return "default: " + ", ".join(f"{v[key]} ({k})" for k, v in DEFAULTS.items())
+
+    p.add_argument("--window", type=int, help=per_set("window"))
+    p.add_argument("--epochs", type=int, help=per_set("epochs"))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--edge-mode", default="int8", choices=["int8", "int16x8", "fp32", "none"],
                    help="also rank with the converted model (LiteRT), as the gateway does")
     p.add_argument("--rule", default="quantile", choices=["quantile", "coverage", "kde"])
-    p.add_argument("--level", type=float, default=d["level"])
-    p.add_argument("--margin", type=float, default=d["margin"])
-    p.add_argument("--ewma", type=float, default=d["ewma"], help="EWMA alpha (1 = off)")
+    p.add_argument("--level", type=float, help=per_set("level"))
+    p.add_argument("--margin", type=float, help=per_set("margin"))
+    p.add_argument("--ewma", type=float, help="EWMA alpha (1 = off); " + per_set("ewma"))
     p.add_argument("--model-kw", default="{}", help="JSON keyword arguments of transformer_ae")
     p.add_argument("--json", type=Path, help="write {'results': [...]} here")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for key, value in DEFAULTS[args.dataset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
 
 
 def main(argv: list[str]) -> None:
