@@ -288,7 +288,7 @@ def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[
     if found.future is not None:
         plots.variable_importance(found.future, tags[-len(found.future):],
                                   run_dir / "decoder_selection.png",
-                                  f"{title}: decoder (known-future) selection ({mean})")
+                                  f"{title}: decoder selection ({mean})")
     if found.static:  # the paper's static VSN is a softmax over the static variables: one here
         plots.variable_importance(np.ones(1), [static or "static covariate"],
                                   run_dir / "static_selection.png",
