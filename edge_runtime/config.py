@@ -163,6 +163,10 @@ class SoftSensorEdgeConfig(Strict):
     limits: EstimateLimits | None = Field(
         default=None, description="Low/high limits of the estimate (engineering units, after "
         "the bias): an estimate outside them says which and carries its contributions.")
+    explain_classes: list[str] = Field(
+        default_factory=list, description="Classification soft sensors: an estimate of one "
+        "of these classes (e.g. [off-spec]) carries its contributions, as an estimate "
+        "outside `limits` does for a number; each must be a class of the bundle.")
 
 
 class ControlEdgeConfig(Strict):

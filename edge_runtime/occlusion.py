@@ -2,7 +2,9 @@
 (numpy only): each tag in turn is replaced by its training mean over the whole window (0 once
 scaled by the bundle's scaler), the F occluded windows go through the model together, and a
 tag's contribution is estimate − occluded estimate, in the target's unit: how much of the
-estimate's departure from "this tag at its usual value" the tag carries.
+estimate's departure from "this tag at its usual value" the tag carries. For a classifier the
+estimate is the probability of the class it gives (:meth:`Occluder.outputs`, that class's
+column): a tag's contribution is how much of that probability it carries.
 
 The F windows are one extra ``predict`` on an interpreter of their own (:class:`Occluder`),
 so the hot path's interpreter is never re-allocated: a dynamic-batch model (the unrolled
@@ -56,13 +58,18 @@ class Occluder:
         self._model = None
         self.invokes = 0  # predict calls made (the test that nothing runs unasked reads it)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def outputs(self, x: np.ndarray) -> np.ndarray:
+        """The model's first output for each window, flattened: (N, outputs)."""
         from edge_runtime.interpreter import EdgeModel
 
         if self._model is None:
             self._model = EdgeModel(self.model_path, num_threads=self.threads)
         self.invokes += 1
-        return self._model.predict(x)[0].reshape(len(x), -1)[:, 0]
+        return self._model.predict(x)[0].reshape(len(x), -1)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The estimate of each window (the first output's first value): (N,)."""
+        return self.outputs(x)[:, 0]
 
     @property
     def batched(self) -> bool | None:

@@ -24,7 +24,10 @@ synthetic defects (per defect class as many as the class has real at 100 %); sco
 validation split: 6-class accuracy, OK/NOK accuracy (p(NOK) = 1 − p(MT_Free) ≥ 0.5) and their
 balanced variants.
 
-Writes samples_<family>.png, losses_<family>.png and the runs to ``--out``.
+Writes samples_<family>.png, losses_<family>.png, pca_<family>.png (PCA of the validation
+images' and the generated images' classifier features, by class), interpolation_<family>.png
+(``image_cvae``: latent lines between two validation images per class) and the runs to
+``--out``.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ def quality(args, spec, train, val, names) -> list[dict]:
     """The quality table: one row per family, and the real_train reference."""
     from training import generative_plots as plots
     from training.images import generative_quality as q
+    from training.images import latent_plots
     from training.images.grids import image_grid
 
     model, _ = classifier("features_small_cnn", spec, train, val, args.classifier_epochs,
@@ -122,6 +126,12 @@ def quality(args, spec, train, val, names) -> list[dict]:
                      "train_s": seconds}
                     | q.scores(real_f, val.labels, feats(fake), val.labels, names))
         image_grid(vx, val.labels, fake, val.labels, names, args.out / f"samples_{family}.png")
+        latent_plots.pca(real_f, val.labels, feats(fake), val.labels, names,
+                         args.out / f"pca_{family}.png",
+                         f"tiles {args.size}px: validation vs {family} (classifier features)")
+        if hasattr(gen, "interpolate"):
+            latent_plots.interpolation_strips(gen, vx, val.labels, names,
+                                              args.out / f"interpolation_{family}.png")
         plots.loss_curves(gen.history, args.out / f"losses_{family}.png", f"tiles {family}")
         print(f"{family}: {rows[-1]}", flush=True)
     return rows

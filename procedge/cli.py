@@ -453,6 +453,7 @@ EVALS: dict[str, str] = {
     "rl-classic": "evaluation.rl_classic",
     "generative": "evaluation.generative",
     "generative-images": "evaluation.image_generative",
+    "generative-augment": "evaluation.generative_augment",
     "attribution": "evaluation.attribution",
 }
 

@@ -55,6 +55,9 @@ def run(args) -> None:
         print(json.dumps(body, default=str))
         return
     best = result.best
-    print(f"{config.name}: best trial {best['trial']} val_rmse={best['val_rmse']:.4g} "
+    from training.tune_report import score_column
+
+    score = score_column(config)
+    print(f"{config.name}: best trial {best['trial']} {score}={best[score]:.4g} "
           f"(val_loss={best['val_loss']:.4g})\n  best config: {result.best_config}\n  "
           f"trials: {result.table_csv}  plot: {result.plot}")

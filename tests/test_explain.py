@@ -52,6 +52,33 @@ def test_every_method_ranks_the_dependent_tag_first(trained, tmp_path):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_classifier_is_explained_through_its_predicted_class(trained, tmp_path):
+    """The trained regressor made a two-class classifier without another fit: logits
+    (3y, −3y), softmax; class 0 ("up") when y > 0. Every method ranks tag K first, IG of the
+    predicted class's probability is complete, and the permutation importance is the rise in
+    cross-entropy and the drop in accuracy."""
+    inputs = keras.Input((L, F))
+    y = trained(inputs)
+    logits = keras.layers.Concatenate()([keras.layers.Rescaling(3.0)(y),
+                                         keras.layers.Rescaling(-3.0)(y)])
+    classifier = keras.Model(inputs, keras.layers.Softmax()(logits))
+    x, target = dependent_problem(200, seed=1)
+    labels = (target <= 0).astype(np.float32)  # 0: up, 1: down
+    summary = explain.write(classifier, x, labels, [f"tag{j}" for j in range(F)], 5.0,
+                            tmp_path, "classes", classes=["up", "down"])
+    assert summary["explained"] == "probability of the predicted class"
+    for method in ("saliency", "integrated_gradients", "permutation"):
+        assert summary["ranking"][method][0] == f"tag{K}", (method, summary)
+    drop = summary["permutation_accuracy_drop"]
+    assert drop[f"tag{K}"] > 0.2 and max(drop[f"tag{j}"] for j in range(F) if j != K) < 0.05
+    assert summary["permutation_cross_entropy_increase"][f"tag{K}"] > 0.2
+    assert summary["ig_completeness_mean_abs_gap"] < 0.01
+    assert sum(summary["predicted_windows"].values()) == 200
+    # in both classes tag K carries the predicted class's probability up from 0.5 (baseline)
+    by_class = summary["integrated_gradients_by_class"]
+    assert by_class["up"][f"tag{K}"] > 0 and by_class["down"][f"tag{K}"] > 0
+
+
 def test_integrated_gradients_are_complete(trained):
     x, _ = dependent_problem(16, seed=2)
     baseline = np.full((L, F), 0.3, np.float32)  # any baseline, not only the mean

@@ -40,7 +40,7 @@ QUANTILE_CANDIDATES = ("int8", "fp32")  # int8 is what must survive; fp32 ships 
 # Instance normalisation (model.norm) wraps any family; these three cover a linear, a recurrent
 # (unrolled twin) and an attention family, RevIN's learnable affine on the linear one.
 NORMED = [("dlinear", {"norm": "revin", "norm_affine": True}), ("lstm", {"norm": "revin"}),
-          ("informer", {"norm": "revin"})]
+          ("transformer", {"norm": "revin"})]
 
 
 @pytest.mark.parametrize(("family", "norm"), NORMED, ids=[f for f, _ in NORMED])

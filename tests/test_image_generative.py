@@ -49,8 +49,9 @@ def test_image_generator_trains_samples_and_is_deterministic(tiles, tmp_path, fa
     again = fit_generator(cfg, get_family(family, "generative"), tx, tc, len(names))
     np.testing.assert_allclose(again.sample(classes, seed=2), x, atol=1e-6)
     for name in ("generator.keras", "generative.json", "training.json", "heldout.npz",
-                 "losses.png", "samples.png"):
+                 "losses.png", "samples.png", "pca.png"):
         assert (run / name).is_file(), name
+    assert (run / "interpolation.png").is_file() == (family == "image_cvae")
     held = np.load(run / "heldout.npz")
     assert held["x"].shape[1:] == (8, 8, 1) and set(held["c"]) == {0, 1}
 
@@ -127,3 +128,25 @@ def test_study_subsets_are_nested_and_keep_every_ok_image():
     assert (labels[small] == 1).sum() == 100
     assert np.bincount(labels[small]).tolist() == [3, 100, 1]
     assert np.bincount(labels[mid]).tolist() == [8, 100, 3]
+
+
+def test_image_cvae_interpolation_runs_from_a_to_b(tiles, tmp_path):
+    """The latent line's ends decode a's and b's latent means; the strip is one row per class
+    with two images."""
+    from training.images.generators import image_cvae
+    from training.images.latent_plots import interpolation_strips, pairs
+
+    model = image_cvae(8, 1, 2, latent_dim=4, filters=4)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, (5, 8, 8, 1)).astype(np.float32)
+    c = np.array([0, 1, 0, 0, 1])
+    line = model.interpolate(x[0], x[3], 0, steps=5)
+    assert line.shape == (5, 8, 8, 1) and np.isfinite(line).all()
+    onehot = np.eye(2, dtype=np.float32)[[0, 0]]
+    mu = model.encoder.predict([x[[0, 3]], onehot], verbose=0)[:, :4]
+    ends = model.generator.predict(np.concatenate([mu, onehot], 1), verbose=0)
+    np.testing.assert_allclose(line[[0, -1]], ends, atol=1e-5)
+    assert not np.allclose(line[0], line[-1])
+    assert pairs(c) == [(0, 0, 3), (1, 1, 4)] and pairs(np.array([0, 1])) == []
+    path = interpolation_strips(model, x, c, ["a", "b"], tmp_path / "strip.png", steps=3)
+    assert path.is_file() and path.stat().st_size > 1000

@@ -49,7 +49,7 @@ def image_runs(tmp_path_factory) -> dict:
     runs, bundles = {}, {}
     for role, family, width in (("classifier", "small_cnn", 8), ("segmenter", "unet", 4)):
         config = ImageTrainConfig(name=f"syn_{role}", family=family, model={"width": width},
-                                  epochs=25, patience=25, learning_rate=3e-3, batch_size=8,
+                                  epochs=12, patience=12, learning_rate=3e-3, batch_size=8,
                                   output_dir=out / "runs")
         runs[role] = train_image_model(config, spec, train, val, test, "synthetic")
         bundles[role] = build_bundle(runs[role], out / "bundles", "int8", budget=0.05)

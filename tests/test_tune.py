@@ -1,5 +1,6 @@
-"""`procedge tune`: a tiny search writes a best config that `procedge train` takes; the test
-split never reaches a trial; a bad search space is refused, naming the field, before
+"""`procedge tune`: a tiny search writes a best config that `procedge train` takes; a
+classification soft sensor is searched on its validation cross-entropy; the test split never
+reaches a trial; a bad search space is refused, naming the field, before
 TensorFlow loads."""
 
 from __future__ import annotations
@@ -60,6 +61,36 @@ def test_tiny_tune_writes_a_best_config_that_trains(tmp_path, capsys):
     main(["train", result["best_config"], "--json"])  # unchanged, as written
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert trained["ok"] and np.isfinite(trained["metrics"]["rmse"])
+
+
+def test_tiny_tune_of_a_classifier_scores_its_validation_cross_entropy(tmp_path, capsys):
+    """A classification soft sensor is searched on its validation cross-entropy, with the
+    validation accuracy beside it; the trials see class indices, never test labels."""
+    from tests.test_soft_sensor_classes import CLASSES, TAGS, grade_export
+    from training.config import load_train_config
+    from training.tune_data import TuneSource
+
+    export = grade_export(tmp_path / "grade.csv")
+    config = _write(tmp_path / "grade.yaml", TINY | {
+        "name": "grade_tune", "data": {"source": "historian", "path": str(export),
+                                       "tags": TAGS},
+        "soft_sensor": {"target": "grade", "dead_time_s": 10, "kind": "classification",
+                        "classes": CLASSES},
+        "tune": TINY["tune"] | {"space": {"filters": {"choices": [2, 4]}}},
+        "output_dir": str(tmp_path / "runs")})
+    data = TuneSource(load_train_config(config)).get(6)
+    assert set(np.unique(np.concatenate([data.y, data.val_y]))) <= {0.0, 1.0, 2.0}
+    assert data.scale == 1.0 and data.blanked_labels > 10
+    main(["tune", str(config), "--out", str(tmp_path / "tune"), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    with (tmp_path / "tune" / "trials.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and all(r["status"] == "COMPLETED" for r in rows)
+    assert "val_rmse" not in rows[0] and all(0 <= float(r["val_accuracy"]) <= 1 for r in rows)
+    assert result["best"]["val_loss"] == pytest.approx(min(float(r["val_loss"]) for r in rows))
+    best = load_train_config(Path(result["best_config"]))
+    assert best.soft_sensor.kind == "classification" and best.tune is None
+    assert best.model["filters"] == result["best"]["filters"]
 
 
 def test_the_test_split_never_reaches_a_trial(tmp_path):

@@ -1,6 +1,9 @@
 """Which tags, and which steps of the window, an estimate leans on: saliency, integrated
 gradients and permutation importance on the validation windows of a window model (a soft
 sensor; a forecaster takes the same (N, L, F) input and is explained by its first output).
+A classifier (a classification soft sensor, ``classes`` given) is explained through the
+probability of the class it predicts for each window, and its permutation importance is the
+rise in cross-entropy (and the drop in accuracy) on the validation labels.
 
 - **saliency**: mean |∂y/∂x| over the windows, per time step × tag: where a small change
   moves the estimate most (local, cheap, noisy);
@@ -30,88 +33,148 @@ IG_STEPS = 32  # Riemann steps of the integral (midpoint rule)
 PERMUTATION_REPEATS = 3
 
 
-def _first_output(model, x: tf.Tensor) -> tf.Tensor:
-    """The explained scalar per window: the model's first output (a soft sensor's estimate,
-    a forecaster's first target at its first step)."""
+def _outputs(model, x: tf.Tensor) -> tf.Tensor:
+    """The model's outputs per window, flattened: (N, outputs)."""
     y = model(x, training=False)
     y = y[0] if isinstance(y, (list, tuple)) else y
-    return tf.reshape(y, (tf.shape(y)[0], -1))[:, 0]
+    return tf.reshape(y, (tf.shape(y)[0], -1))
 
 
-def gradients(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """∂y/∂x for every window of ``x`` (N, L, F), in batches."""
+def _explained(model, x: tf.Tensor, classes: tf.Tensor | None = None) -> tf.Tensor:
+    """The explained scalar per window: the model's first output (a soft sensor's estimate,
+    a forecaster's first target at its first step), or with ``classes`` (one class index per
+    window) that class's probability."""
+    y = _outputs(model, x)
+    return y[:, 0] if classes is None else tf.gather(y, classes, axis=1, batch_dims=1)
+
+
+def gradients(model, x: np.ndarray, batch: int = 256,
+              classes: np.ndarray | None = None) -> np.ndarray:
+    """∂y/∂x for every window of ``x`` (N, L, F), in batches; ``classes``: see
+    :func:`_explained`."""
     parts = []
     for start in range(0, len(x), batch):
         xb = tf.convert_to_tensor(x[start:start + batch], tf.float32)
+        cb = None if classes is None else tf.constant(classes[start:start + batch], tf.int32)
         with tf.GradientTape() as tape:
             tape.watch(xb)
-            y = _first_output(model, xb)
+            y = _explained(model, xb, cb)
         parts.append(tape.gradient(y, xb).numpy())
     return np.concatenate(parts)
 
 
-def saliency(model, x: np.ndarray) -> np.ndarray:
+def saliency(model, x: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
     """Mean |∂y/∂x| over the windows: (L, F)."""
-    return np.abs(gradients(model, x)).mean(axis=0)
+    return np.abs(gradients(model, x, classes=classes)).mean(axis=0)
 
 
 def integrated_gradients(model, x: np.ndarray, baseline: np.ndarray | None = None,
-                         steps: int = IG_STEPS, batch: int = 1024) -> np.ndarray:
+                         steps: int = IG_STEPS, batch: int = 1024,
+                         classes: np.ndarray | None = None) -> np.ndarray:
     """Integrated gradients of every window of ``x`` (N, L, F) from ``baseline`` (L, F;
     default zeros: the training mean in scaled units); (N, L, F). The path points of all
-    windows go through the model in batches of ``batch``."""
+    windows go through the model in batches of ``batch``; with ``classes`` each window's
+    path follows the probability of its own class."""
     x = np.asarray(x, np.float32)
     base = np.zeros(x.shape[1:], np.float32) if baseline is None else np.asarray(
         baseline, np.float32)
     alphas = ((np.arange(steps) + 0.5) / steps).astype(np.float32)  # midpoints
     delta = x - base  # (N, L, F)
     path = base + alphas[None, :, None, None] * delta[:, None]  # (N, S, L, F)
-    grads = gradients(model, path.reshape(-1, *x.shape[1:]), batch)
+    path_classes = None if classes is None else np.repeat(classes, steps)
+    grads = gradients(model, path.reshape(-1, *x.shape[1:]), batch, path_classes)
     return delta * grads.reshape(path.shape).mean(axis=1)
 
 
+def squared_error(pred: np.ndarray, y: np.ndarray) -> float:
+    """MSE of the first output (a regression's loss)."""
+    return float(np.mean((pred.reshape(len(y), -1)[:, 0] - y.reshape(len(y), -1)[:, 0]) ** 2))
+
+
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean −log p(true class) (a classifier's loss; ``y``: class indices)."""
+    picked = probs[np.arange(len(y)), y.reshape(-1).astype(int)]
+    return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+
+
+def error_rate(probs: np.ndarray, y: np.ndarray) -> float:
+    """1 − accuracy: its rise under a shuffle is the drop in accuracy."""
+    return float(np.mean(probs.argmax(axis=1) != y.reshape(-1).astype(int)))
+
+
 def permutation_importance(predict, x: np.ndarray, y: np.ndarray,
-                           repeats: int = PERMUTATION_REPEATS, seed: int = 0) -> np.ndarray:
-    """Per tag: MSE with that tag's window shuffled across windows − MSE as is, mean of
-    ``repeats`` shuffles; ``predict``: (N, L, F) → (N,) in the units of ``y``."""
+                           repeats: int = PERMUTATION_REPEATS, seed: int = 0,
+                           losses=None) -> dict[str, np.ndarray]:
+    """Per loss of ``losses`` (name → ``(predict(x), y) → float``, lower is better; default
+    ``{"mse": squared_error}``) and per tag: the loss with that tag's window shuffled across
+    windows − the loss as is, mean of ``repeats`` shuffles (the same shuffles for every
+    loss); ``predict``: (N, L, F) → the model's outputs."""
+    losses = losses or {"mse": squared_error}
     rng = np.random.default_rng(seed)
-    y = np.asarray(y, np.float64).reshape(len(y), -1)[:, 0]
-    base = float(np.mean((predict(x) - y) ** 2))
-    rise = np.zeros(x.shape[2])
+    y = np.asarray(y)
+    as_is = predict(x)
+    base = {name: loss(as_is, y) for name, loss in losses.items()}
+    rise = {name: np.zeros(x.shape[2]) for name in losses}
     for j in range(x.shape[2]):
         for _ in range(repeats):
             shuffled = x.copy()
             shuffled[:, :, j] = x[rng.permutation(len(x)), :, j]
-            rise[j] += float(np.mean((predict(shuffled) - y) ** 2)) - base
-    return rise / repeats
+            pred = predict(shuffled)
+            for name, loss in losses.items():
+                rise[name][j] += loss(pred, y) - base[name]
+    return {name: values / repeats for name, values in rise.items()}
 
 
-def explain(model, x: np.ndarray, y: np.ndarray, tags: list[str], seed: int = 0) -> dict:
+def explain(model, x: np.ndarray, y: np.ndarray, tags: list[str], seed: int = 0,
+            classes: list[str] | None = None) -> dict:
     """Saliency, integrated gradients and permutation importance of ``model`` on up to
-    :data:`MAX_WINDOWS` windows of ``x`` (scaled) with targets ``y`` (scaled); the maps
-    (L, F) and a JSON-ready summary (per-tag totals, ranked)."""
+    :data:`MAX_WINDOWS` windows of ``x`` (scaled) with targets ``y`` (scaled; with
+    ``classes``, class indices); the maps (L, F) and a JSON-ready summary (per-tag totals,
+    ranked)."""
     if len(x) > MAX_WINDOWS:  # evenly spread over the split, not its first stretch
         keep = np.linspace(0, len(x) - 1, MAX_WINDOWS).round().astype(int)
         x, y = x[keep], y[keep]
     x = np.asarray(x, np.float32)
-    sal = saliency(model, x)
-    ig = integrated_gradients(model, x)
-    f = lambda w: _first_output(model, tf.convert_to_tensor(w)).numpy()  # noqa: E731
-    completeness = float(np.abs(ig.sum(axis=(1, 2)) - (f(x) - f(np.zeros_like(x[:1])))).mean())
-    perm = permutation_importance(f, x, y, seed=seed)
+    outputs = lambda w: _outputs(model, tf.convert_to_tensor(w)).numpy()  # noqa: E731
+    predicted = None if classes is None else outputs(x).argmax(axis=1).astype(np.int32)
+    sal = saliency(model, x, predicted)
+    ig = integrated_gradients(model, x, classes=predicted)
+    f = lambda w, c: _explained(model, tf.convert_to_tensor(w), c).numpy()  # noqa: E731
+    base = f(np.zeros_like(x), predicted)
+    completeness = float(np.abs(ig.sum(axis=(1, 2)) - (f(x, predicted) - base)).mean())
+    losses = ({"mse_increase": squared_error} if classes is None else
+              {"cross_entropy_increase": cross_entropy, "accuracy_drop": error_rate})
+    perm = permutation_importance(outputs, x, y, seed=seed, losses=losses)
     ig_map = np.abs(ig).mean(axis=0)
     summary = {
         "windows": len(x), "ig_steps": IG_STEPS, "baseline": "training mean (0 scaled)",
+        "explained": "first output" if classes is None else "probability of the predicted "
+                     "class",
         "ig_completeness_mean_abs_gap": completeness,
         "saliency": _per_tag(sal.sum(axis=0), tags),
         "integrated_gradients": _per_tag(ig_map.sum(axis=0), tags),
-        "permutation_mse_increase": _per_tag(perm, tags),
+        **{f"permutation_{name}": _per_tag(values, tags) for name, values in perm.items()},
         "ranking": {name: [tags[j] for j in np.argsort(-values, kind="stable")]
                     for name, values in (("saliency", sal.sum(axis=0)),
                                          ("integrated_gradients", ig_map.sum(axis=0)),
-                                         ("permutation", perm))},
+                                         ("permutation", next(iter(perm.values()))))},
     }
+    if classes is not None:
+        summary |= _by_class(ig, predicted, classes, tags)
     return {"saliency": sal, "integrated_gradients": ig_map, "summary": summary}
+
+
+def _by_class(ig: np.ndarray, predicted: np.ndarray, classes: list[str],
+              tags: list[str]) -> dict:
+    """How many windows each class was predicted for, and the signed IG per tag summed over
+    a window, averaged over the windows of each predicted class: which tags push the
+    probability of that class up (positive) or down, away from the training mean."""
+    signed = ig.sum(axis=1)  # (N, F)
+    return {"predicted_windows": {c: int((predicted == k).sum())
+                                  for k, c in enumerate(classes)},
+            "integrated_gradients_by_class": {
+                c: _per_tag(signed[predicted == k].mean(axis=0), tags)
+                for k, c in enumerate(classes) if (predicted == k).any()}}
 
 
 def _per_tag(values: np.ndarray, tags: list[str]) -> dict[str, float]:
@@ -119,10 +182,11 @@ def _per_tag(values: np.ndarray, tags: list[str]) -> dict[str, float]:
 
 
 def write(model, x: np.ndarray, y: np.ndarray, tags: list[str], period_s: float,
-          run_dir: Path, title: str, seed: int = 0) -> dict:
+          run_dir: Path, title: str, seed: int = 0, classes: list[str] | None = None) -> dict:
     """:func:`explain` on the validation windows, written to ``run_dir``; the summary."""
-    result = explain(model, x, y, tags, seed)
-    for key, name, what in (("saliency", "explain_saliency.png", "saliency, mean |dy/dx|"),
+    result = explain(model, x, y, tags, seed, classes)
+    of = "dy/dx" if classes is None else "dp(predicted class)/dx"
+    for key, name, what in (("saliency", "explain_saliency.png", f"saliency, mean |{of}|"),
                             ("integrated_gradients", "explain_ig.png",
                              "integrated gradients, mean |IG|")):
         heatmap(result[key], tags, period_s, run_dir / name, f"{title}: {what}")

@@ -85,6 +85,19 @@ def load_generator(run_dir: Path) -> tuple[WindowGenerator, dict]:
     return gen, meta
 
 
+def latent_line(encoder: keras.Model, decoder: keras.Model, latent_dim: int, n_classes: int,
+                a: np.ndarray, b: np.ndarray, cls: int, steps: int) -> np.ndarray:
+    """A conditional VAE's decoded means along the straight line between the latent means of
+    samples ``a`` and ``b`` (both of class ``cls``): ``steps`` samples, first ≈ a, last ≈ b.
+    Shared by the window and the image CVAE (their encoders take ``[x, one-hot]`` alike)."""
+    onehot = np.eye(n_classes, dtype=np.float32)[[cls, cls]]
+    mu = encoder.predict([np.stack([a, b]), onehot], verbose=0)[:, :latent_dim]
+    t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+    z = (1 - t) * mu[0] + t * mu[1]
+    return decoder.predict(np.concatenate([z, np.repeat(onehot[:1], steps, 0)], 1),
+                           verbose=0)
+
+
 def _decoder(window: int, features: int, cond_dim: int, filters: int, name: str
              ) -> keras.Model:
     """``[z | one-hot]`` → (L, F): a dense projection to (L, filters), two 1-D convolutions
@@ -126,6 +139,36 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator, steps: int):
         at += batch_size
 
 
+def cvae_step(encoder: keras.Model, decoder: keras.Model, log_std: tf.Variable,
+              latent_dim: int, seed: int, settings: dict):
+    """One optimizer step of a conditional VAE, ``step(x_batch, onehot_batch) → (mean NLL,
+    mean KL)``, shared by the window and the image CVAE: Gaussian negative log-likelihood
+    with standard deviation exp(``log_std``) (one per tag, or one for all pixels: it
+    broadcasts) summed over every non-batch axis, + ``beta`` · KL(q(z|x,c) ‖ N(0, I)), z by
+    the reparameterisation with noise seeded by ``seed``; Adam (``learning_rate``, 1e-3)."""
+    opt = keras.optimizers.Adam(settings.get("learning_rate") or 1e-3)
+    beta = float(settings.get("beta", 1.0))
+    noise = tf.random.Generator.from_seed(seed)
+    variables = [*encoder.trainable_weights, *decoder.trainable_weights, log_std]
+    opt.build(variables)  # its slots exist before the step is traced (one trace, not two)
+
+    @tf.function
+    def step(xb, cb):
+        with tf.GradientTape() as tape:
+            stats = encoder([xb, cb], training=True)
+            mu, logvar = stats[:, :latent_dim], stats[:, latent_dim:]
+            z = mu + tf.exp(0.5 * logvar) * noise.normal(tf.shape(mu))
+            mean = decoder(tf.concat([z, cb], axis=1), training=True)
+            nll = tf.reduce_sum(0.5 * tf.square((xb - mean) / tf.exp(log_std)) + log_std,
+                                axis=list(range(1, xb.shape.rank)))
+            kl = -0.5 * tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), axis=1)
+            loss = tf.reduce_mean(nll + beta * kl)
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return tf.reduce_mean(nll), tf.reduce_mean(kl)
+
+    return step
+
+
 class CVAE(WindowGenerator):
     """Conditional VAE: q(z | x, c) = N(mu, sigma²) by the encoder, p(x | z, c) =
     N(decoder(z, c), s²) with one learned s per tag; loss = Gaussian negative log-likelihood
@@ -140,28 +183,9 @@ class CVAE(WindowGenerator):
         self.log_std = tf.Variable(tf.zeros(features), name="log_std")
 
     def fit(self, x, classes, steps, batch_size, seed, settings, desc="cvae"):
-        opt = keras.optimizers.Adam(settings.get("learning_rate") or 1e-3)
-        beta, latent = float(settings.get("beta", 1.0)), self.latent_dim
-        noise = tf.random.Generator.from_seed(seed)
-        weights = self.encoder.trainable_weights + self.generator.trainable_weights
-        variables = [*weights, self.log_std]
-        opt.build(variables)  # its slots exist before the step is traced (one trace, not two)
+        step = cvae_step(self.encoder, self.generator, self.log_std, self.latent_dim, seed,
+                         settings)
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
-
-        @tf.function
-        def step(xb, cb):
-            with tf.GradientTape() as tape:
-                stats = self.encoder([xb, cb], training=True)
-                mu, logvar = stats[:, :latent], stats[:, latent:]
-                z = mu + tf.exp(0.5 * logvar) * noise.normal(tf.shape(mu))
-                mean = self.generator(tf.concat([z, cb], axis=1), training=True)
-                nll = tf.reduce_sum(0.5 * tf.square((xb - mean) / tf.exp(self.log_std))
-                                    + self.log_std, axis=[1, 2])
-                kl = -0.5 * tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), axis=1)
-                loss = tf.reduce_mean(nll + beta * kl)
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-            return tf.reduce_mean(nll), tf.reduce_mean(kl)
-
         history = {"nll": [], "kl": []}
         rng = np.random.default_rng(seed)
         for idx in progress(_batches(len(x), batch_size, rng, steps), desc, total=steps,
@@ -177,12 +201,8 @@ class CVAE(WindowGenerator):
                     ) -> np.ndarray:
         """Decoded means along the straight line between the latent means of windows ``a``
         and ``b`` (both of class ``cls``): (steps, L, F), scaled; first ≈ a, last ≈ b."""
-        onehot = np.eye(self.n_classes, dtype=np.float32)[[cls, cls]]
-        mu = self.encoder.predict([np.stack([a, b]), onehot], verbose=0)[:, :self.latent_dim]
-        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        z = (1 - t) * mu[0] + t * mu[1]
-        return self.generator.predict(np.concatenate([z, np.repeat(onehot[:1], steps, 0)], 1),
-                                      verbose=0)
+        return latent_line(self.encoder, self.generator, self.latent_dim, self.n_classes,
+                           a, b, cls, steps)
 
     def residual_noise(self, x: np.ndarray, onehot: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,8 @@ the probabilities of the lab sample's class (a grade, on-spec/off-spec).
 
 Any soft-sensor family is the trunk: its dense head gets one output per class and a softmax
 on top (a builtin LiteRT op), trained on sparse categorical cross-entropy. Metrics: accuracy,
-macro F1 (every class weighs the same, so a rare off-spec class counts), log loss. Parity
+balanced accuracy and macro F1 (every class weighs the same, so a rare off-spec class counts),
+log loss, beside the references of :mod:`training.soft_class_references`. Parity
 holds the edge to the float model with the soft sensor's budget (a fraction): class
 agreement ≥ 1 − budget, mean |Δ probability| ≤ budget, accuracy within budget of the float's.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from sklearn.metrics import f1_score
+
+from training.soft_class_references import label_metrics
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -24,16 +26,14 @@ def classifier(trunk: keras.Model) -> keras.Model:
 
 
 def class_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """``accuracy``, ``f1_macro``, ``log_loss`` and ``recall_<class>`` of class indices
-    ``labels`` against probabilities ``probs`` (N, C)."""
+    """``accuracy``, ``balanced_accuracy``, ``f1_macro``, ``log_loss`` and ``recall_<class>``
+    of class indices ``labels`` against probabilities ``probs`` (N, C)."""
     labels = np.asarray(labels).reshape(-1).astype(int)
     probs = np.asarray(probs, np.float64)
     pred = probs.argmax(axis=1)
     picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
-    out = {"accuracy": float(np.mean(pred == labels)),
-           "f1_macro": float(f1_score(labels, pred, labels=range(len(classes)),
-                                      average="macro", zero_division=0)),
-           "log_loss": float(-np.log(picked).mean())}
+    out = label_metrics(labels, pred, len(classes)) | {
+        "log_loss": float(-np.log(picked).mean())}
     for c, name in enumerate(classes):
         if (labels == c).any():
             out[f"recall_{name}"] = float(np.mean(pred[labels == c] == c))

@@ -4,7 +4,9 @@ Each trial is the config with the trial's values put in (:func:`trial_config`), 
 `procedge train` trains it (same family builder, optimiser, gradient clipping, epoch-seeded
 shuffle, early stopping and plateau schedule), and scored on the validation split only: the
 best epoch's validation MSE of the scaled target (``val_loss``; ``val_rmse`` in the target's
-unit beside it). The test split is blanked before the first trial (:mod:`training.tune_data`).
+unit beside it), or for a classification soft sensor its validation cross-entropy
+(``val_loss``; ``val_accuracy`` at that epoch beside it). The test split is blanked before the
+first trial (:mod:`training.tune_data`).
 Hyperband trains each trial from scratch for its bracket's epochs (no warm start from the
 previous rung): simpler, and a rung's score never depends on which worker ran the one before.
 
@@ -26,6 +28,7 @@ from pathlib import Path
 import keras
 import keras_tuner as kt
 
+from training import soft_classification
 from training.budget import steps
 from training.config import TrainConfig
 from training.registry import Family, get_family
@@ -33,7 +36,7 @@ from training.series import dataset
 from training.tune_cluster import role, serve, tuner_id
 from training.tune_config import CONFIG_KEYS, TuneConfig, builder_keywords, units_is_list
 from training.tune_data import TrialData, TuneSource
-from training.tune_report import TuneResult, write_results
+from training.tune_report import TuneResult, score_column, write_results
 
 
 def search_space(tune: TuneConfig) -> kt.HyperParameters:
@@ -78,15 +81,27 @@ def trial_config(base: TrainConfig, values: dict) -> TrainConfig:
     return config
 
 
+def build_trial(family: Family, config: TrainConfig, features: int) -> tuple:
+    """(the model, its loss, its metrics) as `procedge train` builds them: a regression's
+    one estimate on MSE, or a classifier's softmax on cross-entropy with its accuracy."""
+    spec = config.soft_sensor
+    if spec.kind != "classification":
+        return family.build(config.window.length, features, 1, **config.model), "mse", []
+    trunk = family.build(config.window.length, features, len(spec.classes), **config.model)
+    return (soft_classification.classifier(trunk), soft_classification.LOSS,
+            [keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+
+
 def fit_trial(family: Family, config: TrainConfig, data: TrialData,
-              epochs: int) -> tuple[float, int]:
-    """Train as `procedge train` does; (the best epoch's val_loss, epochs run)."""
+              epochs: int) -> dict[str, float]:
+    """Train as `procedge train` does; the best epoch's ``val_loss`` (and ``val_accuracy``
+    of a classifier at that epoch) and ``epochs`` run."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(config.fit.seed)
     fit = config.fit
-    model = family.build(config.window.length, data.x.shape[2], 1, **config.model)
+    model, loss, metrics = build_trial(family, config, data.x.shape[2])
     model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate, clipnorm=fit.clip_norm),
-                  loss="mse")
+                  loss=loss, metrics=metrics)
     history = model.fit(
         dataset(data.x, data.y, fit.batch_size, fit.seed, shuffle=True, epochs=epochs),
         steps_per_epoch=steps(len(data.x), fit.batch_size), epochs=epochs, verbose=0,
@@ -94,7 +109,11 @@ def fit_trial(family: Family, config: TrainConfig, data: TrialData,
         callbacks=[keras.callbacks.EarlyStopping(patience=fit.patience),
                    keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1))])
     losses = history.history["val_loss"]
-    return float(min(losses)), len(losses)
+    best = min(range(len(losses)), key=losses.__getitem__)
+    out = {"val_loss": float(losses[best]), "epochs": float(len(losses))}
+    if "val_accuracy" in history.history:
+        out["val_accuracy"] = float(history.history["val_accuracy"][best])
+    return out
 
 
 class SoftSensorTuner(kt.Tuner):
@@ -110,16 +129,18 @@ class SoftSensorTuner(kt.Tuner):
         config = trial_config(self.base, values)
         data = source.get(config.window.length)
         start = time.monotonic()
-        loss, ran = fit_trial(self.family, config, data,
-                              int(values.get("tuner/epochs", self.epochs)))
+        scores = fit_trial(self.family, config, data,
+                           int(values.get("tuner/epochs", self.epochs)))
+        loss = scores["val_loss"]
         if not math.isfinite(loss):
             raise kt.errors.FailedTrialError(f"trial {trial.trial_id}: val_loss {loss}")
-        rmse = math.sqrt(loss) * data.scale
+        if "val_accuracy" not in scores:  # a regression: the loss in the target's unit
+            scores["val_rmse"] = math.sqrt(loss) * data.scale
+        name = score_column(config)
         shown = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-        print(f"{tuner_id()} trial {trial.trial_id}: {shown} val_rmse={rmse:.4g} "
-              f"epochs={ran}", flush=True)
-        return {"val_loss": loss, "val_rmse": rmse, "epochs": float(ran),
-                "seconds": time.monotonic() - start}
+        print(f"{tuner_id()} trial {trial.trial_id}: {shown} {name}={scores[name]:.4g} "
+              f"epochs={scores['epochs']:.0f}", flush=True)
+        return scores | {"seconds": time.monotonic() - start}
 
 
 def make_oracle(tune: TuneConfig, epochs: int) -> kt.Oracle:

@@ -86,7 +86,8 @@ class TuneConfig(Strict):
                             "stop sooner, when its brackets are done).")
     objective: Literal["val_loss"] = Field(
         default="val_loss", description="Minimised: the best epoch's validation loss (MSE of "
-        "the scaled target; the trials table gives it as val_rmse in the target's unit too).")
+        "the scaled target; the trials table gives it as val_rmse in the target's unit too; "
+        "a classification soft sensor's cross-entropy, with val_accuracy at that epoch).")
     epochs: int | None = Field(default=None, ge=1, description="Epoch budget of a trial "
                                "(Hyperband: its max_epochs); default fit.epochs. Early "
                                "stopping (fit.patience) applies.")
@@ -140,8 +141,6 @@ def check_tune_space(config, fail) -> None:
         fail("task", f"`procedge tune` searches tasks {list(TASKS)}, not {config.task!r}")
     if config.data.batch is not None:
         fail("data.batch", "batch-end soft sensors are not tuned yet; tune without data.batch")
-    if config.soft_sensor.kind != "regression":
-        fail("soft_sensor.kind", "`procedge tune` searches regression soft sensors only")
     keywords = builder_keywords(config.task, config.family)
     known = sorted({*keywords, *CONFIG_KEYS} - (set() if units_is_list(keywords) else {"layers"}))
     for name, param in tune.space.items():

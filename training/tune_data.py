@@ -30,8 +30,9 @@ class TestSplitRead(RuntimeError):
 @dataclass
 class TrialData:
     """Scaled windows and targets of the training and validation labels for one window
-    length, the target's scale (val RMSE in engineering units = sqrt(val MSE) · scale), and
-    how many test labels were blanked."""
+    length (a classifier's targets: class indices, unscaled), the target's scale (val RMSE in
+    engineering units = sqrt(val MSE) · scale; 1 for classes), and how many test labels were
+    blanked."""
 
     x: np.ndarray
     y: np.ndarray
@@ -81,6 +82,8 @@ class TuneSource:
         values = blinded.values[blinded.train]
         mean, scale = float(values.mean()), float(values.std())
         scale = scale if scale > 1e-12 else 1.0
+        if config.soft_sensor.kind == "classification":  # class indices, as training keeps them
+            mean, scale = 0.0, 1.0
         missing = config.soft_sensor.missing
 
         def windows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,9 @@
 ``<name>.tuned.yaml``: the original config file's mapping with the best trial's values put
 where they go and the ``tune`` section removed (``data.path`` made absolute, since the file
 may live elsewhere), so `procedge train` takes it unchanged. ``trials.csv`` / ``trials.json``:
-one row per trial (values, val_loss, val_rmse, epochs run, seconds, status). ``trials.png``:
-the validation RMSE by trial (and the best so far), and against each searched value.
+one row per trial (values, val_loss, val_rmse — val_accuracy for a classifier —, epochs run,
+seconds, status). ``trials.png``: the validation RMSE (a classifier's cross-entropy) by trial
+(and the best so far), and against each searched value.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import yaml
 from edge_runtime.validation import read_yaml
 from training.config import TrainConfig
 
-METRICS = ("val_loss", "val_rmse", "epochs", "seconds")
+METRICS = ("val_loss", "epochs", "seconds")  # every trial's; plus its score_column
+
+
+def score_column(config: TrainConfig) -> str:
+    """The score shown beside ``val_loss``: ``val_rmse`` (the target's unit), or a
+    classifier's ``val_accuracy`` (at the epoch of the best val_loss)."""
+    return "val_accuracy" if config.soft_sensor.kind == "classification" else "val_rmse"
 
 
 @dataclass
@@ -32,8 +39,9 @@ class TuneResult:
     best: dict  # the best trial's row
 
 
-def trial_rows(oracle) -> list[dict]:
-    """One row per trial in start order: id, status, searched values, budget, metrics."""
+def trial_rows(oracle, score: str = "val_rmse") -> list[dict]:
+    """One row per trial in start order: id, status, searched values, budget, metrics
+    (:data:`METRICS` and ``score``)."""
     rows = []
     for trial_id in oracle.start_order:
         trial = oracle.trials[trial_id]
@@ -42,7 +50,7 @@ def trial_rows(oracle) -> list[dict]:
         row |= {k: v for k, v in values.items() if not k.startswith("tuner/")}
         if "tuner/epochs" in values:
             row["budget_epochs"] = values["tuner/epochs"]
-        for name in METRICS:
+        for name in (*METRICS[:1], score, *METRICS[1:]):
             found = trial.metrics.exists(name)
             row[name] = trial.metrics.get_best_value(name) if found else math.nan
         rows.append(row)
@@ -54,7 +62,7 @@ def write_results(oracle, config: TrainConfig, config_path: Path, out: Path,
     from training.tune import trial_config
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = trial_rows(oracle)
+    rows = trial_rows(oracle, score_column(config))
     done = [r for r in rows if math.isfinite(r["val_loss"])]
     if not done:
         raise RuntimeError(f"no trial finished ({len(rows)} started); see the messages above")
@@ -97,8 +105,9 @@ def write_config(config_path: Path, tuned: TrainConfig, values: dict, best: dict
         raw["data"]["path"] = str(tuned.data.path)
     if tuned.data.batch is not None and tuned.data.batch.targets is not None:
         raw["data"]["batch"]["targets"] = str(tuned.data.batch.targets)
+    score = score_column(tuned)
     head = (f"# procedge tune {config_path}: the best of {trials} trials "
-            f"(val_loss {best['val_loss']:.5g}, val_rmse {best['val_rmse']:.5g}, on the "
+            f"(val_loss {best['val_loss']:.5g}, {score} {best[score]:.5g}, on the "
             f"validation split)\n# searched: {values}\n")
     path.write_text(head + yaml.safe_dump(raw, sort_keys=False))
 
@@ -126,7 +135,8 @@ def plot_trials(rows: list[dict], names: list[str], config: TrainConfig, path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = [r["val_rmse"] for r in rows]
+    classes = config.soft_sensor.kind == "classification"  # minimised, as the search does
+    scores = [r["val_loss" if classes else "val_rmse"] for r in rows]
     from matplotlib.ticker import NullFormatter
 
     panels = 1 + len(names)
@@ -144,7 +154,8 @@ def plot_trials(rows: list[dict], names: list[str], config: TrainConfig, path: P
         so_far.append(best)
     ax.step(range(len(rows)), so_far, where="post", label="best so far")
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"validation RMSE ({config.soft_sensor.target})")
+    ax.set_ylabel("validation cross-entropy" if classes else
+                  f"validation RMSE ({config.soft_sensor.target})")
     ax.legend(fontsize=7)
     for ax, name in zip(axes[1:panels], names, strict=True):
         xs = [r.get(name) for r in rows]

@@ -11,7 +11,9 @@ config asks for them on every estimate; residual ``{"ts" (the lab
 stamp), "process_ts" (the window it measures), "target", "measured", "estimate",
 "raw_estimate", "residual", "raw_residual", "bias" (after this value), "bias_update",
 "unit"}``. A classification soft sensor publishes ``{"ts", "target", "class",
-"probabilities": {class: p}, "dead_time_s"}`` instead, and skips lab values (counted,
+"probabilities": {class: p}, "dead_time_s"}`` instead, plus ``"contributions"`` (the
+occlusion contributions to the given class's probability) when the config asks for them on
+every estimate or the class is one of ``explain_classes``, and skips lab values (counted,
 ``lab_classification``).
 """
 
@@ -49,6 +51,11 @@ def initial_state(manifest: Manifest, options: SoftSensorEdgeConfig | None) -> S
     from edge_runtime.config import SoftSensorEdgeConfig
 
     o = options or SoftSensorEdgeConfig()
+    classes = manifest.soft_sensor.classes if manifest.soft_sensor else []
+    unknown = [c for c in o.explain_classes if c not in classes]
+    if unknown:
+        raise ValueError(f"soft_sensor.explain_classes: {unknown} not among the bundle's "
+                         f"classes {classes}")
     keep = 3 * manifest.input.window + 2
     return SoftSensorState(EstimateHistory(manifest.input.period_s, keep),
                            BiasFilter(o.bias_alpha, o.bias_update), o)
@@ -85,7 +92,7 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
 
     spec = pipeline.bundle.manifest.soft_sensor
     if spec.kind == "classification":
-        return _classes(pipeline, times, ys)
+        return _classes(pipeline, times, x, ys)
     state: SoftSensorState = pipeline.task_state
     scaled = np.asarray(ys[0]).reshape(len(times), -1)[:, 0]
     raw = spec.to_units(scaled)
@@ -103,19 +110,46 @@ def post(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
     return outputs
 
 
-def _classes(pipeline: ModelPipeline, times: list[float], ys: list[np.ndarray]
-             ) -> list[Output]:
+def _classes(pipeline: ModelPipeline, times: list[float], x: np.ndarray,
+             ys: list[np.ndarray]) -> list[Output]:
     """A classification soft sensor's payloads: the most probable class and every class's
-    probability (no bias: a class is not corrected by lab values)."""
+    probability (no bias: a class is not corrected by lab values), explained when asked."""
     from edge_runtime.pipelines import Output
 
     spec = pipeline.bundle.manifest.soft_sensor
     probs = np.asarray(ys[0], np.float64).reshape(len(times), -1)
     base = pipeline.base_payload() | {"target": spec.target, "dead_time_s": spec.dead_time_s}
-    return [Output("inference", base | {
-        "ts": iso_ms(grid_t), "class": spec.classes[int(p.argmax())],
-        "probabilities": {c: round(float(v), 6) for c, v in zip(spec.classes, p, strict=True)}},
-        grid_t=grid_t) for grid_t, p in zip(times, probs, strict=True)]
+    outputs = []
+    for i, (grid_t, p) in enumerate(zip(times, probs, strict=True)):
+        k = int(p.argmax())
+        payload = base | {"ts": iso_ms(grid_t), "class": spec.classes[k], "probabilities": {
+            c: round(float(v), 6) for c, v in zip(spec.classes, p, strict=True)}}
+        outputs.append(Output("inference", payload | _class_explained(pipeline, x[i], k,
+                                                                      float(p[k])),
+                              grid_t=grid_t))
+    return outputs
+
+
+def _class_explained(pipeline: ModelPipeline, window: np.ndarray, k: int,
+                     probability: float) -> dict:
+    """``contributions`` to class ``k``'s probability when the config asks for them always
+    or ``k`` is one of ``explain_classes``; nothing is run otherwise."""
+    state: SoftSensorState = pipeline.task_state
+    o, spec = state.options, pipeline.bundle.manifest.soft_sensor
+    if not (o.contributions or spec.classes[k] in o.explain_classes):
+        return {}
+    occluder = _occluder(pipeline)
+    values = contributions(lambda w: occluder.outputs(w)[:, k], window, probability)
+    return {"contributions": ranked(values, pipeline.tags,
+                                    [pipeline.units[t] for t in pipeline.tags])}
+
+
+def _occluder(pipeline: ModelPipeline) -> Occluder:
+    """The occlusion interpreter, loaded on first use."""
+    state: SoftSensorState = pipeline.task_state
+    if state.occluder is None:
+        state.occluder = Occluder(pipeline.bundle.model_path)
+    return state.occluder
 
 
 def _explained(pipeline: ModelPipeline, window: np.ndarray, scaled: float,
@@ -131,9 +165,7 @@ def _explained(pipeline: ModelPipeline, window: np.ndarray, scaled: float,
         extra["limit"] = "high"
     if not (o.contributions or extra):
         return extra
-    if state.occluder is None:
-        state.occluder = Occluder(pipeline.bundle.model_path)
-    values = contributions(state.occluder.predict, window, scaled) * spec.scale
+    values = contributions(_occluder(pipeline).predict, window, scaled) * spec.scale
     return extra | {"contributions": ranked(values, pipeline.tags,
                                             [pipeline.units[t] for t in pipeline.tags])}
 

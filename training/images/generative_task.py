@@ -9,8 +9,10 @@ would teach the generator almost nothing of the defects it exists to supply.
 
 Run directory: ``generator.keras``, ``generative.json`` (``kind: image``, family, size,
 classes), ``training.json``, ``heldout.npz`` (the validation images ``x`` in [-1, 1] and
-class indices ``c``), ``losses.png``, ``samples.png`` (real and generated per class) and,
-with ``fit.tensorboard``, the loss terms in ``logs/``.
+class indices ``c``), ``losses.png``, ``samples.png`` (real and generated per class),
+``pca.png`` (PCA of validation and generated images' pixels, coloured by class),
+``interpolation.png`` (``image_cvae``: latent lines between two real images per class)
+and, with ``fit.tensorboard``, the loss terms in ``logs/``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     fake = model.sample(fake_c, seed=seed)
     plots.loss_curves(history, run_dir / "losses.png", f"{config.name} ({family.name})")
     image_grid(vx, vc, fake, fake_c, names, run_dir / "samples.png", per_class)
+    _latent_pictures(config, model, (x, c), (vx, vc), names, run_dir)
     if config.fit.tensorboard:
         from training.tasks.generative import _tensorboard
 
@@ -100,6 +103,23 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                      training_data_sha256=fingerprint, metrics={"keras": metrics},
                      training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
                                            seconds_per_epoch=seconds))
+
+
+def _latent_pictures(config: TrainConfig, model, train: tuple, val: tuple, names: list[str],
+                     run_dir: Path) -> None:
+    """``pca.png`` (pixels: validation images vs as many generated, of the same classes)
+    and, for a CVAE, ``interpolation.png``: latent lines between two validation images per
+    class (two training images where no class has two in validation, as on tiny sets)."""
+    from training.images import latent_plots
+
+    vx, vc = val
+    if len(vx) >= 2:
+        fake = model.sample(vc, seed=config.fit.seed)
+        latent_plots.pca(vx, vc, fake, vc, names, run_dir / "pca.png",
+                         f"{config.name}: validation images vs generated (pixels)")
+    if hasattr(model, "interpolate"):
+        x, c = val if latent_plots.pairs(vc) else train
+        latent_plots.interpolation_strips(model, x, c, names, run_dir / "interpolation.png")
 
 
 def write_synthetic(run_dir: Path, n: int, condition: str | None, seed: int, out: Path

@@ -21,7 +21,7 @@ import tensorflow as tf
 from keras import layers
 
 from training.config import IMAGE_GENERATORS
-from training.generative import GENERATOR_FILE, META_FILE, _batches
+from training.generative import GENERATOR_FILE, META_FILE, _batches, cvae_step, latent_line
 from training.progress import progress
 from training.registry import register
 
@@ -208,31 +208,19 @@ class ImageCVAE(ImageGenerator):
 
     def fit(self, x, classes, steps, batch_size, seed, settings, desc="image_cvae",
             draw_p=None):
-        opt = keras.optimizers.Adam(settings.get("learning_rate") or 1e-3)
-        beta, latent = float(settings.get("beta", 1.0)), self.latent_dim
-        noise = tf.random.Generator.from_seed(seed)
-        variables = [*self.encoder.trainable_weights, *self.generator.trainable_weights,
-                     self.log_std]
-        opt.build(variables)
+        step = cvae_step(self.encoder, self.generator, self.log_std, self.latent_dim, seed,
+                         settings)
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
-
-        @tf.function
-        def step(xb, cb):
-            with tf.GradientTape() as tape:
-                stats = self.encoder([xb, cb], training=True)
-                mu, logvar = stats[:, :latent], stats[:, latent:]
-                z = mu + tf.exp(0.5 * logvar) * noise.normal(tf.shape(mu))
-                mean = self.generator(tf.concat([z, cb], axis=1), training=True)
-                nll = tf.reduce_sum(0.5 * tf.square((xb - mean) / tf.exp(self.log_std))
-                                    + self.log_std, axis=[1, 2, 3])
-                kl = -0.5 * tf.reduce_sum(1 + logvar - tf.square(mu) - tf.exp(logvar), axis=1)
-                loss = tf.reduce_mean(nll + beta * kl)
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-            return tf.reduce_mean(nll), tf.reduce_mean(kl)
-
         self.history = _loop(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
                              draw_p)
         return self.history
+
+    def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
+                    ) -> np.ndarray:
+        """Decoded images along the latent line between real images ``a`` and ``b`` of class
+        ``cls``: (steps, size, size, channels) in [-1, 1]; first ≈ a, last ≈ b."""
+        return latent_line(self.encoder, self.generator, self.latent_dim, self.n_classes,
+                           a, b, cls, steps)
 
 
 @register("generative", "dcgan", small={"latent_dim": 8, "filters": 4})

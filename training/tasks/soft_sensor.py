@@ -9,9 +9,11 @@ only, the target scale on training labels only. Loss: MSE on the scaled target (
 clipping by ``fit.clip_norm``). Metrics on the test labels, in engineering units, beside the
 PLS and last-measured-value references (:mod:`training.soft_references`). Explanations
 (saliency, integrated gradients, permutation importance) on the validation windows
-(:mod:`training.explain`). Parity: the edge MSE may exceed the float one by the budget
-(relative). ``soft_sensor.kind: classification`` trains class probabilities instead, with
-their own metrics and parity (:mod:`training.soft_classification`).
+(:mod:`training.explain`; a classifier's through the probability of its predicted class).
+Parity: the edge MSE may exceed the float one by the budget (relative).
+``soft_sensor.kind: classification`` trains class probabilities instead, with their own
+metrics, references (:mod:`training.soft_class_references`) and parity
+(:mod:`training.soft_classification`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,14 @@ from edge_runtime.bundle import (
 )
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import batch_training, explain, plots, quality, soft_classification
+from training import (
+    batch_training,
+    explain,
+    plots,
+    quality,
+    soft_class_references,
+    soft_classification,
+)
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.historian import GridData, load_grid
@@ -79,9 +88,10 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
 
     (x, y), (val_x, val_y), (test_x, test_y) = (pairs(splits.train), pairs(splits.val),
                                                 pairs(splits.test))
+    cv = _cross_validation(config, paired, grid, pairs)  # leak-checked before any training
     if classify:
         return _train_classifier(config, family, run_dir, grid, paired, splits, target,
-                                 scaler, train_rows, (x, y, val_x, val_y, test_x, test_y))
+                                 scaler, train_rows, (x, y, val_x, val_y, test_x, test_y), cv)
     model, info = fit_model(lambda: family.build(L, len(grid.tags), 1, **config.model),
                             config, x, y, val_x, val_y, run_dir)
     explain.write(model, val_x, val_y, grid.tags, w.period_s, run_dir, config.name,
@@ -92,11 +102,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                                            x, lab.values[splits.train], test_x,
                                            s.pls_components)
     metrics |= references | _counts(paired, splits)
-    if config.split.by == "group":  # the references over every fold, not one
-        folds = group_folds(paired.ends, lab.groups, config.split, L)
-        for fold in folds:
-            check_no_leak(fold, paired.ends, L, grid.grid_s, lab.groups)
-        all_x, _ = pairs(np.arange(len(paired.ends)))
+    if cv is not None:  # the references over every fold, not one
+        folds, all_x = cv
         metrics |= cross_validated(all_x, lab.values, lab.stamps, s.dead_time_s, folds,
                                    s.pls_components)
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
@@ -107,12 +114,28 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                    _fingerprint(grid, train_rows, lab.values[splits.train]))
 
 
+def _cross_validation(config: TrainConfig, paired: Paired, grid: GridData,
+                      pairs) -> tuple[list, np.ndarray] | None:
+    """With ``split.by: group``: every GroupKFold fold held out once, each leak-checked, and
+    the scaled window of every label (``pairs``), for the references' cross-validation;
+    None otherwise."""
+    if config.split.by != "group":
+        return None
+    L, lab = config.window.length, paired.labels
+    folds = group_folds(paired.ends, lab.groups, config.split, L)
+    for fold in folds:
+        check_no_leak(fold, paired.ends, L, grid.grid_s, lab.groups)
+    return folds, pairs(np.arange(len(paired.ends)))[0]
+
+
 def _train_classifier(config: TrainConfig, family: Family, run_dir: Path, grid: GridData,
                       paired: Paired, splits, target: SoftSensorSpec, scaler: StandardScaler,
-                      train_rows: np.ndarray, arrays: tuple) -> RunRecord:
+                      train_rows: np.ndarray, arrays: tuple,
+                      cv: tuple[list, np.ndarray] | None) -> RunRecord:
     """``soft_sensor.kind: classification``: the family's head gives one logit per class,
-    a softmax on top, cross-entropy; accuracy/F1 on the test labels (no PLS/last-value
-    references: they estimate numbers)."""
+    a softmax on top, cross-entropy; accuracy, balanced accuracy and macro F1 on the test
+    labels beside the logistic-regression, last-class and majority references
+    (:mod:`training.soft_class_references`, same splits)."""
     x, y, val_x, val_y, test_x, test_y = arrays
     L, F, classes = config.window.length, len(grid.tags), target.classes
 
@@ -122,8 +145,17 @@ def _train_classifier(config: TrainConfig, family: Family, run_dir: Path, grid: 
 
     model, info = fit_model(build, config, x, y, val_x, val_y, run_dir,
                             loss=soft_classification.LOSS)
+    explain.write(model, val_x, val_y, grid.tags, config.window.period_s, run_dir,
+                  config.name, config.fit.seed, classes)  # the predicted class's probability
     probs = model.predict(test_x, verbose=0)
     metrics = soft_classification.class_metrics(test_y, probs, classes)
+    lab = paired.labels
+    dead = config.soft_sensor.dead_time_s
+    metrics |= soft_class_references.reference_metrics(lab.stamps, lab.values, dead, splits,
+                                                       arrays, len(classes))
+    if cv is not None:  # the references over every fold, not one
+        metrics |= soft_class_references.cross_validated(
+            cv[1], lab.values, lab.stamps, dead, cv[0], metrics.get("logistic_C"), len(classes))
     metrics |= _counts(paired, splits)
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, y=test_y)
     save_representative(run_dir, x, config.fit.seed)
