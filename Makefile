@@ -87,6 +87,7 @@ eval: setup
 	$(BIN)/python -m procedge eval tep-softsensor --root $(PROCEDGE_DATA)/tep --json artifacts/eval/tep_softsensor.json
 	$(BIN)/python -m procedge eval images --root $(PROCEDGE_DATA)/magnetic_tile --json artifacts/eval/images.json
 	$(BIN)/python -m procedge eval generative --root $(PROCEDGE_DATA)/tep --json artifacts/eval/generative.json
+	$(BIN)/python -m procedge eval attribution --dataset tep --root $(PROCEDGE_DATA)/tep --json artifacts/eval/attribution_tep.json
 
 clean:
 	rm -rf artifacts .pytest_cache

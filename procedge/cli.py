@@ -454,6 +454,7 @@ EVALS: dict[str, str] = {
     "generative": "evaluation.generative",
     "generative-images": "evaluation.image_generative",
     "generative-augment": "evaluation.generative_augment",
+    "attribution": "evaluation.attribution",
 }
 
 

@@ -174,6 +174,8 @@ def test_tft_explains_each_forecast_at_the_edge(quantile_runs):
     run_dir, bundle, _ = quantile_runs["tft"]
     for png in ("variable_importance.png", "attention.png"):
         assert (run_dir / png).stat().st_size > 0
+    for png in ("decoder_selection.png", "static_selection.png"):  # no known future, no static
+        assert not (run_dir / png).exists()
     x = np.load(run_dir / "heldout.npz")["x"]
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
     found = interpretation(model, x)

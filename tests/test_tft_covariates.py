@@ -91,6 +91,7 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
     from edge_runtime.scaling import StandardScaler
     from edge_runtime.tasks.forecast import forecast_outputs
     from training.config import TrainConfig
+    from training.tft import interpretation
     from training.train import train
 
     config = TrainConfig.model_validate({
@@ -103,6 +104,9 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
         "fit": {"epochs": 3, "batch_size": 32, "patience": 2, "learning_rate": 0.005},
         "output_dir": str(tmp_path / "runs")})
     run_dir = train(config)
+    for png in ("variable_importance.png", "decoder_selection.png", "static_selection.png",
+                "attention.png"):  # encoder, decoder (known future), static selection; time
+        assert (run_dir / png).stat().st_size > 0, png
     bundle, report = build(run_dir, tmp_path / "bundles",
                            ConvertOptions(candidates=("int8", "fp32")))
     spec = bundle.manifest.input
@@ -129,6 +133,9 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
 
     # the known future reaches the forecast: the same window at another hour forecasts otherwise
     model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    found = interpretation(model, heldout["x"])
+    assert found.static and found.future.shape == (len(KNOWN),)
+    np.testing.assert_allclose(found.future.sum(), 1.0, atol=1e-5)  # softmax over the calendar
     later = with_known_future(past[None], np.array([t + 5 * 3600 + 17 * 60]), 60.0, 3, KNOWN)
     a, b = (forecast_outputs(list(model.predict(m, verbose=0)))[0] for m in (model_x, later))
     assert not np.allclose(a, b, atol=1e-6)

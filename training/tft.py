@@ -44,6 +44,8 @@ from training.registry import register
 
 SELECTION_LAYER = "variable_selection"  # (N, L, F) softmax weights over the input variables
 ATTENTION_LAYER = "tft_attention"  # (N, H, L + H) mean of the heads' attention weights
+FUTURE_SELECTION_LAYER = f"future_{SELECTION_LAYER}"  # (N, H, K) over the known-future inputs
+STATIC_LAYER = "static_embedding"  # present when the model has a static covariate
 
 
 class _Names:
@@ -230,6 +232,8 @@ class Interpretation(NamedTuple):
     importance: np.ndarray  # (F,) mean selection weight per input variable, sums to 1
     attention: np.ndarray  # (H, L + H) mean over windows and heads, rows sum to 1
     windows: int
+    future: np.ndarray | None = None  # (K,) decoder's mean weight per known-future input
+    static: bool = False  # has a static covariate (one variable: its selection weight is 1)
 
 
 def is_tft(model: keras.Model) -> bool:
@@ -237,15 +241,19 @@ def is_tft(model: keras.Model) -> bool:
 
 
 def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
-    """The variable-selection weights and attention over time of a trained ``tft`` on
-    windows ``x`` (N, L, F), averaged over windows (and steps, for the weights). None for
-    other families."""
+    """The variable-selection weights (encoder; decoder, with known-future inputs) and the
+    attention over time of a trained ``tft`` on windows ``x`` (N, L, F), averaged over
+    windows (and steps, for the weights). None for other families."""
     if not is_tft(model):
         return None
-    side = keras.Model(model.inputs, [model.get_layer(SELECTION_LAYER).output,
-                                      model.get_layer(ATTENTION_LAYER).output])
-    selection, attention = side.predict(np.asarray(x, np.float32), verbose=0, batch_size=256)
-    return Interpretation(selection.mean(axis=(0, 1)), attention.mean(axis=0), len(x))
+    names = {layer.name for layer in model.layers}
+    wanted = [SELECTION_LAYER, ATTENTION_LAYER, FUTURE_SELECTION_LAYER]
+    side = keras.Model(model.inputs, [model.get_layer(n).output for n in wanted if n in names])
+    selection, attention, *future = side.predict(np.asarray(x, np.float32), verbose=0,
+                                                 batch_size=256)
+    return Interpretation(selection.mean(axis=(0, 1)), attention.mean(axis=0), len(x),
+                          future[0].mean(axis=(0, 1)) if future else None,
+                          STATIC_LAYER in names)
 
 
 def with_importance_output(model: keras.Model) -> keras.Model:
@@ -261,8 +269,11 @@ def with_importance_output(model: keras.Model) -> keras.Model:
 
 
 def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[str],
-                         title: str) -> Interpretation | None:
-    """``variable_importance.png`` and ``attention.png`` of a ``tft`` over windows ``x``."""
+                         title: str, static: str = "") -> Interpretation | None:
+    """The pictures of a ``tft`` over windows ``x``: ``variable_importance.png`` (the
+    encoder's selection over the past inputs ``tags``), ``decoder_selection.png`` (over the
+    known-future inputs, the last of ``tags``), ``static_selection.png`` (the static covariate
+    ``static``) and ``attention.png``; each selection plot only where the model has it."""
     from pathlib import Path
 
     from training import plots
@@ -271,8 +282,17 @@ def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[
     if found is None:
         return None
     run_dir = Path(run_dir)
+    mean = f"mean of {found.windows} windows"
     plots.variable_importance(found.importance, tags, run_dir / "variable_importance.png",
-                              f"{title}: variable selection (mean of {found.windows} windows)")
+                              f"{title}: encoder variable selection ({mean})")
+    if found.future is not None:
+        plots.variable_importance(found.future, tags[-len(found.future):],
+                                  run_dir / "decoder_selection.png",
+                                  f"{title}: decoder selection ({mean})")
+    if found.static:  # the paper's static VSN is a softmax over the static variables: one here
+        plots.variable_importance(np.ones(1), [static or "static covariate"],
+                                  run_dir / "static_selection.png",
+                                  f"{title}: static selection (one variable: weight 1)")
     horizon = found.attention.shape[0]
     plots.attention_panels(
         [(f"{found.windows} windows; last {horizon} columns: forecast steps", "forecast step",

@@ -60,7 +60,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     fields["input"] = fields["input"].model_copy(
         update={"known_future": known, "static": config.model.get("static") or ""})
     forecast_plots(run_dir, model, config.name, test_x, test_y, pred, targets, levels,
-                   tags=selection_names(data.grid.tags, known, fields["input"].static))
+                   tags=selection_names(data.grid.tags, known, fields["input"].static),
+                   static=fields["input"].static)
     drift = drift_spec(config, data.grid.rows[s.train], data.grid.tags,
                        _one_step_residuals(model, val_x, val_y, levels), targets)
     return RunRecord(name=config.name, task="forecast", family=config.family,
@@ -78,10 +79,12 @@ def _one_step_residuals(model, val_x, val_y, levels: list[float]) -> np.ndarray:
 
 
 def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[str],
-                   levels: list[float], tags: list[str] | None = None) -> None:
+                   levels: list[float], tags: list[str] | None = None,
+                   static: str = "") -> None:
     """forecast_vs_actual.png (P50 with the outer quantiles shaded, for a quantile model) and,
     for attention families, attention.png of the first window; a ``tft`` given its input
-    ``tags`` draws variable_importance.png and attention.png averaged over the windows ``x``."""
+    ``tags`` draws its selection weights (variable_importance.png, decoder_selection.png,
+    static_selection.png) and attention.png averaged over the windows ``x``."""
     from training.forecasters import attention_maps
     from training.tft import interpretation_plots
 
@@ -91,7 +94,7 @@ def forecast_plots(run_dir: Path, model, title: str, x, y, pred, targets: list[s
     plots.forecast_vs_actual(y, pred, targets, run_dir / "forecast_vs_actual.png", band=band,
                              band_label=f"P{levels[0] * 100:g}–P{levels[-1] * 100:g}"
                              if levels else "")
-    if tags is not None and interpretation_plots(run_dir, model, x, tags, title):
+    if tags is not None and interpretation_plots(run_dir, model, x, tags, title, static):
         return
     maps = attention_maps(model, x[0])
     if maps:
