@@ -59,3 +59,14 @@ def test_generator_learns_holds_keeps_them_in_its_run_and_samples_held(tmp_path)
     loaded, meta = load_generator(tmp_path)
     assert meta["hold_steps"] == [1, 3, 1]
     np.testing.assert_array_equal(loaded.sample(np.zeros(30, int), seed=4), held)
+
+
+def test_held_tag_noise_correlates_between_samples_as_the_residuals_do():
+    from training.generative import WindowGenerator
+
+    gen = WindowGenerator("cvae", None, 16, 3, n_classes=1, latent_dim=2,
+                          noise_phi=np.array([0.2, 0.9, 0.3]))
+    gen.noise_acf = np.tile(np.array([[0.2, 0.9, 0.3]]), (15, 1))
+    gen.noise_acf[2, 1] = 0.125  # lag 3: the held tag's residuals between two samples
+    gen.learn_sampling(_windows())
+    np.testing.assert_allclose(gen.noise_phi, [0.2, 0.5, 0.3], rtol=1e-6)

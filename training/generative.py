@@ -47,12 +47,22 @@ class WindowGenerator:
                           else np.asarray(noise_phi, np.float32))
         self.hold_steps = (np.ones(features, np.int64) if hold_steps is None
                            else np.asarray(hold_steps, np.int64))
+        self.noise_acf: np.ndarray | None = None  # (L − 1, F) residual autocorrelation, lag 1…
         self.history: dict[str, list[float]] = {}
 
     def learn_sampling(self, x: np.ndarray) -> np.ndarray:
         """Learn from training windows ``x`` which tags are sampled and held, and how often
-        (:func:`training.sample_hold.detect`); :meth:`sample` holds them from now on."""
+        (:func:`training.sample_hold.detect`); :meth:`sample` holds them from now on.
+        A held tag's residuals are staircases, so their lag-1 autocorrelation says nothing
+        of the noise between two samples; with the residuals' autocorrelation at lag k
+        known (a fitted CVAE), the tag's AR(1) coefficient becomes its k-th root, so that
+        the noise at two sampling instants k steps apart correlates as the data's does."""
         self.hold_steps = sample_hold.detect(x)
+        if self.noise_acf is not None:
+            for tag in np.flatnonzero(self.hold_steps > 1):
+                k = int(self.hold_steps[tag])
+                rho = float(np.clip(self.noise_acf[k - 1, tag], 0.0, 0.99))
+                self.noise_phi[tag] = rho ** (1.0 / k)
         return self.hold_steps
 
     def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -234,7 +244,9 @@ class CVAE(WindowGenerator):
                                       batch_size=256)
         r = x - mean
         std = np.sqrt(np.mean(np.square(r), axis=(0, 1)))
-        lag = np.mean(r[:, 1:] * r[:, :-1], axis=(0, 1)) / np.maximum(std ** 2, 1e-12)
+        self.noise_acf = np.stack([np.mean(r[:, j:] * r[:, :-j], axis=(0, 1))
+                                   for j in range(1, x.shape[1])]) / np.maximum(std ** 2, 1e-12)
+        lag = self.noise_acf[0]
         return std.astype(np.float32), np.clip(lag, 0.0, 0.99).astype(np.float32)
 
 
