@@ -15,6 +15,9 @@ Protocol (fixed before any run; the ``_te`` test files are never read):
 * scores (:mod:`training.generative_quality`), each against the held-apart windows: the
   discriminative score |acc − 0.5| (all classes, and normal alone), TSTR/TRTR next-step MAE
   (all classes, and normal alone), MMD² (all, normal), coverage per class;
+* ``--hold`` (off by default, so that runs 1–3 reproduce): after the fit, each generator learns
+  from the training windows which tags are sampled and held and at what cadence
+  (:mod:`training.sample_hold`) and holds its generated windows of those tags alike;
 * a reference row ``real_train`` puts the real training windows where the synthetic ones go:
   what the scores read for real data of the same process at another time.
 
@@ -95,6 +98,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--score-epochs", type=int, default=20, help="epochs of the classifier "
                    "and the forecasters that score")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hold", action=argparse.BooleanOptionalAction, default=False,
+                   help="hold generated values of the tags the training windows show sampled "
+                   "and held (training/sample_hold.py)")
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/generative"))
     p.add_argument("--json", type=Path, help="write the results here")
     args = p.parse_args(argv)
@@ -118,6 +124,10 @@ def main(argv: list[str]) -> None:
         t0 = time.time()
         model.fit(train[0], train[1], steps[name], 64, args.seed, {}, desc=name)
         seconds = time.time() - t0
+        if args.hold:
+            held = model.learn_sampling(train[0])
+            print(f"{name}: held tags (1-based: steps) "
+                  f"{ {int(i) + 1: int(held[i]) for i in np.flatnonzero(held > 1)} }")
         fake_c = np.repeat(np.arange(len(names)), counts)
         fake = model.sample(fake_c, seed=args.seed)
         row = {"model": name, "variant": "keras", "mode": "float32", "steps": steps[name],

@@ -210,6 +210,10 @@ class GenerativeConfig(Strict):
     gp_weight: float = Field(default=10.0, ge=0, description="wgan_gp: gradient-penalty "
                              "weight lambda.")
     stride: int = Field(default=1, gt=0, description="Rows between training windows.")
+    sample_hold: bool = Field(
+        default=False, description="Windows: learn from the training windows which tags are "
+        "sampled and held (an analyzer reporting every k-th step) and hold generated values "
+        "of those tags alike (training/sample_hold.py).")
     classes: list[str] | None = Field(
         default=None, description="Images (an 'image' section, families dcgan and "
         "image_cvae): the class folders to learn, e.g. only the defects; default: all.")

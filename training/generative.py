@@ -10,6 +10,9 @@ history of the fit. A CVAE's decoder is Gaussian with a learned standard deviati
 sampling adds noise to the decoded mean (the mean alone is smoother than any real window): per
 tag, the residuals' standard deviation and lag-1 autocorrelation after the fit, as AR(1) noise
 (process residuals are correlated in time; white noise is the tell of a synthetic window).
+With ``hold_steps`` learned (:meth:`WindowGenerator.learn_sampling`), sampled-and-held tags
+are then held between their sampling instants as the real sensor holds them
+(:mod:`training.sample_hold`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training import sample_hold
 from training.progress import progress
 from training.registry import register
 
@@ -33,7 +37,7 @@ class WindowGenerator:
 
     def __init__(self, family: str, generator: keras.Model, window: int, features: int,
                  n_classes: int, latent_dim: int, noise_std: np.ndarray | None = None,
-                 noise_phi: np.ndarray | None = None):
+                 noise_phi: np.ndarray | None = None, hold_steps: np.ndarray | None = None):
         self.family, self.generator = family, generator
         self.window, self.features = window, features
         self.n_classes, self.latent_dim = n_classes, latent_dim
@@ -41,7 +45,25 @@ class WindowGenerator:
                           else np.asarray(noise_std, np.float32))
         self.noise_phi = (np.zeros(features, np.float32) if noise_phi is None
                           else np.asarray(noise_phi, np.float32))
+        self.hold_steps = (np.ones(features, np.int64) if hold_steps is None
+                           else np.asarray(hold_steps, np.int64))
+        self.noise_acf: np.ndarray | None = None  # (L − 1, F) residual autocorrelation, lag 1…
         self.history: dict[str, list[float]] = {}
+
+    def learn_sampling(self, x: np.ndarray) -> np.ndarray:
+        """Learn from training windows ``x`` which tags are sampled and held, and how often
+        (:func:`training.sample_hold.detect`); :meth:`sample` holds them from now on.
+        A held tag's residuals are staircases, so their lag-1 autocorrelation says nothing
+        of the noise between two samples; with the residuals' autocorrelation at lag k
+        known (a fitted CVAE), the tag's AR(1) coefficient becomes its k-th root, so that
+        the noise at two sampling instants k steps apart correlates as the data's does."""
+        self.hold_steps = sample_hold.detect(x)
+        if self.noise_acf is not None:
+            for tag in np.flatnonzero(self.hold_steps > 1):
+                k = int(self.hold_steps[tag])
+                rho = float(np.clip(self.noise_acf[k - 1, tag], 0.0, 0.99))
+                self.noise_phi[tag] = rho ** (1.0 / k)
+        return self.hold_steps
 
     def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Generator inputs ``[z | one-hot]`` for class indices ``classes``."""
@@ -51,7 +73,8 @@ class WindowGenerator:
 
     def sample(self, classes: np.ndarray, seed: int = 0) -> np.ndarray:
         """Windows (n, L, F), scaled, one per class index in ``classes``; the same seed gives
-        the same windows."""
+        the same windows. Tags with a hold length > 1 are held between sampling instants
+        (random phase per window), after the noise: the held value is the sampled one."""
         rng = np.random.default_rng(seed)
         mean = self.generator.predict(self.inputs(classes, rng), verbose=0, batch_size=256)
         eps = rng.standard_normal(mean.shape).astype(np.float32)
@@ -60,7 +83,10 @@ class WindowGenerator:
         noise[:, 0] = eps[:, 0]
         for t in range(1, mean.shape[1]):  # AR(1) with unit variance, then scaled per tag
             noise[:, t] = phi * noise[:, t - 1] + innovation * eps[:, t]
-        return (mean + noise * self.noise_std).astype(np.float32)
+        out = (mean + noise * self.noise_std).astype(np.float32)
+        if (self.hold_steps > 1).any():  # draws after the noise: without holds, as before
+            out = sample_hold.hold(out, self.hold_steps, rng)
+        return out
 
     def fit(self, x: np.ndarray, classes: np.ndarray, steps: int, batch_size: int, seed: int,
             settings: dict, desc: str = "generative") -> dict[str, list[float]]:
@@ -71,7 +97,8 @@ class WindowGenerator:
         meta = {"family": self.family, "window": self.window, "features": self.features,
                 "n_classes": self.n_classes, "latent_dim": self.latent_dim,
                 "noise_std": [float(v) for v in self.noise_std],
-                "noise_phi": [float(v) for v in self.noise_phi]} | (extra or {})
+                "noise_phi": [float(v) for v in self.noise_phi],
+                "hold_steps": [int(v) for v in self.hold_steps]} | (extra or {})
         (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -81,7 +108,8 @@ def load_generator(run_dir: Path) -> tuple[WindowGenerator, dict]:
     model = keras.models.load_model(Path(run_dir) / GENERATOR_FILE, compile=False)
     gen = WindowGenerator(meta["family"], model, meta["window"], meta["features"],
                           meta["n_classes"], meta["latent_dim"], np.asarray(meta["noise_std"]),
-                          np.asarray(meta.get("noise_phi", np.zeros(meta["features"]))))
+                          np.asarray(meta.get("noise_phi", np.zeros(meta["features"]))),
+                          meta.get("hold_steps"))
     return gen, meta
 
 
@@ -216,7 +244,9 @@ class CVAE(WindowGenerator):
                                       batch_size=256)
         r = x - mean
         std = np.sqrt(np.mean(np.square(r), axis=(0, 1)))
-        lag = np.mean(r[:, 1:] * r[:, :-1], axis=(0, 1)) / np.maximum(std ** 2, 1e-12)
+        self.noise_acf = np.stack([np.mean(r[:, j:] * r[:, :-j], axis=(0, 1))
+                                   for j in range(1, x.shape[1])]) / np.maximum(std ** 2, 1e-12)
+        lag = self.noise_acf[0]
         return std.astype(np.float32), np.clip(lag, 0.0, 0.99).astype(np.float32)
 
 

@@ -58,6 +58,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     history = model.fit(x, c, g.steps, g.batch_size, config.fit.seed, g.model_dump(),
                         desc=f"{config.name}: {family.name}")
     seconds = time.perf_counter() - start
+    if g.sample_hold:
+        model.learn_sampling(x)
     model.save(run_dir, {"condition_column": g.condition_column, "classes": values,
                          "class_names": names, "steps": g.steps, "seed": config.fit.seed})
     np.savez_compressed(run_dir / "heldout.npz", x=test_x, c=test_c)
