@@ -46,27 +46,19 @@ def build_backbone(config: BackboneConfig, size: tuple[int, int]) -> keras.Model
 
 def load_backbone_weights(backbone: keras.Model, config: BackboneConfig) -> None:
     """Load ``config.weights`` into ``backbone``; a file of another network, width or format
-    is a ValueError naming the field and the file (Keras' own message appended). Keras warns
-    once per part of the network it finds no weights for ("Skipping nested container …",
-    the part keeping its fresh weights): those warnings are caught, not printed, and any one
-    of them refuses the file too, so a partly loaded backbone never trains on silently."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.filterwarnings("always", message="Skipping")  # the rest: filters as they are
+    is a ValueError naming the field and the file (Keras' own message appended). Keras only
+    warns when part of the network finds no weights in the file ("Skipping nested container
+    …", the part keeping its fresh weights): that warning is raised as an error here, so a
+    partly loaded backbone is refused like any other mismatch, never trained on silently."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Skipping")
         try:
             backbone.load_weights(str(config.weights))
-            error = None
-        except (ValueError, KeyError, OSError, TypeError) as exc:
-            error = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else \
+        except (ValueError, KeyError, OSError, TypeError, UserWarning) as exc:
+            detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else \
                 type(exc).__name__
-    skipped = [str(w.message) for w in caught if str(w.message).startswith("Skipping")]
-    if error is None and skipped:
-        error = f"{len(skipped)} part(s) of the network found no weights ({skipped[0][:200]})"
-    for w in caught:  # anything else Keras said (that the filters let through) is passed on
-        if not str(w.message).startswith("Skipping"):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if error is not None:
-        raise ValueError(f"model.backbone.weights: {config.weights} does not match backbone "
-                         f"{config.name} (alpha {config.alpha}): {error}")
+            raise ValueError(f"model.backbone.weights: {config.weights} does not match "
+                             f"backbone {config.name} (alpha {config.alpha}): {detail}") from None
 
 
 def save_backbone(model: keras.Model, path: str | Path) -> Path:
