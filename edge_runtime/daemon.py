@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from edge_runtime import fastjson
 from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
+from edge_runtime.allocator import limit_arenas
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.commissioner import BaselineStore, Commissioning
@@ -281,6 +282,7 @@ class EdgeDaemon:
 
     def start(self) -> None:
         """Connect and start the network, worker and sender threads; returns at once."""
+        limit_arenas()  # before the first thread: per-thread malloc arenas made RSS creep
         if self.config.metrics_port:
             self._http = self.metrics.serve(self.config.metrics_port, self.health,
                                             self.config.metrics_host)
