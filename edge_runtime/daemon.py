@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from edge_runtime import fastjson
 from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
-from edge_runtime.allocator import limit_arenas
+from edge_runtime.allocator import Trimmer
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.commissioner import BaselineStore, Commissioning
@@ -143,6 +143,7 @@ class EdgeDaemon:
         self.acker = InputAcker([main, *sparkplug], self.session.ack_inputs)
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
         self._tick_s = self._tick_interval()
+        self._trimmer = Trimmer()  # free heap memory back to the OS after bursts
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -282,7 +283,6 @@ class EdgeDaemon:
 
     def start(self) -> None:
         """Connect and start the network, worker and sender threads; returns at once."""
-        limit_arenas()  # before the first thread: per-thread malloc arenas made RSS creep
         if self.config.metrics_port:
             self._http = self.metrics.serve(self.config.metrics_port, self.health,
                                             self.config.metrics_host)
@@ -376,6 +376,7 @@ class EdgeDaemon:
                 if self._error_log.due(""):  # "": the batch, not a topic
                     log.exception("unexpected error in a batch of %d (further ones logged "
                                   "once a minute)", len(batch))
+            self._trimmer.after_batch(idle=first is ...)
             if None in batch:
                 break
 
