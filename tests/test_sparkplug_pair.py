@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
+from pydantic import ValidationError
 
 from edge_runtime.config import EdgeConfig
 from edge_runtime.daemon import EdgeDaemon
@@ -112,6 +114,8 @@ def test_the_pair_is_one_edge_node_and_loses_no_value(tmp_path: Path, broker, bu
         for start, end in ((first, death), (second, len(seen))):
             seqs = [p.seq for k, p in seen[start + 1:end] if k == "NDATA"]
             assert seqs and seqs == [(1 + k) % 256 for k in range(len(seqs))], seqs
+        born = {m.name: m for m in seen[second][1].metrics}
+        assert born["tank_anomaly/score"].HasField("double_value")  # the last value published
         names = {m.alias: m.name for m in seen[second][1].metrics}
         event_ids = {m.string_value for k, p in seen if k == "NDATA" for m in p.metrics
                      if names.get(m.alias, "").endswith("/alarm/event_id")}
@@ -124,3 +128,14 @@ def test_the_pair_is_one_edge_node_and_loses_no_value(tmp_path: Path, broker, bu
         for daemon in peers.values():
             daemon.stop(drain_timeout_s=1)
         host.close()
+
+
+def test_a_pair_names_its_one_edge_node():
+    """The default node id is the gateway name, which differs between the peers."""
+    base = {"models": [{"name": "m", "bundle": "b"}],
+            "ha": {"peer_id": "a", "lease_topic": LEASE}}
+    with pytest.raises(ValidationError, match=r"ha: sparkplug.output.node is required"):
+        EdgeConfig.model_validate(base | {"sparkplug": {"output": {"group": GROUP}}})
+    EdgeConfig.model_validate(base | {"sparkplug": {"output": {"group": GROUP, "node": NODE}}})
+    EdgeConfig.model_validate({"models": base["models"], "sparkplug": {"output": {
+        "group": GROUP}}})  # alone: the gateway name is the node id, as before
