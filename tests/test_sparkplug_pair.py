@@ -7,16 +7,21 @@ another one, and every forecast, score and alarm event the pair decided arrives 
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from pydantic import ValidationError
 
-from edge_runtime.config import EdgeConfig
+from edge_runtime.config import EdgeConfig, MqttConfig, OutboxConfig, SparkplugOutputConfig
 from edge_runtime.daemon import EdgeDaemon
+from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.payloads import parse_timestamp
 from edge_runtime.sparkplug import codec
+from edge_runtime.sparkplug.catalogue import Catalogue
+from edge_runtime.sparkplug.node import SparkplugNode
 from tests.daemon_support import (
     UNS,
     Collector,
@@ -139,3 +144,35 @@ def test_a_pair_names_its_one_edge_node():
     EdgeConfig.model_validate(base | {"sparkplug": {"output": {"group": GROUP, "node": NODE}}})
     EdgeConfig.model_validate({"models": base["models"], "sparkplug": {"output": {
         "group": GROUP}}})  # alone: the gateway name is the node id, as before
+
+
+def test_a_peer_that_loses_the_lease_ends_its_session_and_opens_none(tmp_path: Path, broker):
+    """The edge node alone, its lease flipped by hand: NDEATH when it is lost, no session
+    while standby (no reconnect), a new session with the next bdSeq when it is back."""
+    holds = threading.Event()
+    holds.set()
+    node = SparkplugNode(SparkplugOutputConfig(group=GROUP, node=NODE), "gw",
+                         MqttConfig(port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5),
+                         OutboxConfig(path=tmp_path / "o.sqlite"),
+                         Catalogue({}, lambda kind, **fields: f"x/{kind}"), DaemonMetrics())
+    node.holds_session = holds.is_set
+    host = Collector(broker.port, [f"spBv1.0/{GROUP}/+/{NODE}"], client_id="spb-host2")
+
+    def sessions() -> list[tuple[str, int]]:
+        with host.lock:
+            got = [(t.split("/")[2], codec.decode(p)) for t, p in host.messages]
+        return [(k, next(m.long_value for m in p.metrics if m.name == codec.BDSEQ))
+                for k, p in got]
+
+    node.start()
+    try:
+        assert wait_for(lambda: sessions() == [("NBIRTH", 0)], 10), sessions()
+        holds.clear()  # the other peer holds the lease now
+        assert wait_for(lambda: sessions() == [("NBIRTH", 0), ("NDEATH", 0)], 10), sessions()
+        time.sleep(0.4)  # 4 reconnect delays: a standby does not connect again
+        assert sessions() == [("NBIRTH", 0), ("NDEATH", 0)]
+        holds.set()
+        assert wait_for(lambda: sessions()[2:] == [("NBIRTH", 1)], 10), sessions()
+    finally:
+        node.stop(drain_timeout_s=1)
+        host.close()
