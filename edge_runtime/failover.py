@@ -12,6 +12,9 @@ has it then). On takeover it commits what it still holds, the results the active
 may not have delivered, and the retained state of every alarm: nothing decided is lost, and
 what both published carries the same id (consumers de-duplicate by it).
 
+With Sparkplug output the node's rows are held the same way, until the active's NDATA carry
+them (:mod:`edge_runtime.sparkplug.pair`, through :meth:`Failover.tap`).
+
 Not held: operator and timer events (``by``: their ids carry the wall clock of the gateway
 that took the command; the active announces them) and payloads without an id or ``ts``.
 """

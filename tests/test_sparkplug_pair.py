@@ -3,7 +3,8 @@
 sees one NBIRTH (the standby holds no session), NDATA with consecutive seq; the active's NDATA
 then stall while its JSON results still go out (a result's two forms leave from two outboxes),
 and the active stops: its NDEATH carries the bdSeq of its NBIRTH, the new active's NBIRTH
-another one, and every forecast, score and alarm event the pair decided arrives as NDATA."""
+another one, and every forecast, score and alarm event the pair decided arrives as NDATA.
+The SIGKILL (the will NDEATH) is in test_daemon_failover.py."""
 
 from __future__ import annotations
 

@@ -60,7 +60,7 @@ def key_of_row(payload: bytes) -> str:
     """The key of a row as the bridge stores it (``{"ts", "metrics": [[name, value]]}``)."""
     body = json.loads(payload)
     metrics = body["metrics"]
-    event = next((str(v) for n, v in metrics if n.endswith(EVENT_ID)), "")
+    event = next((str(v) for n, v in metrics if n.endswith(EVENT_ID) and v is not None), "")
     return row_key(body["ts"], [n for n, _ in metrics], event)
 
 
@@ -81,6 +81,9 @@ def key_of_ndata(data: bytes, names: dict[int, str]) -> str | None:
 
 
 class SparkplugPair:
+    """Binds one peer's edge node to the pair's lease: when it may hold a session, which
+    bdSeq it connects with, and which rows it publishes (see the module's docstring)."""
+
     def __init__(self, node: SparkplugNode, failover: Failover, metrics: DaemonMetrics):
         self.node, self.failover = node, failover
         self.peer = failover.ha.peer_id
