@@ -638,6 +638,10 @@ class EdgeConfig(Strict):
         if self.mqtt.shared_group:
             raise ValueError("ha: a peer of a pair needs every input; mqtt.shared_group splits "
                              "them between daemons (remove one of the two)")
+        if self.sparkplug.output is not None and not self.sparkplug.output.node:
+            raise ValueError("ha: sparkplug.output.node is required in a pair: both peers are "
+                             "one Sparkplug edge node, and the default (the gateway name) "
+                             "differs between them")
         if len(worker_names(self)) > 1:
             raise ValueError("ha: a peer of a pair runs one process (workers: 1); the lease "
                              "is held per process, and workers would share one peer_id")

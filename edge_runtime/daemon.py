@@ -209,7 +209,8 @@ class EdgeDaemon:
             return None
         from edge_runtime.sparkplug.bridge import SparkplugBridge
 
-        return SparkplugBridge(self.config, self.metrics, self.pipelines, self._topic)
+        return SparkplugBridge(self.config, self.metrics, self.pipelines, self._topic,
+                               self.failover)
 
     def _sparkplug_inputs(self) -> list[InputSource]:
         if self.sparkplug is None or self.sparkplug.input is None:
@@ -329,10 +330,10 @@ class EdgeDaemon:
             self.sender.wake.set()
             time.sleep(0.05)
         self.sender.stop()
+        if self.sparkplug is not None:  # a pair's node ends its session while it holds the lease
+            self.sparkplug.stop(drain_timeout_s)
         if self.failover is not None:  # after the drain: a standby then takes over at once
             self.failover.stop()
-        if self.sparkplug is not None:
-            self.sparkplug.stop(drain_timeout_s)
         self.session.close()
         if self._http is not None:
             self._http.shutdown()
@@ -410,10 +411,10 @@ class EdgeDaemon:
             state |= self.lab.take_state()  # the soft sensors' biases
         state |= self._control_state()  # the set-points the plants have
         out.extend(self.router.alarm_states(changed))
+        if self.sparkplug is not None:  # its own outbox, also before the inputs are acked
+            self.sparkplug.enqueue(out)  # (in a pair it holds its own rows: sparkplug/pair.py)
         if self.failover is not None:  # a standby holds its results back
             out = self.failover.route(out)
-        if self.sparkplug is not None:
-            self.sparkplug.enqueue(out)  # its own outbox, also before the inputs are acked
         self.outbox.put(out, state, sync=False)  # durable before the inputs are acked: ...
         if out:
             self.sender.publish_now()  # (the results' latency runs from here)

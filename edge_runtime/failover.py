@@ -12,6 +12,9 @@ has it then). On takeover it commits what it still holds, the results the active
 may not have delivered, and the retained state of every alarm: nothing decided is lost, and
 what both published carries the same id (consumers de-duplicate by it).
 
+With Sparkplug output the node's rows are held the same way, until the active's NDATA carry
+them (:mod:`edge_runtime.sparkplug.pair`, through :meth:`Failover.tap`).
+
 Not held: operator and timer events (``by``: their ids carry the wall clock of the gateway
 that took the command; the active announces them) and payloads without an id or ``ts``.
 """
@@ -78,23 +81,28 @@ class Shadow:
     def __len__(self) -> int:
         return len(self._held)
 
-    def hold(self, key: str, message: Message) -> None:
+    def hold(self, key: str, message: Message) -> bool:
+        """Hold ``message``; False when the active was seen publishing it already."""
         with self._lock:
             if key in self._seen:
                 del self._seen[key]
-                return
+                return False
             self._held.setdefault(key, message)
             while len(self._held) > self.max_held:
                 self._held.popitem(last=False)
                 self.dropped += 1
+            return True
 
-    def seen(self, key: str) -> None:
+    def seen(self, key: str) -> Message | None:
+        """The active published ``key``: the held message it drops (None: not held yet)."""
         with self._lock:
-            if self._held.pop(key, None) is not None:
-                return
+            message = self._held.pop(key, None)
+            if message is not None:
+                return message
             self._seen[key] = None
             while len(self._seen) > self.max_held:
                 self._seen.popitem(last=False)
+            return None
 
     def take(self) -> list[Message]:
         """Everything held, oldest first; the shadow starts empty again."""
@@ -116,6 +124,7 @@ class Failover:
         self.shadow = Shadow(ha.max_held)
         self._kinds: dict[str, str] = {}  # topic → result kind ("" for the gateway's own)
         self._was_active = False
+        self._taps: list[tuple[str, Callable[[bytes], None]]] = []  # (filter, handler)
         r = metrics.registry
         self.m_active = Gauge("procedge_ha_active", "1 while this peer holds the lease.",
                               registry=r)
@@ -147,11 +156,22 @@ class Failover:
     def stop(self) -> None:
         self.lease.stop()
 
+    def tap(self, topic_filter: str, on_message: Callable[[bytes], None]) -> None:
+        """While standby, hand what the active publishes on ``topic_filter`` to
+        ``on_message`` (network thread) instead of the JSON shadow: the Sparkplug side of
+        the pair (edge_runtime/sparkplug/pair.py). Call before :meth:`start`."""
+        self._taps.append((topic_filter, on_message))
+        self.lease.output_filters.append(topic_filter)
+
     def _on_role(self, role: str, term: int) -> None:
         self.m_active.set(role == ACTIVE)
         log.warning("lease: peer %s is now %s (term %d)", self.ha.peer_id, role, term)
 
     def _on_output(self, topic: str, payload: bytes) -> None:
+        for topic_filter, on_message in self._taps:
+            if mqtt.topic_matches_sub(topic_filter, topic):
+                on_message(payload)
+                return
         key = output_key(topic, payload)
         if key is not None:
             self.shadow.seen(key)

@@ -99,6 +99,7 @@ class Lease:
         self._nonce = ""  # of this connection's status: its echo means "synced"
         self._watching = False  # subscribed to the output filters
         self._first_sync = 0.0  # monotonic time this process first saw its own status
+        self._followed: dict[str, Callable[[bytes], None]] = {}  # topic → its handler
         self._stop = threading.Event()
         self.client = self._make_client(client_id)
         self._timer = threading.Thread(target=self._beat, name="procedge-lease", daemon=True)
@@ -123,6 +124,22 @@ class Lease:
         self.client.connect_async(self.mqtt.host, self.mqtt.port, keepalive=self.ha.keepalive_s)
         self.client.loop_start()
         self._timer.start()
+
+    def follow(self, topic: str, on_message: Callable[[bytes], None]) -> None:
+        """Subscribe ``topic`` (QoS 1) on every connect, in the same SUBSCRIBE as the
+        statuses, so its retained message is known before this peer can claim the lease;
+        ``on_message(payload)`` runs in the network thread. Call before :meth:`start`."""
+        self._followed[topic] = on_message
+
+    def publish_acked(self, topic: str, payload: str, timeout_s: float) -> bool:
+        """Publish retained at QoS 1 on the lease connection; True once the broker has it
+        (PUBACK within ``timeout_s``). Called from another thread than paho's."""
+        if not self.client.is_connected():
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=True)
+        with contextlib.suppress(RuntimeError, ValueError):
+            info.wait_for_publish(timeout=timeout_s)
+        return info.is_published()
 
     def stop(self) -> None:
         """Say offline (retained) while connected: a stopped active hands over at once."""
@@ -154,7 +171,8 @@ class Lease:
             with self._lock:
                 self._nonce = uuid.uuid4().hex  # statuses before this one's echo are history
                 self._watching = False
-                client.subscribe([(f"{self.ha.lease_topic}/+", 1)])
+                client.subscribe([(f"{self.ha.lease_topic}/+", 1),
+                                  *((topic, 1) for topic in self._followed)])
                 self._watch(self.role == STANDBY)
                 self._publish()
         except Exception:
@@ -169,7 +187,9 @@ class Lease:
 
     def _on_message(self, client, userdata, message) -> None:
         try:
-            if message.topic.startswith(self.ha.lease_topic + "/"):
+            if message.topic in self._followed:
+                self._followed[message.topic](message.payload)
+            elif message.topic.startswith(self.ha.lease_topic + "/"):
                 self._on_status(message.topic, message.payload)
             else:
                 self.on_output(message.topic, message.payload)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
+from edge_runtime.payloads import parse_timestamp
+from edge_runtime.sparkplug import codec
 from procedge.broker import free_port
 from tests.daemon_support import (
     UNS,
@@ -74,10 +76,39 @@ def republished(metrics_port: int) -> float:
                 if line.startswith("procedge_ha_republished_total "))
 
 
+def check_sparkplug(collector: Collector, inference: list[dict], event_ids: set[str]) -> str:
+    """The pair as one Sparkplug edge node across the SIGKILL: NBIRTH, the will NDEATH with
+    its bdSeq, the new active's NBIRTH with the next bdSeq; every window time and alarm event
+    of the reference arrives as NDATA (docs/edge_daemon.md, "Sparkplug B in a pair")."""
+    def births() -> list[tuple[str, object]]:
+        with collector.lock:
+            got = [(t.split("/")[2], p) for t, p in collector.messages
+                   if t.startswith("spBv1.0/")]
+        return [(kind, codec.decode(p)) for kind, p in got]
+
+    want = {round(1000 * parse_timestamp(e["ts"])) for e in inference}
+    stamps = lambda: {m.timestamp for k, p in births() if k == "NDATA"  # noqa: E731
+                      for m in p.metrics}
+    assert wait_for(lambda: want <= stamps(), 15), sorted(want - stamps())[:5]
+    seen = births()
+    sessions = [(k, next(m.long_value for m in p.metrics if m.name == codec.BDSEQ))
+                for k, p in seen if k != "NDATA"]
+    bd_seq = sessions[0][1]
+    assert sessions == [("NBIRTH", bd_seq), ("NDEATH", bd_seq),
+                        ("NBIRTH", (bd_seq + 1) % 256)], sessions
+    names = {m.alias: m.name for k, p in seen if k == "NBIRTH" for m in p.metrics}
+    ids = {m.string_value for k, p in seen if k == "NDATA" for m in p.metrics
+           if names.get(m.alias, "").endswith("/alarm/event_id")}
+    assert event_ids <= ids, event_ids - ids
+    return (f"{sessions}, {len(want)}/{len(want)} window times and {len(event_ids)} alarm "
+            "events as NDATA")
+
+
 def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles, broker):
     items = samples(labelled_run(120, segments=((0.4, 0.7),)))
     base = edge_config(tmp_path, broker.port, bundles,
                        event_time={"allowed_lateness_s": 600.0})
+    spb = {"group": "Line1", "node": "line1-edge"}  # the pair is one Sparkplug edge node
     peers, procs = {}, {}
     for peer, priority in (("a", 0), ("b", 1)):
         port = free_port()
@@ -87,14 +118,16 @@ def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles
             "outbox": base["outbox"] | {"path": str(tmp_path / f"outbox-{peer}.sqlite")},
             # a stalled peer's lease expires 2 s after its last heartbeat at the earliest
             "ha": {"peer_id": peer, "priority": priority, "lease_topic": LEASE,
-                   "keepalive_s": 2, "heartbeat_s": 1.0}}
+                   "keepalive_s": 2, "heartbeat_s": 1.0},
+            "sparkplug": {"output": spb}}
         peers[peer] = port
         procs[peer] = start_daemon_process(write_config(tmp_path / f"{peer}.yaml", config),
                                            tmp_path / f"daemon-{peer}.log")
-    expected, _ = reference_events(base, tmp_path, items)  # while the peers start
+    expected, inference = reference_events(base, tmp_path, items)  # while the peers start
     assert len(expected) >= 4  # raise ... clear, twice
+    node = f"spBv1.0/{spb['group']}/+/{spb['node']}"
     collector = TimedCollector(broker.port, [f"{UNS}/alarm/#", f"{UNS}/inference/#",
-                                             f"{LEASE}/+"])
+                                             f"{LEASE}/+", node])
     feed = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="feed")
     feed.connect("127.0.0.1", broker.port)
     feed.loop_start()
@@ -144,12 +177,14 @@ def test_active_sigkilled_mid_fault_loses_no_alarm_event(tmp_path: Path, bundles
         assert held > 0  # the stall's results: the active never delivered them
         after = sum(t > kill["at"] for t, topic, p in arrivals
                     if "/alarm/" in topic and "event_id" in json.loads(p))
+        sparkplug = check_sparkplug(collector, inference, want)
         print(f"\nfailover: active {active} SIGKILLed mid-fault; lease claimed by {standby} "
               f"{(claim - kill['at']) * 1000:.0f} ms later, its first result at "
               f"{(first - kill['at']) * 1000:.0f} ms (grid period {PERIOD_S * 1000:.0f} ms); "
               f"{held:.0f} held results republished; alarm events {len(set(counts))}/"
               f"{len(expected)} by id, {after} after the kill, "
-              f"{sum(counts.values()) - len(counts)} duplicate(s) by id")
+              f"{sum(counts.values()) - len(counts)} duplicate(s) by id; Sparkplug: "
+              f"{sparkplug}")
     finally:
         feed.loop_stop()
         for proc in procs.values():

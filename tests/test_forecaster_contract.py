@@ -13,6 +13,8 @@ from tests.forecast_support import CANDIDATES, assert_edge_matches_keras, tiny_f
 from training.registry import families
 
 FORECASTERS = sorted(f.name for f in families("forecast"))
+TFT_PLOTS = ("variable_importance.png", "attention.png")
+TFT_ABSENT = ("decoder_selection.png", "static_selection.png")  # test_tft_covariates.py has them
 
 
 def test_every_family_is_covered():
@@ -33,6 +35,9 @@ def test_train_convert_run_matches_keras(family, tmp_path):
                                                f"{attempts})")
     # every family converts to builtin-op int8 (it may still miss the +2 % MSE budget)
     assert attempts[0].startswith("int8:") and "conversion of" not in attempts[0], attempts
+    if family == "tft":  # the encoder's selection and attention; no known future, no static
+        assert all((run_dir / f).stat().st_size > 0 for f in TFT_PLOTS)
+        assert not any((run_dir / f).exists() for f in TFT_ABSENT)
     if family == "informer":  # ProbSparse's top-u queries: a real TOPK_V2 in the shipped graph
         assert "TOPK_V2" in model_ops(bundle.model_path), model_ops(bundle.model_path)
     print(f"{family}: shipped {bundle.manifest.quantization}; {attempts}")

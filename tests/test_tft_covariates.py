@@ -20,6 +20,7 @@ from edge_runtime.calendar import (
 from training.covariates import check_covariates, covariate_windows, model_kwargs
 
 KNOWN = ["hour_of_day", "minute_of_hour"]
+QUANTILES = [0.1, 0.5, 0.9]
 
 
 def test_calendar_features_match_pandas():
@@ -82,41 +83,50 @@ def _export_with_unit(path: Path) -> Path:
     return path
 
 
-def test_tft_known_future_and_static_train_convert_serve(tmp_path):
-    import keras
-
+@pytest.fixture(scope="module")
+def future_run(tmp_path_factory) -> tuple[Path, object, dict]:
+    """One tiny ``tft`` with the calendar as known future, a static unit id and quantile
+    heads, trained and converted (int8, else fp32): (run_dir, bundle, convert report). The
+    only ``tft`` the suite trains besides the contract's plain one."""
     from converters.build import ConvertOptions, build
-    from edge_runtime.interpreter import EdgeModel
-    from edge_runtime.pipelines import ModelPipeline
-    from edge_runtime.scaling import StandardScaler
-    from edge_runtime.tasks.forecast import forecast_outputs
     from training.config import TrainConfig
-    from training.tft import interpretation
     from training.train import train
 
+    tmp = tmp_path_factory.mktemp("tft_future")
     config = TrainConfig.model_validate({
         "name": "tft_future", "task": "forecast", "family": "tft",
-        "model": {"hidden": 8, "heads": 2, "known_future": KNOWN, "static": "unit_id"},
-        "data": {"source": "historian", "path": str(_export_with_unit(tmp_path / "plant.csv")),
+        "model": {"hidden": 8, "heads": 2, "known_future": KNOWN, "static": "unit_id",
+                  "quantiles": QUANTILES},
+        "data": {"source": "historian", "path": str(_export_with_unit(tmp / "plant.csv")),
                  "units": {"temperature": "degC", "level": "m"}},
         "window": {"period_s": 60, "length": 8, "max_gap_s": 180},
         "horizon": 3, "targets": ["temperature", "level"],
         "fit": {"epochs": 3, "batch_size": 32, "patience": 2, "learning_rate": 0.005},
-        "output_dir": str(tmp_path / "runs")})
+        "output_dir": str(tmp / "runs")})
     run_dir = train(config)
+    bundle, report = build(run_dir, tmp / "bundles", ConvertOptions(candidates=("int8", "fp32")))
+    return run_dir, bundle, report
+
+
+def test_tft_known_future_and_static_train_convert_serve(future_run):
+    import keras
+
+    from edge_runtime.interpreter import EdgeModel
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.scaling import StandardScaler
+    from edge_runtime.tasks.forecast import forecast_outputs
+    from training.tft import interpretation
+
+    run_dir, bundle, report = future_run
     for png in ("variable_importance.png", "decoder_selection.png", "static_selection.png",
                 "attention.png"):  # encoder, decoder (known future), static selection; time
         assert (run_dir / png).stat().st_size > 0, png
-    bundle, report = build(run_dir, tmp_path / "bundles",
-                           ConvertOptions(candidates=("int8", "fp32")))
     spec = bundle.manifest.input
     assert spec.known_future == KNOWN and spec.static == "unit_id"
     assert "ops" in next(r for r in report["candidates"] if r["mode"] == "int8")  # builtin
     tags = spec.tag_names
     heldout = np.load(run_dir / "heldout.npz")
     assert heldout["x"].shape[1:] == (8 + 3, len(tags) + len(KNOWN))
-    edge = bundle.manifest.metrics["edge"]
-    assert edge["mse"] <= bundle.manifest.metrics["keras"]["mse"] * 1.02 + 1e-9  # parity gate
 
     # the gateway computes the calendar of the past and forecast steps from the window's time
     scaler = StandardScaler.from_spec(bundle.manifest.scaler)
@@ -126,7 +136,8 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
     [out] = pipeline.infer(t, window)
     model_x = with_known_future(past[None], np.array([t]), 60.0, 3, KNOWN)
     got = forecast_outputs(EdgeModel(bundle.model_path).predict(model_x))[0][0]
-    expected = scaler.inverse(got, [tags.index("temperature"), tags.index("level")])
+    median = got[..., bundle.manifest.output.median_index]  # the median's conformal offset is 0
+    expected = scaler.inverse(median, [tags.index("temperature"), tags.index("level")])
     np.testing.assert_allclose(out.payload["forecast"]["temperature"], expected[:, 0], atol=1e-4)
     names = selection_names(tags, KNOWN, "unit_id")
     assert "unit_id" not in names and {v["tag"] for v in out.payload["top_variables"]} <= set(names)
@@ -139,6 +150,55 @@ def test_tft_known_future_and_static_train_convert_serve(tmp_path):
     later = with_known_future(past[None], np.array([t + 5 * 3600 + 17 * 60]), 60.0, 3, KNOWN)
     a, b = (forecast_outputs(list(model.predict(m, verbose=0)))[0] for m in (model_x, later))
     assert not np.allclose(a, b, atol=1e-6)
+
+
+def test_tft_quantiles_match_keras_in_order(future_run):
+    """The quantile heads pass the forecasting contract's tolerances and stay ordered in
+    LiteRT (the int8 route converts with builtin ops; fp32 ships where int8 misses)."""
+    from converters.build import summary_lines
+    from tests.forecast_support import assert_edge_matches_keras
+
+    run_dir, bundle, report = future_run
+    assert bundle.manifest.output.quantiles == QUANTILES
+    got = assert_edge_matches_keras(run_dir, bundle, f"tft quantiles; {summary_lines(report)}")
+    assert np.all(np.diff(got, axis=-1) >= 0), "edge quantiles cross"
+    edge = bundle.manifest.metrics["edge"]
+    assert 0.0 <= edge["coverage"] <= 1.0 and edge["crossing_share"] == 0.0
+
+
+def test_tft_explains_each_forecast_at_the_edge(future_run):
+    """Variable-selection weights and attention from the trained tft; the bundle's second
+    output carries each window's encoder weights and the payload names the top variables with
+    their units, matching Keras on the window the gateway built (calendar included)."""
+    import keras
+
+    from edge_runtime.pipelines import ModelPipeline
+    from edge_runtime.scaling import StandardScaler
+    from tests.forecast_support import listed
+    from training.tft import interpretation
+
+    run_dir, bundle, _ = future_run
+    x = np.load(run_dir / "heldout.npz")["x"]
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    found = interpretation(model, x)
+    tags = bundle.manifest.input.tag_names
+    names = selection_names(tags, KNOWN, "unit_id")
+    assert found.importance.shape == (len(names),) and found.attention.shape == (3, 8 + 3)
+    np.testing.assert_allclose(found.importance.sum(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(found.attention.sum(axis=-1), 1.0, atol=1e-5)
+    pipeline = ModelPipeline("tft_future", bundle)
+    scaler = StandardScaler.from_spec(bundle.manifest.scaler)
+    t = 1767225600.0 + 60.0 * 1000
+    window = scaler.inverse(x[0, :8, :len(tags)])
+    [output] = pipeline.infer(t, window)
+    edge_weights = listed(model.predict(with_known_future(x[:1, :8, :len(tags)], np.array([t]),
+                                                          60.0, 3, KNOWN), verbose=0))[1][0]
+    top = output.payload["top_variables"]
+    assert [v["weight"] for v in top] == sorted((v["weight"] for v in top), reverse=True)
+    assert edge_weights.shape == (len(names),)
+    for v in top:  # the plant's tags carry their units; the calendar features have none
+        assert v["unit"] == ("" if v["tag"] in KNOWN else pipeline.units[v["tag"]])
+        assert v["weight"] == pytest.approx(edge_weights[names.index(v["tag"])], abs=0.02)
 
 
 def test_ett_windows_with_calendar_inputs(tmp_path):

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from training.soft_class_references import cross_entropy
+
 MAX_WINDOWS = 256  # validation windows explained: the maps settle well before this
 IG_STEPS = 32  # Riemann steps of the integral (midpoint rule)
 PERMUTATION_REPEATS = 3
@@ -89,12 +91,6 @@ def integrated_gradients(model, x: np.ndarray, baseline: np.ndarray | None = Non
 def squared_error(pred: np.ndarray, y: np.ndarray) -> float:
     """MSE of the first output (a regression's loss)."""
     return float(np.mean((pred.reshape(len(y), -1)[:, 0] - y.reshape(len(y), -1)[:, 0]) ** 2))
-
-
-def cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
-    """Mean −log p(true class) (a classifier's loss; ``y``: class indices)."""
-    picked = probs[np.arange(len(y)), y.reshape(-1).astype(int)]
-    return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
 
 
 def error_rate(probs: np.ndarray, y: np.ndarray) -> float:

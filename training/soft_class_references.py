@@ -32,15 +32,25 @@ METRICS = ("accuracy", "balanced_accuracy", "f1_macro")
 def label_metrics(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean recall over the classes present in ``labels``) and
     macro F1 of predicted class indices ``pred``."""
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import balanced_accuracy_score, f1_score
 
     labels = np.asarray(labels).reshape(-1).astype(int)
     pred = np.asarray(pred).reshape(-1).astype(int)
-    recalls = [np.mean(pred[labels == c] == c) for c in np.unique(labels)]
-    return {"accuracy": float(np.mean(pred == labels)),
-            "balanced_accuracy": float(np.mean(recalls)) if recalls else float("nan"),
+    if not len(labels):
+        return {"accuracy": float("nan"), "balanced_accuracy": float("nan"), "f1_macro": 0.0}
+    with warnings.catch_warnings():  # a class predicted but absent from `labels` has no recall
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(labels, pred)
+    return {"accuracy": float(np.mean(pred == labels)), "balanced_accuracy": float(balanced),
             "f1_macro": float(f1_score(labels, pred, labels=range(n_classes),
                                        average="macro", zero_division=0))}
+
+
+def cross_entropy(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean −log p(true class) of probabilities ``probs`` (N, C), ``y`` class indices (the
+    loss every classification soft sensor is chosen and explained by)."""
+    picked = np.asarray(probs)[np.arange(len(y)), np.asarray(y).reshape(-1).astype(int)]
+    return float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
 
 
 def _probabilities(model, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -73,7 +83,7 @@ def logistic(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
             warnings.simplefilter("ignore")
             model.set_params(C=c).fit(flat(train_x), y)
         probs = _probabilities(model, flat(val_x), n_classes)
-        loss = float(-np.log(np.clip(probs[np.arange(len(val)), val], 1e-7, 1)).mean())
+        loss = cross_entropy(probs, val)
         if loss < best[0]:
             best = (loss, _probabilities(model, flat(test_x), n_classes), c)
     return best[1], best[2]

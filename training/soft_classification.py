@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from training.soft_class_references import label_metrics
+from training.soft_class_references import cross_entropy, label_metrics
 
 LOSS = "sparse_categorical_crossentropy"
 
@@ -31,9 +31,7 @@ def class_metrics(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> 
     labels = np.asarray(labels).reshape(-1).astype(int)
     probs = np.asarray(probs, np.float64)
     pred = probs.argmax(axis=1)
-    picked = np.clip(probs[np.arange(len(labels)), labels], 1e-7, 1.0)
-    out = label_metrics(labels, pred, len(classes)) | {
-        "log_loss": float(-np.log(picked).mean())}
+    out = label_metrics(labels, pred, len(classes)) | {"log_loss": cross_entropy(probs, labels)}
     for c, name in enumerate(classes):
         if (labels == c).any():
             out[f"recall_{name}"] = float(np.mean(pred[labels == c] == c))

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 
 from edge_runtime.config import EdgeConfig
+from edge_runtime.failover import Failover
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import PRIO_STATUS, Message
 from edge_runtime.sparkplug import codec
 from edge_runtime.sparkplug.catalogue import Catalogue, row_payload
 from edge_runtime.sparkplug.inputs import Decoded, SparkplugInput
 from edge_runtime.sparkplug.node import SparkplugNode
+from edge_runtime.sparkplug.pair import SparkplugPair
 
 
 class SparkplugBridge:
-    def __init__(self, config: EdgeConfig, metrics: DaemonMetrics, pipelines: dict, topic_of):
+    def __init__(self, config: EdgeConfig, metrics: DaemonMetrics, pipelines: dict, topic_of,
+                 failover: Failover | None = None):
+        """``failover``: this daemon is one peer of a pair, and its node the pair's one."""
         sp = config.sparkplug
         if sp.input is not None:  # a mapping to a tag no model reads is a config mistake
             used = {tag for p in pipelines.values() for tag in p.tags}
@@ -30,9 +34,12 @@ class SparkplugBridge:
         self.input = SparkplugInput(sp.input) if sp.input is not None else None
         self.topic_of = topic_of
         self.node = None
+        self.pair: SparkplugPair | None = None
         if sp.output is not None:
             self.node = SparkplugNode(sp.output, config.gateway, config.mqtt, config.outbox,
                                       Catalogue(pipelines, topic_of), metrics)
+            if failover is not None:
+                self.pair = SparkplugPair(self.node, failover, metrics)
 
     def is_alive(self) -> bool:
         return self.node is None or self.node.is_alive()
@@ -63,13 +70,17 @@ class SparkplugBridge:
 
     def enqueue(self, messages: list[Message]) -> None:
         """Queue the Sparkplug form of this batch's outputs, committed now and durable
-        before the inputs are acked (the daemon's acker syncs this outbox too)."""
-        if self.node is None or not messages:
+        before the inputs are acked (the daemon's acker syncs this outbox too). In a pair:
+        every batch, before the JSON side's routing (a standby holds its rows itself)."""
+        if self.node is None or (not messages and self.pair is None):
             return
         rows = [Message(self.node.topic("NDATA"), row_payload(ts, metrics), msg_prio,
                         is_json=False)
                 for (ts, metrics), msg_prio in self._rows(messages)]
-        self.node.outbox.put(rows, sync=False)
+        if self.pair is not None:
+            rows = self.pair.route(rows)
+        if rows:
+            self.node.outbox.put(rows, sync=False)
 
     def _rows(self, messages: list[Message]):
         cat = self.node.catalogue

@@ -24,6 +24,10 @@ session:
 5. with ``primary_host``: a valid ``online: false`` STATE ends the session (NDEATH,
    disconnect); the next session waits for ``online: true`` before its NBIRTH.
 
+In an active/standby pair (:mod:`edge_runtime.sparkplug.pair`) the two peers are one edge
+node: only the lease holder holds a session (a peer that loses the lease ends its own with the
+NDEATH), and the pair chooses each session's ``bdSeq``.
+
 On a graceful stop it drains (bounded) and ends with the NDEATH: MQTT 3.1.1 publishes it then
 disconnects; MQTT 5 disconnects with reason code 0x04 so the broker publishes the will.
 """
@@ -35,6 +39,7 @@ import logging
 import ssl
 import threading
 import time
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -48,6 +53,7 @@ from edge_runtime.sparkplug.catalogue import Catalogue
 
 log = logging.getLogger("procedge.edge")
 BDSEQ_KEY = "sparkplug:bdseq"
+IDLE_S = 0.05  # how often a pair's standby looks whether it holds the lease now
 
 
 class Sequencer:
@@ -98,6 +104,10 @@ class SparkplugNode:
         self.host_online = not config.primary_host  # no primary host: never wait
         self._state_ts: int | None = None  # newest valid STATE timestamp seen
         self._host_offline = threading.Event()  # a valid online=false STATE while born
+        # a pair's peers are one edge node (sparkplug/pair.py): only the lease holder holds a
+        # session, and the pair chooses the bdSeq (None: not yet, retry)
+        self.holds_session: Callable[[], bool] = lambda: True
+        self.choose_bd_seq: Callable[[int], int | None] = lambda own_next: own_next
         self._thread = threading.Thread(target=self._run, name="procedge-sparkplug", daemon=True)
 
     def topic(self, kind: str) -> str:
@@ -125,6 +135,9 @@ class SparkplugNode:
     def _run(self) -> None:
         delay = self.mqtt.reconnect_min_s
         while not self.done.is_set():
+            if not self.holds_session():  # a pair's standby: no session, no will
+                self.done.wait(IDLE_S)
+                continue
             try:
                 ok = self._session()
             except Exception:
@@ -137,7 +150,12 @@ class SparkplugNode:
 
     def _session(self) -> bool:
         """One MQTT session; True when it was established (so reconnect quickly)."""
-        self.bd_seq = int(self.outbox.state().get(BDSEQ_KEY, "0")) % 256
+        bd_seq = self.choose_bd_seq(int(self.outbox.state().get(BDSEQ_KEY, "0")) % 256)
+        if bd_seq is None:
+            log.warning("sparkplug: the pair's next bdSeq is not acknowledged by the broker; "
+                        "not connecting yet")
+            return False
+        self.bd_seq = bd_seq
         client = self._client()
         self.connected = False
         try:
@@ -166,6 +184,11 @@ class SparkplugNode:
         while client.is_connected():
             if self.done.is_set() and (not born or not self.outbox.depth
                                        or time.monotonic() > self._deadline):
+                self._goodbye(client)
+                return True
+            if not self.holds_session():
+                log.warning("sparkplug: this peer no longer holds the pair's lease: ending "
+                            "the session")
                 self._goodbye(client)
                 return True
             if born and self._host_offline.is_set():  # before the birth: only wait
