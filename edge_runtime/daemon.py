@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from edge_runtime import fastjson
 from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
+from edge_runtime.allocator import Trimmer
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.commissioner import BaselineStore, Commissioning
@@ -142,6 +143,7 @@ class EdgeDaemon:
         self.acker = InputAcker([main, *sparkplug], self.session.ack_inputs)
         self._worker = threading.Thread(target=self._work, name="procedge-worker", daemon=True)
         self._tick_s = self._tick_interval()
+        self._trimmer = Trimmer()  # free heap memory back to the OS after bursts
         self._http = None
 
     # -- start-up -------------------------------------------------------------------------
@@ -375,6 +377,7 @@ class EdgeDaemon:
                 if self._error_log.due(""):  # "": the batch, not a topic
                     log.exception("unexpected error in a batch of %d (further ones logged "
                                   "once a minute)", len(batch))
+            self._trimmer.after_batch(idle=first is ...)
             if None in batch:
                 break
 
