@@ -96,6 +96,9 @@ def test_jacketed_reward_weights_are_settings_and_the_move_is_charged():
                                   abs=1e-9)
     with pytest.raises(ValueError, match="move_weight"):
         envs.make_env("jacketed", move_weight=-1.0)
+    with pytest.raises(ValueError, match="energy_weight must be a number"):
+        envs.make_env("jacketed", energy_weight="lots")
+    assert envs.make_env("jacketed", move_weight="1e-05").unwrapped.move_weight == 1e-5
 
 
 def test_violation_is_flagged_and_penalised():

@@ -216,11 +216,9 @@ class JacketedReactorEnv(_BatchEnv):
     def __init__(self, steps: int = STEPS, substeps: int = plant.SUBSTEPS,
                  disturbances: bool = True, noise: bool = True,
                  energy_weight: float = ENERGY_WEIGHT, move_weight: float = MOVE_WEIGHT):
-        if energy_weight < 0 or move_weight < 0:
-            raise ValueError(f"energy_weight {energy_weight} and move_weight {move_weight} "
-                             "must be >= 0 (they are costs)")
         super().__init__(steps, substeps, disturbances, noise)
-        self.energy_weight, self.move_weight = float(energy_weight), float(move_weight)
+        self.energy_weight = _cost("energy_weight", energy_weight)
+        self.move_weight = _cost("move_weight", move_weight)
 
     def _start(self) -> None:
         self.setpoint = plant.T0_JACKETED  # the jacket holds the preheat temperature
@@ -263,6 +261,17 @@ class JacketedReactorEnv(_BatchEnv):
                           "T": self._thermometer(delayed),
                           "Tj": self._thermometer(float(self.state[3])),
                           "Tj_sp": self.setpoint}
+
+
+def _cost(name: str, value) -> float:
+    """A reward weight from a config: a number >= 0 (YAML reads ``1e-5`` as a string)."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not weight >= 0:
+        raise ValueError(f"{name} {value!r} must be >= 0 (a cost)")
+    return weight
 
 
 class DiscreteActions(gym.ActionWrapper):
