@@ -12,7 +12,7 @@ import pytest
 
 from edge_runtime.bundle import PidSpec, RunRecord, ShieldSpec
 from training.control.shielded import ShieldedEnv, control_spec
-from training.tasks.control import parity
+from training.tasks.control import check_step_head, parity
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,19 @@ def test_every_training_action_goes_through_the_shield():
     assert info["shield"] == "guard" and info["shielded_setpoint"] <= 390.0
     assert env.interventions["rate_limited"] >= 3 and env.interventions["guard"] == 1
     assert all(-1.0 <= a <= 1.0 for a in env.unwrapped.applied)
+
+
+def test_a_step_policy_must_hold_the_action_in_action_units_within_the_rate_limit():
+    spec = control_spec(FakePlant(), SHIELD, PID)  # tag T: center 350, scale 50 = the action's
+    check_step_head(0, 0.2, spec)  # 0.2 · 50 K = the 10 K rate limit
+    with pytest.raises(ValueError, match="max_step 0.3 is 15 K per period"):
+        check_step_head(0, 0.3, spec)
+    with pytest.raises(ValueError, match="hold_obs 1: the observation has 1 tags"):
+        check_step_head(1, 0.1, spec)
+    other = spec.model_copy(update={"observation": [
+        spec.observation[0].model_copy(update={"center": 340.0})]})
+    with pytest.raises(ValueError, match="is not the action 'T_sp' in action units"):
+        check_step_head(0, 0.1, other)
 
 
 def test_discrete_levels_map_to_set_points_and_the_section_is_a_valid_bundle_section():

@@ -91,3 +91,19 @@ def test_bandit_is_learned_and_the_export_is_frozen(tmp_path):
     agent.fit(Bandit(), 256, progress=False)
     np.testing.assert_array_equal(np.asarray(model(x)), action)
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_a_step_policy_moves_from_the_held_action_by_less_than_max_step():
+    """hold_obs: the exported model gives observation[hold_obs] + max_step · tanh(…), the
+    raw observation in (the normaliser only feeds the step), and the agent's export is it."""
+    agent = PPOAgent(3, 1, _config(hold_obs=1, max_step=0.25), seed=0)
+    model = agent.policy_model()
+    step = model.get_layer("step")
+    kernel, bias = step.get_weights()
+    step.set_weights([np.full_like(kernel, 5.0), bias])  # saturate: the bound must hold
+    x = np.random.default_rng(2).uniform(-1, 1, (32, 3)).astype(np.float32)
+    moved = np.asarray(model(x))[:, 0] - x[:, 1]
+    assert np.all(np.abs(moved) <= 0.25 + 1e-6) and np.abs(moved).max() > 0.2
+    np.testing.assert_allclose(np.asarray(agent.policy_model()(x)), np.asarray(agent.actor(x)),
+                               rtol=1e-6)
+    assert np.allclose(np.asarray(agent.actor(x))[:, 0], x[:, 1], atol=0.05)  # starts still

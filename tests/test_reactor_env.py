@@ -83,6 +83,24 @@ def test_jacketed_rate_limit_dead_time_and_reward_terms():
     assert last["energy"] > 0
 
 
+def test_jacketed_reward_weights_are_settings_and_the_move_is_charged():
+    """energy_weight per kWh and move_weight per K of applied set-point move, from
+    make_env's overrides; the return is the yield minus both (no violation here)."""
+    env = envs.make_env("jacketed", noise=False, energy_weight=1e-3, move_weight=1e-4)
+    steps = run(env, [-1.0, -0.5, -0.3] + [-0.4] * 17, seed=11)
+    moved = np.abs(np.diff([info["setpoint"] for _, _, info in steps])).sum()
+    last = steps[-1][2]
+    assert moved > 20 and not any(info["violation"] for _, _, info in steps)
+    total = sum(r for _, r, _ in steps)
+    assert total == pytest.approx(last["yield"] - 1e-3 * last["energy"] - 1e-4 * moved,
+                                  abs=1e-9)
+    with pytest.raises(ValueError, match="move_weight"):
+        envs.make_env("jacketed", move_weight=-1.0)
+    with pytest.raises(ValueError, match="energy_weight must be a number"):
+        envs.make_env("jacketed", energy_weight="lots")
+    assert envs.make_env("jacketed", move_weight="1e-05").unwrapped.move_weight == 1e-5
+
+
 def test_violation_is_flagged_and_penalised():
     env = envs.make_env("jacketed", noise=False)
     steps = run(env, [1.0] * 20, seed=3)  # full heating: far past the limit

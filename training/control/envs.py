@@ -14,9 +14,13 @@ Both environments share one shape, so every agent, the shield and the gateway tr
 **Rewards** (per step; units of x2, mol/L per mol/L of nominal charge):
 
 * kinetics: the increase of x2 over the step, so the episode's return *is* the yield x2(t_f);
-* jacketed: the increase of x2, minus ``ENERGY_WEIGHT`` per kWh of jacket utility energy,
-  minus ``VIOLATION_PENALTY`` for each step whose true peak reactor temperature exceeds
-  ``plant.T_LIMIT`` and ``EXCESS_PENALTY`` per K of that excess.
+* jacketed: the increase of x2, minus ``energy_weight`` per kWh of jacket utility energy
+  (default ``ENERGY_WEIGHT``), minus ``move_weight`` per K that the applied jacket set-point
+  moved this step (default 0: off), minus ``VIOLATION_PENALTY`` for each step whose true
+  peak reactor temperature exceeds ``plant.T_LIMIT`` and ``EXCESS_PENALTY`` per K of that
+  excess. The two weights are constructor arguments (a training config sets them through
+  ``control.overrides``) because they are design choices of a policy's training, not of the
+  plant: the evaluation scores yield, energy and violations themselves, never the reward.
 
 **Seeds.** ``reset(seed=s)`` draws the episode's disturbances (jacketed: ±10 % on both
 pre-exponential factors, UA fouling, initial x1) and its sensor noise from ``s``. Training uses
@@ -38,6 +42,7 @@ STEPS = 20  # control periods per batch (default)
 ENERGY_WEIGHT = 2e-4  # reward per kWh of jacket utility energy (≈ 0.009 for a 44-kWh batch)
 VIOLATION_PENALTY = 0.05  # reward per control step with the true peak T above plant.T_LIMIT
 EXCESS_PENALTY = 0.01  # reward per K of that step's peak above plant.T_LIMIT
+MOVE_WEIGHT = 0.0  # reward per K of jacket set-point move per step (default: no penalty)
 OBS_BOUND = 100.0  # |observation| bound of the space (tags stay within a few units)
 
 
@@ -209,8 +214,11 @@ class JacketedReactorEnv(_BatchEnv):
                              ("Tj", "K", 330.0, 20.0), ("Tj_sp", "K", 355.0, 65.0))
 
     def __init__(self, steps: int = STEPS, substeps: int = plant.SUBSTEPS,
-                 disturbances: bool = True, noise: bool = True):
+                 disturbances: bool = True, noise: bool = True,
+                 energy_weight: float = ENERGY_WEIGHT, move_weight: float = MOVE_WEIGHT):
         super().__init__(steps, substeps, disturbances, noise)
+        self.energy_weight = _cost("energy_weight", energy_weight)
+        self.move_weight = _cost("move_weight", move_weight)
 
     def _start(self) -> None:
         self.setpoint = plant.T0_JACKETED  # the jacket holds the preheat temperature
@@ -222,8 +230,8 @@ class JacketedReactorEnv(_BatchEnv):
         return float(self.state[2])
 
     def _advance(self, commanded: float):
-        rate = self.action_spec.max_rate
-        self.setpoint = float(np.clip(commanded, self.setpoint - rate, self.setpoint + rate))
+        rate, before_sp = self.action_spec.max_rate, self.setpoint
+        self.setpoint = float(np.clip(commanded, before_sp - rate, before_sp + rate))
         before_x2, before_e = float(self.state[1]), float(self.state[4])
         t0 = self.batch_time_h
         seg = plant.rk4_segment(plant.jacketed_rhs, self.state[None], np.array([self.setpoint]),
@@ -236,7 +244,8 @@ class JacketedReactorEnv(_BatchEnv):
         excess = max(float(nodes.max()) - plant.T_LIMIT, 0.0)
         penalty = (VIOLATION_PENALTY + EXCESS_PENALTY * excess) if excess > 0 else 0.0
         reward = (float(self.state[1]) - before_x2
-                  - ENERGY_WEIGHT * (self.energy - before_e) - penalty)
+                  - self.energy_weight * (self.energy - before_e)
+                  - self.move_weight * abs(self.setpoint - before_sp) - penalty)
         return seg, reward
 
     def _thermometer(self, value: float) -> float:
@@ -252,6 +261,17 @@ class JacketedReactorEnv(_BatchEnv):
                           "T": self._thermometer(delayed),
                           "Tj": self._thermometer(float(self.state[3])),
                           "Tj_sp": self.setpoint}
+
+
+def _cost(name: str, value) -> float:
+    """A reward weight from a config: a number >= 0 (YAML reads ``1e-5`` as a string)."""
+    try:
+        weight = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not weight >= 0:
+        raise ValueError(f"{name} {value!r} must be >= 0 (a cost)")
+    return weight
 
 
 class DiscreteActions(gym.ActionWrapper):

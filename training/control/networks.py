@@ -77,14 +77,34 @@ def dqn(obs_dim: int, n_out: int, hidden: tuple[int, ...] = (256, 256), dueling:
 
 @register("control", "ppo", small={"hidden": [8]})
 def ppo(obs_dim: int, n_out: int, hidden: tuple[int, ...] = (64, 64),
-        seed: int | None = None) -> keras.Model:
-    """MLP policy: the Gaussian mean, tanh-squashed into the action range [-1, 1]."""
+        seed: int | None = None, hold_obs: int | None = None,
+        max_step: float = 0.2) -> keras.Model:
+    """MLP policy: the Gaussian mean, tanh-squashed into the action range [-1, 1].
+
+    With ``hold_obs`` (one action; the observation column that holds the applied action in
+    action units, e.g. the jacketed reactor's ``Tj_sp``) the tanh output is a *step* instead:
+    action = observation[hold_obs] + max_step · tanh(…), so the policy moves the set-point by
+    less than ``max_step`` per period by construction and sitting still is its easiest output
+    (a rate limit it cannot violate, no chatter from overshooting targets). The sum is one more
+    frozen Dense on ``[observation, step]``: the exported model still takes the raw
+    observation and gives the absolute action, so the gateway needs no change."""
     inputs = keras.Input((obs_dim,), name="observation")
     x = _trunk(_normaliser(obs_dim)(inputs), tuple(hidden), "tanh", seed)
     # A small last layer starts the policy near a = 0 with little preference (PPO practice).
     init = keras.initializers.Orthogonal(gain=0.01, seed=None if seed is None else seed + 100)
-    action = layers.Dense(n_out, activation="tanh", kernel_initializer=init, name="action")(x)
-    return keras.Model(inputs, action, name="ppo_policy")
+    name = "action" if hold_obs is None else "step"
+    out = layers.Dense(n_out, activation="tanh", kernel_initializer=init, name=name)(x)
+    if hold_obs is None:
+        return keras.Model(inputs, out, name="ppo_policy")
+    if n_out != 1 or not 0 <= hold_obs < obs_dim or not max_step > 0:
+        raise ValueError(f"hold_obs {hold_obs} needs one action, a column < {obs_dim} and "
+                         f"max_step > 0 (got {n_out} actions, max_step {max_step})")
+    kernel = np.zeros((obs_dim + 1, 1), np.float32)
+    kernel[hold_obs, 0], kernel[obs_dim, 0] = 1.0, max_step
+    action = layers.Dense(1, use_bias=False, trainable=False, name="action",
+                          kernel_initializer=keras.initializers.Constant(kernel))(
+        layers.Concatenate(name="hold_step")([inputs, out]))
+    return keras.Model(inputs, action, name="ppo_step_policy")
 
 
 def value_network(obs_dim: int, hidden: tuple[int, ...] = (64, 64),

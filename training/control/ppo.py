@@ -66,6 +66,11 @@ class PPOConfig(Strict):
     normalize_obs: bool = Field(True, description="Running observation normalisation.")
     scale_rewards: bool = Field(True,
                                 description="Divide rewards by the running return std.")
+    hold_obs: int | None = Field(None, ge=0, description="Observation column holding the "
+                                 "applied action in action units: the policy outputs a step "
+                                 "from it (networks.ppo); None: the action itself.")
+    max_step: float = Field(0.2, gt=0, le=2, description="With hold_obs: the largest step "
+                            "per period, action units.")
 
 
 # Hyper-parameters that reached the goals on the batch reactor (``python -m
@@ -83,7 +88,8 @@ class PPOAgent:
         self.config = config = config or PPOConfig()
         self.obs_dim, self.act_dim, self.seed = obs_dim, act_dim, seed
         self.rng = np.random.default_rng(seed)
-        self.actor = networks.ppo(obs_dim, act_dim, hidden=tuple(config.hidden), seed=seed)
+        self.actor = networks.ppo(obs_dim, act_dim, hidden=tuple(config.hidden), seed=seed,
+                                  **self._head())
         self.critic = networks.value_network(obs_dim, tuple(config.hidden), seed=seed)
         self.log_std = keras.Variable(np.full(act_dim, config.log_std_init, np.float32),
                                       name="log_std")
@@ -109,9 +115,14 @@ class PPOAgent:
     def policy_model(self) -> keras.Model:
         """A copy of the policy (the registered ``ppo`` family) with its observation
         normalisation frozen in: raw observation in, mean action in [-1, 1] out."""
-        model = networks.ppo(self.obs_dim, self.act_dim, hidden=tuple(self.config.hidden))
+        model = networks.ppo(self.obs_dim, self.act_dim, hidden=tuple(self.config.hidden),
+                             **self._head())
         model.set_weights(self.actor.get_weights())
         return model
+
+    def _head(self) -> dict:
+        c = self.config
+        return {} if c.hold_obs is None else {"hold_obs": c.hold_obs, "max_step": c.max_step}
 
     def _freeze_normaliser(self) -> None:
         if self.config.normalize_obs:

@@ -52,8 +52,30 @@ def make_agent(config: TrainConfig, env: ShieldedEnv):
         from training.control.ppo import REACTOR_DEFAULTS, PPOAgent, PPOConfig
 
         settings = PPOConfig(**(REACTOR_DEFAULTS.get(c.env, {}) | c.agent))
+        check_step_head(settings.hold_obs, settings.max_step, env.control)
         return PPOAgent(obs_dim, 1, settings, seed)
     raise ValueError(f"task control trains families dqn and ppo, not {config.family!r}")
+
+
+def check_step_head(hold_obs: int | None, max_step: float, spec) -> None:
+    """A step policy (``agent.hold_obs``) adds its step to that observation column, so the
+    column must *be* the applied action in action units: the tag's center and scale equal
+    the action's mid-range and half-range; and a step the shield would rate-limit defeats
+    the purpose, so ``max_step`` must stay within the rate limit."""
+    if hold_obs is None:
+        return
+    tags, a = spec.observation, spec.action
+    if hold_obs >= len(tags):
+        raise ValueError(f"control.agent.hold_obs {hold_obs}: the observation has "
+                         f"{len(tags)} tags")
+    tag, mid, half = tags[hold_obs], (a.low + a.high) / 2, (a.high - a.low) / 2
+    if not (np.isclose(tag.center, mid) and np.isclose(tag.scale, half)):
+        raise ValueError(f"control.agent.hold_obs {hold_obs}: tag {tag.name!r} "
+                         f"(center {tag.center}, scale {tag.scale}) is not the action "
+                         f"{a.name!r} in action units (center {mid}, scale {half})")
+    if spec.max_rate is not None and max_step * half > spec.max_rate + 1e-9:
+        raise ValueError(f"control.agent.max_step {max_step} is {max_step * half:g} "
+                         f"{a.unit} per period, over the shield's max_rate {spec.max_rate}")
 
 
 def rollout(config: TrainConfig, agent, seed: int) -> dict:
