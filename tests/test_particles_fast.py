@@ -42,6 +42,12 @@ def test_instances_equal_the_former_code_on_generated_frames():
         theirs, n_ref = ref.instances(c.astype(np.int64))
         assert n == n_ref and np.array_equal(ours, theirs)
         assert len(np.unique(ours)) > 8  # particles were found: the test is not vacuous
+    for core_px in (3.0, 0.0):  # clean classes: no region to split; no core class at all
+        cfg = MicrographConfig(size=96, um_per_px=1.0, d50_um=10.0, count=(12, 20), touch=0.0)
+        c = classes(generate(cfg, 11).labels, core_px=core_px)
+        ours, n = instances(c)
+        theirs, n_ref = ref.instances(c.astype(np.int64))
+        assert n == n_ref >= 12 and np.array_equal(ours, theirs)
     # one interior block with a core of exactly MIN_CORE_PX (3) pixels and a larger one
     c = np.zeros((12, 20), np.int64)
     c[2:10, 2:18] = 1
