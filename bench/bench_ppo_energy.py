@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from evaluation.reactor import keras_policy, run_episode
+from evaluation.rl_reactor import VALIDATION_SEEDS
 from training.control import baselines, envs
 from training.control.shielded import shield_wrap
 
-VALIDATION_BASE = 500_000  # the range evaluation.rl_reactor validates on, < EVAL_SEED_BASE
+VALIDATION_BASE = VALIDATION_SEEDS.start  # where evaluation.rl_reactor validates, < EVAL_SEED_BASE
 
 
 def main() -> None:
