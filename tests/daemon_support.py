@@ -81,6 +81,21 @@ class RestartableBroker:
             self.process.wait(timeout=10)
         self.process = None
 
+    def wait_saved(self, timeout_s: float = 30.0) -> None:
+        """Return once Mosquitto has written its store twice from now (it saves every
+        ``autosave_interval``, 1 s): the second save began after every acknowledgement the
+        broker had processed by the call, so a SIGKILL then loses none of them, however
+        loaded the machine (a fixed sleep can be outrun)."""
+        db = self.store / "mosquitto.db"
+
+        def saved_after(t_ns: int) -> bool:
+            return db.exists() and db.stat().st_mtime_ns > t_ns
+
+        called = time.time_ns()
+        assert wait_for(lambda: saved_after(called), timeout_s)
+        first = db.stat().st_mtime_ns
+        assert wait_for(lambda: saved_after(first), timeout_s)
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.store, ignore_errors=True)
@@ -264,9 +279,11 @@ def check_same_events(received: list[dict], expected: list[dict],
     by_id = {e["event_id"]: e for e in expected}
     for event in received:  # a duplicate is the same event, not a new one
         want = by_id[event["event_id"]]
-        assert event["event"] == want["event"]
+        assert event["event"] == want["event"], (event, want)
         tolerance = drift_rel if event.get("advisory") else 0.0
-        assert event["score"] == pytest.approx(want["score"], rel=tolerance, abs=0.0)
+        assert event["score"] == pytest.approx(want["score"], rel=tolerance, abs=0.0), (
+            f"{event['event_id']} {event['event']}: score {event['score']!r}, "
+            f"reference {want['score']!r} (relative tolerance {tolerance})")
 
 
 def process_alarm_events(events: list[dict]) -> list[dict]:

@@ -385,7 +385,7 @@ def test_outage_drains_after_a_new_birth_with_fresh_seq(tmp_path: Path, bundles)
         half = len(items) // 2
         feed(items[:half])
         assert wait_for(lambda: len(of("NDATA")) > 50, 30)
-        time.sleep(1.5)  # Mosquitto saves the watcher's session every autosave_interval (1 s)
+        broker.wait_saved()  # the watcher's session, as acknowledged, is on disk
         broker.stop(signal.SIGKILL)
         feed(items[half:])
         assert wait_for(lambda: daemon.sparkplug.node.outbox.depth > 50, 30)
