@@ -114,12 +114,13 @@ def fit_family(name: str, train_rows: np.ndarray, s: Settings):
     import keras
 
     from training.budget import EpochBar
+    from training.keras_compile import compile_for_fit
     from training.registry import get_family
 
     keras.utils.set_random_seed(s.seed)
     x, _ = sliding_windows(train_rows, s.window)
     model = get_family(name, "anomaly").build(s.window, train_rows.shape[1], **s.model_kw)
-    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate), loss="mse")
+    compile_for_fit(model, keras.optimizers.Adam(s.learning_rate), "mse")
     model.fit(x, x, epochs=s.epochs, batch_size=s.batch_size, shuffle=True, verbose=0,
               callbacks=[keras.callbacks.EarlyStopping("loss", patience=8,
                                                        restore_best_weights=True),

@@ -71,13 +71,15 @@ def classify(x: np.ndarray, c: np.ndarray, test_x: np.ndarray, n_classes: int, s
     (two convolutions over time, global average pooling, softmax) trained on (x, c)."""
     import keras
 
+    from training.keras_compile import compile_for_fit
+
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input(x.shape[1:]),
                               keras.layers.Conv1D(width, 5, padding="same", activation="relu"),
                               keras.layers.Conv1D(width, 5, padding="same", activation="relu"),
                               keras.layers.GlobalAveragePooling1D(),
                               keras.layers.Dense(n_classes, activation="softmax")])
-    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    compile_for_fit(model, keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     model.fit(x.astype(np.float32), c, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
     return np.asarray(model(test_x.astype(np.float32), training=False)).argmax(axis=1)
 

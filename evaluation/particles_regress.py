@@ -45,12 +45,13 @@ def train_and_measure(train: ParticleSet, test: ParticleSet, epochs: int, out: P
 
     from converters.tflite import convert
     from edge_runtime.interpreter import EdgeModel
+    from training.keras_compile import compile_for_fit
 
     keras.utils.set_random_seed(0)
     y = targets(train)
     mean, std = y.mean(axis=0), y.std(axis=0) + 1e-6
     model = build(width)
-    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="mse")
+    compile_for_fit(model, keras.optimizers.Adam(2e-3), "mse")
     xs = np.concatenate([np.rot90(train.x, k, axes=(1, 2)) for k in range(4)])
     ys = np.tile((y - mean) / std, (4, 1))
     start = time.monotonic()

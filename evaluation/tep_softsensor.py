@@ -220,13 +220,13 @@ def fit_network(family: str, x: dict[str, np.ndarray], y: dict[str, np.ndarray],
     import keras
 
     from training.budget import EpochBar
+    from training.keras_compile import compile_for_fit
     from training.registry import get_family
 
     keras.utils.set_random_seed(s.seed)
     _, window, features = x["train"].shape
     model = get_family(family, "soft_sensor").build(window, features, y["train"].shape[1])
-    model.compile(optimizer=keras.optimizers.Adam(s.learning_rate, clipnorm=s.clip_norm),
-                  loss="mse")
+    compile_for_fit(model, keras.optimizers.Adam(s.learning_rate, clipnorm=s.clip_norm), "mse")
     start = time.perf_counter()
     history = model.fit(
         x["train"], y["train"], validation_data=(x["val"], y["val"]), epochs=s.epochs,

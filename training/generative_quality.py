@@ -79,6 +79,8 @@ def discriminative_score(real: np.ndarray, fake: np.ndarray, seed: int = 0, epoc
     numbers of each, so 0.5 is chance)."""
     import keras
 
+    from training.keras_compile import compile_for_fit
+
     n = min(len(real), len(fake))
     rng = np.random.default_rng(seed)
     real = real[rng.permutation(len(real))[:n]]
@@ -90,7 +92,7 @@ def discriminative_score(real: np.ndarray, fake: np.ndarray, seed: int = 0, epoc
     y_test = np.r_[np.ones(n - half), np.zeros(n - half)].astype(np.float32)
     keras.utils.set_random_seed(seed)
     model = _classifier(real.shape[1], real.shape[2], units)
-    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
+    compile_for_fit(model, keras.optimizers.Adam(1e-3), "binary_crossentropy")
     model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0, shuffle=True)
     accuracy = float(((model.predict(x_test, verbose=0)[:, 0] > 0.5) == y_test).mean())
     return abs(accuracy - 0.5)
@@ -102,11 +104,13 @@ def _next_step_mae(train: np.ndarray, test: np.ndarray, seed: int, epochs: int,
     ``test``."""
     import keras
 
+    from training.keras_compile import compile_for_fit
+
     keras.utils.set_random_seed(seed)
     features = train.shape[2]
     model = keras.Sequential([keras.Input((train.shape[1] - 1, features)),
                               keras.layers.GRU(units), keras.layers.Dense(features)])
-    model.compile(keras.optimizers.Adam(1e-3), "mae")
+    compile_for_fit(model, keras.optimizers.Adam(1e-3), "mae")
     model.fit(train[:, :-1], train[:, -1], epochs=epochs, batch_size=64, verbose=0,
               shuffle=True)
     return float(np.abs(model.predict(test[:, :-1], verbose=0) - test[:, -1]).mean())

@@ -24,6 +24,7 @@ from training.budget import BACKUP_DIR, fit_callbacks, start_epoch, steps, train
 from training.config import TrainConfig
 from training.distribute import distribution_strategy, is_multi_worker, precision
 from training.historian import GridData, load_grid
+from training.keras_compile import compile_for_fit
 
 
 @dataclass
@@ -105,8 +106,8 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     with precision(fit.mixed_precision), strategy.scope():
         model = build()
         loss = loss or (Pinball(levels) if levels else "mse")
-        model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate,
-                                                      clipnorm=fit.clip_norm), loss=loss)
+        compile_for_fit(model, keras.optimizers.Adam(fit.learning_rate,
+                                                     clipnorm=fit.clip_norm), loss)
     stateful = [
         keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1)),
@@ -146,7 +147,7 @@ def single_copy(build, trained: keras.Model, loss, fit) -> keras.Model:
     like any other (Keras 3's predict does not run under MultiWorkerMirroredStrategy either)."""
     model = build()
     model.set_weights(trained.get_weights())
-    model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate), loss=loss)
+    compile_for_fit(model, keras.optimizers.Adam(fit.learning_rate), loss)
     return model
 
 

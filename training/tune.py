@@ -31,6 +31,7 @@ import keras_tuner as kt
 from training import soft_classification
 from training.budget import steps
 from training.config import TrainConfig
+from training.keras_compile import compile_for_fit
 from training.registry import Family, get_family
 from training.series import dataset
 from training.tune_cluster import role, serve, tuner_id
@@ -100,8 +101,8 @@ def fit_trial(family: Family, config: TrainConfig, data: TrialData,
     keras.utils.set_random_seed(config.fit.seed)
     fit = config.fit
     model, loss, metrics = build_trial(family, config, data.x.shape[2])
-    model.compile(optimizer=keras.optimizers.Adam(fit.learning_rate, clipnorm=fit.clip_norm),
-                  loss=loss, metrics=metrics)
+    compile_for_fit(model, keras.optimizers.Adam(fit.learning_rate, clipnorm=fit.clip_norm),
+                    loss, metrics=metrics)
     history = model.fit(
         dataset(data.x, data.y, fit.batch_size, fit.seed, shuffle=True, epochs=epochs),
         steps_per_epoch=steps(len(data.x), fit.batch_size), epochs=epochs, verbose=0,

@@ -11,6 +11,7 @@ import numpy as np
 
 from training.budget import fit_callbacks, training_info
 from training.images.particle_sizing import ParticleSet
+from training.keras_compile import compile_for_fit
 
 
 def pixel_weights(targets: np.ndarray, boundary_weight: float) -> np.ndarray:
@@ -22,8 +23,8 @@ def fit(model: keras.Model, train: ParticleSet, val: ParticleSet, *, name: str,
         boundary_weight: float, max_minutes: float | None = None):
     """Pixel-weighted cross-entropy, flips and quarter turns (exact for the sizes), cosine
     learning rate over the epochs; returns the training info."""
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy")
+    compile_for_fit(model, keras.optimizers.Adam(learning_rate),
+                    "sparse_categorical_crossentropy")
     steps = int(np.ceil(len(train.x) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, epochs * steps, alpha=0.02)
     model.optimizer.learning_rate = schedule

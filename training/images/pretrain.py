@@ -21,6 +21,7 @@ from edge_runtime.bundle import ImageSpec
 from training.images import data as imdata
 from training.images.backbone_config import PretrainConfig
 from training.images.backbones import build_backbone, load_backbone_weights, save_backbone
+from training.keras_compile import compile_for_fit
 
 log = logging.getLogger(__name__)
 CHECK_SHARE = 0.1  # of the pretext images: held out to report the pretext accuracy
@@ -68,8 +69,8 @@ def pretrain(config: PretrainConfig) -> Path:
     model, backbone = pretext_model(config)
     steps = config.epochs * int(np.ceil(len(x) / config.batch_size))
     rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps, alpha=0.01)
-    model.compile(optimizer=keras.optimizers.Adam(rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    compile_for_fit(model, keras.optimizers.Adam(rate), "sparse_categorical_crossentropy",
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
     start = time.monotonic()
     history = model.fit(x, y, batch_size=config.batch_size, epochs=config.epochs, shuffle=True,
                         validation_data=(x_check, y_check), verbose=0)

@@ -23,6 +23,7 @@ from training.images import models  # noqa: F401  (registers the image families)
 from training.images.backbone_config import FineTuneConfig
 from training.images.data import Augment, Batches, Split, coarse_masks
 from training.images.metrics import classification_metrics, segmentation_metrics
+from training.keras_compile import compile_for_fit
 from training.registry import get_family
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,7 @@ def _fit(config: ImageTrainConfig, spec: ImageSpec, family, train: Split, val: S
             val_y = (val.labels, coarse_masks(val.masks, stride))
     else:
         loss, target, val_y = dice_bce, "masks", val.masks
-    trainer.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=loss,
+    compile_for_fit(trainer, keras.optimizers.Adam(config.learning_rate), loss,
                     loss_weights=[1.0, config.mask_weight] if stride else None)
     batches = Batches(train.x, train.labels, train.masks, target, config.batch_size, spec.std,
                       Augment() if config.augment else None, config.seed,
@@ -269,7 +270,7 @@ def _fine_tune(config: ImageTrainConfig, spec: ImageSpec, model: keras.Model,
     opened = unfreeze_top(model, tune.layers)
     log.info("%s stage 2: %d backbone layers unfrozen (%s … %s)", config.name, len(opened),
              opened[0] if opened else "-", opened[-1] if opened else "-")
-    trainer.compile(optimizer=keras.optimizers.Adam(tune.learning_rate), loss=loss,
+    compile_for_fit(trainer, keras.optimizers.Adam(tune.learning_rate), loss,
                     loss_weights=[1.0, config.mask_weight] if isinstance(loss, list) else None)
     stop = keras.callbacks.EarlyStopping("val_score", patience=tune.epochs, mode="max",
                                          restore_best_weights=True)
