@@ -173,16 +173,18 @@ def test_rows_are_stamped_when_sent_historical_when_late(tmp_path: Path):
     node.outbox.put([Message("x", row_payload(1000, [["m/score", 0.5]]), created_s=now - 60,
                              is_json=False),
                      Message("x", row_payload(2000, [["m/score", 0.7], ["gone", 1]]),
-                             is_json=False)])
+                             is_json=False),
+                     Message("x", row_payload(1500, [["m/score", 0.6]]), is_json=False)])
     client = Client()
     node.seq.birth()
-    assert node._fill(client, 0) == 2
-    old, new = client.sent
-    assert (old.seq, new.seq) == (1, 2)
+    assert node._fill(client, 0) == 3
+    old, new, older = client.sent
+    assert (old.seq, new.seq, older.seq) == (1, 2, 3)
     assert old.metrics[0].is_historical and not new.metrics[0].HasField("is_historical")
     assert [(m.alias, m.double_value, m.timestamp) for m in new.metrics] == [(2, 0.7, 2000)]
     assert not any(m.HasField("datatype") for m in [*old.metrics, *new.metrics])  # after birth
-    assert node.last == {"m/score": (0.7, 2000)}  # historical values do not become current
+    # historical values do not become current, nor does one older than the held one
+    assert node.last == {"m/score": (0.7, 2000)}
     node.outbox.close()
 
 

@@ -56,6 +56,15 @@ BDSEQ_KEY = "sparkplug:bdseq"
 IDLE_S = 0.05  # how often a pair's standby looks whether it holds the lease now
 
 
+def keep_newest(last: dict[str, tuple[object, int]], name: str, value: object,
+                ts: int) -> None:
+    """Hold ``value`` as the metric's current one unless the held one is newer: rows go out
+    in the order they were written, which is not always that of their time stamps (one
+    model's result may be written after another's newer one)."""
+    if ts >= last.get(name, (None, -1))[1]:
+        last[name] = (value, ts)
+
+
 class Sequencer:
     """Sparkplug ``seq``: 0 on each NBIRTH, then +1 per message, wrapping after 255."""
 
@@ -318,7 +327,7 @@ class SparkplugNode:
                 metric.is_historical = True
             codec.set_value(metric, cat.types[name], value)
             if not historical:
-                self.last[name] = (value, body["ts"])
+                keep_newest(self.last, name, value, body["ts"])
         return payload.SerializeToString()
 
     # -- outbox ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from edge_runtime.failover import Failover, Shadow
 from edge_runtime.metrics import DaemonMetrics
 from edge_runtime.outbox import Message
 from edge_runtime.sparkplug import codec
-from edge_runtime.sparkplug.node import SparkplugNode
+from edge_runtime.sparkplug.node import SparkplugNode, keep_newest
 
 log = logging.getLogger("procedge.edge")
 ANNOUNCE_TIMEOUT_S = 2.0  # the broker's PUBACK of a bdSeq announcement; else no CONNECT yet
@@ -181,7 +181,5 @@ class SparkplugPair:
         """A row the active published: its values are the node's current ones (for the
         NBIRTH this peer publishes if it takes over)."""
         body = json.loads(row.payload)
-        last = self.node.last
         for name, value in body["metrics"]:
-            if body["ts"] >= last.get(name, (None, -1))[1]:
-                last[name] = (value, body["ts"])
+            keep_newest(self.node.last, name, value, body["ts"])
