@@ -4,7 +4,10 @@ derives, and the parity metric on actions (PPO) and argmax levels (DQN)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -13,6 +16,8 @@ import pytest
 from edge_runtime.bundle import PidSpec, RunRecord, ShieldSpec
 from training.control.shielded import ShieldedEnv, control_spec
 from training.tasks.control import check_step_head, parity
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)
@@ -144,3 +149,24 @@ def test_an_agents_summary_counts_environment_steps_not_epochs():
     assert info.summary("reactor") == "reactor: 60000 environment steps (budget done), " \
                                       "73.9 s on CPU"
     assert "epochs" in TrainingInfo(epochs=3, epochs_budget=5).summary("fit")
+
+
+def test_bad_environment_overrides_are_refused_before_tensorflow():
+    code = """
+import sys, yaml
+from training.config import ConfigError, TrainConfig, check_train_config
+raw = yaml.safe_load(open("configs/reactor_jacketed_ppo.yaml"))
+check_train_config(TrainConfig.model_validate(raw), "ppo.yaml")  # the shipped one passes
+for bad, why in (({"energy_wieght": 1e-4}, "unexpected keyword argument 'energy_wieght'"),
+                 ({"energy_weight": "lots"}, "energy_weight must be a number")):
+    raw["control"]["overrides"] = bad
+    try:
+        check_train_config(TrainConfig.model_validate(raw), "ppo.yaml")
+    except ConfigError as exc:
+        assert "ppo.yaml" in str(exc) and "control.overrides" in str(exc), exc
+        assert why in str(exc), exc
+    else:
+        raise AssertionError(f"{bad} passed")
+assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

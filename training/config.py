@@ -441,8 +441,11 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
     check_family_model(config, fail)
     if config.task == "generative" and check_generative_input(config, fail):
         return  # an image generator: a folder, no data columns
-    if task_spec(config.task).inputs == "image" or config.task == "control":
-        return  # images: a folder; control: an environment, no data columns
+    if config.task == "control":
+        check_control_env(config.control, fail)
+        return  # an environment, no data columns
+    if task_spec(config.task).inputs == "image":
+        return  # a folder, no data columns
     data = config.data
     if data.source == "simulator":
         from training.simulator import TAGS
@@ -476,6 +479,17 @@ def check_train_config(config: TrainConfig, path: str | Path) -> None:
                 fail(field, f"{name!r} is not a {'column of' if among is available else 'tag in'}"
                      f" {where if among is available else 'data.tags'}"
                      f"{did_you_mean(name, among)} (there: {_listed(among)})")
+
+
+def check_control_env(control: ControlTrainConfig, fail) -> None:
+    """``control.overrides``: the environment is built with them (a few microseconds, no
+    TensorFlow), so an unknown keyword or a bad value is named before any training."""
+    from training.control.envs import make_env
+
+    try:
+        make_env(control.env, **control.overrides)
+    except (TypeError, ValueError) as exc:
+        fail("control.overrides", f"the {control.env} environment refuses them: {exc}")
 
 
 def check_family_model(config: TrainConfig, fail) -> None:
