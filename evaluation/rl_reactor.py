@@ -4,6 +4,7 @@ the environments' held-apart seeds (``envs.eval_seeds``), print the mean yield a
 (and, without a shield, the steps that broke the temperature limit, energy, peak temperature).
 
     python -m evaluation.rl_reactor --agent ppo|dqn [--env kinetics] [--steps N] [--seed S]
+        [--env-args '{"energy_weight": 2.5e-4, "move_weight": 5e-6}']
 
 A development check of the agents' reactor hyper-parameters; the comparison with PID and the
 optimum, shield and edge included, is ``procedge eval reactor``. Like ``rl-classic``, the best
@@ -39,6 +40,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, help="default: PPO 4096, DQN 2000")
     p.add_argument("--config", type=json.loads, default={}, metavar="JSON",
                    help="over the agent's REACTOR_DEFAULTS[env]")
+    p.add_argument("--env-args", type=json.loads, default={}, metavar="JSON",
+                   help="make_env overrides, as a training config's control.overrides (e.g. "
+                        "the jacketed reactor's reward weights; default: the environment's)")
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/rl_reactor"))
     return p.parse_args(argv)
 
@@ -66,9 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     levels = args.levels if args.agent == "dqn" else 0
 
     def make():
-        return make_env(args.env, discrete=levels)
+        return make_env(args.env, discrete=levels, **args.env_args)
 
-    env = make_env(args.env, seed=args.seed, discrete=levels)
+    env = make_env(args.env, seed=args.seed, discrete=levels, **args.env_args)
     obs_dim = env.observation_space.shape[0]
     if args.agent == "dqn":
         from training.control.dqn import REACTOR_DEFAULTS, DQNAgent, DQNConfig
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
               "passed": bool(yields.mean() >= GOALS[args.agent]),
               "selected_at_step": log.best[0] if log.best else None,
               "validation_curve": [[s, round(v, 4)] for s, v in log.evaluations],
-              "config": config.model_dump()}
+              "config": config.model_dump(), "env_args": args.env_args}
     print(json.dumps(result))
     return result
 
