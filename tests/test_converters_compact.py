@@ -106,6 +106,10 @@ def test_batch_one_export_folds_the_shape_ops_and_loops_over_a_batch(mode, windo
     got = one.predict(x)[0]  # a batch of 8 on a batch-1 model: one invoke per window
     assert got.shape == (8, L, F)
     assert np.array_equal(got[5:6], one.predict_each(x[5:6])[0])
+    first = one.predict_each(x[:1])[0]  # an output the caller owns: the next invoke keeps it
+    kept = first.copy()
+    one.predict_each(x[1:2])
+    assert np.array_equal(first, kept) and not np.array_equal(first, got[1:2])
     tolerance = 1e-5 if mode == "fp32" else 0.1 * float(np.mean(np.abs(got)))
     assert float(np.mean(np.abs(got - model.predict(x, verbose=0)))) < tolerance
     if mode == "fp32":  # same arithmetic as the dynamic-batch graph
