@@ -71,8 +71,10 @@ class Shadow:
     """The standby's results not yet seen from the active, in decision order (bounded), and
     the keys seen from the active before the standby decided them."""
 
-    def __init__(self, max_held: int):
+    def __init__(self, max_held: int, dropped_metric: Counter | None = None):
+        """``dropped_metric``: counted as each held message is pushed out by the bound."""
         self.max_held = max_held
+        self.dropped_metric = dropped_metric
         self._held: OrderedDict[str, Message] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
@@ -91,6 +93,8 @@ class Shadow:
             while len(self._held) > self.max_held:
                 self._held.popitem(last=False)
                 self.dropped += 1
+                if self.dropped_metric is not None:
+                    self.dropped_metric.inc()
             return True
 
     def seen(self, key: str) -> Message | None:
@@ -121,7 +125,6 @@ class Failover:
         self.ha = ha
         self.alarm_states = alarm_states
         self.filters = {kind: output_filter(topics, kind) for kind in PAIR_OUTPUTS}
-        self.shadow = Shadow(ha.max_held)
         self._kinds: dict[str, str] = {}  # topic → result kind ("" for the gateway's own)
         self._was_active = False
         self._taps: list[tuple[str, Callable[[bytes], None]]] = []  # (filter, handler)
@@ -133,9 +136,9 @@ class Failover:
         self.m_republished = Counter("procedge_ha_republished_total", "Results held as "
                                      "standby and published on takeover.", registry=r)
         self.m_held = Gauge("procedge_ha_held", "Results held (standby).", registry=r)
-        self.m_dropped = Counter("procedge_ha_held_dropped_total", "Held results dropped "
-                                 "beyond ha.max_held (oldest first).", registry=r)
-        self._dropped = 0  # shadow.dropped already counted
+        self.shadow = Shadow(ha.max_held, Counter(
+            "procedge_ha_held_dropped_total", "Held results dropped beyond ha.max_held "
+            "(oldest first).", registry=r))
         client_id = config.mqtt.client_id or f"procedge-{config.gateway}"
         held = [f for kind, f in self.filters.items() if kind != "alarm_state"]
         self.lease = Lease(ha, config.mqtt, client_id, self._on_role, self._on_output, held)
@@ -195,9 +198,6 @@ class Failover:
         self._was_active = False
         mine = [m for m in out if self._standby_keeps(m)]
         self.m_held.set(len(self.shadow))
-        if self.shadow.dropped > self._dropped:
-            self.m_dropped.inc(self.shadow.dropped - self._dropped)
-            self._dropped = self.shadow.dropped
         return mine
 
     def _standby_keeps(self, message: Message) -> bool:

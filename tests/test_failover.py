@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
 
 from edge_runtime.config import EdgeConfig
@@ -45,7 +46,9 @@ def test_a_dead_or_stale_holder_is_no_lease_and_an_unsynced_peer_keeps_its_role(
 
 
 def test_shadow_drops_what_the_active_published_and_keeps_the_rest_in_order():
-    shadow = Shadow(max_held=3)
+    registry = CollectorRegistry()
+    shadow = Shadow(max_held=3, dropped_metric=Counter("dropped", "held, dropped",
+                                                       registry=registry))
     msg = {k: Message("t", k.encode()) for k in "abcde"}
     shadow.seen("b")  # the active was first
     for k in "abc":
@@ -55,6 +58,7 @@ def test_shadow_drops_what_the_active_published_and_keeps_the_rest_in_order():
     for k in "abcde":
         shadow.hold(k, msg[k])
     assert shadow.dropped == 2 and [m.payload for m in shadow.take()] == [b"c", b"d", b"e"]
+    assert registry.get_sample_value("dropped_total") == 2  # counted as each one is dropped
 
 
 def pair_config(**extra) -> dict:

@@ -88,7 +88,6 @@ class SparkplugPair:
         self.node, self.failover = node, failover
         self.peer = failover.ha.peer_id
         self.topic = bdseq_topic(failover.ha.lease_topic)
-        self.shadow = Shadow(failover.ha.max_held)
         self._announced: int | None = None  # the pair's last announced bdSeq
         self._lock = threading.Lock()
         self._names: tuple[object, dict[int, str]] = (None, {})  # (catalogue, alias → name)
@@ -99,10 +98,9 @@ class SparkplugPair:
         self.m_republished = Counter("procedge_ha_sparkplug_republished_total", "Sparkplug "
                                      "rows held as standby and published on takeover.",
                                      registry=r)
-        self.m_dropped = Counter("procedge_ha_sparkplug_held_dropped_total", "Sparkplug rows "
-                                 "held beyond ha.max_held and dropped (oldest first).",
-                                 registry=r)
-        self._dropped = 0  # shadow.dropped already counted
+        self.shadow = Shadow(failover.ha.max_held, Counter(
+            "procedge_ha_sparkplug_held_dropped_total", "Sparkplug rows held beyond "
+            "ha.max_held and dropped (oldest first).", registry=r))
         failover.lease.follow(self.topic, self._on_announced)
         failover.tap(node.topic("NDATA"), self._on_ndata)
         node.holds_session = self.holds_session
@@ -172,9 +170,6 @@ class SparkplugPair:
                                     dataclasses.replace(row, created_s=now)):
                 self._remember(row)  # the active's NDATA came first
         self.m_held.set(len(self.shadow))
-        if self.shadow.dropped > self._dropped:
-            self.m_dropped.inc(self.shadow.dropped - self._dropped)
-            self._dropped = self.shadow.dropped
         return []
 
     def _remember(self, row: Message) -> None:
