@@ -30,7 +30,7 @@ class EdgeModel:
 
     def __init__(self, model_path: str | Path, num_threads: int = 1):
         self.path = Path(model_path)
-        self._interp, self.delegated = _allocated(self.path, num_threads)
+        self._interp = _allocated(self.path, num_threads)
         self._input = self._interp.get_input_details()[0]
         self._outputs = self._interp.get_output_details()
         # Fused LSTM kernels keep state in variable tensors between invokes: reset every time.
@@ -89,8 +89,8 @@ class EdgeModel:
         return [_dequantize(self._interp.get_tensor(o["index"]), o) for o in self._outputs]
 
 
-def _allocated(path: Path, num_threads: int) -> tuple[Interpreter, bool]:
-    """The interpreter, allocated, and whether LiteRT's default XNNPACK delegate runs it.
+def _allocated(path: Path, num_threads: int) -> Interpreter:
+    """The interpreter, allocated, on LiteRT's default XNNPACK delegate where it takes it.
     XNNPACK claims some graphs it then fails to prepare (a small int8 Informer: "failed to
     create XNNPACK runtime"); such a model runs on LiteRT's own kernels instead, slower but
     the same operators, logged. The parity gate and the latency a bundle records are measured
@@ -98,7 +98,7 @@ def _allocated(path: Path, num_threads: int) -> tuple[Interpreter, bool]:
     interp = Interpreter(model_path=str(path), num_threads=num_threads)
     try:
         interp.allocate_tensors()
-        return interp, True
+        return interp
     except RuntimeError as exc:
         if "XNNPACK" not in str(exc):
             raise
@@ -108,7 +108,7 @@ def _allocated(path: Path, num_threads: int) -> tuple[Interpreter, bool]:
                          experimental_op_resolver_type=(
                              OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
     interp.allocate_tensors()
-    return interp, False
+    return interp
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
