@@ -16,6 +16,9 @@ from edge_runtime.payloads import iso_ms
 
 AUDIT = "procedge.edge.audit"  # under procedge.edge: its handlers and levels apply
 audit = logging.getLogger(AUDIT)
+# Libraries whose DEBUG lines describe their own internals (a PNG's chunks, h5py's type
+# converters, matplotlib's font search): at DEBUG they would bury procedge's own lines.
+CHATTY = ("PIL", "h5py", "matplotlib")
 
 
 class JsonLogFormatter(logging.Formatter):
@@ -54,8 +57,9 @@ class _ProcedgeHandler(logging.StreamHandler):
 
 def setup_logging(level: str | int = "WARNING", fmt: str = "text") -> None:
     """(Re)configure the root logger: one stderr handler in ``fmt`` (text or json) at
-    ``level``; the audit logger at INFO at least. Handlers others installed are left alone,
-    the one a previous call installed is replaced."""
+    ``level``; the audit logger at INFO at least; the :data:`CHATTY` libraries at INFO at
+    least. Handlers others installed are left alone, the one a previous call installed is
+    replaced."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _ProcedgeHandler)]:
         root.removeHandler(handler)
@@ -64,3 +68,5 @@ def setup_logging(level: str | int = "WARNING", fmt: str = "text") -> None:
     root.addHandler(handler)
     root.setLevel(level)
     audit.setLevel(min(root.level, logging.INFO))
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))

@@ -1,0 +1,24 @@
+"""``setup_logging`` (pure logic): procedge's own DEBUG lines pass, the chatty libraries' do
+not, and a WARNING level still holds them back."""
+
+from __future__ import annotations
+
+import logging
+
+from edge_runtime.logs import setup_logging
+
+
+def test_debug_keeps_procedge_lines_and_quiets_library_internals(capsys):
+    previous = logging.getLogger().level
+    try:
+        setup_logging("DEBUG")
+        logging.getLogger("procedge.train").debug("epoch 1")
+        logging.getLogger("PIL.PngImagePlugin").debug("STREAM b'IDAT'")
+        logging.getLogger("h5py._conv").info("converter ready")
+        setup_logging("WARNING")
+        logging.getLogger("PIL.Image").info("not at WARNING")
+        err = capsys.readouterr().err
+    finally:
+        setup_logging(logging.getLevelName(previous))
+    assert "epoch 1" in err and "converter ready" in err
+    assert "IDAT" not in err and "not at WARNING" not in err
