@@ -68,6 +68,24 @@ def test_preprocess_flattens_uneven_light():
     assert x.shape == (64, 64) and abs(float(x[8:-8, 8:-8].mean())) < 0.2
 
 
+def test_preprocess_is_the_definition_for_uint8_and_float_frames():
+    """The box mean is a k×k mean over the reflected frame, the result is divided by the
+    flattened frame's standard deviation; a uint8 frame (integer sums) and the same frame in
+    0..1 give the same model input."""
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (24, 40)).astype(np.uint8)
+    k, p = 7, 3
+    padded = np.pad(frame / 255.0, p, mode="reflect")
+    means = np.array([[padded[i:i + k, j:j + k].mean() for j in range(40)] for i in range(24)])
+    flat = frame / 255.0 - means
+    expected = flat / flat.std()
+    np.testing.assert_allclose(preprocess(frame, k)[..., 0], expected, atol=2e-5)
+    np.testing.assert_allclose(preprocess(frame / 255.0, k)[..., 0], expected, atol=2e-5)
+    assert preprocess(frame, 6).shape == (24, 40, 1)  # an even window is widened to 7
+    flat_grey = preprocess(np.full((16, 16), 90, np.uint8), 5)  # no contrast: no blow-up
+    assert np.all(flat_grey == 0.0)
+
+
 def test_d50_range_gives_each_image_its_own_median():
     cfg = MicrographConfig(d50_range=(8.0, 20.0), sigma=0.1, count=(20, 20))
     d50 = [generate(cfg, seed).stats["d50_um"] for seed in range(8)]
