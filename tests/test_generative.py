@@ -184,3 +184,21 @@ def test_quality_scores_tell_good_from_bad_synthetic_windows():
     assert coverage(real, collapsed) < 0.1
     assert discriminative_score(real, same + 1.5, epochs=25) > 0.3  # told apart
     assert discriminative_score(real, same, epochs=25) < 0.15  # chance
+
+
+@pytest.mark.parametrize("family", ["cvae", "image_cvae"])
+def test_a_fit_that_diverges_stops_with_an_error_naming_the_step(family):
+    """A learning rate far too high: the loss turns NaN within a few steps, and the fit says
+    so instead of returning NaN weights (whose samples would score as a plain precision 0)."""
+    from training.generative import CVAE
+    from training.images.generators import ImageCVAE
+
+    rng = np.random.default_rng(0)
+    if family == "cvae":
+        model, x = CVAE(8, 3, 2, latent_dim=2, filters=4), rng.standard_normal((64, 8, 3))
+    else:
+        model, x = ImageCVAE(16, 1, 2, latent_dim=2, filters=4), rng.uniform(-1, 1, (64, 16, 16, 1))
+    with pytest.raises(RuntimeError, match=rf"{family}: training diverged at step \d+ of 20 "
+                                           r"\(nll (nan|inf)"):
+        model.fit(x.astype(np.float32), rng.integers(0, 2, 64), 20, 16, 0,
+                  {"learning_rate": 1e3}, desc=family)

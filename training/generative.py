@@ -18,6 +18,7 @@ are then held between their sampling instants as the real sensor holds them
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import keras
@@ -167,6 +168,20 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator, steps: int):
         at += batch_size
 
 
+def record_step(history: dict[str, list[float]], values: dict[str, float], desc: str,
+                done: int, steps: int) -> None:
+    """Append one step's losses to ``history``. A loss that is not finite ends the fit with
+    an error: the weights after it are NaN, and samples of NaN weights score as a plausible
+    looking precision of 0, not as the failure they are."""
+    for key, value in values.items():
+        history[key].append(value)
+    if not all(math.isfinite(v) for v in values.values()):
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
+        raise RuntimeError(f"{desc}: training diverged at step {done} of {steps} ({shown}); "
+                           "nothing it would generate is usable: fit again with a lower "
+                           "learning rate or fewer steps")
+
+
 def cvae_step(encoder: keras.Model, decoder: keras.Model, log_std: tf.Variable,
               latent_dim: int, seed: int, settings: dict):
     """One optimizer step of a conditional VAE, ``step(x_batch, onehot_batch) → (mean NLL,
@@ -216,11 +231,10 @@ class CVAE(WindowGenerator):
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
         history = {"nll": [], "kl": []}
         rng = np.random.default_rng(seed)
-        for idx in progress(_batches(len(x), batch_size, rng, steps), desc, total=steps,
-                            unit="step"):
+        for done, idx in enumerate(progress(_batches(len(x), batch_size, rng, steps), desc,
+                                            total=steps, unit="step"), 1):
             nll, kl = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
-            history["nll"].append(float(nll))
-            history["kl"].append(float(kl))
+            record_step(history, {"nll": float(nll), "kl": float(kl)}, desc, done, steps)
         self.noise_std, self.noise_phi = self.residual_noise(x, onehot)
         self.history = history
         return history
@@ -307,15 +321,14 @@ class WGANGP(WindowGenerator):
         history = {"wasserstein": [], "gradient_penalty": [], "generator": []}
         rng = np.random.default_rng(seed)
         batches = _batches(len(x), batch_size, rng, steps * (n_critic + 1))
-        for _ in progress(range(steps), desc, total=steps, unit="step"):
+        for done in progress(range(1, steps + 1), desc, total=steps, unit="step"):
             for _ in range(n_critic):
                 idx = next(batches)
                 distance, gp = critic_step(tf.constant(x[idx]), tf.constant(onehot[idx]))
             idx = next(batches)
             g = generator_step(tf.constant(onehot[idx]))
-            history["wasserstein"].append(float(distance))
-            history["gradient_penalty"].append(float(gp))
-            history["generator"].append(float(g))
+            record_step(history, {"wasserstein": float(distance), "gradient_penalty": float(gp),
+                                  "generator": float(g)}, desc, done, steps)
         self.history = history
         return history
 

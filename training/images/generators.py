@@ -21,7 +21,14 @@ import tensorflow as tf
 from keras import layers
 
 from training.config import IMAGE_GENERATORS
-from training.generative import GENERATOR_FILE, META_FILE, _batches, cvae_step, latent_line
+from training.generative import (
+    GENERATOR_FILE,
+    META_FILE,
+    _batches,
+    cvae_step,
+    latent_line,
+    record_step,
+)
 from training.progress import progress
 from training.registry import register
 
@@ -139,11 +146,11 @@ def _loop(step, x, onehot, steps, batch_size, seed, desc, keys, draw_p=None):
     """Run ``step(x_batch, onehot_batch)`` ``steps`` times; its outputs per key, per step."""
     history = {k: [] for k in keys}
     rng = np.random.default_rng(seed)
-    for idx in progress(_draws(len(x), batch_size, rng, steps, draw_p), desc, total=steps,
-                        unit="step"):
-        for key, value in zip(keys, step(tf.constant(x[idx]), tf.constant(onehot[idx])),
-                              strict=True):
-            history[key].append(float(value))
+    for done, idx in enumerate(progress(_draws(len(x), batch_size, rng, steps, draw_p), desc,
+                                        total=steps, unit="step"), 1):
+        values = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
+        record_step(history, {k: float(v) for k, v in zip(keys, values, strict=True)}, desc,
+                    done, steps)
     return history
 
 
