@@ -41,8 +41,9 @@ def _integral(padded: np.ndarray, dtype) -> np.ndarray:
 
 def box_sum(x: np.ndarray, k: int) -> np.ndarray:
     """Sum over a k×k window (odd k), edges reflected; one integral image, O(pixels). A uint8
-    frame is summed exactly in int32 (255 · k² fits for any k under 2900), which costs half
-    the float64 table's time; anything else in float64."""
+    frame's table is int32 (about half the float64 table's time, 0.4 ms less than int64 per
+    256 × 256 frame): past 8 M pixels its entries wrap, but each box sum is a difference of
+    entries, exact modulo 2³², hence exact while 255 · k² < 2³¹. Anything else in float64."""
     p = k // 2
     padded = np.pad(x, p + 1, mode="reflect")[1:, 1:]
     c = _integral(padded, np.int32 if x.dtype == np.uint8 else np.float64)

@@ -86,6 +86,18 @@ def test_preprocess_is_the_definition_for_uint8_and_float_frames():
     assert np.all(flat_grey == 0.0)
 
 
+def test_box_sums_stay_exact_when_the_integer_table_wraps():
+    """A 3000 × 3000 uint8 frame: its int32 summed-area table passes 2³¹, the box sums (small
+    differences of its entries) must still be the true ones, far corner included."""
+    from edge_runtime.particles import box_sum
+
+    frame = np.random.default_rng(5).integers(240, 256, (3000, 3000)).astype(np.uint8)
+    sums = box_sum(frame, 5)
+    assert int(frame.sum(dtype=np.int64)) > 2**31  # the table does wrap
+    for i, j in ((1500, 1500), (2990, 2997), (2995, 40)):
+        assert sums[i, j] == int(frame[i - 2:i + 3, j - 2:j + 3].sum(dtype=np.int64))
+
+
 def test_d50_range_gives_each_image_its_own_median():
     cfg = MicrographConfig(d50_range=(8.0, 20.0), sigma=0.1, count=(20, 20))
     d50 = [generate(cfg, seed).stats["d50_um"] for seed in range(8)]
