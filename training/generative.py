@@ -168,8 +168,8 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator, steps: int):
         at += batch_size
 
 
-def record_step(history: dict[str, list[float]], values: dict[str, float], desc: str,
-                done: int, steps: int) -> None:
+def _record(history: dict[str, list[float]], values: dict[str, float], desc: str, done: int,
+            steps: int) -> None:
     """Append one step's losses to ``history``. A loss that is not finite ends the fit with
     an error: the weights after it are NaN, and samples of NaN weights score as a plausible
     looking precision of 0, not as the failure they are."""
@@ -180,6 +180,31 @@ def record_step(history: dict[str, list[float]], values: dict[str, float], desc:
         raise RuntimeError(f"{desc}: training diverged at step {done} of {steps} ({shown}); "
                            "nothing it would generate is usable: fit again with a lower "
                            "learning rate or fewer steps")
+
+
+def _draws(n: int, batch_size: int, rng: np.random.Generator, steps: int,
+           draw_p: np.ndarray | None):
+    """``_batches``, or with ``draw_p`` each batch drawn with replacement by those odds."""
+    if draw_p is None:
+        yield from _batches(n, batch_size, rng, steps)
+        return
+    for _ in range(steps):
+        yield np.sort(rng.choice(n, size=batch_size, p=draw_p))
+
+
+def fit_steps(step, x: np.ndarray, onehot: np.ndarray, steps: int, batch_size: int,
+              seed: int, desc: str, keys: tuple[str, ...],
+              draw_p: np.ndarray | None = None) -> dict[str, list[float]]:
+    """Run ``step(x_batch, onehot_batch)`` ``steps`` times with progress output; its outputs
+    per key, per step. Stops with an error at the first loss that is not finite."""
+    history: dict[str, list[float]] = {k: [] for k in keys}
+    rng = np.random.default_rng(seed)
+    for done, idx in enumerate(progress(_draws(len(x), batch_size, rng, steps, draw_p), desc,
+                                        total=steps, unit="step"), 1):
+        values = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
+        _record(history, {k: float(v) for k, v in zip(keys, values, strict=True)}, desc,
+                done, steps)
+    return history
 
 
 def cvae_step(encoder: keras.Model, decoder: keras.Model, log_std: tf.Variable,
@@ -229,12 +254,7 @@ class CVAE(WindowGenerator):
         step = cvae_step(self.encoder, self.generator, self.log_std, self.latent_dim, seed,
                          settings)
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
-        history = {"nll": [], "kl": []}
-        rng = np.random.default_rng(seed)
-        for done, idx in enumerate(progress(_batches(len(x), batch_size, rng, steps), desc,
-                                            total=steps, unit="step"), 1):
-            nll, kl = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
-            record_step(history, {"nll": float(nll), "kl": float(kl)}, desc, done, steps)
+        history = fit_steps(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"))
         self.noise_std, self.noise_phi = self.residual_noise(x, onehot)
         self.history = history
         return history
@@ -327,7 +347,7 @@ class WGANGP(WindowGenerator):
                 distance, gp = critic_step(tf.constant(x[idx]), tf.constant(onehot[idx]))
             idx = next(batches)
             g = generator_step(tf.constant(onehot[idx]))
-            record_step(history, {"wasserstein": float(distance), "gradient_penalty": float(gp),
+            _record(history, {"wasserstein": float(distance), "gradient_penalty": float(gp),
                                   "generator": float(g)}, desc, done, steps)
         self.history = history
         return history

@@ -21,15 +21,7 @@ import tensorflow as tf
 from keras import layers
 
 from training.config import IMAGE_GENERATORS
-from training.generative import (
-    GENERATOR_FILE,
-    META_FILE,
-    _batches,
-    cvae_step,
-    latent_line,
-    record_step,
-)
-from training.progress import progress
+from training.generative import GENERATOR_FILE, META_FILE, cvae_step, fit_steps, latent_line
 from training.registry import register
 
 IMAGE_FAMILIES = IMAGE_GENERATORS
@@ -133,27 +125,6 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
-def _draws(n: int, batch_size: int, rng: np.random.Generator, steps: int,
-           draw_p: np.ndarray | None):
-    if draw_p is None:
-        yield from _batches(n, batch_size, rng, steps)
-        return
-    for _ in range(steps):
-        yield np.sort(rng.choice(n, size=batch_size, p=draw_p))
-
-
-def _loop(step, x, onehot, steps, batch_size, seed, desc, keys, draw_p=None):
-    """Run ``step(x_batch, onehot_batch)`` ``steps`` times; its outputs per key, per step."""
-    history = {k: [] for k in keys}
-    rng = np.random.default_rng(seed)
-    for done, idx in enumerate(progress(_draws(len(x), batch_size, rng, steps, draw_p), desc,
-                                        total=steps, unit="step"), 1):
-        values = step(tf.constant(x[idx]), tf.constant(onehot[idx]))
-        record_step(history, {k: float(v) for k, v in zip(keys, values, strict=True)}, desc,
-                    done, steps)
-    return history
-
-
 class DCGAN(ImageGenerator):
     """Conditional DCGAN: non-saturating GAN loss, one discriminator and one generator step
     per batch, Adam(2e-4, β1 = 0.5) as in the paper; the discriminator's real targets are
@@ -194,7 +165,7 @@ class DCGAN(ImageGenerator):
                                       gen.trainable_weights, strict=True))
             return d_loss, g_loss
 
-        self.history = _loop(step, x, onehot, steps, batch_size, seed, desc,
+        self.history = fit_steps(step, x, onehot, steps, batch_size, seed, desc,
                              ("discriminator", "generator"), draw_p)
         return self.history
 
@@ -218,7 +189,7 @@ class ImageCVAE(ImageGenerator):
         step = cvae_step(self.encoder, self.generator, self.log_std, self.latent_dim, seed,
                          settings)
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
-        self.history = _loop(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
+        self.history = fit_steps(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
                              draw_p)
         return self.history
 
