@@ -551,8 +551,8 @@ def table(report: dict) -> str:
     series = ", ".join(f"{n // 1000}k: {mb}" for n, mb in trace)
     peak = max((mb for _, mb in trace), default=report["rss_start_mb"])
     lines.append(f"| daemon RSS, MB | | start {report['rss_start_mb']:.1f}; {series} | "
-                 f"largest {peak:.1f} (goal ≤ 80 per worker, flat: "
-                 f"{'≤ 80' if peak <= 80 else 'over 80'}) | |")
+                 f"largest {peak:.1f}; ≤ 80 per worker: {'met' if peak <= 80 else 'not met'} "
+                 "(flat: read the series) | |")
     return "\n".join(lines)
 
 

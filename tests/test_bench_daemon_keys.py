@@ -45,4 +45,4 @@ def test_table_states_each_figure_against_the_issue_goal():
     assert "2.53 (goal ≤ 2.5: not met)" in lines[3]
     assert "p99 ≤ 5 ms: not met" in lines[4]
     assert "p50 ≤ 10 ms, p99 ≤ 25 ms: met" in lines[5]
-    assert "largest 80.3 (goal ≤ 80 per worker, flat: over 80)" in lines[6]
+    assert "largest 80.3; ≤ 80 per worker: not met" in lines[6]
