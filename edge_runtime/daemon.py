@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from edge_runtime import fastjson
 from edge_runtime.acker import InputAcker
 from edge_runtime.alarms import Alarm, AlarmPolicy
-from edge_runtime.allocator import Trimmer
+from edge_runtime.allocator import Trimmer, freeze_startup
 from edge_runtime.bundle import Bundle
 from edge_runtime.commands import Commands
 from edge_runtime.commissioner import BaselineStore, Commissioning
@@ -622,4 +622,6 @@ def run(config_path: str | Path, log_level: str | None = None,
         Supervisor(config, log_level or config.log_level,
                    log_format or config.log_format).run_forever()
         return
-    EdgeDaemon(config).run_forever()
+    daemon = EdgeDaemon(config)
+    freeze_startup()
+    daemon.run_forever()

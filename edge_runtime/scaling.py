@@ -32,7 +32,12 @@ class StandardScaler:
         return ScalerSpec(mean=[float(v) for v in self.mean], scale=[float(v) for v in self.scale])
 
     def transform(self, rows: np.ndarray) -> np.ndarray:
-        return ((np.asarray(rows, dtype=np.float64) - self.mean) / self.scale).astype(np.float32)
+        """Scaled rows, float32. Computed in float64 in one buffer: the same bits as
+        ``((rows - mean) / scale).astype(float32)`` with two temporaries fewer (this runs on
+        every window at the gateway)."""
+        out = np.subtract(rows, self.mean, dtype=np.float64)
+        np.divide(out, self.scale, out=out)
+        return out.astype(np.float32)
 
     def inverse(self, values: np.ndarray, columns: list[int] | None = None) -> np.ndarray:
         """Back to engineering units; ``columns`` picks the scaler columns of ``values``."""

@@ -183,6 +183,7 @@ def worker_main(name: str, config: dict, conn: Connection, log_level: str,
                 log_format: str) -> None:
     """A worker process: one daemon over its part of the config, a status to the supervisor
     each second, stopped by SIGTERM/SIGINT or when the supervisor is gone."""
+    from edge_runtime.allocator import freeze_startup
     from edge_runtime.daemon import EdgeDaemon
     from edge_runtime.logs import setup_logging
 
@@ -192,6 +193,7 @@ def worker_main(name: str, config: dict, conn: Connection, log_level: str,
     setup_logging(log_level, log_format)
     _name_records(name)
     daemon = EdgeDaemon(EdgeConfig.model_validate(config))
+    freeze_startup()
     daemon.start()
     parent = multiprocessing.parent_process()
     while True:
