@@ -228,3 +228,24 @@ def test_procedge_train_checks_covariates_before_tensorflow():
     with pytest.raises(ConfigError, match=r"t.yaml: invalid training config\n  model: "
                                           r"model.known_future: 'shift_plan'"):
         check_train_config(config, "t.yaml")
+
+
+def test_tft_interpretation_in_batches_is_the_mean_over_all_windows(future_run, monkeypatch):
+    """The pictures' means are summed batch by batch (the attention of every test window at
+    once does not fit in memory at long horizons): the same figures as one pass over all."""
+    import keras
+
+    from training import tft
+
+    run_dir, _, _ = future_run
+    x = np.load(run_dir / "heldout.npz")["x"][:7]
+    model = keras.models.load_model(run_dir / "model.keras", compile=False)
+    names = [tft.SELECTION_LAYER, tft.ATTENTION_LAYER, tft.FUTURE_SELECTION_LAYER]
+    side = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    selection, attention, future = side.predict(x, verbose=0)
+    monkeypatch.setattr(tft, "INTERPRET_BATCH", 3)  # batches of 3, 3 and 1 windows
+    found = tft.interpretation(model, x)
+    assert found.windows == 7
+    np.testing.assert_allclose(found.importance, selection.mean(axis=(0, 1)), atol=1e-6)
+    np.testing.assert_allclose(found.attention, attention.mean(axis=0), atol=1e-6)
+    np.testing.assert_allclose(found.future, future.mean(axis=(0, 1)), atol=1e-6)
