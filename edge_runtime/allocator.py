@@ -12,8 +12,8 @@ call took 0.45–1.83 ms in the daemon on the bench.
 Elsewhere than glibc (musl, macOS) nothing is done.
 
 Python's cyclic collector is the other half: every tenth young collection scans the middle
-generation and every hundredth the whole heap, start-up's objects included (modules, bundles,
-the config: some hundred thousand, never garbage). :func:`freeze_startup` takes them out of its
+generation and about every hundredth the whole heap, start-up's objects included (modules,
+bundles, the config: tens of thousands, never garbage). :func:`freeze_startup` takes them out of its
 reach once the daemon is built, so a full collection scans only what the work made since.
 """
 
@@ -31,8 +31,8 @@ MAX_TRIM_S = 60.0  # busy without a pause: trim anyway this often
 
 
 def freeze_startup() -> None:
-    """Collect start-up's garbage, then freeze the survivors (``gc.freeze``): the process
-    keeps them to its end, and the collector no longer scans them. Called once, by the
+    """Collect start-up's garbage, then freeze the survivors (``gc.freeze``): the cyclic
+    collector no longer scans them (reference counting still frees them). Called once, by the
     process entry points (``procedge run``, a worker process) after the daemon is built."""
     gc.collect()
     gc.freeze()
