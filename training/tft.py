@@ -253,19 +253,16 @@ def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
     wanted = [SELECTION_LAYER, ATTENTION_LAYER, FUTURE_SELECTION_LAYER]
     side = keras.Model(model.inputs, [model.get_layer(n).output for n in wanted if n in names])
     x = np.asarray(x, np.float32)
-    # window means from per-batch sums: the attention of every window at once is
-    # N x H x (L + H) floats (6.6 GB for ETTh1's test windows at H = 720)
+    # the mean over windows from batch means weighted by their size: all windows' attention
+    # at once is N x H x (L + H) floats (6.6 GB for ETTh1's test windows at H = 720)
     axes = [(0, 1), (0,), (0, 1)]  # selection (N, L, F), attention (N, H, L+H), future (N, H, K)
     totals: list[np.ndarray] | None = None
     for start in range(0, len(x), INTERPRET_BATCH):
-        outputs = [np.asarray(o, np.float64)
-                   for o in side.predict_on_batch(x[start : start + INTERPRET_BATCH])]
-        batch = [o.sum(axis=a) for o, a in zip(outputs, axes, strict=False)]
-        totals = batch if totals is None else [t + b for t, b in zip(totals, batch, strict=True)]
-    per_window = [int(np.prod([o.shape[a] for a in ax[1:]]))  # rows summed per window
-                  for o, ax in zip(outputs, axes, strict=False)]
-    selection, attention, *future = (t / (len(x) * n)
-                                     for t, n in zip(totals, per_window, strict=True))
+        batch = x[start : start + INTERPRET_BATCH]
+        means = [np.asarray(o, np.float64).mean(axis=a) * len(batch)
+                 for o, a in zip(side.predict_on_batch(batch), axes, strict=False)]
+        totals = means if totals is None else [t + m for t, m in zip(totals, means, strict=True)]
+    selection, attention, *future = (t / len(x) for t in totals)
     return Interpretation(selection, attention, len(x), future[0] if future else None,
                           STATIC_LAYER in names)
 
