@@ -86,8 +86,9 @@ def _export_with_unit(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def future_run(tmp_path_factory) -> tuple[Path, object, dict]:
     """One tiny ``tft`` with the calendar as known future, a static unit id and quantile
-    heads, trained and converted (int8, else fp32): (run_dir, bundle, convert report). The
-    only ``tft`` the suite trains besides the contract's plain one."""
+    heads on the per-step output layer (the contract's plain one has the flat default),
+    trained and converted (int8, else fp32): (run_dir, bundle, convert report). The only
+    ``tft`` the suite trains besides the contract's."""
     from converters.build import ConvertOptions, build
     from training.config import TrainConfig
     from training.train import train
@@ -96,7 +97,7 @@ def future_run(tmp_path_factory) -> tuple[Path, object, dict]:
     config = TrainConfig.model_validate({
         "name": "tft_future", "task": "forecast", "family": "tft",
         "model": {"hidden": 8, "heads": 2, "known_future": KNOWN, "static": "unit_id",
-                  "quantiles": QUANTILES},
+                  "quantiles": QUANTILES, "head": "step"},
         "data": {"source": "historian", "path": str(_export_with_unit(tmp / "plant.csv")),
                  "units": {"temperature": "degC", "level": "m"}},
         "window": {"period_s": 60, "length": 8, "max_gap_s": 180},
@@ -249,3 +250,26 @@ def test_tft_interpretation_in_batches_is_the_mean_over_all_windows(future_run, 
     np.testing.assert_allclose(found.importance, selection.mean(axis=(0, 1)), atol=1e-6)
     np.testing.assert_allclose(found.attention, attention.mean(axis=0), atol=1e-6)
     np.testing.assert_allclose(found.future, future.mean(axis=(0, 1)), atol=1e-6)
+
+
+def _head_weights(head: str, horizon: int) -> int:
+    from training.tft import tft
+
+    model = tft(8, 3, horizon, 2, hidden=8, heads=2, quantiles=QUANTILES, head=head)
+    return sum(model.get_layer(n).count_params() for n in ("delta", "quantile_gaps"))
+
+
+def test_tft_step_head_does_not_grow_with_the_horizon():
+    """The per-step output layer is one map shared by the H steps (hidden·T·Q weights with
+    biases); the flat one reads every step's features for every output (∝ H²)."""
+    step = [_head_weights("step", h) for h in (4, 8)]
+    flat = [_head_weights("flat", h) for h in (4, 8)]
+    assert step[0] == step[1] == (8 + 1) * 2 * 3  # delta: T outputs, gaps: T·2, each + bias
+    assert flat == [(8 * h + 1) * h * 2 * 3 for h in (4, 8)]  # H·hidden inputs, H·T·3 outputs
+
+
+def test_tft_unknown_head_names_the_field():
+    from training.tft import tft
+
+    with pytest.raises(ValueError, match="model.head must be one of flat, step"):
+        tft(8, 3, 4, 2, hidden=8, heads=2, head="wide")

@@ -51,10 +51,13 @@ def last_value_skip(inputs, window: int, horizon: int, target_columns: list[int]
 
 def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int],
           quantiles: list[float] | None = None):
-    """Flat features → (N, H, T) delta, plus the last-value skip. The delta layer starts at
-    zero, so an untrained model is exactly persistence and training only learns the change.
-    With ``quantiles`` the forecast is the median and :func:`quantile_head` adds the rest."""
-    delta = layers.Dense(horizon * targets, kernel_initializer="zeros", name="delta")(x)
+    """Flat (N, D) or per-step (N, H, D) features → (N, H, T) delta, plus the last-value skip.
+    Per-step features get one position-wise Dense shared by every step (D·T weights; a flat
+    head has D·H·T, which grows as H² when D does). The delta layer starts at zero, so an
+    untrained model is exactly persistence and training only learns the change. With
+    ``quantiles`` the forecast is the median and :func:`quantile_head` adds the rest."""
+    units = targets if len(x.shape) == 3 else horizon * targets
+    delta = layers.Dense(units, kernel_initializer="zeros", name="delta")(x)
     out = layers.Reshape((horizon, targets))(delta)
     median = layers.Add(name="forecast")([out, last_value_skip(inputs, window, horizon, cols)])
     return quantile_head(x, median, quantiles) if quantiles else median
@@ -78,13 +81,15 @@ def quantile_matrix(levels: list[float]) -> np.ndarray:
 
 
 def quantile_head(x, median, quantiles):
-    """Flat features and the (N, H, T) median → (N, H, T, Q) quantiles that cannot cross:
-    softplus gaps stacked outward from P50, combined by a frozen 0/±1 matrix (exact in int8,
-    so the quantized model keeps the order too). Gaps start at softplus(0) ≈ 0.69 std."""
+    """Flat (N, D) or per-step (N, H, D) features and the (N, H, T) median → (N, H, T, Q)
+    quantiles that cannot cross: softplus gaps stacked outward from P50, combined by a frozen
+    0/±1 matrix (exact in int8, so the quantized model keeps the order too). Gaps start at
+    softplus(0) ≈ 0.69 std."""
     levels = check_quantile_levels(list(quantiles))
     horizon, targets = median.shape[1], median.shape[2]
     n_gaps = len(levels) - 1
-    raw = layers.Dense(horizon * targets * n_gaps, kernel_initializer="zeros",
+    per_step = targets * n_gaps if len(x.shape) == 3 else horizon * targets * n_gaps
+    raw = layers.Dense(per_step, kernel_initializer="zeros",
                        name="quantile_gaps")(x)
     gaps = layers.Activation("softplus")(layers.Reshape((horizon, targets, n_gaps))(raw))
     stacked = layers.Concatenate(axis=-1)([layers.Reshape((horizon, targets, 1))(median), gaps])
