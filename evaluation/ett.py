@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--patience", type=int)
+    p.add_argument("--lr-decay", type=float,
+                   help="multiply the learning rate by this after every epoch (fit.lr_decay; "
+                        "0.5 = the Informer repository's schedule); default: on plateau")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/ett"),
                    help="run directories and bundles go here")
@@ -265,7 +268,8 @@ def _fit_settings(family: str, args) -> dict:
     fit = FIT_BASE | FIT_DEFAULTS.get(family, {}) | {"seed": args.seed, "resume": args.resume,
                                                      "max_minutes": args.max_minutes}
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
-                 "learning_rate": args.lr, "patience": args.patience}
+                 "learning_rate": args.lr, "patience": args.patience,
+                 "lr_decay": args.lr_decay}
     return fit | {k: v for k, v in overrides.items() if v is not None}
 
 

@@ -239,6 +239,10 @@ class FitConfig(Strict):
     clip_norm: float | None = Field(
         default=None, gt=0, description="Clip each gradient to this L2 norm (Keras "
         "`clipnorm`): recurrent nets on few labels can blow up without it; null = off.")
+    lr_decay: float | None = Field(
+        default=None, gt=0, le=1, description="Multiply the learning rate by this after "
+        "every epoch, from epoch 2 on (0.5 is the Informer repository's `lradj type1`); "
+        "null = the default, divide it by 10 when the validation loss stops improving.")
 
 
 class ThresholdConfig(Strict):

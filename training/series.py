@@ -110,9 +110,11 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
                                                      clipnorm=fit.clip_norm), loss)
     stateful = [
         keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1)),
+        *([] if fit.lr_decay else [keras.callbacks.ReduceLROnPlateau(
+            patience=max(fit.patience // 2, 1))]),
     ]
-    callbacks = list(stateful)
+    callbacks = list(stateful) + ([lr_decay(fit.learning_rate, fit.lr_decay)]
+                                  if fit.lr_decay else [])
     if fit.tensorboard and not several:  # TensorBoard's writer needs fit's own step counter
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     shared, checkpoint, progress, clock = fit_callbacks(config.name, run_dir, stateful,
@@ -140,6 +142,12 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     with_importance_output(shipped).save(run_dir / "model.keras")  # tft: + selection weights
     plots.learning_curve(checkpoint.history, run_dir / "learning_curve.png", config.name)
     return model, info
+
+
+def lr_decay(rate: float, factor: float) -> keras.callbacks.Callback:
+    """rate·factor^epoch at each epoch (0-based): a schedule of the epoch alone, so a resumed
+    fit picks it up where it stopped without saved state."""
+    return keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * factor ** epoch)
 
 
 def single_copy(build, trained: keras.Model, loss, fit) -> keras.Model:
