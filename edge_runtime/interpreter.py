@@ -22,6 +22,11 @@ except ImportError:  # pragma: no cover - legacy gateways only
 
 log = logging.getLogger("procedge.edge")
 
+# Bytes of batch-dependent tensors one invoke may allocate: a long batch is run in chunks, so
+# evaluating thousands of windows of an attention model (H = 720: 12 MB of attention weights
+# per window) does not allocate them all at once.
+BATCH_BYTES = 256 * 2**20
+
 
 class EdgeModel:
     """One loaded ``.tflite`` model; call :meth:`predict` with a batch of float windows.
@@ -38,6 +43,7 @@ class EdgeModel:
         dynamic = int(self._input["shape_signature"][0]) == -1
         self._batched = dynamic and not self._stateful
         self._batch = int(self._input["shape"][0])
+        self._row_bytes = self._batch_dependent_bytes() if self._batched else 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -56,6 +62,13 @@ class EdgeModel:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
         if not self._batched:  # fixed batch of one (the converter's default, fused LSTM)
             return self._each(x)
+        rows = max(1, BATCH_BYTES // max(self._row_bytes, 1))
+        if len(x) <= rows:
+            return self._resized(x)
+        parts = [self._resized(x[i : i + rows]) for i in range(0, len(x), rows)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+
+    def _resized(self, x: np.ndarray) -> list[np.ndarray]:
         if len(x) != self._batch:
             self._interp.resize_tensor_input(self._input["index"], [len(x), *self.input_shape])
             self._interp.allocate_tensors()
@@ -63,6 +76,16 @@ class EdgeModel:
             self._outputs = self._interp.get_output_details()
             self._batch = len(x)
         return self._invoke(x)
+
+    def _batch_dependent_bytes(self) -> int:
+        """Bytes per window of the tensors whose first dimension is the batch (an upper bound
+        of what one more window allocates: LiteRT reuses arena memory between tensors)."""
+        total = 0
+        for t in self._interp.get_tensor_details():
+            signature = t.get("shape_signature", t["shape"])
+            if len(signature) and int(signature[0]) == -1:
+                total += int(np.prod(t["shape"][1:])) * np.dtype(t["dtype"]).itemsize
+        return total
 
     def predict_each(self, x: np.ndarray) -> list[np.ndarray]:
         """As :meth:`predict`, one window per invoke at the allocated batch size: no tensor

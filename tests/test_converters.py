@@ -158,3 +158,31 @@ def test_int8_with_integer_io_runs_through_the_edge_model(forecast_run, tmp_path
         assert errors["per_tensor"] > errors["per_channel"] and size.per_channel
     else:
         assert size.per_channel == []
+
+
+def test_a_long_batch_runs_in_chunks_with_the_same_outputs(tmp_path, monkeypatch):
+    """EdgeModel.predict splits a batch whose batch-dependent tensors would exceed
+    BATCH_BYTES (a long-horizon tft's 2161 test windows took 23 GB in one invoke) and
+    returns the same rows."""
+    import keras
+
+    from edge_runtime import interpreter
+
+    inputs = keras.Input((8, 2))
+    keras.Model(inputs, keras.layers.Dense(3)(inputs)).save(tmp_path / "dense.keras")
+    out = tmp_path / "fp32.tflite"
+    convert(tmp_path / "dense.keras", out, "fp32", batch="dynamic")
+    x = np.random.default_rng(0).standard_normal((7, 8, 2)).astype(np.float32)
+    whole = EdgeModel(out).predict(x)
+    chunked = EdgeModel(out)
+    assert chunked._row_bytes >= (8 * 2 + 8 * 3) * 4  # at least its input and output
+    monkeypatch.setattr(interpreter, "BATCH_BYTES", 3 * chunked._row_bytes)
+    resizes = []
+    resize = chunked._interp.resize_tensor_input
+    monkeypatch.setattr(chunked._interp, "resize_tensor_input",
+                        lambda i, shape: (resizes.append(shape[0]), resize(i, shape)))
+    got = chunked.predict(x)
+    assert resizes == [3, 1]  # chunks of 3, 3 and 1 windows
+    assert [g.shape for g in got] == [w.shape for w in whole] == [(7, 8, 3)]
+    for g, w in zip(got, whole, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
