@@ -44,6 +44,7 @@ class EdgeModel:
         self._batched = dynamic and not self._stateful
         self._batch = int(self._input["shape"][0])
         self._row_bytes = self._batch_dependent_bytes() if self._batched else 0
+        self._rows = max(1, BATCH_BYTES // max(self._row_bytes, 1))  # windows per invoke
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -62,10 +63,9 @@ class EdgeModel:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
         if not self._batched:  # fixed batch of one (the converter's default, fused LSTM)
             return self._each(x)
-        rows = max(1, BATCH_BYTES // max(self._row_bytes, 1))
-        if len(x) <= rows:
+        if len(x) <= self._rows:
             return self._resized(x)
-        parts = [self._resized(x[i : i + rows]) for i in range(0, len(x), rows)]
+        parts = [self._resized(x[i : i + self._rows]) for i in range(0, len(x), self._rows)]
         return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
 
     def _resized(self, x: np.ndarray) -> list[np.ndarray]:

@@ -173,10 +173,11 @@ def test_a_long_batch_runs_in_chunks_with_the_same_outputs(tmp_path, monkeypatch
     out = tmp_path / "fp32.tflite"
     convert(tmp_path / "dense.keras", out, "fp32", batch="dynamic")
     x = np.random.default_rng(0).standard_normal((7, 8, 2)).astype(np.float32)
-    whole = EdgeModel(out).predict(x)
+    one = EdgeModel(out)
+    whole = one.predict(x)
+    assert one._row_bytes >= (8 * 2 + 8 * 3) * 4  # at least its input and output
+    monkeypatch.setattr(interpreter, "BATCH_BYTES", 3 * one._row_bytes)
     chunked = EdgeModel(out)
-    assert chunked._row_bytes >= (8 * 2 + 8 * 3) * 4  # at least its input and output
-    monkeypatch.setattr(interpreter, "BATCH_BYTES", 3 * chunked._row_bytes)
     resizes = []
     resize = chunked._interp.resize_tensor_input
     monkeypatch.setattr(chunked._interp, "resize_tensor_input",
