@@ -23,8 +23,8 @@ except ImportError:  # pragma: no cover - legacy gateways only
 log = logging.getLogger("procedge.edge")
 
 # Bytes of batch-dependent tensors one invoke may allocate: a long batch is run in chunks, so
-# evaluating thousands of windows of an attention model (H = 720: 12 MB of attention weights
-# per window) does not allocate them all at once.
+# evaluating thousands of windows of a long-horizon model (a tft at H = 720: up to 63.5 MB per
+# window) does not allocate them all at once.
 BATCH_BYTES = 256 * 2**20
 
 
