@@ -110,11 +110,9 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
                                                      clipnorm=fit.clip_norm), loss)
     stateful = [
         keras.callbacks.EarlyStopping(patience=fit.patience, restore_best_weights=True),
-        *([] if fit.lr_decay else [keras.callbacks.ReduceLROnPlateau(
-            patience=max(fit.patience // 2, 1))]),
+        lr_schedule(fit),
     ]
-    callbacks = list(stateful) + ([lr_decay(fit.learning_rate, fit.lr_decay)]
-                                  if fit.lr_decay else [])
+    callbacks = list(stateful)
     if fit.tensorboard and not several:  # TensorBoard's writer needs fit's own step counter
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "logs")))
     shared, checkpoint, progress, clock = fit_callbacks(config.name, run_dir, stateful,
@@ -144,10 +142,14 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
     return model, info
 
 
-def lr_decay(rate: float, factor: float) -> keras.callbacks.Callback:
-    """rate·factor^epoch at each epoch (0-based): a schedule of the epoch alone, so a resumed
-    fit picks it up where it stopped without saved state."""
-    return keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * factor ** epoch)
+def lr_schedule(fit) -> keras.callbacks.Callback:
+    """The learning-rate callback of ``fit`` (a :class:`FitConfig`), for `train` and `tune`
+    alike: with ``lr_decay`` rate·decay^epoch (0-based; a function of the epoch alone, so a
+    resumed fit needs no saved state), else ÷10 when the validation loss stops improving."""
+    if fit.lr_decay:
+        rate, decay = fit.learning_rate, fit.lr_decay
+        return keras.callbacks.LearningRateScheduler(lambda epoch, _: rate * decay ** epoch)
+    return keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1))
 
 
 def single_copy(build, trained: keras.Model, loss, fit) -> keras.Model:

@@ -33,7 +33,7 @@ from training.budget import steps
 from training.config import TrainConfig
 from training.keras_compile import compile_for_fit
 from training.registry import Family, get_family
-from training.series import dataset
+from training.series import dataset, lr_schedule
 from training.tune_cluster import role, serve, tuner_id
 from training.tune_config import CONFIG_KEYS, TuneConfig, builder_keywords, units_is_list
 from training.tune_data import TrialData, TuneSource
@@ -107,8 +107,7 @@ def fit_trial(family: Family, config: TrainConfig, data: TrialData,
         dataset(data.x, data.y, fit.batch_size, fit.seed, shuffle=True, epochs=epochs),
         steps_per_epoch=steps(len(data.x), fit.batch_size), epochs=epochs, verbose=0,
         validation_data=dataset(data.val_x, data.val_y, fit.batch_size), shuffle=False,
-        callbacks=[keras.callbacks.EarlyStopping(patience=fit.patience),
-                   keras.callbacks.ReduceLROnPlateau(patience=max(fit.patience // 2, 1))])
+        callbacks=[keras.callbacks.EarlyStopping(patience=fit.patience), lr_schedule(fit)])
     losses = history.history["val_loss"]
     best = min(range(len(losses)), key=losses.__getitem__)
     out = {"val_loss": float(losses[best]), "epochs": float(len(losses))}
