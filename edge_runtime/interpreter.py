@@ -43,8 +43,9 @@ class EdgeModel:
         dynamic = int(self._input["shape_signature"][0]) == -1
         self._batched = dynamic and not self._stateful
         self._batch = int(self._input["shape"][0])
-        self._row_bytes = self._batch_dependent_bytes() if self._batched else 0
-        self._rows = max(1, BATCH_BYTES // max(self._row_bytes, 1))  # windows per invoke
+        # windows per invoke: one at a fixed batch of one, else as many as BATCH_BYTES holds
+        self._rows = (max(1, BATCH_BYTES // max(self._batch_dependent_bytes(), 1))
+                      if self._batched else 1)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -61,12 +62,10 @@ class EdgeModel:
         x = np.asarray(x, dtype=np.float32)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
-        if not self._batched:  # fixed batch of one (the converter's default, fused LSTM)
-            return self._each(x)
-        if len(x) <= self._rows:
-            return self._resized(x)
-        parts = [self._resized(x[i : i + self._rows]) for i in range(0, len(x), self._rows)]
-        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
+        # a fixed batch of one (the converter's default, fused LSTM): one window per invoke.
+        # The method is picked here, not stored: a bound method on self would be a reference
+        # cycle, and the daemon frees a replaced model by reference counting alone.
+        return self._in_chunks(x, self._rows, self._resized if self._batched else self._invoke)
 
     def _resized(self, x: np.ndarray) -> list[np.ndarray]:
         if len(x) != self._batch:
@@ -95,14 +94,15 @@ class EdgeModel:
             raise ValueError(f"input shape {x.shape[1:]} != model input {self.input_shape}")
         if self._batch != 1:
             return self.predict(x)
-        return self._each(x)
+        return self._in_chunks(x, 1, self._invoke)
 
-    def _each(self, x: np.ndarray) -> list[np.ndarray]:
-        """One invoke per window of ``x`` (allocated batch of one), outputs stacked."""
-        if len(x) == 1:  # the daemon's hot path: no slicing, no stacking
-            return self._invoke(x)
-        results = [self._invoke(x[i : i + 1]) for i in range(len(x))]
-        return [np.concatenate(parts) for parts in zip(*results, strict=True)]
+    @staticmethod
+    def _in_chunks(x: np.ndarray, rows: int, run) -> list[np.ndarray]:
+        """``run`` on ``x`` in chunks of at most ``rows`` windows, outputs stacked."""
+        if len(x) <= rows:  # the daemon's hot path: no slicing, no stacking
+            return run(x)
+        parts = [run(x[i : i + rows]) for i in range(0, len(x), rows)]
+        return [np.concatenate(outs) for outs in zip(*parts, strict=True)]
 
     def _invoke(self, x: np.ndarray) -> list[np.ndarray]:
         if self._stateful:

@@ -175,8 +175,9 @@ def test_a_long_batch_runs_in_chunks_with_the_same_outputs(tmp_path, monkeypatch
     x = np.random.default_rng(0).standard_normal((7, 8, 2)).astype(np.float32)
     one = EdgeModel(out)
     whole = one.predict(x)
-    assert one._row_bytes >= (8 * 2 + 8 * 3) * 4  # at least its input and output
-    monkeypatch.setattr(interpreter, "BATCH_BYTES", 3 * one._row_bytes)
+    row_bytes = one._batch_dependent_bytes()
+    assert row_bytes >= (8 * 2 + 8 * 3) * 4  # at least its input and output
+    monkeypatch.setattr(interpreter, "BATCH_BYTES", 3 * row_bytes)
     chunked = EdgeModel(out)
     resizes = []
     resize = chunked._interp.resize_tensor_input
