@@ -28,7 +28,8 @@ The pieces, in the paper's order:
   :func:`training.forecasters.quantile_head` (quantiles never cross). ``head="step"`` is the
   paper's output layer, one linear map shared by the H decoder steps (hidden·T·Q weights);
   ``head="flat"`` (the default, the head of the figures measured so far) reads all H steps'
-  features for every output, hidden·H²·T·Q weights: 9.5 M at H = 168, 174 M at H = 720.
+  features for every output, hidden·H²·T·Q weights (hidden 16, 7 targets, 3 quantiles:
+  9.5 M at H = 168, 174 M at H = 720).
 
 Recurrent layers are unrolled by default, the route by which Keras 3 LSTMs convert to builtin
 int8 (see ``training/forecasters.py``).
