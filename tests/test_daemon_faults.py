@@ -218,14 +218,17 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
         want = {e["event_id"] for e in expected}
         assert wait_for(lambda: want <= {e["event_id"] for e in alarm_events(collector)}, 180)
         check_same_events(process_alarm_events(alarm_events(collector)), expected)
-        got = {(m["model"], m["ts"]) for m in collector.json("/inference/")}
         want_inf = {(m["model"], m["ts"]) for m in expected_inf}
-        missing = want_inf - got
+        got = lambda: {(m["model"], m["ts"]) for m in collector.json("/inference/")}  # noqa: E731
         # only results right after the restart may miss (the window buffer is memory): up
         # to window per model (docs/edge_daemon.md: the window refills, and its newest step
         # is final only once a sample past it arrives), all after the last result published
-        # before the kill and within one window of the last sample fed before it
+        # before the kill and within one window of the last sample fed before it. The last
+        # alarm event comes before the run's last results: on a loaded machine those may
+        # still be on their way (CI saw 45 missing where the restart accounts for 34)
         straddle = sum(Bundle.load(p).manifest.input.window for p in bundles.values())
+        wait_for(lambda: len(want_inf - got()) <= straddle, 60)
+        missing = want_inf - got()
         assert len(missing) <= straddle, sorted(missing)[:5]
         kill_ts = parse_timestamp(json.loads(items[kill_at][1])["ts"])
         floor = max(published, default=-1.0)
@@ -261,8 +264,10 @@ def test_a_future_timestamp_does_not_stop_inference(tmp_path: Path, bundles, bro
         want = {e["event_id"] for e in expected}
         wait_for(lambda: want <= {e["event_id"] for e in alarm_events(collector)}, 30)
         check_same_events(alarm_events(collector), expected)
-        got = {(m["model"], m["ts"]) for m in collector.json("/inference/")}
-        assert got == {(m["model"], m["ts"]) for m in expected_inf}
+        want_inf = {(m["model"], m["ts"]) for m in expected_inf}
+        got = lambda: {(m["model"], m["ts"]) for m in collector.json("/inference/")}  # noqa: E731
+        wait_for(lambda: got() >= want_inf, 30)  # the run's last results follow its last alarm
+        assert got() == want_inf
         assert daemon.metrics.value("procedge_messages_rejected_total", reason="future") == 1
         assert daemon.metrics.value("procedge_messages_rejected_total", reason="late") == 0
     finally:
