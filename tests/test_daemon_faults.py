@@ -227,13 +227,16 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
         # alarm event comes before the run's last results: on a loaded machine those may
         # still be on their way (CI saw 45 missing where the restart accounts for 34)
         straddle = sum(Bundle.load(p).manifest.input.window for p in bundles.values())
-        wait_for(lambda: len(want_inf - got()) <= straddle, 60)
-        missing = want_inf - got()
-        assert len(missing) <= straddle, sorted(missing)[:5]
         kill_ts = parse_timestamp(json.loads(items[kill_at][1])["ts"])
         floor = max(published, default=-1.0)
-        assert all(floor < parse_timestamp(ts) <= kill_ts + 24 * 5 for _, ts in missing), (
-            sorted(missing)[:5], floor, kill_ts)
+
+        def near_kill(missing: set) -> bool:
+            return all(floor < parse_timestamp(ts) <= kill_ts + 24 * 5 for _, ts in missing)
+
+        wait_for(lambda: len(want_inf - got()) <= straddle and near_kill(want_inf - got()), 60)
+        missing = want_inf - got()
+        assert len(missing) <= straddle, sorted(missing)[:5]
+        assert near_kill(missing), (sorted(missing)[:5], floor, kill_ts)
         print(f"\ndaemon SIGKILL: {len(want)} alarm events all received; "
               f"{len(want_inf) - len(missing)}/{len(want_inf)} inference outputs "
               f"({len(missing)} windows straddled the restart)")
