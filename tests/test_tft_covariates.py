@@ -5,6 +5,8 @@ parity gate) → served by the edge pipeline, which computes the known future it
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -273,3 +275,26 @@ def test_tft_unknown_head_names_the_field():
 
     with pytest.raises(ValueError, match="model.head must be one of flat, step"):
         tft(8, 3, 4, 2, hidden=8, heads=2, head="wide")
+
+
+def test_tft_head_and_size_are_refused_before_tensorflow():
+    """`procedge train` names a bad head or a hidden size below the heads before it reads
+    data, and the check itself never imports TensorFlow."""
+    from training.config import ConfigError, TrainConfig, check_train_config
+
+    def config(**model):
+        return TrainConfig.model_validate({"name": "t", "task": "forecast", "family": "tft",
+                                           "model": model, "window": {"length": 8},
+                                           "horizon": 2})
+
+    with pytest.raises(ConfigError, match=r"model: model.head must be one of flat, step, "
+                                          r"not 'wide'"):
+        check_train_config(config(head="wide"), "t.yaml")
+    with pytest.raises(ConfigError, match=r"model: model.hidden 2 must be at least "
+                                          r"model.heads 4"):
+        check_train_config(config(hidden=2), "t.yaml")
+    check_train_config(config(head="step", hidden=8, heads=2), "t.yaml")
+    code = ("import sys; from training.tft_args import check_config_model; "
+            "check_config_model('tft', {'head': 'step'}); "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])

@@ -498,17 +498,20 @@ def check_control_env(control: ControlTrainConfig, fail) -> None:
 
 def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
-    distilling needs), so a network that cannot be built is refused before any data is read."""
+    distilling needs; TFT: head and size), so a network that cannot be built is refused
+    before any data is read."""
     from training.covariates import check_covariates
     from training.images.backbone_config import check_transfer_model
     from training.informer_args import check_config_model
     from training.instance_norm import check_norm, default_norm
+    from training.tft_args import check_config_model as check_tft_model
 
     try:
         if config.task == "forecast":
             check_norm(config.model.get("norm") or default_norm(config.family),
                        config.model.get("norm_affine", False))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
+        check_tft_model(config.family, config.model)
         check_covariates(config.family, config.model, config.targets)
     except ValueError as exc:
         fail("model", str(exc))

@@ -45,12 +45,12 @@ from keras import layers
 
 from training.forecasters import _head, _targets
 from training.registry import register
+from training.tft_args import check_tft_args
 
 SELECTION_LAYER = "variable_selection"  # (N, L, F) softmax weights over the input variables
 ATTENTION_LAYER = "tft_attention"  # (N, H, L + H) mean of the heads' attention weights
 FUTURE_SELECTION_LAYER = f"future_{SELECTION_LAYER}"  # (N, H, K) over the known-future inputs
 STATIC_LAYER = "static_embedding"  # present when the model has a static covariate
-HEADS = ("flat", "step")  # the output layer: over all H steps' features, or one per step
 
 
 class _Names:
@@ -184,10 +184,7 @@ def tft(window: int, features: int, horizon: int, targets: int,
     multi-head attention, gated residual blocks; last-value skip + delta head (``flat`` or
     per-``step``), optional non-crossing ``quantiles``, calendar ``known_future`` inputs and
     a static covariate."""
-    if hidden < heads:
-        raise ValueError(f"tft: hidden={hidden} must be at least heads={heads}")
-    if head not in HEADS:
-        raise ValueError(f"model.head must be one of {', '.join(HEADS)}, not {head!r}")
+    check_tft_args(hidden=hidden, heads=heads, head=head)
     cols = _targets(features, targets, target_columns)
     name = _Names()
     known = len(known_future or [])
