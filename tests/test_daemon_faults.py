@@ -41,6 +41,11 @@ from tests.daemon_support import (
 RAW = UNS + "/raw/{tag}"
 
 
+def result_keys(results: list[dict]) -> set[tuple[str, str]]:
+    """(model, window time) of each inference result: what identifies one window's output."""
+    return {(m["model"], m["ts"]) for m in results}
+
+
 def feed_client(port: int) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="feed",
                          clean_session=False)
@@ -112,8 +117,8 @@ def test_broker_restarts_lose_nothing(tmp_path: Path, bundles):
         received = alarm_events(collector)
         check_same_events(received, expected, drift_rel=LATE_DRIFT_REL)
         inference = collector.json("/inference/")
-        got = {(m["model"], m["ts"]) for m in inference}
-        assert got == {(m["model"], m["ts"]) for m in expected_inf}
+        got = result_keys(inference)
+        assert got == result_keys(expected_inf)
         assert any(m.get("historical") for m in inference)
         assert daemon.outbox.depth == 0
         assert daemon.metrics.value("procedge_mqtt_connects_total") >= 5
@@ -171,8 +176,7 @@ def test_outbox_of_a_killed_daemon_drains_in_order(tmp_path: Path, bundles):
         inference = collector.json("/inference/")
         stamps = [m["ts"] for m in inference if m["model"] == "tank_forecast"]
         assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
-        assert {(m["model"], m["ts"]) for m in inference} == {
-            (m["model"], m["ts"]) for m in expected_inf}
+        assert result_keys(inference) == result_keys(expected_inf)
         assert all(m.get("historical") for m in inference)
         wait_for(lambda: len(alarm_events(collector)) >= len(expected), 10)
         check_same_events(alarm_events(collector), expected)
@@ -218,8 +222,7 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
         want = {e["event_id"] for e in expected}
         assert wait_for(lambda: want <= {e["event_id"] for e in alarm_events(collector)}, 180)
         check_same_events(process_alarm_events(alarm_events(collector)), expected)
-        want_inf = {(m["model"], m["ts"]) for m in expected_inf}
-        got = lambda: {(m["model"], m["ts"]) for m in collector.json("/inference/")}  # noqa: E731
+        want_inf = result_keys(expected_inf)
         # only results right after the restart may miss (the window buffer is memory): up
         # to window per model (docs/edge_daemon.md: the window refills, and its newest step
         # is final only once a sample past it arrives), all after the last result published
@@ -230,11 +233,15 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
         kill_ts = parse_timestamp(json.loads(items[kill_at][1])["ts"])
         floor = max(published, default=-1.0)
 
-        def near_kill(missing: set) -> bool:
-            return all(floor < parse_timestamp(ts) <= kill_ts + 24 * 5 for _, ts in missing)
+        def near_kill(keys: set[tuple[str, str]]) -> bool:
+            return all(floor < parse_timestamp(ts) <= kill_ts + 24 * 5 for _, ts in keys)
 
-        wait_for(lambda: len(want_inf - got()) <= straddle and near_kill(want_inf - got()), 60)
-        missing = want_inf - got()
+        def settled() -> bool:
+            keys = want_inf - result_keys(collector.json("/inference/"))
+            return len(keys) <= straddle and near_kill(keys)
+
+        wait_for(settled, 60)
+        missing = want_inf - result_keys(collector.json("/inference/"))
         assert len(missing) <= straddle, sorted(missing)[:5]
         assert near_kill(missing), (sorted(missing)[:5], floor, kill_ts)
         print(f"\ndaemon SIGKILL: {len(want)} alarm events all received; "
@@ -267,8 +274,8 @@ def test_a_future_timestamp_does_not_stop_inference(tmp_path: Path, bundles, bro
         want = {e["event_id"] for e in expected}
         wait_for(lambda: want <= {e["event_id"] for e in alarm_events(collector)}, 30)
         check_same_events(alarm_events(collector), expected)
-        want_inf = {(m["model"], m["ts"]) for m in expected_inf}
-        got = lambda: {(m["model"], m["ts"]) for m in collector.json("/inference/")}  # noqa: E731
+        want_inf = result_keys(expected_inf)
+        got = lambda: result_keys(collector.json("/inference/"))  # noqa: E731
         wait_for(lambda: got() >= want_inf, 30)  # the run's last results follow its last alarm
         assert got() == want_inf
         assert daemon.metrics.value("procedge_messages_rejected_total", reason="future") == 1
@@ -372,14 +379,14 @@ def test_broker_kills_during_a_fast_feed_lose_no_alarm_event(tmp_path: Path, bun
         late = daemon.metrics.value("procedge_messages_rejected_total", reason="late")
         received = alarm_events(collector)
         dups = len(received) - len({e["event_id"] for e in received})
-        inference = {(m["model"], m["ts"]) for m in collector.json("/inference/")}
+        inference = result_keys(collector.json("/inference/"))
         print(f"\nbroker SIGKILLs: {broker.starts - 1}; inputs {len(log.arrivals)} arrived for "
               f"{len(items)} sent, {reordered} behind a newer one of their tag, up to "
               f"{behind:.0f} s of data time behind the newest; late {late:.0f}; alarm events "
               f"{len(want & got())}/{len(want)} ({dups} duplicate(s)); inference "
               f"{len(inference)}/{len(expected_inf)}")
         check_same_events(received, expected, drift_rel=LATE_DRIFT_REL)
-        assert inference == {(m["model"], m["ts"]) for m in expected_inf}  # every window too
+        assert inference == result_keys(expected_inf)  # every window too
         assert daemon.metrics.value("procedge_mqtt_connects_total") >= KILLS + 1
     finally:
         feed.loop_stop()
