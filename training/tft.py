@@ -45,7 +45,7 @@ from keras import layers
 
 from training.forecasters import _head, _targets
 from training.registry import register
-from training.tft_args import check_tft_args
+from training.tft_args import ATTENTION_HEADS, HEADS, HIDDEN, check_tft_args
 
 SELECTION_LAYER = "variable_selection"  # (N, L, F) softmax weights over the input variables
 ATTENTION_LAYER = "tft_attention"  # (N, H, L + H) mean of the heads' attention weights
@@ -176,10 +176,11 @@ def interpretable_attention(queries, keys, hidden: int, heads: int, name,
 
 @register("forecast", "tft", small={"hidden": 8, "heads": 2})
 def tft(window: int, features: int, horizon: int, targets: int,
-        target_columns: list[int] | None = None, hidden: int = 16, heads: int = 4,
+        target_columns: list[int] | None = None, hidden: int = HIDDEN,
+        heads: int = ATTENTION_HEADS,
         dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None,
         known_future: list[str] | None = None, static_column: int | None = None,
-        head: str = "flat"):
+        head: str = HEADS[0]):
     """Temporal Fusion Transformer: variable selection, LSTM encoder–decoder, interpretable
     multi-head attention, gated residual blocks; last-value skip + delta head (``flat`` or
     per-``step``), optional non-crossing ``quantiles``, calendar ``known_future`` inputs and

@@ -6,10 +6,12 @@ ett``, tests), so a bad head or size is refused before any data is read."""
 from __future__ import annotations
 
 HEADS = ("flat", "step")  # the output layer: over all H steps' features, or one per step
+HIDDEN, ATTENTION_HEADS = 16, 4  # the builder's defaults, shared with the check
 
 
-def check_tft_args(*, hidden: int = 16, heads: int = 4, head: str = "flat") -> None:
-    """A ``ValueError`` naming the field; the defaults are the builder's."""
+def check_tft_args(*, hidden: int = HIDDEN, heads: int = ATTENTION_HEADS,
+                   head: str = HEADS[0]) -> None:
+    """A ``ValueError`` naming the field."""
     if hidden < heads:
         raise ValueError(f"model.hidden {hidden} must be at least model.heads {heads}")
     if head not in HEADS:
