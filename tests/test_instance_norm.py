@@ -80,3 +80,28 @@ def test_defaults_are_the_validated_choices():
     assert get_family("informer", "forecast").build(8, 2, 2, 1, norm="none",
                                                     **small).name == "informer"
     assert get_family("dlinear", "forecast").build(8, 2, 2, 1).name == "dlinear"
+
+
+@pytest.mark.parametrize("norm", ["revin", "subtract_last"])
+def test_known_future_rows_and_calendar_columns_stay_out_of_the_statistics(norm):
+    """``tft`` with calendar inputs takes (N, L + H, F + K) with zeros in the tag columns of
+    the H forecast rows: the window's statistics come from the L past rows of the F tags, so
+    moving a window's level and scale moves the forecast with it, whatever the calendar."""
+    from training.registry import get_family
+
+    window, horizon, tags = 12, 4, 3
+    model = get_family("tft", "forecast").build(
+        window, tags, horizon, tags, hidden=4, heads=2, norm=norm,
+        known_future=["hour_of_day", "day_of_week"])
+    rng = np.random.default_rng(1)  # random weights: an untrained delta head is persistence
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    x = np.zeros((4, window + horizon, tags + 2), np.float32)
+    x[:, :window, :tags] = rng.standard_normal((4, window, tags))
+    x[:, :, tags:] = rng.uniform(-0.5, 0.5, (4, window + horizon, 2))
+    a = np.array([2.0, 0.5, 3.0], np.float32) if norm == "revin" else np.ones(3, np.float32)
+    c = np.array([10.0, -4.0, 7.0], np.float32)
+    moved = x.copy()
+    moved[:, :window, :tags] = x[:, :window, :tags] * a + c
+    np.testing.assert_allclose(np.asarray(model(moved)), np.asarray(model(x)) * a + c,
+                               rtol=1e-3, atol=1e-3)

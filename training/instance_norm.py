@@ -59,41 +59,47 @@ def with_instance_norm(build: Callable[..., object], family: str) -> Callable[..
             return model
         cols = (list(range(features))[-targets:] if target_columns is None
                 else list(target_columns))
-        return normalised(model, norm, norm_affine, cols)
+        return normalised(model, norm, norm_affine, cols, window, features)
 
     return wrapped
 
 
-def normalised(model, norm: str, affine: bool, cols: list[int]):
+def normalised(model, norm: str, affine: bool, cols: list[int], window: int, features: int):
     """``model`` (N, L, F) → (N, H, T[, Q]) run on instance-normalised windows, its output
-    mapped back to the window's frame on the target columns ``cols``."""
+    mapped back to the window's frame on the target columns ``cols``.
+
+    A model with known-future inputs takes (N, L + H, F + K) (edge_runtime/calendar.py): the
+    statistics then come from the L past rows of the F tag columns only, and the calendar
+    columns and the H placeholder rows pass unchanged; statistics over the zero placeholder
+    rows would shift every window towards zero, and the last row would be a placeholder."""
     import keras
     from keras import layers, ops
 
-    window, features = model.inputs[0].shape[1:]
-    inputs = keras.Input((window, features))
+    total, width = model.inputs[0].shape[1:]
+    inputs = keras.Input((total, width))
+    tags = _past_tags(inputs, window, features)  # (N, L, F)
     if norm == "subtract_last":
-        shift = layers.Cropping1D((window - 1, 0), name="norm_last")(inputs)  # (N, 1, F)
+        shift = layers.Cropping1D((window - 1, 0), name="norm_last")(tags)  # (N, 1, F)
         scale = None
-        x = ops.subtract(inputs, shift)
+        x = ops.subtract(tags, shift)
     else:
-        shift = ops.mean(inputs, axis=1, keepdims=True)  # (N, 1, F)
-        var = ops.add(ops.mean(ops.square(ops.subtract(inputs, shift)), axis=1, keepdims=True),
+        shift = ops.mean(tags, axis=1, keepdims=True)  # (N, 1, F)
+        var = ops.add(ops.mean(ops.square(ops.subtract(tags, shift)), axis=1, keepdims=True),
                       EPS)
         inv_std = ops.rsqrt(var)
         scale = ops.multiply(var, inv_std)  # √var, without SQRT/DIV (int8-friendly)
-        x = ops.multiply(ops.subtract(inputs, shift), inv_std)
+        x = ops.multiply(ops.subtract(tags, shift), inv_std)
     gamma = beta = None
     if affine:
         one = layers.Dense(1, kernel_initializer="zeros", bias_initializer="ones",
                            trainable=False, name="norm_one")(
-            layers.Flatten()(layers.Cropping1D((0, window - 1))(inputs)))
+            layers.Flatten()(layers.Cropping1D((0, window - 1))(tags)))
         gamma = layers.Dense(features, use_bias=False, kernel_initializer="ones",
                              name="revin_gamma")(one)  # (N, F)
         beta = layers.Dense(features, use_bias=False, kernel_initializer="zeros",
                             name="revin_beta")(one)
         x = ops.add(ops.multiply(x, ops.expand_dims(gamma, 1)), ops.expand_dims(beta, 1))
-    y = model(x)
+    y = model(_with_known_future(inputs, x, window, features))
     quantiles = len(y.shape) == 4
 
     def on_targets(t):  # (N, 1, F) or (N, F) → broadcastable to y on the target columns
@@ -108,3 +114,29 @@ def normalised(model, norm: str, affine: bool, cols: list[int]):
         y = ops.multiply(y, on_targets(scale))
     y = ops.add(y, on_targets(shift))
     return keras.Model(inputs, y, name=f"{model.name}_{norm}")
+
+
+def _past_tags(inputs, window: int, features: int):
+    """The tag columns of the L past rows: the whole input unless it carries known-future
+    rows and calendar columns."""
+    from keras import layers, ops
+
+    total, width = inputs.shape[1:]
+    past = inputs if total == window else layers.Cropping1D((0, total - window))(inputs)
+    return past if width == features else ops.take(past, list(range(features)), axis=-1)
+
+
+def _with_known_future(inputs, tags, window: int, features: int):
+    """``tags`` (N, L, F), normalised, put back beside the input's calendar columns and
+    before its forecast-step rows, unchanged."""
+    from keras import layers, ops
+
+    total, width = inputs.shape[1:]
+    if (total, width) == (window, features):
+        return tags
+    past = inputs if total == window else layers.Cropping1D((0, total - window))(inputs)
+    calendar = ops.take(past, list(range(features, width)), axis=-1)
+    x = ops.concatenate([tags, calendar], axis=-1) if width > features else tags
+    if total == window:
+        return x
+    return ops.concatenate([x, layers.Cropping1D((window, 0))(inputs)], axis=1)
