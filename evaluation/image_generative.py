@@ -12,9 +12,11 @@ Quality protocol (fixed before any run; the data set's own test part is never re
   class-balanced draws, ``--steps`` steps, seed ``--seed``, then generates one image per
   validation image, of that image's class (the same class mix);
 * scores against the validation images' features (:mod:`training.images.generative_quality`):
-  FD (not Inception's FID), precision and recall (k = 3), coverage per class (k = 3); a
-  reference row ``real_train`` puts real training images (drawn per class to the validation
-  counts, seed 0) where the generated ones go.
+  FD (not Inception's FID), precision and recall (k = 3), coverage per class (k = 3), and
+  the copy ratio against the training images' features (generated images as near to the
+  training images as unseen real ones read about 1, copies near 0); a reference row
+  ``real_train`` puts real training images (drawn per class to the validation counts, seed
+  0) where the generated ones go (its copy ratio is 0 by construction).
 
 Augmentation study (``--study``; protocol in bench/HISTORY.md, 2026-12-03): per fraction
 ``--fractions`` of the defect images of the training split (the same stratified, nested
@@ -89,6 +91,7 @@ def generator(family: str, x: np.ndarray, c: np.ndarray, n_classes: int, args, s
 
     keras.utils.set_random_seed(seed)
     extra = {"batch_norm": False} if family == "dcgan" and args.dcgan_no_batch_norm else {}
+    extra |= {"sampling": args.cvae_sampling} if family == "image_cvae" else {}
     model = get_family(family, "generative").build(x.shape[1], 1, n_classes,
                                                    latent_dim=args.latent,
                                                    filters=args.filters, **extra)
@@ -110,21 +113,24 @@ def quality(args, spec, train, val, names) -> list[dict]:
     extractor = q.feature_model(model)
     feats = lambda imgs: q.features(extractor, imgs, spec.mean, spec.std)  # noqa: E731
     x, vx = to_unit(train, spec), to_unit(val, spec)
-    real_f = feats(vx)
+    real_f, train_f = feats(vx), feats(x)
     rng = np.random.default_rng(0)
     ref = np.concatenate([rng.choice(np.flatnonzero(train.labels == k),
                                      (val.labels == k).sum(), replace=False)
                           for k in range(len(names))])
     rows = [{"model": "real_train", "steps": 0, "train_s": 0.0}
-            | q.scores(real_f, val.labels, feats(x[ref]), train.labels[ref], names)]
+            | q.scores(real_f, val.labels, train_f[ref], train.labels[ref], names)
+            | {"copy_ratio": 0.0}]  # training images themselves: copies by construction
     for family in args.families:
         t0 = time.time()
         gen = generator(family, x, train.labels, len(names), args, args.seed)
         seconds = time.time() - t0
         fake = gen.sample(val.labels, seed=args.seed)
+        fake_f = feats(fake)
         rows.append({"model": family, "steps": len(next(iter(gen.history.values()))),
                      "train_s": seconds}
-                    | q.scores(real_f, val.labels, feats(fake), val.labels, names))
+                    | q.scores(real_f, val.labels, fake_f, val.labels, names)
+                    | {"copy_ratio": q.copy_ratio(train_f, real_f, fake_f)})
         image_grid(vx, val.labels, fake, val.labels, names, args.out / f"samples_{family}.png")
         latent_plots.pca(real_f, val.labels, feats(fake), val.labels, names,
                          args.out / f"pca_{family}.png",
@@ -223,6 +229,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--dcgan-no-batch-norm", action="store_true",
                    help="dcgan without batch normalisation in its generator")
+    p.add_argument("--cvae-sampling", choices=["prior", "posterior"], default="prior",
+                   help="image_cvae's latent draws: N(0, I), or per-class Gaussians fitted "
+                        "to its training images' codes")
     p.add_argument("--classifier-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="only the study")
@@ -246,9 +255,9 @@ def main(argv: list[str]) -> None:
     if not args.skip_quality:
         results["quality"] = quality(args, spec, train, val, names)
         print(f"image generators ({time.time() - start:.0f} s wall):")
-        table(results["quality"], ["steps", "train_s", "fd", "precision",
-                                                "recall", "coverage_min"]
-                           + [f"coverage_{n}" for n in names])
+        table(results["quality"], ["steps", "train_s", "fd", "precision", "recall",
+                                   "copy_ratio", "coverage_min"]
+              + [f"coverage_{n}" for n in names])
     if args.study:
         results["study"] = study(args, spec, train, val, names)
         results["study_summary"] = summarise(results["study"])

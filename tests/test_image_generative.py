@@ -150,3 +150,60 @@ def test_image_cvae_interpolation_runs_from_a_to_b(tiles, tmp_path):
     assert pairs(c) == [(0, 0, 3), (1, 1, 4)] and pairs(np.array([0, 1])) == []
     path = interpolation_strips(model, x, c, ["a", "b"], tmp_path / "strip.png", steps=3)
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_class_gaussians_draw_where_each_class_codes_lie():
+    """The ex-post latent density: per class the codes' mean and (shrunk) covariance; a
+    class with one code draws around it, one with none from N(0, I); it survives JSON."""
+    from training.images.generators import ClassGaussians
+
+    rng = np.random.default_rng(0)
+    a = rng.normal([5.0, -3.0], [0.5, 2.0], (400, 2))
+    codes = np.concatenate([a, [[9.0, 9.0]]])
+    classes = np.array([0] * 400 + [1])
+    density = ClassGaussians.fit(codes, classes, 3)
+    draws = density.transform(rng.standard_normal((4000, 2)).astype(np.float32),
+                              np.zeros(4000, int))
+    np.testing.assert_allclose(draws.mean(0), [5.0, -3.0], atol=0.15)
+    np.testing.assert_allclose(draws.std(0), [0.5, 2.0], rtol=0.1)
+    eps = rng.standard_normal((2, 2)).astype(np.float32)
+    np.testing.assert_allclose(density.transform(eps, np.array([1, 2])),
+                               eps + [[9.0, 9.0], [0.0, 0.0]], atol=1e-5)
+    again = ClassGaussians.from_dict(json.loads(json.dumps(density.to_dict())))
+    np.testing.assert_allclose(again.transform(eps, np.array([0, 0])),
+                               density.transform(eps, np.array([0, 0])), atol=1e-6)
+    with pytest.raises(ValueError, match="unknown latent density 'gmm'"):
+        ClassGaussians.from_dict({"kind": "gmm"})
+
+
+def test_image_cvae_posterior_sampling_is_saved_and_reloaded(tiles, tmp_path):
+    """``model.sampling: posterior``: the run's generative.json carries the class Gaussians
+    and `procedge generate`'s loader draws the same images as the fitted model."""
+    from training.images.generative_task import fit_generator, load_images
+    from training.images.generators import image_cvae, load_image_generator
+    from training.registry import get_family
+    from training.train import train
+
+    cfg = config(tmp_path, "image_cvae", tiles)
+    cfg = cfg.model_copy(update={"model": {"filters": 4, "sampling": "posterior"}})
+    run = train(cfg)
+    gen, meta = load_image_generator(run)
+    assert np.array(meta["latent_density"]["means"]).shape == (3, 4)
+    (tx, tc), _, names, _ = load_images(tiles, 8, cfg.generative.classes, 0.2, 1)
+    fitted = fit_generator(cfg, get_family("image_cvae", "generative"), tx, tc, len(names))
+    classes = np.array([0, 1, 2, 2])
+    np.testing.assert_allclose(gen.sample(classes, seed=5), fitted.sample(classes, seed=5),
+                               atol=1e-6)
+    fitted.latent_density = None  # the same weights with prior draws: other images
+    assert not np.allclose(gen.sample(classes, seed=5), fitted.sample(classes, seed=5))
+    with pytest.raises(ValueError, match="model.sampling must be one of"):
+        image_cvae(8, 1, 2, latent_dim=4, filters=4, sampling="aggregate")
+
+
+def test_copy_ratio_reads_zero_for_copies_and_about_one_for_new_draws():
+    from training.images.generative_quality import copy_ratio
+
+    rng = np.random.default_rng(0)
+    train, real, new = rng.normal(size=(3, 300, 6))
+    assert copy_ratio(train, real, train[:100] + 1e-3) < 0.01
+    assert 0.85 < copy_ratio(train, real, new) < 1.15

@@ -11,7 +11,11 @@ the ``logits`` layer) rather than looked at:
   share of generated images inside some real ball (fidelity), recall the share of real images
   inside some generated ball, the balls then drawn among generated features (diversity);
 - ``class_coverage``: per class, the share of real images whose k-NN ball holds a generated
-  image of that class (Naeem et al. 2020): a class the generator collapsed reads near 0.
+  image of that class (Naeem et al. 2020): a class the generator collapsed reads near 0;
+- ``copy_ratio``: how near generated images sit to the generator's *training* images,
+  against how near unseen real images sit to them (medians of nearest-neighbour
+  distances): about 1 for new images of the same kind, near 0 for copies, which precision
+  and recall against held-apart images would both reward.
 """
 
 from __future__ import annotations
@@ -60,6 +64,16 @@ def class_coverage(real: np.ndarray, real_c: np.ndarray, fake: np.ndarray, fake_
     """Coverage per class present in the real images (NaN where a class has < 2 real)."""
     return {int(c): _coverage(real[real_c == c], fake[fake_c == c], k)
             for c in np.unique(real_c)}
+
+
+def copy_ratio(train: np.ndarray, real: np.ndarray, fake: np.ndarray) -> float:
+    """Median distance of ``fake`` rows to their nearest ``train`` row over the same median
+    for ``real`` (held-apart) rows."""
+    def median_nn(x: np.ndarray) -> float:
+        return float(np.median(np.sqrt(_sq_dists(np.asarray(x, np.float64),
+                                                 np.asarray(train, np.float64)).min(1))))
+
+    return median_nn(fake) / median_nn(real)
 
 
 def feature_model(classifier):

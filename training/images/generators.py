@@ -25,6 +25,7 @@ from training.generative import GENERATOR_FILE, META_FILE, cvae_step, fit_steps,
 from training.registry import register
 
 IMAGE_FAMILIES = IMAGE_GENERATORS
+SAMPLINGS = ("prior", "posterior")  # image_cvae's latent draws
 
 
 def _ups(size: int) -> int:
@@ -69,6 +70,51 @@ def image_encoder(size: int, channels: int, n_classes: int, filters: int, output
     return keras.Model([x_in, c_in], layers.Dense(outputs)(h), name=name)
 
 
+class ClassGaussians:
+    """One Gaussian per class over a CVAE's latent means of its training images: the ex-post
+    density of Ghosh et al. (ICLR 2020), conditioned on the class. A VAE whose likelihood
+    sums over many pixels leaves its encodings far from N(0, I); decoding prior draws then
+    gives images unlike any real one (at 128 px: smooth mid-grey tiles). Drawing z where the
+    training images' codes lie instead keeps samples on the data. Covariances are shrunk
+    (Ledoit–Wolf): a class holds a few dozen images for 32 latent dimensions."""
+
+    def __init__(self, means: np.ndarray, chols: np.ndarray):
+        self.means = np.asarray(means, np.float32)  # (classes, d)
+        self.chols = np.asarray(chols, np.float32)  # (classes, d, d), lower triangular
+
+    @classmethod
+    def fit(cls, codes: np.ndarray, classes: np.ndarray, n_classes: int) -> ClassGaussians:
+        """Per class the mean and shrunk covariance of ``codes``; a class with fewer than
+        two codes keeps N(mean, I) (or N(0, I) with none)."""
+        from sklearn.covariance import LedoitWolf
+
+        d = codes.shape[1]
+        means, chols = np.zeros((n_classes, d)), np.repeat(np.eye(d)[None], n_classes, 0)
+        for k in range(n_classes):
+            own = np.asarray(codes[classes == k], np.float64)
+            if len(own):
+                means[k] = own.mean(0)
+            if len(own) >= 2:
+                cov = LedoitWolf().fit(own).covariance_
+                chols[k] = np.linalg.cholesky(cov + 1e-6 * np.eye(d))
+        return cls(means, chols)
+
+    def transform(self, eps: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Standard-normal draws ``eps`` (n, d) → draws of each row's class Gaussian."""
+        return (self.means[classes] + np.einsum("nij,nj->ni", self.chols[classes], eps)
+                ).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        return {"kind": "class_gaussians", "means": self.means.tolist(),
+                "chols": self.chols.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassGaussians:
+        if d.get("kind") != "class_gaussians":
+            raise ValueError(f"unknown latent density {d.get('kind')!r} in generative.json")
+        return cls(np.array(d["means"]), np.array(d["chols"]))
+
+
 class ImageGenerator:
     """A trained (or freshly built) class-conditional generator of square images."""
 
@@ -80,6 +126,7 @@ class ImageGenerator:
         self.size, self.channels = size, channels
         self.n_classes, self.latent_dim = n_classes, latent_dim
         self.history: dict[str, list[float]] = {}
+        self.latent_density: ClassGaussians | None = None  # None: z ~ N(0, I)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -87,6 +134,8 @@ class ImageGenerator:
 
     def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         z = rng.standard_normal((len(classes), self.latent_dim)).astype(np.float32)
+        if self.latent_density is not None:
+            z = self.latent_density.transform(z, np.asarray(classes, int))
         onehot = np.eye(self.n_classes, dtype=np.float32)[np.asarray(classes, int)]
         return np.concatenate([z, onehot], axis=1)
 
@@ -109,6 +158,8 @@ class ImageGenerator:
         meta = {"kind": "image", "family": self.family, "size": self.size,
                 "channels": self.channels, "n_classes": self.n_classes,
                 "latent_dim": self.latent_dim} | (extra or {})
+        if self.latent_density is not None:
+            meta["latent_density"] = self.latent_density.to_dict()
         (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -116,8 +167,11 @@ def load_image_generator(run_dir: Path) -> tuple[ImageGenerator, dict]:
     """The image generator of a run directory and its ``generative.json``."""
     meta = json.loads((Path(run_dir) / META_FILE).read_text())
     model = keras.models.load_model(Path(run_dir) / GENERATOR_FILE, compile=False)
-    return ImageGenerator(meta["family"], model, meta["size"], meta["channels"],
-                          meta["n_classes"], meta["latent_dim"]), meta
+    gen = ImageGenerator(meta["family"], model, meta["size"], meta["channels"],
+                         meta["n_classes"], meta["latent_dim"])
+    if "latent_density" in meta:
+        gen.latent_density = ClassGaussians.from_dict(meta["latent_density"])
+    return gen, meta
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -173,16 +227,22 @@ class DCGAN(ImageGenerator):
 class ImageCVAE(ImageGenerator):
     """Conditional VAE: q(z | x, c) by the convolutional encoder, p(x | z, c) Gaussian around
     the decoder's image with one learned standard deviation s; loss = NLL + β·KL. Samples are
-    the decoded means (pixel noise of size s would add only grain, not texture)."""
+    the decoded means (pixel noise of size s would add only grain, not texture) of z drawn
+    from the prior N(0, I) (``sampling: prior``) or from :class:`ClassGaussians` fitted
+    to the training images' codes after the fit (``sampling: posterior``)."""
 
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
-                 filters: int = 32):
+                 filters: int = 32, sampling: str = SAMPLINGS[0]):
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"model.sampling must be one of {list(SAMPLINGS)}, "
+                             f"not {sampling!r}")
         dec = image_decoder(size, channels, latent_dim + n_classes, filters, "cvae_decoder",
                             batch_norm=False)
         super().__init__("image_cvae", dec, size, channels, n_classes, latent_dim)
         self.encoder = image_encoder(size, channels, n_classes, filters, 2 * latent_dim,
                                      "cvae_encoder")
         self.log_std = tf.Variable(np.log(0.2), dtype=tf.float32, name="log_std")
+        self.sampling = sampling
 
     def fit(self, x, classes, steps, batch_size, seed, settings, desc="image_cvae",
             draw_p=None):
@@ -191,6 +251,10 @@ class ImageCVAE(ImageGenerator):
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
         self.history = fit_steps(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
                              draw_p)
+        if self.sampling == "posterior":
+            codes = self.encoder.predict([x, onehot], verbose=0, batch_size=64)
+            self.latent_density = ClassGaussians.fit(codes[:, :self.latent_dim],
+                                                     np.asarray(classes, int), self.n_classes)
         return self.history
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
@@ -212,6 +276,7 @@ def dcgan(size: int, channels: int, n_classes: int, latent_dim: int = 32,
 
 @register("generative", "image_cvae", small={"latent_dim": 8, "filters": 4})
 def image_cvae(size: int, channels: int, n_classes: int, latent_dim: int = 32,
-               filters: int = 32) -> ImageCVAE:
-    """Conditional VAE over square grey images (conv encoder, transposed-conv decoder)."""
-    return ImageCVAE(size, channels, n_classes, latent_dim, filters)
+               filters: int = 32, sampling: str = SAMPLINGS[0]) -> ImageCVAE:
+    """Conditional VAE over square grey images (conv encoder, transposed-conv decoder);
+    ``sampling``: latent draws from the prior or from the training codes' class Gaussians."""
+    return ImageCVAE(size, channels, n_classes, latent_dim, filters, sampling)
