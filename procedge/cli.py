@@ -240,7 +240,7 @@ def _export_batches(args) -> None:
 
     if not args.out:
         raise ConfigError("--batches needs --out FILE.csv (where the export is written)")
-    frame = simulate_batches(args.batches, seed=args.seed)
+    frame = simulate_batches(args.batches, seed=args.seed, recipe_columns=args.recipe_columns)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out, index=False)
     print(f"wrote {args.batches} batches ({len(frame)} rows) to {args.out}")
@@ -412,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "N jacketed-reactor batches to --out instead (batch_id, phase, "
                            "tags, batch-end yield); nothing is published")
             p.add_argument("--out", type=Path, help="--batches: the CSV to write")
+            p.add_argument("--recipe-columns", action="store_true",
+                           help="--batches: add each batch's recipe (recipe_T_start, "
+                                "recipe_T_end, recipe_tau_h), known at batch start, as columns")
             p.add_argument("--env", choices=("kinetics", "jacketed"), default="kinetics",
                            help="batch_reactor: the environment")
             p.add_argument("--write-topic", default="",

@@ -203,3 +203,24 @@ def test_simulate_batches_cli_writes_the_export(tmp_path, capsys):
         main(["simulate", "--batches", "2"])
     assert exit_.value.code == 2
     assert "--batches needs --out" in capsys.readouterr().err
+
+
+def test_recipe_columns_add_the_batch_record_and_change_no_batch():
+    """``recipe_columns``: each batch's recipe in every row of it (known at batch start),
+    inside the drawn ranges; every other column is the plain export's, value for value."""
+    import pandas as pd
+
+    from training.control.batch_export import RECIPE, RECIPE_TAGS
+
+    plain = simulate_batches(3, seed=5, steps=STEPS)
+    with_recipe = simulate_batches(3, seed=5, steps=STEPS, recipe_columns=True)
+    pd.testing.assert_frame_equal(with_recipe[plain.columns], plain)
+    names = [tag for tag, _ in RECIPE_TAGS]
+    assert list(with_recipe.columns[-4:]) == [*names, "yield"]
+    per_batch = with_recipe.groupby("batch_id")[names]
+    assert (per_batch.nunique() == 1).all().all()  # constant within a batch
+    first = per_batch.first()
+    assert first["recipe_T_start"].nunique() == 3  # drawn per batch
+    for tag, key in zip(names, ("T_start", "T_end", "tau_h"), strict=True):
+        low, high = RECIPE[key]
+        assert first[tag].between(low, high).all(), tag

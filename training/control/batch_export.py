@@ -15,6 +15,11 @@ output), ``T_sp`` (the recipe), ``duty_kW`` (the utility meter) — plus ``batch
 (1 heat-up/hold, 2 reaction, 3 finish, by batch time) and, in the last row of each batch only,
 ``yield``: x2(t_f) in mol/L, the batch-end value. The concentrations x1, x2 are never
 exported. Batches follow one another with a turnaround between them (no rows there).
+
+With ``recipe_columns`` the export also carries the batch's recipe in every row of it
+(:data:`RECIPE_TAGS`): what a batch record holds before the batch starts (the initial
+conditions of multiway batch models, Nomikos & MacGregor's Z). Without them a model that has
+seen 30 % of a batch must guess where a slow temperature profile ends.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ PHASE_ENDS_H = (0.15, 0.7)  # batch time (h) where phase 1 ends and phase 3 begi
 TURNAROUND_S = 1800.0  # s between one batch's last row and the next one's first
 TAGS = (("T", "K"), ("Tj", "K"), ("Tj_sp", "K"), ("T_sp", "K"), ("duty_kW", "kW"))
 TARGET = ("yield", "mol/L")
+RECIPE_TAGS = (("recipe_T_start", "K"), ("recipe_T_end", "K"), ("recipe_tau_h", "h"))
 DUTY_NOISE_KW = 2.0  # kW, standard deviation of the utility meter
 
 
@@ -59,10 +65,13 @@ def phase(t_h: float) -> int:
 
 
 def simulate_batches(n: int, seed: int = 0, steps: int = 60,
-                     start_epoch_s: float = 1_767_225_600.0) -> pd.DataFrame:
+                     start_epoch_s: float = 1_767_225_600.0,
+                     recipe_columns: bool = False) -> pd.DataFrame:
     """``n`` batches of ``steps`` control periods each (t_f = 1 h): one row per period and
     one at the start, columns ``timestamp`` (ISO 8601 UTC), ``batch_id`` (1..n), ``phase``,
-    :data:`TAGS`, and ``yield`` in each batch's last row (empty elsewhere)."""
+    :data:`TAGS` (and :data:`RECIPE_TAGS` with ``recipe_columns``; the draws, hence the
+    batches, are the same either way), and ``yield`` in each batch's last row (empty
+    elsewhere)."""
     if n < 1 or steps < 2:
         raise ValueError(f"need n >= 1 batches and steps >= 2, got {n}, {steps}")
     rng = np.random.default_rng(seed)
@@ -88,6 +97,10 @@ def simulate_batches(n: int, seed: int = 0, steps: int = 60,
                 _, _, _, _, info = env.step(pid.act(None, info))
         rows[-1]["yield"] = info["x2"]
         frame = pd.DataFrame(rows)
+        if recipe_columns:
+            for (tag, _), value in zip(RECIPE_TAGS, (recipe.T_start, recipe.T_end,
+                                                     recipe.tau_h), strict=True):
+                frame.insert(len(frame.columns) - 1, tag, value)
         frame.insert(0, "timestamp", pd.to_datetime(start + np.arange(steps + 1) * u.period_s,
                                                     unit="s", utc=True))
         frames.append(frame)
