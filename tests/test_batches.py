@@ -207,12 +207,14 @@ def test_simulate_batches_cli_writes_the_export(tmp_path, capsys):
 
 def test_recipe_columns_add_the_batch_record_and_change_no_batch():
     """``recipe_columns``: each batch's recipe in every row of it (known at batch start),
-    inside the drawn ranges; every other column is the plain export's, value for value."""
+    inside the drawn ranges; every other column is the plain export's, value for value; the
+    ``truth`` list gets each batch's hidden parameters."""
     import pandas as pd
 
     from training.control.batch_export import RECIPE, RECIPE_TAGS
 
-    plain = simulate_batches(3, seed=5, steps=STEPS)
+    truth: list[dict[str, float]] = []
+    plain = simulate_batches(3, seed=5, steps=STEPS, truth=truth)
     with_recipe = simulate_batches(3, seed=5, steps=STEPS, recipe_columns=True)
     pd.testing.assert_frame_equal(with_recipe[plain.columns], plain)
     names = [tag for tag, _ in RECIPE_TAGS]
@@ -224,3 +226,6 @@ def test_recipe_columns_add_the_batch_record_and_change_no_batch():
     for tag, key in zip(names, ("T_start", "T_end", "tau_h"), strict=True):
         low, high = RECIPE[key]
         assert first[tag].between(low, high).all(), tag
+        np.testing.assert_allclose(first[tag], [t[key] for t in truth])  # the hidden truth
+    np.testing.assert_allclose(plain["yield"].dropna(), [t["yield"] for t in truth])
+    assert {"a1", "a2", "ua", "x10"} <= set(truth[0])

@@ -66,12 +66,14 @@ def phase(t_h: float) -> int:
 
 def simulate_batches(n: int, seed: int = 0, steps: int = 60,
                      start_epoch_s: float = 1_767_225_600.0,
-                     recipe_columns: bool = False) -> pd.DataFrame:
+                     recipe_columns: bool = False,
+                     truth: list[dict[str, float]] | None = None) -> pd.DataFrame:
     """``n`` batches of ``steps`` control periods each (t_f = 1 h): one row per period and
     one at the start, columns ``timestamp`` (ISO 8601 UTC), ``batch_id`` (1..n), ``phase``,
     :data:`TAGS` (and :data:`RECIPE_TAGS` with ``recipe_columns``; the draws, hence the
     batches, are the same either way), and ``yield`` in each batch's last row (empty
-    elsewhere)."""
+    elsewhere). ``truth``: a list that receives each batch's hidden parameters (the plant's
+    disturbance and the recipe), for studies of what the data can tell; never exported."""
     if n < 1 or steps < 2:
         raise ValueError(f"need n >= 1 batches and steps >= 2, got {n}, {steps}")
     rng = np.random.default_rng(seed)
@@ -96,6 +98,8 @@ def simulate_batches(n: int, seed: int = 0, steps: int = 60,
             if k < steps:
                 _, _, _, _, info = env.step(pid.act(None, info))
         rows[-1]["yield"] = info["x2"]
+        if truth is not None:
+            truth.append(u.params.as_dict() | vars(recipe) | {"yield": info["x2"]})
         frame = pd.DataFrame(rows)
         if recipe_columns:
             for (tag, _), value in zip(RECIPE_TAGS, (recipe.T_start, recipe.T_end,
