@@ -455,20 +455,16 @@ class EdgeDaemon:
         inputs and sends what it queued while publishers send anew: for a while they come
         out of order, within a topic too. For ``event_time.reconnect_hold_s`` the window
         grids then finalise only what the watermark passed (docs/edge_daemon.md, "Event
-        time"). So does a process's first connect when the broker kept its persistent
-        session (a restarted daemon: what was queued for it and what it had not acknowledged
-        come first, interleaved with live inputs). The worker runs a batch at least every
-        0.5 s, so a hold also ends when no input follows it."""
+        time"). The worker runs a batch at least every 0.5 s, so a hold also ends when no
+        input follows it."""
         generation = self.session.generation
         if generation != self._generation:
             hold_s = self.config.event_time.reconnect_hold_s
-            resumed = not self._generation and self.session.session_present
-            if hold_s > 0 and (self._generation or resumed):
+            if self._generation and hold_s > 0:  # a reconnect, not this process's first connect
                 for pipeline in self.pipelines.values():
                     pipeline.buffer.hold_eager()
                 self._hold_until = time.monotonic() + hold_s
-                log.info("%s: window grids wait for the watermark for %.0f s",
-                         "resumed the broker's session" if resumed else "reconnected", hold_s)
+                log.info("reconnected: window grids wait for the watermark for %.0f s", hold_s)
             self._generation = generation
         elif self._hold_until and time.monotonic() >= self._hold_until:
             self._hold_until = 0.0

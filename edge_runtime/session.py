@@ -72,9 +72,6 @@ class MqttSession:
         self._models_topic = topics.get("models")
         self.on_connected: Callable[[], None] = lambda: None  # e.g. wake the sender
         self.generation = 0  # bumped on every connect: acks of older messages are void
-        # the broker's CONNACK of the current connection said it kept this client's session
-        # (a persistent session): queued and unacknowledged inputs are redelivered first
-        self.session_present = False
         # set once the broker has granted every subscription of the current connection: until
         # then "connected" does not mean that inputs arrive (the SUBSCRIBE may still be unsent)
         self.subscribed = threading.Event()
@@ -159,8 +156,7 @@ class MqttSession:
                                      f"broker refused the connection: {reason_code}")
                 return
             self._reported_attempt = getattr(client, "attempts", 0)
-            self.session_present = bool(getattr(flags, "session_present", False))
-            self.generation += 1  # after session_present: the worker reads them in this order
+            self.generation += 1
             count = self.subscribe_all(client)  # again on every reconnect
             client.publish(self._status_topic, "online", qos=1, retain=True)
             client.publish(self._models_topic, self.models_status(), qos=1, retain=True)

@@ -241,10 +241,6 @@ def test_daemon_sigkill_mid_run(tmp_path: Path, bundles):
             return len(keys) <= straddle and near_kill(keys)
 
         wait_for(settled, 60)
-        # the restarted process found its persistent session and held its grids for the
-        # redelivery (event_time.reconnect_hold_s), as a reconnect within a process does
-        assert "resumed the broker's session: window grids wait" in \
-            (tmp_path / "daemon.log").read_text()
         missing = want_inf - result_keys(collector.json("/inference/"))
         assert len(missing) <= straddle, sorted(missing)[:5]
         assert near_kill(missing), (sorted(missing)[:5], floor, kill_ts)
