@@ -132,7 +132,7 @@ def quality(args, spec, train, val, names) -> list[dict]:
                     | q.scores(real_f, val.labels, fake_f, val.labels, names)
                     | {"copy_ratio": q.copy_ratio(train_f, real_f, fake_f)})
         image_grid(vx, val.labels, fake, val.labels, names, args.out / f"samples_{family}.png")
-        latent_plots.pca(real_f, val.labels, feats(fake), val.labels, names,
+        latent_plots.pca(real_f, val.labels, fake_f, val.labels, names,
                          args.out / f"pca_{family}.png",
                          f"tiles {args.size}px: validation vs {family} (classifier features)")
         if hasattr(gen, "interpolate"):

@@ -77,7 +77,8 @@ def normalised(model, norm: str, affine: bool, cols: list[int], window: int, fea
 
     total, width = model.inputs[0].shape[1:]
     inputs = keras.Input((total, width))
-    tags = _past_tags(inputs, window, features)  # (N, L, F)
+    past = inputs if total == window else layers.Cropping1D((0, total - window))(inputs)
+    tags = past if width == features else ops.take(past, list(range(features)), axis=-1)
     if norm == "subtract_last":
         shift = layers.Cropping1D((window - 1, 0), name="norm_last")(tags)  # (N, 1, F)
         scale = None
@@ -99,7 +100,7 @@ def normalised(model, norm: str, affine: bool, cols: list[int], window: int, fea
         beta = layers.Dense(features, use_bias=False, kernel_initializer="zeros",
                             name="revin_beta")(one)
         x = ops.add(ops.multiply(x, ops.expand_dims(gamma, 1)), ops.expand_dims(beta, 1))
-    y = model(_with_known_future(inputs, x, window, features))
+    y = model(_with_known_future(inputs, past, x, window, features))
     quantiles = len(y.shape) == 4
 
     def on_targets(t):  # (N, 1, F) or (N, F) → broadcastable to y on the target columns
@@ -116,27 +117,13 @@ def normalised(model, norm: str, affine: bool, cols: list[int], window: int, fea
     return keras.Model(inputs, y, name=f"{model.name}_{norm}")
 
 
-def _past_tags(inputs, window: int, features: int):
-    """The tag columns of the L past rows: the whole input unless it carries known-future
-    rows and calendar columns."""
+def _with_known_future(inputs, past, tags, window: int, features: int):
+    """``tags`` (N, L, F), normalised, put back beside the calendar columns of ``past`` (the
+    input's L past rows) and before the input's forecast-step rows, both unchanged."""
     from keras import layers, ops
 
     total, width = inputs.shape[1:]
-    past = inputs if total == window else layers.Cropping1D((0, total - window))(inputs)
-    return past if width == features else ops.take(past, list(range(features)), axis=-1)
-
-
-def _with_known_future(inputs, tags, window: int, features: int):
-    """``tags`` (N, L, F), normalised, put back beside the input's calendar columns and
-    before its forecast-step rows, unchanged."""
-    from keras import layers, ops
-
-    total, width = inputs.shape[1:]
-    if (total, width) == (window, features):
-        return tags
-    past = inputs if total == window else layers.Cropping1D((0, total - window))(inputs)
-    calendar = ops.take(past, list(range(features, width)), axis=-1)
-    x = ops.concatenate([tags, calendar], axis=-1) if width > features else tags
-    if total == window:
-        return x
-    return ops.concatenate([x, layers.Cropping1D((window, 0))(inputs)], axis=1)
+    x = tags if width == features else ops.concatenate(
+        [tags, ops.take(past, list(range(features, width)), axis=-1)], axis=-1)
+    return x if total == window else ops.concatenate(
+        [x, layers.Cropping1D((window, 0))(inputs)], axis=1)
