@@ -18,8 +18,8 @@ exported. Batches follow one another with a turnaround between them (no rows the
 
 With ``recipe_columns`` the export also carries the batch's recipe in every row of it
 (:data:`RECIPE_TAGS`): what a batch record holds before the batch starts (the initial
-conditions of multiway batch models, Nomikos & MacGregor's Z). Without them a model that has
-seen 30 % of a batch must guess where a slow temperature profile ends.
+conditions of multiway batch models, Nomikos & MacGregor's Z). On the batch-end yield they
+did not help (docs/soft_sensors.md): the unmeasured charge, not the recipe, limits it.
 """
 
 from __future__ import annotations
