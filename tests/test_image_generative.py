@@ -92,6 +92,10 @@ def test_image_generator_config_checked_before_training(tiles, tmp_path):
         check_train_config(config(tmp_path, "cvae", tiles), "x.yaml")
     with pytest.raises(ConfigError, match="generative.condition_column: not for images"):
         check_train_config(config(tmp_path, "dcgan", tiles, condition_column="mode"), "x.yaml")
+    bad = config(tmp_path, "image_cvae", tiles).model_copy(update={"model": {"sampling": "agg"}})
+    with pytest.raises(ConfigError, match=r"model: model.sampling must be one of \['prior', "
+                                          r"'posterior'\], not 'agg'"):
+        check_train_config(bad, "x.yaml")
     with pytest.raises(ValueError, match="a generator needs a power of two"):
         from training.images.generators import dcgan
 

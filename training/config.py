@@ -186,6 +186,14 @@ class ControlTrainConfig(Strict):
 
 
 IMAGE_GENERATORS = ("dcgan", "image_cvae")  # generative families over images
+CVAE_SAMPLINGS = ("prior", "posterior")  # image_cvae's latent draws (model.sampling)
+
+
+def check_cvae_sampling(sampling: str) -> None:
+    """``image_cvae``'s ``model.sampling``, checked without Keras (config and builder)."""
+    if sampling not in CVAE_SAMPLINGS:
+        raise ValueError(f"model.sampling must be one of {list(CVAE_SAMPLINGS)}, "
+                         f"not {sampling!r}")
 
 
 class GenerativeConfig(Strict):
@@ -565,6 +573,11 @@ def check_generative_input(config: TrainConfig, fail) -> bool:
     if images and config.generative.condition_column is not None:
         fail("generative.condition_column", "not for images: the classes are the folders "
              "(generative.classes picks some)")
+    if config.family == "image_cvae":
+        try:
+            check_cvae_sampling(config.model.get("sampling", CVAE_SAMPLINGS[0]))
+        except ValueError as exc:
+            fail("model", str(exc))
     return images
 
 

@@ -20,12 +20,11 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training.config import IMAGE_GENERATORS
+from training.config import CVAE_SAMPLINGS, IMAGE_GENERATORS, check_cvae_sampling
 from training.generative import GENERATOR_FILE, META_FILE, cvae_step, fit_steps, latent_line
 from training.registry import register
 
 IMAGE_FAMILIES = IMAGE_GENERATORS
-SAMPLINGS = ("prior", "posterior")  # image_cvae's latent draws
 
 
 def _ups(size: int) -> int:
@@ -232,10 +231,8 @@ class ImageCVAE(ImageGenerator):
     to the training images' codes after the fit (``sampling: posterior``)."""
 
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
-                 filters: int = 32, sampling: str = SAMPLINGS[0]):
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"model.sampling must be one of {list(SAMPLINGS)}, "
-                             f"not {sampling!r}")
+                 filters: int = 32, sampling: str = CVAE_SAMPLINGS[0]):
+        check_cvae_sampling(sampling)
         dec = image_decoder(size, channels, latent_dim + n_classes, filters, "cvae_decoder",
                             batch_norm=False)
         super().__init__("image_cvae", dec, size, channels, n_classes, latent_dim)
@@ -276,7 +273,7 @@ def dcgan(size: int, channels: int, n_classes: int, latent_dim: int = 32,
 
 @register("generative", "image_cvae", small={"latent_dim": 8, "filters": 4})
 def image_cvae(size: int, channels: int, n_classes: int, latent_dim: int = 32,
-               filters: int = 32, sampling: str = SAMPLINGS[0]) -> ImageCVAE:
+               filters: int = 32, sampling: str = CVAE_SAMPLINGS[0]) -> ImageCVAE:
     """Conditional VAE over square grey images (conv encoder, transposed-conv decoder);
     ``sampling``: latent draws from the prior or from the training codes' class Gaussians."""
     return ImageCVAE(size, channels, n_classes, latent_dim, filters, sampling)
