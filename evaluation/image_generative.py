@@ -120,7 +120,7 @@ def quality(args, spec, train, val, names) -> list[dict]:
                           for k in range(len(names))])
     rows = [{"model": "real_train", "steps": 0, "train_s": 0.0}
             | q.scores(real_f, val.labels, train_f[ref], train.labels[ref], names)
-            | {"copy_ratio": 0.0}]  # training images themselves: copies by construction
+            | {"copy_ratio": q.copy_ratio(train_f, real_f, train_f[ref])}]
     for family in args.families:
         t0 = time.time()
         gen = generator(family, x, train.labels, len(names), args, args.seed)

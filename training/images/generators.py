@@ -132,10 +132,11 @@ class ImageGenerator:
         return self.size, self.size, self.channels
 
     def inputs(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        classes = np.asarray(classes, int)
         z = rng.standard_normal((len(classes), self.latent_dim)).astype(np.float32)
         if self.latent_density is not None:
-            z = self.latent_density.transform(z, np.asarray(classes, int))
-        onehot = np.eye(self.n_classes, dtype=np.float32)[np.asarray(classes, int)]
+            z = self.latent_density.transform(z, classes)
+        onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
         return np.concatenate([z, onehot], axis=1)
 
     def sample(self, classes: np.ndarray, seed: int = 0) -> np.ndarray:
