@@ -97,17 +97,50 @@ def test_command_writes_finite_rows_and_edge_rows_from_the_converted_model(
     doc = json.loads(out.read_text())
     check(doc)
     rows = doc["results"]
-    kinds = {(r["model"], r["variant"]) for r in rows}
-    assert kinds == {("last_value", "numpy"), ("pls", "numpy"), ("cnn1d", "keras"),
-                     ("cnn1d", "edge")}
-    assert len(rows) == 4 * 5  # one row per analyzer
+    kinds = {(r["model"], r["variant"], r["correction"]) for r in rows}
+    assert kinds == {("last_value", "numpy", "none")} | {
+        (m, v, c) for m, v in (("pls", "numpy"), ("cnn1d", "keras"), ("cnn1d", "edge"))
+        for c in ("none", "bias")}
+    assert len(rows) == 7 * 5  # one row per analyzer
     for r in rows:
         assert all(np.isfinite(r[k]) for k in ("rmse", "mae", "r2")), r
+        assert (r.get("bias_alpha") in ts.BIAS_ALPHAS) == (r["correction"] == "bias")
+    assert set(doc["settings"]["goals"]) == {"none", "bias"}
     split = doc["settings"]["split"]
     assert split["test"]["runs"] == ["d03"] and split["test"]["labels"] == 18
-    edge = [r for r in rows if r["variant"] == "edge"]
-    keras = [r for r in rows if r["variant"] == "keras"]
+    edge = [r for r in rows if r["variant"] == "edge" and r["correction"] == "none"]
+    keras = [r for r in rows if r["variant"] == "keras" and r["correction"] == "none"]
     assert {r["mode"] for r in edge} == {"int8"}
     assert doc["settings"]["edge"]["cnn1d"]["ops"]  # read from the converted file
     assert calls[-1] == split["test"]["labels"]  # the test windows ran in LiteRT
     assert [r["rmse"] for r in edge] != [r["rmse"] for r in keras]  # int8 numbers, not Keras
+
+
+def test_bias_update_uses_only_the_runs_earlier_lab_values():
+    truth = np.arange(12.0).reshape(6, 2) ** 2
+    raw = truth - np.array([1.0, -3.0])  # a model off by a constant
+    group = np.array([0, 0, 0, 1, 1, 1])
+    full = ts.bias_updated(raw, truth, group, alpha=1.0)
+    # first label of each run: no lab value yet, the raw estimate; then the offset is known
+    np.testing.assert_array_equal(full[[0, 3]], raw[[0, 3]])
+    np.testing.assert_allclose(full[[1, 2, 4, 5]], truth[[1, 2, 4, 5]])
+    half = ts.bias_updated(raw, truth, group, alpha=0.5)
+    np.testing.assert_allclose(half[1] - raw[1], [0.5, -1.5])  # half the first residual
+    np.testing.assert_allclose(half[2] - raw[2], [0.75, -2.25])
+    # a later lab value never reaches an earlier estimate
+    moved = truth.copy()
+    moved[2] += 100.0
+    np.testing.assert_array_equal(ts.bias_updated(raw, moved, group, 1.0)[:3], full[:3])
+
+
+def test_bias_alpha_is_chosen_on_the_validation_runs():
+    rng = np.random.default_rng(0)
+    n = 40
+    group = np.repeat([0, 1], n // 2)
+    truth_val = rng.standard_normal((n, 5))
+    steady = truth_val - 2.0  # a constant offset: trust the last lab value (α = 1)
+    noisy = truth_val + 0.3 * rng.standard_normal((n, 5))  # unbiased noise: α small
+    p = ts.Prepared({}, {}, np.zeros((1, 5)), np.zeros((1, 5)), np.zeros(5), np.ones(5), {},
+                    truth_val, {"val": group, "test": np.zeros(1, int)})
+    assert ts.chosen_alphas(steady, p) == [1.0] * 5
+    assert ts.chosen_alphas(noisy, p) == [0.1] * 5
