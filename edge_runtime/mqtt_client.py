@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 READ_CHUNK = 65536
+READ_BURST = 256  # packets read from the buffer per turn of paho's loop, at most
 PUBACK = PacketTypes.PUBACK << 4
 _PUBACK = struct.Struct("!BBH")  # fixed header, remaining length 2, packet id
 _MID = struct.Struct("!H")
@@ -73,6 +74,10 @@ class BufferedSocket:
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
         return len(self._buf) - self._pos + inner
+
+    def buffered(self) -> int:
+        """Bytes read from the kernel and not yet handed out."""
+        return len(self._buf) - self._pos
 
     def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, ...
         return getattr(self._sock, name)
@@ -141,6 +146,20 @@ class BufferedClient(mqtt.Client):
 
     def _create_socket(self) -> Any:
         return BufferedSocket(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        """paho reads about one packet per turn of its loop, and each turn costs a select()
+        and the loop's bookkeeping; packets already in the buffer need neither. Read on while
+        whole bytes wait in it, up to :data:`READ_BURST` packets, so writes (acks, results)
+        and keepalive still get their turn."""
+        rc = super().loop_read(max_packets)
+        sock = self._sock
+        for _ in range(READ_BURST):
+            if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock \
+                    or not isinstance(sock, BufferedSocket) or not sock.buffered():
+                break
+            rc = super().loop_read(1)
+        return rc
 
     def loop_start(self) -> mqtt.MQTTErrorCode:
         rc = super().loop_start()
