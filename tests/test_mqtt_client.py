@@ -241,3 +241,37 @@ def test_messages_reach_on_message_and_per_topic_callbacks_still_win(broker):
         for c in (client, pub):
             c.disconnect()
             c.loop_stop()
+
+
+def test_packets_already_buffered_are_read_in_one_turn_of_the_loop(broker):
+    """paho's ``loop_read`` reads about one packet per call (one per turn of its loop, each
+    with a select()); the buffered client reads on while whole packets wait in its buffer.
+    Driven by hand (no network thread): 200 small messages in the kernel, one call."""
+    from edge_runtime.mqtt_client import READ_BURST
+
+    got: list[bytes] = []
+    client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id="burst-read")
+    client.on_message = lambda c, u, m: got.append(m.payload)
+    subscribed = threading.Event()
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_connect = lambda c, *a: c.subscribe("t/burst", qos=0)
+    client.connect("127.0.0.1", broker.port)
+    deadline = time.monotonic() + 10
+    while not subscribed.is_set() and time.monotonic() < deadline:
+        client.loop(0.05)
+    assert subscribed.is_set()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="burst-pub")
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        n = 200
+        assert n <= READ_BURST
+        for i in range(n):
+            pub.publish("t/burst", str(i).encode(), qos=0)
+        time.sleep(1.0)  # all of them delivered into the subscriber's socket
+        client.loop_read()
+        assert got == [str(i).encode() for i in range(n)]  # one call, every packet, in order
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        client.disconnect()
