@@ -318,8 +318,10 @@ class Prepared:
         return np.asarray(scaled, np.float64) * self.scale + self.mean
 
 
-def prepare(runs: dict[str, np.ndarray], window: int) -> Prepared:
-    pairs = stack(runs, window)
+def prepare(runs: dict[str, np.ndarray], window: int, history: int | None = None) -> Prepared:
+    """``history`` (≥ ``window``) rows must precede each label's window end, so that runs
+    with different windows are scored on the same labels."""
+    pairs = stack(runs, max(window, history or window))
     parts = partition(pairs.runs)
     splits = label_splits(pairs, parts, window)
     train_rows = covered_rows(pairs.ends[splits.train], window, len(pairs.rows))
@@ -366,18 +368,24 @@ def chosen_alphas(raw_val: np.ndarray, p: Prepared) -> list[float]:
 def estimate_rows(model: str, variant: str, mode: str, p: Prepared,
                   scaled: dict[str, np.ndarray], **extra) -> list[dict]:
     """Rows of one estimate on the test runs: as it is, and bias-updated with the α each
-    analyzer's validation runs chose."""
+    analyzer's validation runs chose; each row also carries its validation RMSE
+    (``val_rmse``), the figure a choice between runs (a window, a family) may use."""
     raw = {s: p.units(scaled[s]) for s in ("val", "test")}
     alphas = chosen_alphas(raw["val"], p)
-    corrected = np.column_stack([
-        bias_updated(raw["test"][:, [j]], p.truth[:, [j]], p.group["test"], a)[:, 0]
-        for j, a in enumerate(alphas)])
-    rows = metric_rows(model, variant, mode, p.truth, raw["test"], correction="none", **extra)
-    bias_rows = metric_rows(model, variant, mode, p.truth, corrected, correction="bias",
-                            **extra)
-    for row, alpha in zip(bias_rows, alphas, strict=True):
-        row["bias_alpha"] = alpha
-    return rows + bias_rows
+    measured = {"val": p.truth_val, "test": p.truth}
+    corrected = {s: np.column_stack([
+        bias_updated(raw[s][:, [j]], measured[s][:, [j]], p.group[s], a)[:, 0]
+        for j, a in enumerate(alphas)]) for s in ("val", "test")}
+    rows = []
+    for correction, est in (("none", raw), ("bias", corrected)):
+        part = metric_rows(model, variant, mode, p.truth, est["test"], correction=correction,
+                           **extra)
+        for j, row in enumerate(part):
+            row["val_rmse"] = _rmse(p.truth_val[:, j], est["val"][:, j])
+            if correction == "bias":
+                row["bias_alpha"] = alphas[j]
+        rows += part
+    return rows
 
 
 def metric_rows(model: str, variant: str, mode: str, truth: np.ndarray, estimate: np.ndarray,
@@ -393,10 +401,11 @@ def metric_rows(model: str, variant: str, mode: str, truth: np.ndarray, estimate
 
 
 def evaluate(runs: dict[str, np.ndarray], families: list[str], window: int, edge_mode: str,
-             fit: FitSettings, workdir: Path | None = None) -> tuple[list[dict], dict]:
+             fit: FitSettings, workdir: Path | None = None,
+             history: int | None = None) -> tuple[list[dict], dict]:
     """Rows of every reference and model (Keras, and edge unless ``edge_mode`` is none), and
     what the run did (split, PLS components, epochs, edge modes)."""
-    p = prepare(runs, window)
+    p = prepare(runs, window, history)
     print(f"labels: train {p.split['train']['labels']} ({len(p.split['train']['runs'])} runs),"
           f" validation {p.split['val']['labels']} {p.split['val']['runs']}, test"
           f" {p.split['test']['labels']} {p.split['test']['runs']}", flush=True)
@@ -496,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list of soft-sensor families (simple_rnn, lstm, gru, cnn1d, "
                         "attention_rnn); empty = references only")
     p.add_argument("--window", type=int, default=20, help="input rows (3 min each)")
+    p.add_argument("--history", type=int,
+                   help="label only where this many rows precede the window end (default: "
+                        "the window); the same value for runs with different --window scores "
+                        "them on the same labels")
     p.add_argument("--epochs", type=int, default=80)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=10)
@@ -511,6 +524,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
     if args.window < 1:
         raise ValueError(f"--window must be at least 1, not {args.window}")
+    if args.history is not None and args.history < args.window:
+        raise ValueError(f"--history {args.history} must be at least --window {args.window}")
     families = [f for f in args.families.split(",") if f]
     fit = FitSettings(epochs=args.epochs, batch_size=args.batch_size, patience=args.patience,
                       seed=args.seed)
@@ -519,13 +534,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"TEP soft sensors: {len(runs)} runs under {args.root}; inputs XMEAS(1)-(22) +"
           f" XMV(1)-(11); labels at analyzer updates, dead time {DEAD_TIME_ROWS} rows;"
           f" window {args.window}", flush=True)
-    rows, meta = evaluate(runs, families, args.window, args.edge_mode, fit, args.workdir)
+    rows, meta = evaluate(runs, families, args.window, args.edge_mode, fit, args.workdir,
+                          args.history)
     goal = goals(rows)
     print_tables(rows, goal)
     wall = time.time() - start
     print(f"\nwall {wall:.0f} s")
     write_results(args.json, rows, meta | {
         "root": str(args.root), "families": families, "window": args.window,
+        "history": args.history or args.window,
         "dead_time_rows": DEAD_TIME_ROWS, "period_s": PERIOD_S, "fit": vars(fit),
         "edge_mode": args.edge_mode, "partition_seed": PARTITION_SEED, "goals": goal,
         "wall_s": round(wall, 1), "protocol": "development runs only (dXX.dat)"})

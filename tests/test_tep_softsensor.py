@@ -105,6 +105,7 @@ def test_command_writes_finite_rows_and_edge_rows_from_the_converted_model(
     for r in rows:
         assert all(np.isfinite(r[k]) for k in ("rmse", "mae", "r2")), r
         assert (r.get("bias_alpha") in ts.BIAS_ALPHAS) == (r["correction"] == "bias")
+        assert (r["model"] == "last_value") != np.isfinite(r.get("val_rmse", np.nan))
     assert set(doc["settings"]["goals"]) == {"none", "bias"}
     split = doc["settings"]["split"]
     assert split["test"]["runs"] == ["d03"] and split["test"]["labels"] == 18
@@ -144,3 +145,16 @@ def test_bias_alpha_is_chosen_on_the_validation_runs():
                     truth_val, {"val": group, "test": np.zeros(1, int)})
     assert ts.chosen_alphas(steady, p) == [1.0] * 5
     assert ts.chosen_alphas(noisy, p) == [0.1] * 5
+
+
+def test_history_scores_different_windows_on_the_same_labels():
+    runs = {"d00": analyzer_run(120, 5, seed=0)}
+    runs |= {f"d{k:02d}": analyzer_run(100, 5, seed=k) for k in range(1, 6)}
+    short, long_ = ts.prepare(runs, window=4), ts.prepare(runs, window=12)
+    assert len(short.truth) > len(long_.truth)  # by default a longer window drops labels
+    same = [ts.prepare(runs, window=w, history=12) for w in (4, 12)]
+    np.testing.assert_array_equal(same[0].truth, same[1].truth)
+    np.testing.assert_array_equal(same[0].truth, long_.truth)
+    assert [p.x["test"].shape[1] for p in same] == [4, 12]  # each model sees its own window
+    with pytest.raises(ValueError, match="--history 4 must be at least --window 6"):
+        ts.main(["--root", "unused", "--window", "6", "--history", "4"])
