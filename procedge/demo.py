@@ -157,16 +157,25 @@ def main(workdir: Path = Path("artifacts/demo"), allow_fallback: bool = True) ->
     _report(watch, code, workdir)
 
 
+def _culprits(alarm: dict) -> str:
+    """The tags an alarm points at: the model's top contributions, or for an advisory drift
+    alarm (no contributions) the tag its monitor names."""
+    if alarm.get("contributions"):
+        return "culprits: " + ", ".join(f"{c['tag']} {c['share']:.0%}"
+                                        for c in alarm["contributions"][:3])
+    kind = "advisory " if alarm.get("advisory") else ""
+    return f"{kind}source: {', '.join(alarm.get('source') or ['-'])}"
+
+
 def _report(watch: Collector, exit_code: int, workdir: Path) -> None:
     alarms = [b for _, b in watch.matching("/alarm/") if isinstance(b, dict) and "event" in b]
     forecasts = [b for _, b in watch.matching("inference/tank_forecast") if isinstance(b, dict)]
     print(f"4/4 daemon stopped (exit {exit_code}); {len(forecasts)} forecasts, "
           f"{len(alarms)} alarm event(s):")
     for alarm in alarms:
-        top = ", ".join(f"{c['tag']} {c['share']:.0%}" for c in alarm["contributions"][:3])
-        print(f"  {alarm['source_ts']}  {alarm['alarm_id']}  {alarm['event'].upper():5s} "
-              f"{alarm['priority']:6s} score {alarm['score']:.3g} (limit "
-              f"{alarm['threshold']:.3g})  culprits: {top}")
+        print(f"  {alarm.get('source_ts', alarm.get('ts'))}  {alarm['alarm_id']}  "
+              f"{alarm['event'].upper():5s} {alarm['priority']:6s} score {alarm['score']:.3g} "
+              f"(limit {alarm['threshold']:.3g})  {_culprits(alarm)}")
     if forecasts:
         last = forecasts[-1]
         for tag, values in last["forecast"].items():
