@@ -105,3 +105,43 @@ def test_known_future_rows_and_calendar_columns_stay_out_of_the_statistics(norm)
     moved[:, :window, :tags] = x[:, :window, :tags] * a + c
     np.testing.assert_allclose(np.asarray(model(moved)), np.asarray(model(x)) * a + c,
                                rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("norm", ["none", "revin"])
+def test_tft_explains_itself_inside_revin_too(tmp_path, norm):
+    """RevIN nests the tft in a wrapper model; its selection weights and attention must still
+    reach the plots and the shipped model's second output (they silently did not: the lookup
+    saw only the wrapper's layers), and that model must convert with both outputs intact."""
+    import keras
+
+    from converters.tflite import convert_many
+    from edge_runtime.interpreter import EdgeModel
+    from training.registry import get_family
+    from training.tft import interpretation, is_tft, with_importance_output
+
+    window, horizon, tags = 12, 3, 3
+    model = get_family("tft", "forecast").build(window, tags, horizon, tags, hidden=8,
+                                                heads=2, norm=norm,
+                                                known_future=["hour_of_day"])
+    assert is_tft(model)
+    x = np.random.default_rng(0).standard_normal((6, window + horizon, tags + 1)) * 2 + 5
+    x = x.astype(np.float32)
+    found = interpretation(model, x)
+    assert found.importance.shape == (tags + 1,) and found.attention.shape == (horizon,
+                                                                               window + horizon)
+    np.testing.assert_allclose(found.importance.sum(), 1.0, atol=1e-5)
+    shipped = with_importance_output(model)
+    forecast, weights = shipped.predict(x, verbose=0)
+    np.testing.assert_allclose(forecast, model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(weights.sum(axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(weights.mean(axis=0), found.importance, atol=1e-5)
+    path = tmp_path / "model.keras"
+    shipped.save(path)
+    info = convert_many(path, tmp_path / "out", ("fp32",))["fp32"]
+    assert "error" not in info, info
+    edge = EdgeModel(info["path"]).predict(x)
+    got = sorted(edge, key=lambda o: o.ndim)  # (N, F + K) weights, (N, H, T) forecast
+    np.testing.assert_allclose(got[0], weights, atol=1e-4)
+    np.testing.assert_allclose(got[1], forecast, atol=1e-3)
+    reloaded = keras.models.load_model(path, compile=False)
+    assert len(reloaded.outputs) == 2

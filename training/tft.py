@@ -244,7 +244,45 @@ class Interpretation(NamedTuple):
 
 
 def is_tft(model: keras.Model) -> bool:
-    return SELECTION_LAYER in {layer.name for layer in model.layers}
+    """A ``tft``, bare or inside a wrapper model (``model.norm``'s RevIN nests it)."""
+    return any(layer.name == SELECTION_LAYER
+               or (isinstance(layer, keras.Model) and is_tft(layer)) for layer in model.layers)
+
+
+def _layer_names(model: keras.Model) -> set[str]:
+    """The names of the ``tft``'s own layers, wherever it sits in ``model``."""
+    names = {layer.name for layer in model.layers}
+    if SELECTION_LAYER in names:
+        return names
+    child = next(layer for layer in model.layers if isinstance(layer, keras.Model)
+                 and is_tft(layer))
+    return _layer_names(child)
+
+
+def _with_outputs(model: keras.Model, names: list[str]) -> keras.Model:
+    """``model`` with the outputs of the ``tft``'s layers ``names`` after its first output.
+    Where the ``tft`` is nested (RevIN around it), its inner layers are not reachable from
+    the outer inputs, so the outer graph is re-traced (same layers, same weights) with the
+    nested model replaced by one that also returns them."""
+    own = {layer.name for layer in model.layers}
+    if SELECTION_LAYER in own:
+        return keras.Model(model.inputs, [model.outputs[0],
+                                          *[model.get_layer(n).output for n in names]],
+                           name=model.name)
+    child = next(layer for layer in model.layers if isinstance(layer, keras.Model)
+                 and is_tft(layer))
+    side, found = _with_outputs(child, names), []
+
+    def call(layer, *args, **kwargs):
+        if layer is not child:
+            return layer(*args, **kwargs)
+        first, *extra = side(*args, **kwargs)
+        found.append(extra)
+        return first
+
+    traced = keras.models.clone_model(model, clone_function=lambda layer: layer,
+                                      call_function=call)
+    return keras.Model(traced.inputs, [traced.outputs[0], *found[0]], name=model.name)
 
 
 INTERPRET_BATCH = 64  # windows per forward pass of the interpretation
@@ -256,9 +294,11 @@ def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
     windows (and steps, for the weights). None for other families."""
     if not is_tft(model):
         return None
-    names = {layer.name for layer in model.layers}
-    wanted = [SELECTION_LAYER, ATTENTION_LAYER, FUTURE_SELECTION_LAYER]
-    side = keras.Model(model.inputs, [model.get_layer(n).output for n in wanted if n in names])
+    names = _layer_names(model)
+    wanted = [n for n in (SELECTION_LAYER, ATTENTION_LAYER, FUTURE_SELECTION_LAYER)
+              if n in names]
+    traced = _with_outputs(model, wanted)
+    side = keras.Model(traced.inputs, traced.outputs[1:])
     x = np.asarray(x, np.float32)
     # the mean over windows from batch means weighted by their size: all windows' attention
     # at once is N x H x (L + H) floats (6.6 GB for ETTh1's test windows at H = 720)
@@ -281,9 +321,9 @@ def with_importance_output(model: keras.Model) -> keras.Model:
     the parity gate and every metric read)."""
     if not is_tft(model):
         return model
-    weights = layers.GlobalAveragePooling1D(name=IMPORTANCE_OUTPUT)(
-        model.get_layer(SELECTION_LAYER).output)
-    return keras.Model(model.inputs, [model.outputs[0], weights], name=model.name)
+    traced = _with_outputs(model, [SELECTION_LAYER])
+    weights = layers.GlobalAveragePooling1D(name=IMPORTANCE_OUTPUT)(traced.outputs[1])
+    return keras.Model(traced.inputs, [traced.outputs[0], weights], name=model.name)
 
 
 def interpretation_plots(run_dir, model: keras.Model, x: np.ndarray, tags: list[str],
