@@ -145,3 +145,23 @@ def test_tft_explains_itself_inside_revin_too(tmp_path, norm):
     np.testing.assert_allclose(got[1], forecast, atol=1e-3)
     reloaded = keras.models.load_model(path, compile=False)
     assert len(reloaded.outputs) == 2
+
+
+@pytest.mark.parametrize("norm", ["revin", "subtract_last"])
+def test_a_static_covariate_reaches_the_tft_through_the_normalisation(norm):
+    """A static tag is constant in every window: normalised per window it became 0 for every
+    unit, and the tft's static contexts saw nothing (two units forecast alike). It passes the
+    normalisation unchanged now."""
+    from training.registry import get_family
+
+    window, horizon, tags = 10, 3, 3
+    model = get_family("tft", "forecast").build(window, tags, horizon, 2, target_columns=[0, 1],
+                                                hidden=4, heads=2, norm=norm, static_column=2)
+    rng = np.random.default_rng(2)
+    model.set_weights([rng.normal(0, 0.3, w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    x = rng.standard_normal((2, window, tags)).astype(np.float32)
+    x[1, :, :2] = x[0, :, :2]  # the same process window ...
+    x[0, :, 2], x[1, :, 2] = -1.0, 1.5  # ... on two units
+    y = np.asarray(model(x))
+    assert not np.allclose(y[0], y[1], atol=1e-4)

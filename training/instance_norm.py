@@ -59,20 +59,26 @@ def with_instance_norm(build: Callable[..., object], family: str) -> Callable[..
             return model
         cols = (list(range(features))[-targets:] if target_columns is None
                 else list(target_columns))
-        return normalised(model, norm, norm_affine, cols, window, features)
+        static = kw.get("static_column")  # an identifier: normalised per window it is 0
+        return normalised(model, norm, norm_affine, cols, window, features,
+                          passthrough=[] if static is None else [static])
 
     return wrapped
 
 
-def normalised(model, norm: str, affine: bool, cols: list[int], window: int, features: int):
+def normalised(model, norm: str, affine: bool, cols: list[int], window: int, features: int,
+               passthrough: list[int] | None = None):
     """``model`` (N, L, F) → (N, H, T[, Q]) run on instance-normalised windows, its output
-    mapped back to the window's frame on the target columns ``cols``.
+    mapped back to the window's frame on the target columns ``cols``. The tag columns
+    ``passthrough`` (a static covariate: constant in every window, so normalising it would
+    erase it) reach the model unchanged.
 
     A model with known-future inputs takes (N, L + H, F + K) (edge_runtime/calendar.py): the
     statistics then come from the L past rows of the F tag columns only, and the calendar
     columns and the H placeholder rows pass unchanged; statistics over the zero placeholder
     rows would shift every window towards zero, and the last row would be a placeholder."""
     import keras
+    import numpy as np
     from keras import layers, ops
 
     total, width = model.inputs[0].shape[1:]
@@ -100,6 +106,10 @@ def normalised(model, norm: str, affine: bool, cols: list[int], window: int, fea
         beta = layers.Dense(features, use_bias=False, kernel_initializer="zeros",
                             name="revin_beta")(one)
         x = ops.add(ops.multiply(x, ops.expand_dims(gamma, 1)), ops.expand_dims(beta, 1))
+    if passthrough:  # x·(1 − keep) + tags·keep with a constant 0/1 keep: exact, builtin ops
+        keep = np.zeros(features, np.float32)
+        keep[passthrough] = 1.0
+        x = ops.add(ops.multiply(x, 1.0 - keep), ops.multiply(tags, keep))
     y = model(_with_known_future(inputs, past, x, window, features))
     quantiles = len(y.shape) == 4
 
