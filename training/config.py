@@ -508,6 +508,7 @@ def check_family_model(config: TrainConfig, fail) -> None:
     """``model:`` keys checked without Keras (forecasters: ``norm``; Informer: the window
     distilling needs; TFT: head and size), so a network that cannot be built is refused
     before any data is read."""
+    from training.channels import check_channels
     from training.covariates import check_covariates
     from training.images.backbone_config import check_transfer_model
     from training.informer_args import check_config_model
@@ -518,6 +519,7 @@ def check_family_model(config: TrainConfig, fail) -> None:
         if config.task == "forecast":
             check_norm(config.model.get("norm") or default_norm(config.family),
                        config.model.get("norm_affine", False))
+            check_channels(config.model.get("channels", "joint"), config.model.get("static"))
         check_config_model(config.family, config.window.length, config.horizon, config.model)
         check_tft_model(config.family, config.model)
         check_covariates(config.family, config.model, config.targets)

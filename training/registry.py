@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.contract import TaskName, task_spec
+from training.channels import with_channels
 from training.instance_norm import with_instance_norm
 
 
@@ -48,7 +49,9 @@ def register(task: TaskName, name: str, offline_only: bool = False,
         if (task, name) in _FAMILIES:
             raise ValueError(f"model family {name!r} registered twice for task {task!r}")
         doc = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
-        build = with_instance_norm(builder, name) if task == "forecast" else builder  # model.norm
+        # forecasters: model.norm, then model.channels around it
+        build = (with_channels(with_instance_norm(builder, name)) if task == "forecast"
+                 else builder)
         _FAMILIES[task, name] = Family(name, task, build, offline_only, doc,
                                        dict(small or {}))
         return builder

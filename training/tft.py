@@ -43,6 +43,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from training.channels import WRAPPER_SUFFIX as CHANNEL_WRAPPER
 from training.forecasters import _head, _targets
 from training.registry import register
 from training.tft_args import ATTENTION_HEADS, HEADS, HIDDEN, check_tft_args
@@ -244,7 +245,11 @@ class Interpretation(NamedTuple):
 
 
 def is_tft(model: keras.Model) -> bool:
-    """A ``tft``, bare or inside a wrapper model (``model.norm``'s RevIN nests it)."""
+    """A ``tft``, bare or inside a wrapper model (``model.norm``'s RevIN nests it). Not one
+    run per channel (``model.channels: independent``): its selection is within each tag's
+    own series (the tag against the calendar), so there is no weight per tag to show."""
+    if model.name.endswith(CHANNEL_WRAPPER):
+        return False
     return any(layer.name == SELECTION_LAYER
                or (isinstance(layer, keras.Model) and is_tft(layer)) for layer in model.layers)
 
