@@ -342,12 +342,13 @@ def prepare(runs: dict[str, np.ndarray], window: int, history: int | None = None
 
 
 def bias_updated(raw: np.ndarray, measured: np.ndarray, group: np.ndarray,
-                 alpha: float) -> np.ndarray:
+                 alphas: list[float]) -> np.ndarray:
     """What a gateway with the bias update on publishes for each label: the estimate plus the
     bias after the run's earlier labels (the daemon's :class:`BiasFilter`, one per run and
-    analyzer, starting at 0). Labels are in row order within each run."""
+    analyzer, starting at 0; ``alphas``: one per analyzer). Labels are in row order within
+    each run."""
     out = np.empty_like(raw, dtype=np.float64)
-    for j in range(raw.shape[1]):
+    for j, alpha in enumerate(alphas):
         for g in np.unique(group):
             bias = BiasFilter(alpha=alpha, enabled=True)
             for i in np.flatnonzero(group == g):
@@ -360,8 +361,8 @@ def chosen_alphas(raw_val: np.ndarray, p: Prepared) -> list[float]:
     """Per analyzer, the α of :data:`BIAS_ALPHAS` with the lowest bias-updated RMSE on the
     validation runs (the test runs never inform it)."""
     errors = np.array([[_rmse(p.truth_val[:, j], est[:, j]) for j in range(raw_val.shape[1])]
-                       for est in (bias_updated(raw_val, p.truth_val, p.group["val"], a)
-                                   for a in BIAS_ALPHAS)])
+                       for est in (bias_updated(raw_val, p.truth_val, p.group["val"],
+                                                [a] * raw_val.shape[1]) for a in BIAS_ALPHAS)])
     return [BIAS_ALPHAS[k] for k in errors.argmin(axis=0)]
 
 
@@ -373,9 +374,8 @@ def estimate_rows(model: str, variant: str, mode: str, p: Prepared,
     raw = {s: p.units(scaled[s]) for s in ("val", "test")}
     alphas = chosen_alphas(raw["val"], p)
     measured = {"val": p.truth_val, "test": p.truth}
-    corrected = {s: np.column_stack([
-        bias_updated(raw[s][:, [j]], measured[s][:, [j]], p.group[s], a)[:, 0]
-        for j, a in enumerate(alphas)]) for s in ("val", "test")}
+    corrected = {s: bias_updated(raw[s], measured[s], p.group[s], alphas)
+                 for s in ("val", "test")}
     rows = []
     for correction, est in (("none", raw), ("bias", corrected)):
         part = metric_rows(model, variant, mode, p.truth, est["test"], correction=correction,

@@ -121,17 +121,17 @@ def test_bias_update_uses_only_the_runs_earlier_lab_values():
     truth = np.arange(12.0).reshape(6, 2) ** 2
     raw = truth - np.array([1.0, -3.0])  # a model off by a constant
     group = np.array([0, 0, 0, 1, 1, 1])
-    full = ts.bias_updated(raw, truth, group, alpha=1.0)
+    full = ts.bias_updated(raw, truth, group, [1.0, 1.0])
     # first label of each run: no lab value yet, the raw estimate; then the offset is known
     np.testing.assert_array_equal(full[[0, 3]], raw[[0, 3]])
     np.testing.assert_allclose(full[[1, 2, 4, 5]], truth[[1, 2, 4, 5]])
-    half = ts.bias_updated(raw, truth, group, alpha=0.5)
+    half = ts.bias_updated(raw, truth, group, [0.5, 0.5])
     np.testing.assert_allclose(half[1] - raw[1], [0.5, -1.5])  # half the first residual
     np.testing.assert_allclose(half[2] - raw[2], [0.75, -2.25])
     # a later lab value never reaches an earlier estimate
     moved = truth.copy()
     moved[2] += 100.0
-    np.testing.assert_array_equal(ts.bias_updated(raw, moved, group, 1.0)[:3], full[:3])
+    np.testing.assert_array_equal(ts.bias_updated(raw, moved, group, [1.0, 1.0])[:3], full[:3])
 
 
 def test_bias_alpha_is_chosen_on_the_validation_runs():
