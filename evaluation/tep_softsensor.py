@@ -56,7 +56,7 @@ HELD_APART = 4  # validation runs and test runs each (of 21 fault runs)
 PLS_MAX_COMPONENTS = 20
 EDGE_TOLERANCE = 0.02  # auto: an edge mode's validation RMSE within 2 % of Keras's
 DEFAULT_FAMILIES = ("gru", "cnn1d")
-BIAS_ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # chosen per estimate on validation runs
+BIAS_ALPHAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)  # chosen per estimate on validation
 
 
 class TepLabelError(ValueError):
