@@ -144,7 +144,7 @@ def test_bias_alpha_is_chosen_on_the_validation_runs():
     p = ts.Prepared({}, {}, np.zeros((1, 5)), np.zeros((1, 5)), np.zeros(5), np.ones(5), {},
                     truth_val, {"val": group, "test": np.zeros(1, int)})
     assert ts.chosen_alphas(steady, p) == [1.0] * 5
-    assert ts.chosen_alphas(noisy, p) == [min(ts.BIAS_ALPHAS)] * 5
+    assert all(a <= 0.1 for a in ts.chosen_alphas(noisy, p))  # averaging out the noise
 
 
 def test_history_scores_different_windows_on_the_same_labels():
