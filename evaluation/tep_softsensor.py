@@ -306,12 +306,11 @@ class Prepared:
 
     x: dict[str, np.ndarray]  # (n, L, 33) float32, scaled on training-window rows
     y: dict[str, np.ndarray]  # (n, 5) float32, scaled on training labels
-    truth: np.ndarray  # (n_test, 5) engineering units
+    truth: dict[str, np.ndarray]  # "val", "test": (n, 5) engineering units (the lab values)
     last: np.ndarray  # (n_test, 5) value on display at each test label's process time
     mean: np.ndarray
     scale: np.ndarray
     split: dict  # runs and label counts per set
-    truth_val: np.ndarray  # (n_val, 5) engineering units: the bias update's lab values
     group: dict[str, np.ndarray]  # "val", "test": the run of each label, in row order
 
     def units(self, scaled: np.ndarray) -> np.ndarray:
@@ -336,9 +335,10 @@ def prepare(runs: dict[str, np.ndarray], window: int, history: int | None = None
         y[name] = ((pairs.values[idx] - mean) / scale).astype(np.float32)
     split = {name: {"runs": parts[name], "labels": int(len(idx))}
              for name, idx in splits.sets().items()}
-    return Prepared(x, y, pairs.values[splits.test], pairs.last[splits.test], mean, scale,
-                    split, pairs.values[splits.val],
-                    {"val": pairs.group[splits.val], "test": pairs.group[splits.test]})
+    held = {"val": splits.val, "test": splits.test}
+    return Prepared(x, y, {s: pairs.values[i] for s, i in held.items()},
+                    pairs.last[splits.test], mean, scale, split,
+                    {s: pairs.group[i] for s, i in held.items()})
 
 
 def bias_updated(raw: np.ndarray, measured: np.ndarray, group: np.ndarray,
@@ -357,13 +357,15 @@ def bias_updated(raw: np.ndarray, measured: np.ndarray, group: np.ndarray,
     return out
 
 
-def chosen_alphas(raw_val: np.ndarray, p: Prepared) -> list[float]:
+def chosen_alphas(raw: np.ndarray, measured: np.ndarray,
+                  group: np.ndarray) -> tuple[list[float], list[float]]:
     """Per analyzer, the α of :data:`BIAS_ALPHAS` with the lowest bias-updated RMSE on the
-    validation runs (the test runs never inform it)."""
-    errors = np.array([[_rmse(p.truth_val[:, j], est[:, j]) for j in range(raw_val.shape[1])]
-                       for est in (bias_updated(raw_val, p.truth_val, p.group["val"],
-                                                [a] * raw_val.shape[1]) for a in BIAS_ALPHAS)])
-    return [BIAS_ALPHAS[k] for k in errors.argmin(axis=0)]
+    validation labels given (the test runs never inform it), and that RMSE."""
+    errors = np.array([[_rmse(measured[:, j], est[:, j]) for j in range(raw.shape[1])]
+                       for est in (bias_updated(raw, measured, group, [a] * raw.shape[1])
+                                   for a in BIAS_ALPHAS)])
+    best = errors.argmin(axis=0)
+    return [BIAS_ALPHAS[k] for k in best], [float(errors[k, j]) for j, k in enumerate(best)]
 
 
 def estimate_rows(model: str, variant: str, mode: str, p: Prepared,
@@ -372,20 +374,16 @@ def estimate_rows(model: str, variant: str, mode: str, p: Prepared,
     analyzer's validation runs chose; each row also carries its validation RMSE
     (``val_rmse``), the figure a choice between runs (a window, a family) may use."""
     raw = {s: p.units(scaled[s]) for s in ("val", "test")}
-    alphas = chosen_alphas(raw["val"], p)
-    measured = {"val": p.truth_val, "test": p.truth}
-    corrected = {s: bias_updated(raw[s], measured[s], p.group[s], alphas)
-                 for s in ("val", "test")}
-    rows = []
-    for correction, est in (("none", raw), ("bias", corrected)):
-        part = metric_rows(model, variant, mode, p.truth, est["test"], correction=correction,
-                           **extra)
-        for j, row in enumerate(part):
-            row["val_rmse"] = _rmse(p.truth_val[:, j], est["val"][:, j])
-            if correction == "bias":
-                row["bias_alpha"] = alphas[j]
-        rows += part
-    return rows
+    alphas, bias_val = chosen_alphas(raw["val"], p.truth["val"], p.group["val"])
+    truth = p.truth["test"]
+    rows = metric_rows(model, variant, mode, truth, raw["test"], correction="none", **extra)
+    for j, row in enumerate(rows):
+        row["val_rmse"] = _rmse(p.truth["val"][:, j], raw["val"][:, j])
+    corrected = bias_updated(raw["test"], truth, p.group["test"], alphas)
+    bias_rows = metric_rows(model, variant, mode, truth, corrected, correction="bias", **extra)
+    for row, alpha, val in zip(bias_rows, alphas, bias_val, strict=True):
+        row |= {"val_rmse": val, "bias_alpha": alpha}
+    return rows + bias_rows
 
 
 def metric_rows(model: str, variant: str, mode: str, truth: np.ndarray, estimate: np.ndarray,
@@ -409,7 +407,8 @@ def evaluate(runs: dict[str, np.ndarray], families: list[str], window: int, edge
     print(f"labels: train {p.split['train']['labels']} ({len(p.split['train']['runs'])} runs),"
           f" validation {p.split['val']['labels']} {p.split['val']['runs']}, test"
           f" {p.split['test']['labels']} {p.split['test']['runs']}", flush=True)
-    rows = metric_rows("last_value", "numpy", "float64", p.truth, p.last, correction="none")
+    rows = metric_rows("last_value", "numpy", "float64", p.truth["test"], p.last,
+                       correction="none")
     start = time.perf_counter()
     pls, components = pls_estimates(p.x, p.y)
     rows += estimate_rows("pls", "numpy", "float64", p, pls,
@@ -450,8 +449,7 @@ def goals(rows: list[dict]) -> dict:
     PLS both bias-updated), per edge model and analyzer: RMSE / PLS (goal ≤ 0.8), / last
     value (goal < 1), / its Keras model (goal ≤ 1.02); ``met_by``: the edge models meeting
     all three everywhere."""
-    rmse = {(r["model"], r["variant"], r.get("correction", "none"), r["analyzer"]): r["rmse"]
-            for r in rows}
+    rmse = {(r["model"], r["variant"], r["correction"], r["analyzer"]): r["rmse"] for r in rows}
     out: dict = {}
     for c in ("none", "bias"):
         part: dict = {"per_model": {}, "met_by": []}

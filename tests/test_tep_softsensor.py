@@ -141,20 +141,24 @@ def test_bias_alpha_is_chosen_on_the_validation_runs():
     truth_val = rng.standard_normal((n, 5))
     steady = truth_val - 2.0  # a constant offset: trust the last lab value (α = 1)
     noisy = truth_val + 0.3 * rng.standard_normal((n, 5))  # unbiased noise: α small
-    p = ts.Prepared({}, {}, np.zeros((1, 5)), np.zeros((1, 5)), np.zeros(5), np.ones(5), {},
-                    truth_val, {"val": group, "test": np.zeros(1, int)})
-    assert ts.chosen_alphas(steady, p) == [1.0] * 5
-    assert all(a <= 0.1 for a in ts.chosen_alphas(noisy, p))  # averaging out the noise
+    assert ts.chosen_alphas(steady, truth_val, group)[0] == [1.0] * 5
+    alphas, errors = ts.chosen_alphas(noisy, truth_val, group)
+    assert all(a <= 0.1 for a in alphas)  # averaging out the noise
+    assert errors == [ts._rmse(truth_val[:, j], ts.bias_updated(noisy, truth_val, group,
+                                                                alphas)[:, j])
+                      for j in range(5)]  # the chosen α's own validation RMSE
 
 
 def test_history_scores_different_windows_on_the_same_labels():
     runs = {"d00": analyzer_run(120, 5, seed=0)}
     runs |= {f"d{k:02d}": analyzer_run(100, 5, seed=k) for k in range(1, 6)}
     short, long_ = ts.prepare(runs, window=4), ts.prepare(runs, window=12)
-    assert len(short.truth) > len(long_.truth)  # by default a longer window drops labels
+    # by default a longer window drops labels
+    assert len(short.truth["test"]) > len(long_.truth["test"])
     same = [ts.prepare(runs, window=w, history=12) for w in (4, 12)]
-    np.testing.assert_array_equal(same[0].truth, same[1].truth)
-    np.testing.assert_array_equal(same[0].truth, long_.truth)
+    for part in ("val", "test"):
+        np.testing.assert_array_equal(same[0].truth[part], same[1].truth[part])
+        np.testing.assert_array_equal(same[0].truth[part], long_.truth[part])
     assert [p.x["test"].shape[1] for p in same] == [4, 12]  # each model sees its own window
     with pytest.raises(ValueError, match="--history 4 must be at least --window 6"):
         ts.main(["--root", "unused", "--window", "6", "--history", "4"])
