@@ -250,18 +250,22 @@ def is_tft(model: keras.Model) -> bool:
     own series (the tag against the calendar), so there is no weight per tag to show."""
     if model.name.endswith(CHANNEL_WRAPPER):
         return False
-    return any(layer.name == SELECTION_LAYER
-               or (isinstance(layer, keras.Model) and is_tft(layer)) for layer in model.layers)
+    return _is_bare(model) or _tft_child(model) is not None
 
 
-def _layer_names(model: keras.Model) -> set[str]:
-    """The names of the ``tft``'s own layers, wherever it sits in ``model``."""
-    names = {layer.name for layer in model.layers}
-    if SELECTION_LAYER in names:
-        return names
-    child = next(layer for layer in model.layers if isinstance(layer, keras.Model)
-                 and is_tft(layer))
-    return _layer_names(child)
+def _is_bare(model: keras.Model) -> bool:
+    return any(layer.name == SELECTION_LAYER for layer in model.layers)
+
+
+def _tft_child(model: keras.Model) -> keras.Model | None:
+    """The sub-model of ``model`` that is or holds the ``tft``, if any."""
+    return next((layer for layer in model.layers
+                 if isinstance(layer, keras.Model) and is_tft(layer)), None)
+
+
+def _bare_tft(model: keras.Model) -> keras.Model:
+    """The ``tft`` itself, wherever it sits in ``model`` (a ``tft`` by :func:`is_tft`)."""
+    return model if _is_bare(model) else _bare_tft(_tft_child(model))
 
 
 def _with_outputs(model: keras.Model, names: list[str]) -> keras.Model:
@@ -269,13 +273,11 @@ def _with_outputs(model: keras.Model, names: list[str]) -> keras.Model:
     Where the ``tft`` is nested (RevIN around it), its inner layers are not reachable from
     the outer inputs, so the outer graph is re-traced (same layers, same weights) with the
     nested model replaced by one that also returns them."""
-    own = {layer.name for layer in model.layers}
-    if SELECTION_LAYER in own:
+    if _is_bare(model):
         return keras.Model(model.inputs, [model.outputs[0],
                                           *[model.get_layer(n).output for n in names]],
                            name=model.name)
-    child = next(layer for layer in model.layers if isinstance(layer, keras.Model)
-                 and is_tft(layer))
+    child = _tft_child(model)
     side, found = _with_outputs(child, names), []
 
     def call(layer, *args, **kwargs):
@@ -299,7 +301,7 @@ def interpretation(model: keras.Model, x: np.ndarray) -> Interpretation | None:
     windows (and steps, for the weights). None for other families."""
     if not is_tft(model):
         return None
-    names = _layer_names(model)
+    names = {layer.name for layer in _bare_tft(model).layers}
     wanted = [n for n in (SELECTION_LAYER, ATTENTION_LAYER, FUTURE_SELECTION_LAYER)
               if n in names]
     traced = _with_outputs(model, wanted)
