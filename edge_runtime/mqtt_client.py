@@ -73,7 +73,7 @@ class BufferedSocket:
 
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
-        return len(self._buf) - self._pos + inner
+        return self.buffered() + inner
 
     def buffered(self) -> int:
         """Bytes read from the kernel and not yet handed out."""
@@ -154,9 +154,11 @@ class BufferedClient(mqtt.Client):
         and keepalive still get their turn."""
         rc = super().loop_read(max_packets)
         sock = self._sock
+        if not isinstance(sock, BufferedSocket):
+            return rc
         for _ in range(READ_BURST):
-            if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock \
-                    or not isinstance(sock, BufferedSocket) or not sock.buffered():
+            # stop on an error, a socket replaced meanwhile (reconnect), or an empty buffer
+            if rc != mqtt.MQTT_ERR_SUCCESS or self._sock is not sock or not sock.buffered():
                 break
             rc = super().loop_read(1)
         return rc
