@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import numpy as np
+
 NORMS = ("none", "subtract_last", "revin")
 EPS = 1e-5  # RevIN's epsilon, added to the variance
 # Defaults chosen on validation splits across series (bench/bench_instance_norm.py, the
@@ -78,7 +80,6 @@ def normalised(model, norm: str, affine: bool, cols: list[int], window: int, fea
     columns and the H placeholder rows pass unchanged; statistics over the zero placeholder
     rows would shift every window towards zero, and the last row would be a placeholder."""
     import keras
-    import numpy as np
     from keras import layers, ops
 
     total, width = model.inputs[0].shape[1:]
