@@ -173,7 +173,7 @@ def _report(watch: Collector, exit_code: int, workdir: Path) -> None:
     print(f"4/4 daemon stopped (exit {exit_code}); {len(forecasts)} forecasts, "
           f"{len(alarms)} alarm event(s):")
     for alarm in alarms:
-        print(f"  {alarm.get('source_ts', alarm.get('ts'))}  {alarm['alarm_id']}  "
+        print(f"  {alarm['source_ts']}  {alarm['alarm_id']}  "
               f"{alarm['event'].upper():5s} {alarm['priority']:6s} score {alarm['score']:.3g} "
               f"(limit {alarm['threshold']:.3g})  {_culprits(alarm)}")
     if forecasts:
