@@ -43,11 +43,13 @@ def with_channels(build: Callable[..., object]) -> Callable[..., object]:
         if channels == "joint":
             return build(window, features, horizon, targets, target_columns=target_columns,
                          **kw)
-        cols = list(range(features))[-targets:] if target_columns is None else target_columns
-        if list(cols) != list(range(features)):
+        from training.forecasters import _targets
+
+        cols = _targets(features, targets, target_columns)
+        if cols != list(range(features)):
             raise ValueError(f"model.channels: independent forecasts every input tag from its "
                              f"own history: every tag must be a target, in input order "
-                             f"({features} tags, target columns {list(cols)})")
+                             f"({features} tags, target columns {cols})")
         inner = build(window, 1, horizon, 1, target_columns=[0], **kw)
         return per_channel(inner, features)
 
