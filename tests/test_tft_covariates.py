@@ -270,6 +270,36 @@ def test_tft_step_head_does_not_grow_with_the_horizon():
     assert flat == [(8 * h + 1) * h * 2 * 3 for h in (4, 8)]  # H·hidden inputs, H·T·3 outputs
 
 
+def test_tft_linear_skip_adds_a_linear_forecast_from_each_targets_own_past(tmp_path):
+    """``linear_skip``: with the network's delta at its zero start, the median is the last
+    value plus one linear map over time from each target's own past (not the other tags',
+    not the calendar's), for every quantile's centre; it converts with builtin ops."""
+    from converters.tflite import convert_many
+    from edge_runtime.interpreter import EdgeModel
+    from training.tft import tft
+
+    window, horizon, tags, known = 8, 4, 3, 1
+    model = tft(window, tags, horizon, 2, hidden=8, heads=2, quantiles=QUANTILES,
+                known_future=["hour_of_day"], linear_skip=True)
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal((window, horizon)).astype(np.float32) * 0.3
+    bias = rng.standard_normal(horizon).astype(np.float32)
+    model.get_layer("linear_skip").set_weights([kernel, bias])
+    x = rng.standard_normal((5, window + horizon, tags + known)).astype(np.float32)
+    x[:, window:, :tags] = 0.0
+    past = x[:, :window, 1:tags]  # the targets: the last two tags
+    expected = past[:, -1:, :] + np.einsum("nlt,lh->nht", past, kernel) + bias[None, :, None]
+    median = np.asarray(model(x))[..., QUANTILES.index(0.5)]
+    np.testing.assert_allclose(median, expected, rtol=1e-5, atol=1e-5)
+    assert "linear_skip" not in {layer.name for layer in tft(window, tags, horizon, 2, hidden=8,
+                                                             heads=2).layers}
+    model.save(tmp_path / "model.keras")
+    info = convert_many(tmp_path / "model.keras", tmp_path / "out", ("fp32",))["fp32"]
+    assert "error" not in info, info  # the converter allows builtin ops only
+    [edge] = EdgeModel(info["path"]).predict(x)
+    np.testing.assert_allclose(edge, np.asarray(model(x)), rtol=1e-4, atol=1e-4)
+
+
 def test_tft_unknown_head_names_the_field():
     from training.tft import tft
 

@@ -50,16 +50,19 @@ def last_value_skip(inputs, window: int, horizon: int, target_columns: list[int]
 
 
 def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int],
-          quantiles: list[float] | None = None):
-    """Flat (N, D) or per-step (N, H, D) features → (N, H, T) delta, plus the last-value skip.
-    Per-step features get one position-wise Dense shared by every step (D·T weights; a flat
-    head has D·H·T, which grows as H² when D does). The delta layer starts at zero, so an
-    untrained model is exactly persistence and training only learns the change. With
-    ``quantiles`` the forecast is the median and :func:`quantile_head` adds the rest."""
+          quantiles: list[float] | None = None, skip=None):
+    """Flat (N, D) or per-step (N, H, D) features → (N, H, T) delta, plus the last-value skip
+    (and ``skip``, an extra (N, H, T) term, when given). Per-step features get one
+    position-wise Dense shared by every step (D·T weights; a flat head has D·H·T, which grows
+    as H² when D does). The delta layer starts at zero, so an untrained model is exactly
+    persistence and training only learns the change. With ``quantiles`` the forecast is the
+    median and :func:`quantile_head` adds the rest."""
     units = targets if len(x.shape) == 3 else horizon * targets
     delta = layers.Dense(units, kernel_initializer="zeros", name="delta")(x)
     out = layers.Reshape((horizon, targets))(delta)
-    median = layers.Add(name="forecast")([out, last_value_skip(inputs, window, horizon, cols)])
+    terms = [out, last_value_skip(inputs, window, horizon, cols), *([skip] if skip is not None
+                                                                   else [])]
+    median = layers.Add(name="forecast")(terms)
     return quantile_head(x, median, quantiles) if quantiles else median
 
 

@@ -181,11 +181,11 @@ def tft(window: int, features: int, horizon: int, targets: int,
         heads: int = ATTENTION_HEADS,
         dropout: float = 0.0, unroll: bool = True, quantiles: list[float] | None = None,
         known_future: list[str] | None = None, static_column: int | None = None,
-        head: str = HEADS[0]):
+        head: str = HEADS[0], linear_skip: bool = False):
     """Temporal Fusion Transformer: variable selection, LSTM encoder–decoder, interpretable
     multi-head attention, gated residual blocks; last-value skip + delta head (``flat`` or
     per-``step``), optional non-crossing ``quantiles``, calendar ``known_future`` inputs and
-    a static covariate."""
+    a static covariate. ``linear_skip``: a :func:`linear_skip` term added to the forecast."""
     check_tft_args(hidden=hidden, heads=heads, head=head)
     cols = _targets(features, targets, target_columns)
     name = _Names()
@@ -227,8 +227,23 @@ def tft(window: int, features: int, horizon: int, targets: int,
     x = grn(x, hidden, name, dropout)  # position-wise feed-forward
     x = gate_add_norm(x, dec, hidden, name)  # skip over the whole attention block
     features_out = layers.Flatten()(x) if head == "flat" else x
+    skip = linear_skip_term(raw, features + known, horizon, cols) if linear_skip else None
     return keras.Model(inputs, _head(features_out, horizon, len(cols), raw, window, cols,
-                                     quantiles), name="tft")
+                                     quantiles, skip), name="tft")
+
+
+def linear_skip_term(raw, columns: int, horizon: int, cols: list[int]):
+    """(N, L, columns) past window → (N, H, T): one linear map over time from each target's
+    own L past values to its H future ones, shared by the targets (DLinear's
+    ``individual=False`` layer, without the trend split). Not in the paper: the global linear
+    residual of TiDE (Das et al., 2023), so the network learns what a linear forecast misses
+    rather than the whole trajectory. Starts at zero (the model starts as persistence, like
+    the delta head). TRANSPOSE + FULLY_CONNECTED: builtin."""
+    picked = raw if cols == list(range(columns)) else _columns(raw, columns, cols,
+                                                                 "linear_skip_pick")
+    over_time = layers.Permute((2, 1))(picked)  # (N, T, L)
+    mapped = layers.Dense(horizon, kernel_initializer="zeros", name="linear_skip")(over_time)
+    return layers.Permute((2, 1))(mapped)  # (N, H, T)
 
 
 # ------------------------------------------------------------------------ interpretability
