@@ -135,6 +135,20 @@ def test_strict_refuses_the_defective_export_naming_the_file(tmp_path):
     assert not (tmp_path / "runs" / config.name / "model.keras").exists()  # stopped first
 
 
+def test_the_example_config_reads_the_file_the_readme_writes():
+    """README's walkthrough writes data/plant.csv from the repository root and trains the
+    example config, whose relative data.path is read from the config file's folder."""
+    import re
+
+    from training.config import load_train_config
+
+    readme = (ROOT / "README.md").read_text()
+    written = re.search(r"python -m training\.simulator --csv (\S+)", readme).group(1)
+    assert "procedge train configs/historian/historian_example.yaml" in readme
+    config = load_train_config(ROOT / "configs/historian/historian_example.yaml")
+    assert config.data.path == (ROOT / written).resolve()
+
+
 def test_the_example_config_trains_on_a_generated_export(tmp_path):
     raw = yaml.safe_load((ROOT / "configs/historian/historian_example.yaml").read_text())
     csv = tmp_path / "plant.csv"
