@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.config import CVAE_TEXTURES
+
 SIZE = 32
 
 
@@ -91,7 +93,8 @@ def generator(family: str, x: np.ndarray, c: np.ndarray, n_classes: int, args, s
 
     keras.utils.set_random_seed(seed)
     extra = {"batch_norm": False} if family == "dcgan" and args.dcgan_no_batch_norm else {}
-    extra |= {"sampling": args.cvae_sampling} if family == "image_cvae" else {}
+    extra |= {"sampling": args.cvae_sampling, "texture": args.cvae_texture} \
+        if family == "image_cvae" else {}
     model = get_family(family, "generative").build(x.shape[1], 1, n_classes,
                                                    latent_dim=args.latent,
                                                    filters=args.filters, **extra)
@@ -232,6 +235,9 @@ def main(argv: list[str]) -> None:
     p.add_argument("--cvae-sampling", choices=["prior", "posterior"], default="prior",
                    help="image_cvae's latent draws: N(0, I), or per-class Gaussians fitted "
                         "to its training images' codes")
+    p.add_argument("--cvae-texture", choices=CVAE_TEXTURES, default=CVAE_TEXTURES[0],
+                   help="image_cvae's samples: the decoded means, or plus a texture field "
+                        "with the spectrum of what it misses on its training images")
     p.add_argument("--classifier-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="only the study")

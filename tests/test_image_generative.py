@@ -211,3 +211,64 @@ def test_copy_ratio_reads_zero_for_copies_and_about_one_for_new_draws():
     train, real, new = rng.normal(size=(3, 300, 6))
     assert copy_ratio(train, real, train[:100] + 1e-3) < 0.01
     assert 0.85 < copy_ratio(train, real, new) < 1.15
+
+
+def test_residual_texture_draws_fields_with_each_class_spectrum(tmp_path):
+    """Fitted to residuals with streaks along x (class 0) and along y (class 1), the fields
+    keep each class's power spectrum and hence its orientation; they survive the run file."""
+    from training.images.texture import ResidualTexture
+
+    rng = np.random.default_rng(0)
+    side, n = 16, 200
+    y, x = np.mgrid[0:side, 0:side]
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1))
+    along_x = np.sin(2 * np.pi * 3 * y / side + phase)  # constant along x: horizontal streaks
+    along_y = np.sin(2 * np.pi * 5 * x / side + phase)
+    residuals = np.concatenate([along_x, along_y])[..., None] + 0.05 * rng.standard_normal(
+        (2 * n, side, side, 1))
+    classes = np.repeat([0, 1], n)
+    texture = ResidualTexture.fit(residuals, classes, 3)
+    fields = texture.sample(np.repeat([0, 1], 500), np.random.default_rng(1))
+    assert fields.shape == (1000, side, side, 1) and fields.dtype == np.float32
+    power = np.abs(np.fft.fft2(fields.astype(np.float64), axes=(1, 2))) ** 2
+    for k in (0, 1):
+        np.testing.assert_allclose(power[500 * k:500 * (k + 1)].mean(0),
+                                   texture.amplitude[k] ** 2, rtol=0.25, atol=0.5)
+    def along(f, axis):  # mean squared step along an axis: small where the streaks run
+        return float(np.mean(np.diff(f, axis=axis) ** 2))
+    assert along(fields[:500], 2) < 0.05 * along(fields[:500], 1)
+    assert along(fields[500:], 1) < 0.05 * along(fields[500:], 2)
+    np.testing.assert_allclose(texture.amplitude[2] ** 2, (texture.amplitude[:2] ** 2).mean(0),
+                               rtol=1e-4)  # a class without residuals: the pooled spectrum
+    texture.save(tmp_path)
+    again = ResidualTexture.load(tmp_path)
+    np.testing.assert_array_equal(again.sample([0, 1], np.random.default_rng(2)),
+                                  texture.sample([0, 1], np.random.default_rng(2)))
+
+
+def test_image_cvae_texture_is_fitted_saved_and_reloaded(tiles, tmp_path):
+    """``model.texture: spectrum``: the run holds the texture, `procedge generate`'s loader
+    draws the same images as the fitted model, and they are the decoded means plus a field
+    (the same weights without it give the bare means)."""
+    from training.images.generative_task import fit_generator, load_images
+    from training.images.generators import image_cvae, load_image_generator
+    from training.registry import get_family
+    from training.train import train
+
+    cfg = config(tmp_path, "image_cvae", tiles)
+    cfg = cfg.model_copy(update={"model": {"filters": 4, "texture": "spectrum"}})
+    run = train(cfg)
+    gen, meta = load_image_generator(run)
+    assert meta["texture"] == "texture.npz" and gen.texture.amplitude.shape == (3, 8, 8, 1)
+    (tx, tc), _, names, _ = load_images(tiles, 8, cfg.generative.classes, 0.2, 1)
+    fitted = fit_generator(cfg, get_family("image_cvae", "generative"), tx, tc, len(names))
+    classes = np.array([0, 1, 2, 2])
+    textured = gen.sample(classes, seed=5)
+    np.testing.assert_allclose(textured, fitted.sample(classes, seed=5), atol=1e-5)
+    assert np.isfinite(textured).all() and np.abs(textured).max() <= 1.0
+    fitted.texture = None
+    assert not np.allclose(textured, fitted.sample(classes, seed=5), atol=1e-3)
+    with pytest.raises(ValueError, match="model.texture must be one of"):
+        image_cvae(8, 1, 2, latent_dim=4, filters=4, texture="perlin")
+    with pytest.raises(ConfigError, match="model.texture must be one of"):
+        check_train_config(cfg.model_copy(update={"model": {"texture": "perlin"}}), "t.yaml")

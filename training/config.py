@@ -196,6 +196,16 @@ def check_cvae_sampling(sampling: str) -> None:
                          f"not {sampling!r}")
 
 
+CVAE_TEXTURES = ("none", "spectrum")  # image_cvae's samples: bare, or + a texture field
+
+
+def check_cvae_texture(texture: str) -> None:
+    """``image_cvae``'s ``model.texture``, checked without Keras (config and builder)."""
+    if texture not in CVAE_TEXTURES:
+        raise ValueError(f"model.texture must be one of {list(CVAE_TEXTURES)}, "
+                         f"not {texture!r}")
+
+
 class GenerativeConfig(Strict):
     """Task generative: a conditional VAE or a WGAN-GP over tag windows (docs/generative.md).
     Training runs a fixed number of steps (``fit.epochs`` and early stopping do not apply);
@@ -578,6 +588,7 @@ def check_generative_input(config: TrainConfig, fail) -> bool:
     if config.family == "image_cvae":
         try:
             check_cvae_sampling(config.model.get("sampling", CVAE_SAMPLINGS[0]))
+            check_cvae_texture(config.model.get("texture", CVAE_TEXTURES[0]))
         except ValueError as exc:
             fail("model", str(exc))
     return images

@@ -20,8 +20,15 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from training.config import CVAE_SAMPLINGS, IMAGE_GENERATORS, check_cvae_sampling
+from training.config import (
+    CVAE_SAMPLINGS,
+    CVAE_TEXTURES,
+    IMAGE_GENERATORS,
+    check_cvae_sampling,
+    check_cvae_texture,
+)
 from training.generative import GENERATOR_FILE, META_FILE, cvae_step, fit_steps, latent_line
+from training.images.texture import ResidualTexture
 from training.registry import register
 
 IMAGE_FAMILIES = IMAGE_GENERATORS
@@ -126,6 +133,7 @@ class ImageGenerator:
         self.n_classes, self.latent_dim = n_classes, latent_dim
         self.history: dict[str, list[float]] = {}
         self.latent_density: ClassGaussians | None = None  # None: z ~ N(0, I)
+        self.texture: ResidualTexture | None = None  # None: the decoded images as they are
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -143,8 +151,11 @@ class ImageGenerator:
         """Images (n, size, size, channels) in [-1, 1], one per class index; same seed, same
         images (inference mode: batch normalisation uses its moving statistics)."""
         rng = np.random.default_rng(seed)
-        return self.generator.predict(self.inputs(classes, rng), verbose=0,
-                                      batch_size=256).astype(np.float32)
+        images = self.generator.predict(self.inputs(classes, rng), verbose=0,
+                                        batch_size=256).astype(np.float32)
+        if self.texture is None:
+            return images
+        return np.clip(images + self.texture.sample(classes, rng), -1.0, 1.0)
 
     def fit(self, x: np.ndarray, classes: np.ndarray, steps: int, batch_size: int, seed: int,
             settings: dict, desc: str = "generative", draw_p: np.ndarray | None = None
@@ -160,6 +171,8 @@ class ImageGenerator:
                 "latent_dim": self.latent_dim} | (extra or {})
         if self.latent_density is not None:
             meta["latent_density"] = self.latent_density.to_dict()
+        if self.texture is not None:
+            meta["texture"] = self.texture.save(run_dir)
         (Path(run_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -171,6 +184,8 @@ def load_image_generator(run_dir: Path) -> tuple[ImageGenerator, dict]:
                          meta["n_classes"], meta["latent_dim"])
     if "latent_density" in meta:
         gen.latent_density = ClassGaussians.from_dict(meta["latent_density"])
+    if "texture" in meta:
+        gen.texture = ResidualTexture.load(run_dir, meta["texture"])
     return gen, meta
 
 
@@ -229,18 +244,22 @@ class ImageCVAE(ImageGenerator):
     the decoder's image with one learned standard deviation s; loss = NLL + β·KL. Samples are
     the decoded means (pixel noise of size s would add only grain, not texture) of z drawn
     from the prior N(0, I) (``sampling: prior``) or from :class:`ClassGaussians` fitted
-    to the training images' codes after the fit (``sampling: posterior``)."""
+    to the training images' codes after the fit (``sampling: posterior``); with ``texture:
+    spectrum`` plus a :class:`~training.images.texture.ResidualTexture` field fitted to
+    what the decoder misses on the training images."""
 
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
-                 filters: int = 32, sampling: str = CVAE_SAMPLINGS[0]):
+                 filters: int = 32, sampling: str = CVAE_SAMPLINGS[0],
+                 texture: str = CVAE_TEXTURES[0]):
         check_cvae_sampling(sampling)
+        check_cvae_texture(texture)
         dec = image_decoder(size, channels, latent_dim + n_classes, filters, "cvae_decoder",
                             batch_norm=False)
         super().__init__("image_cvae", dec, size, channels, n_classes, latent_dim)
         self.encoder = image_encoder(size, channels, n_classes, filters, 2 * latent_dim,
                                      "cvae_encoder")
         self.log_std = tf.Variable(np.log(0.2), dtype=tf.float32, name="log_std")
-        self.sampling = sampling
+        self.sampling, self.texture_kind = sampling, texture
 
     def fit(self, x, classes, steps, batch_size, seed, settings, desc="image_cvae",
             draw_p=None):
@@ -249,10 +268,16 @@ class ImageCVAE(ImageGenerator):
         onehot = np.eye(self.n_classes, dtype=np.float32)[classes]
         self.history = fit_steps(step, x, onehot, steps, batch_size, seed, desc, ("nll", "kl"),
                              draw_p)
+        if self.sampling == "prior" and self.texture_kind == "none":
+            return self.history
+        codes = self.encoder.predict([x, onehot], verbose=0, batch_size=64)
+        codes, classes = codes[:, :self.latent_dim], np.asarray(classes, int)
         if self.sampling == "posterior":
-            codes = self.encoder.predict([x, onehot], verbose=0, batch_size=64)
-            self.latent_density = ClassGaussians.fit(codes[:, :self.latent_dim],
-                                                     np.asarray(classes, int), self.n_classes)
+            self.latent_density = ClassGaussians.fit(codes, classes, self.n_classes)
+        if self.texture_kind == "spectrum":
+            decoded = self.generator.predict(np.concatenate([codes, onehot], axis=1),
+                                             verbose=0, batch_size=64)
+            self.texture = ResidualTexture.fit(x - decoded, classes, self.n_classes)
         return self.history
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
@@ -274,7 +299,9 @@ def dcgan(size: int, channels: int, n_classes: int, latent_dim: int = 32,
 
 @register("generative", "image_cvae", small={"latent_dim": 8, "filters": 4})
 def image_cvae(size: int, channels: int, n_classes: int, latent_dim: int = 32,
-               filters: int = 32, sampling: str = CVAE_SAMPLINGS[0]) -> ImageCVAE:
+               filters: int = 32, sampling: str = CVAE_SAMPLINGS[0],
+               texture: str = CVAE_TEXTURES[0]) -> ImageCVAE:
     """Conditional VAE over square grey images (conv encoder, transposed-conv decoder);
-    ``sampling``: latent draws from the prior or from the training codes' class Gaussians."""
-    return ImageCVAE(size, channels, n_classes, latent_dim, filters, sampling)
+    ``sampling``: latent draws from the prior or from the training codes' class Gaussians;
+    ``texture``: the decoded means as they are, or plus a residual texture field."""
+    return ImageCVAE(size, channels, n_classes, latent_dim, filters, sampling, texture)
