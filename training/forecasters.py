@@ -60,9 +60,8 @@ def _head(x, horizon: int, targets: int, inputs, window: int, cols: list[int],
     units = targets if len(x.shape) == 3 else horizon * targets
     delta = layers.Dense(units, kernel_initializer="zeros", name="delta")(x)
     out = layers.Reshape((horizon, targets))(delta)
-    terms = [out, last_value_skip(inputs, window, horizon, cols), *([skip] if skip is not None
-                                                                   else [])]
-    median = layers.Add(name="forecast")(terms)
+    terms = [out, last_value_skip(inputs, window, horizon, cols)]
+    median = layers.Add(name="forecast")(terms if skip is None else [*terms, skip])
     return quantile_head(x, median, quantiles) if quantiles else median
 
 
