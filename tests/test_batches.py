@@ -40,7 +40,7 @@ def config(path: Path, **over) -> TrainConfig:
            "soft_sensor": {"target": "yield", "early_percent": [10, 20, 30]},
            "split": {"by": "group", "group_column": "batch_id", "folds": 3}}
     for key, value in over.items():
-        raw[key] = raw[key] | value if isinstance(value, dict) else value
+        raw[key] = raw.get(key, {}) | value if isinstance(value, dict) else value
     return TrainConfig.model_validate(raw)
 
 
@@ -229,3 +229,37 @@ def test_recipe_columns_add_the_batch_record_and_change_no_batch():
         np.testing.assert_allclose(first[tag], [t[key] for t in truth])  # the hidden truth
     np.testing.assert_allclose(plain["yield"].dropna(), [t["yield"] for t in truth])
     assert {"a1", "a2", "ua", "x10"} <= set(truth[0])
+
+
+def test_data_quality_is_reported_per_batch_and_strict_stops(export, tmp_path, capsys):
+    """A historian batch export gets the data-quality report of every historian task:
+    printed, in training.json, drawn, and enforced by ``data.strict``. A gap inside a batch
+    counts; the idle hour between two batches does not."""
+    import json
+
+    import pandas as pd
+
+    from training.train import train
+
+    frame = pd.read_csv(export)
+    stamps = pd.to_datetime(frame["timestamp"], utc=True)
+    frame["timestamp"] = (stamps + pd.to_timedelta(np.where(frame["batch_id"] >= 5, 3600, 0),
+                                                   unit="s")).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    inside = frame.index[frame["batch_id"] == 3][5:7]  # two grid steps: 540 s between values
+    frame.loc[inside, "T"] = np.nan
+    path = tmp_path / "gapped.csv"
+    frame.to_csv(path, index=False)
+    fit = {"epochs": 1, "batch_size": 8, "tensorboard": False}
+    run = train(config(path, fit=fit, model={"units": [4]}, output_dir=str(tmp_path / "runs")))
+    report = json.loads((run / "training.json").read_text())["data_quality"]
+    assert report["tags"]["T"]["gaps"] == 1 and report["tags"]["Tj"]["gaps"] == 0
+    assert "yield" not in report["tags"]  # empty between batch ends by design
+    assert report["warnings"] == ["T: 2 bad values {'': 2}",
+                                  "T: 1 gaps longer than max_gap_s 360 s (longest 540 s)"]
+    assert (run / "data_quality.png").is_file()
+    assert "data quality: " in capsys.readouterr().out
+    strict = config(path, fit=fit, model={"units": [4]}, output_dir=str(tmp_path / "strict"),
+                    data={"strict": True})
+    with pytest.raises(ValueError, match=r"data-quality check failed \(strict\): T: 2 bad"):
+        train(strict)
+    assert not (tmp_path / "strict" / "b" / "model.keras").exists()

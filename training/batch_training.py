@@ -18,8 +18,9 @@ import numpy as np
 from edge_runtime.bundle import InputSpec, OutputSpec, RunRecord, SoftSensorSpec, TagSpec
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.soft_sensing import fill_gaps
-from training import plots
+from training import plots, quality
 from training.batches import (
+    BatchData,
     batch_spec,
     fingerprint,
     load_batches,
@@ -40,6 +41,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     data = load_batches(config)
     samples = make_samples(data, config)
     splits = split_batches(samples, config)  # leak checks before any training
+    _data_quality(config, data, samples.groups[splits.train], run_dir)
     scaler = StandardScaler.fit(samples.x[splits.train].reshape(-1, samples.x.shape[-1]))
     y_train = samples.y[splits.train]
     spread = float(y_train.std())
@@ -85,6 +87,21 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         metrics={"keras": metrics}, training=info,
         training_data_sha256=fingerprint(samples.x[tr], samples.y[tr], tags),
         data_quality=data.report)
+
+
+def _data_quality(config: TrainConfig, data: BatchData, train_ids: np.ndarray,
+                  run_dir: Path) -> None:
+    """The data-quality report of every historian task: the flat-lined check on the training
+    batches' rows, printed, enforced by ``data.strict`` (``--strict``), drawn."""
+    rows = np.concatenate([b.rows for b in data.batches])
+    in_train = np.concatenate([np.full(len(b.rows), b.id in set(train_ids.tolist()))
+                               for b in data.batches])
+    grid_s = np.concatenate([b.start_s + config.window.period_s * np.arange(len(b.rows))
+                             for b in data.batches])
+    quality.finish(data.report, rows, data.tags, in_train)
+    print(quality.table(data.report), flush=True)
+    quality.check(data.report, config.data.strict)
+    plots.data_quality(data.report, grid_s, rows, data.tags, run_dir / "data_quality.png")
 
 
 def _pls_per_k(x: np.ndarray, y: np.ndarray, percent: np.ndarray, test_x: np.ndarray,

@@ -32,7 +32,7 @@ import pandas as pd
 from edge_runtime.batch_tracker import PROGRESS, BatchSpec, early_rows, early_window
 from edge_runtime.validation import ConfigError
 from training.config import TrainConfig, export_columns
-from training.historian import align, epoch_seconds, import_export
+from training.historian import align, epoch_seconds, gaps, import_export
 from training.label_splits import LabelSplits, LeakError, check_no_leak, split_labels
 
 
@@ -122,9 +122,30 @@ def load_batches(config: TrainConfig) -> BatchData:
              f"{target!r} ({'in ' + str(batch.targets) if batch.targets else 'in its rows'}"
              f"; ids {run_ids[:3].tolist()}…): no batch-end value aligns with a batch")
     nominal = int(np.median([len(b.rows) for b in batches]))
+    report = _batch_quality(export.report, frame, data.timestamp_column, tags,
+                            list(zip(starts, stops, strict=True)), batches,
+                            config.window.max_gap_s)
     return BatchData(kept, tags, [data.units.get(t, "") for t in tags],
                      config.soft_sensor.unit or data.units.get(target, ""), nominal,
-                     len(batches) - len(kept), export.report)
+                     len(batches) - len(kept), report)
+
+
+def _batch_quality(report: dict, frame: pd.DataFrame, timestamp_column: str, tags: list[str],
+                   bounds: list[tuple[int, int]], batches: list[Batch], max_gap_s: float
+                   ) -> dict:
+    """The import report completed as for a series export, per batch: gaps counted within
+    each batch (the idle time between two batches is not a gap), the valid share over the
+    batches' grids. Input tags only: the target column is empty between batch ends by
+    design, and unreadable batch ids are refused above."""
+    report = report | {"max_gap_s": max_gap_s,
+                       "tags": {t: dict(report["tags"][t]) for t in tags}}
+    rows = np.concatenate([b.rows for b in batches])
+    for i, tag in enumerate(tags):
+        within = [gaps(frame.iloc[a:b], timestamp_column, tag, max_gap_s) for a, b in bounds]
+        report["tags"][tag] |= {"gaps": sum(g["gaps"] for g in within),
+                                "longest_gap_s": max(g["longest_gap_s"] for g in within),
+                                "valid_share": float(np.isfinite(rows[:, i]).mean())}
+    return report
 
 
 def _targets(config: TrainConfig, frame: pd.DataFrame, ids: np.ndarray, starts: np.ndarray,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def finish(report: dict, rows: np.ndarray, tags: list[str], train: slice) -> dict:
+def finish(report: dict, rows: np.ndarray, tags: list[str], train: slice | np.ndarray
+           ) -> dict:
     """Add the flat-lined check on the training rows, then the warnings."""
     part = rows[train]
     for i, tag in enumerate(tags):
