@@ -442,14 +442,18 @@ class TrainingInfo(Strict):
     env_steps: int | None = Field(default=None, gt=0, description="An agent trained by "
                                   "interaction (task control): its budget in environment "
                                   "steps, run in one pass (epochs 1 of 1).")
+    optimizer_steps: int | None = Field(default=None, gt=0, description="A generator trained "
+                                        "for a fixed number of optimizer steps (task "
+                                        "generative), run in one pass (epochs 1 of 1).")
 
     def summary(self, name: str) -> str:
         """One line for the end of a command: epochs of the budget, what ended the fit (in
         capitals when the wall-clock limit cut it short), pace and device; an agent's
-        environment steps and time instead of epochs."""
-        if self.env_steps is not None:
-            return (f"{name}: {self.env_steps} environment steps (budget done), "
-                    f"{self.seconds_per_epoch:.1f} s on {self.device}")
+        environment steps or a generator's optimizer steps and time instead of epochs."""
+        for steps, kind in ((self.env_steps, "environment"), (self.optimizer_steps, "training")):
+            if steps is not None:
+                return (f"{name}: {steps} {kind} steps (budget done), "
+                        f"{self.seconds_per_epoch:.1f} s on {self.device}")
         end = (f"TRUNCATED by the wall-clock limit of {self.max_minutes:g} min: not fully "
                "trained" if self.truncated
                else "early stopping" if self.early_stopped else "budget done")

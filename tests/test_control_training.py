@@ -141,7 +141,7 @@ def test_shield_wrap_puts_any_controller_behind_a_bundles_shield():
     assert info["shield"] == "clamped" and info["shielded_setpoint"] == 310.0
 
 
-def test_an_agents_summary_counts_environment_steps_not_epochs():
+def test_an_agents_and_a_generators_summary_count_steps_not_epochs():
     from edge_runtime.bundle import TrainingInfo
 
     info = TrainingInfo(epochs=1, epochs_budget=1, device="CPU", seconds_per_epoch=73.94,
@@ -149,6 +149,9 @@ def test_an_agents_summary_counts_environment_steps_not_epochs():
     assert info.summary("reactor") == "reactor: 60000 environment steps (budget done), " \
                                       "73.9 s on CPU"
     assert "epochs" in TrainingInfo(epochs=3, epochs_budget=5).summary("fit")
+    assert TrainingInfo(epochs=1, epochs_budget=1, device="CPU", seconds_per_epoch=6.67,
+                        optimizer_steps=2000).summary("tank_cvae") == \
+        "tank_cvae: 2000 training steps (budget done), 6.7 s on CPU"
 
 
 def test_bad_environment_overrides_are_refused_before_tensorflow():

@@ -75,6 +75,7 @@ def test_cvae_honours_the_condition_and_is_deterministic(cvae_run):
         np.testing.assert_allclose(got, means, atol=0.5, err_msg=f"mode {mode}")
     record = RunRecord.load(run)
     assert record.task == "generative" and record.metrics["keras"]["mmd2"] < 0.1
+    assert record.training.optimizer_steps == record.metrics["keras"]["steps"]
     for name in ("generator.keras", "generative.json", "heldout.npz", "losses.png",
                  "samples.png", "pca.png", "interpolation.png"):
         assert (run / name).is_file(), name

@@ -39,6 +39,7 @@ def test_image_generator_trains_samples_and_is_deterministic(tiles, tmp_path, fa
     run = train(cfg)
     gen, meta = load_image_generator(run)
     assert meta["kind"] == "image" and meta["class_names"] == ["MT_Blob", "MT_Scratch"]
+    assert json.loads((run / "training.json").read_text())["training"]["optimizer_steps"] == 4
     classes = np.array([0, 1, 1])
     x = gen.sample(classes, seed=2)
     assert x.shape == (3, 8, 8, 1) and np.isfinite(x).all() and np.abs(x).max() <= 1.0

@@ -102,7 +102,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     return RunRecord(name=config.name, task="generative", family=config.family, image=spec,
                      training_data_sha256=fingerprint, metrics={"keras": metrics},
                      training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                                           seconds_per_epoch=seconds))
+                                           seconds_per_epoch=seconds,
+                                           optimizer_steps=g.steps))
 
 
 def _latent_pictures(config: TrainConfig, model, train: tuple, val: tuple, names: list[str],

@@ -72,7 +72,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     return RunRecord(name=config.name, task="generative", family=config.family,
                      metrics={"keras": metrics},
                      training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                                           seconds_per_epoch=seconds),
+                                           seconds_per_epoch=seconds,
+                                           optimizer_steps=g.steps),
                      **data.record_fields(config))
 
 
