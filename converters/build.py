@@ -159,9 +159,9 @@ def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK) -> tuple[str 
     quick = [r for r in passing if r["edge_p50_ms"] <= fastest * (1 + latency_slack)]
     best = min(quick, key=lambda r: (r["bytes"], r["edge_p50_ms"]))
     slower = [r["mode"] for r in passing if r not in quick]
-    why = (f"{best['mode']}: {best['bytes']} bytes, {best['edge_p50_ms']:.3f} ms/window; "
+    why = (f"{best['mode']}: {best['bytes']} bytes, {_ms(best['edge_p50_ms'])} ms/window; "
            f"smallest of the passing modes within {latency_slack:.0%} of the fastest "
-           f"({fastest:.3f} ms)")
+           f"({_ms(fastest)} ms)")
     if slower:
         why += f"; passing but slower: {', '.join(slower)}"
     return best["mode"], why
@@ -197,7 +197,13 @@ def render_markdown(name: str, report: dict) -> str:
 
 
 def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    return "-" if value is None else _ms(value)
+
+
+def _ms(value: float) -> str:
+    """Milliseconds to three decimals, or three significant digits below 0.1 ms, so two
+    microsecond-scale latencies that decided a choice do not print alike."""
+    return f"{value:.3g}" if value < 0.1 else f"{value:.3f}"
 
 
 def _fingerprint(npz: Path) -> str:
@@ -262,7 +268,7 @@ def summary_lines(report: dict) -> list[str]:
     for r in report["candidates"]:
         if r["passed"]:
             state = "passed" + (" — shipped" if r["mode"] == report["choice"] else "")
-            lines.append(f"{r['mode']}: {state} ({r['bytes']} B, {r['edge_p50_ms']:.3f} ms, "
+            lines.append(f"{r['mode']}: {state} ({r['bytes']} B, {_ms(r['edge_p50_ms'])} ms, "
                          f"route {r['route']})")
         else:
             lines.append(f"{r['mode']}: rejected — {'; '.join(r['reasons'])}")

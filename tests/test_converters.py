@@ -101,6 +101,12 @@ def test_choice_is_by_measured_latency_not_by_size():
     rows[0]["edge_p50_ms"] = 0.105
     assert choose(rows)[0] == "int8"  # within 10 % of the fastest: the smallest wins
     assert choose([dict(rows[0], passed=False)])[0] is None
+    # microsecond-scale latencies print apart when they decided the choice
+    tiny = [{"mode": "dynamic", "passed": True, "bytes": 9024, "edge_p50_ms": 0.00481},
+            {"mode": "fp16", "passed": True, "bytes": 10832, "edge_p50_ms": 0.00412}]
+    assert choose(tiny) == ("fp16", "fp16: 10832 bytes, 0.00412 ms/window; smallest of the "
+                                    "passing modes within 10% of the fastest (0.00412 ms); "
+                                    "passing but slower: dynamic")
 
 
 def _flex_model():
