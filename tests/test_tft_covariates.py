@@ -278,14 +278,14 @@ def test_tft_linear_skip_adds_a_linear_forecast_from_each_targets_own_past(tmp_p
     from edge_runtime.interpreter import EdgeModel
     from training.tft import tft
 
-    window, horizon, tags, known = 8, 4, 3, 1
+    window, horizon, tags = 8, 4, 3
     model = tft(window, tags, horizon, 2, hidden=8, heads=2, quantiles=QUANTILES,
-                known_future=["hour_of_day"], linear_skip=True)
+                known_future=KNOWN, linear_skip=True)
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal((window, horizon)).astype(np.float32) * 0.3
     bias = rng.standard_normal(horizon).astype(np.float32)
     model.get_layer("linear_skip").set_weights([kernel, bias])
-    x = rng.standard_normal((5, window + horizon, tags + known)).astype(np.float32)
+    x = rng.standard_normal((5, window + horizon, tags + len(KNOWN))).astype(np.float32)
     x[:, window:, :tags] = 0.0
     past = x[:, :window, 1:tags]  # the targets: the last two tags
     expected = past[:, -1:, :] + np.einsum("nlt,lh->nht", past, kernel) + bias[None, :, None]
