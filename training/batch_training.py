@@ -93,9 +93,8 @@ def _data_quality(config: TrainConfig, data: BatchData, train_ids: np.ndarray,
                   run_dir: Path) -> None:
     """The data-quality report of every historian task: the flat-lined check on the training
     batches' rows, printed, enforced by ``data.strict`` (``--strict``), drawn."""
-    rows = np.concatenate([b.rows for b in data.batches])
-    in_train = np.concatenate([np.full(len(b.rows), b.id in set(train_ids.tolist()))
-                               for b in data.batches])
+    rows, train = np.concatenate([b.rows for b in data.batches]), set(train_ids.tolist())
+    in_train = np.concatenate([np.full(len(b.rows), b.id in train) for b in data.batches])
     grid_s = np.concatenate([b.start_s + config.window.period_s * np.arange(len(b.rows))
                              for b in data.batches])
     quality.finish(data.report, rows, data.tags, in_train)
