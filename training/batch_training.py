@@ -91,16 +91,14 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
 
 def _data_quality(config: TrainConfig, data: BatchData, train_ids: np.ndarray,
                   run_dir: Path) -> None:
-    """The data-quality report of every historian task: the flat-lined check on the training
-    batches' rows, printed, enforced by ``data.strict`` (``--strict``), drawn."""
+    """The data-quality review of every training run, over the batches' rows laid end to end
+    (the flat-lined check on the training batches)."""
     rows, train = np.concatenate([b.rows for b in data.batches]), set(train_ids.tolist())
     in_train = np.concatenate([np.full(len(b.rows), b.id in train) for b in data.batches])
     grid_s = np.concatenate([b.start_s + config.window.period_s * np.arange(len(b.rows))
                              for b in data.batches])
-    quality.finish(data.report, rows, data.tags, in_train)
-    print(quality.table(data.report), flush=True)
-    quality.check(data.report, config.data.strict)
-    plots.data_quality(data.report, grid_s, rows, data.tags, run_dir / "data_quality.png")
+    quality.review(data.report, grid_s, rows, data.tags, in_train, config.data.strict,
+                   run_dir / "data_quality.png")
 
 
 def _pls_per_k(x: np.ndarray, y: np.ndarray, percent: np.ndarray, test_x: np.ndarray,

@@ -6,6 +6,8 @@ with ``--strict`` (``data.strict``) any warning is an error naming the file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -75,3 +77,17 @@ def check(report: dict, strict: bool) -> None:
     if strict and report["warnings"]:
         raise ValueError(f"{report['source']}: data-quality check failed (strict): "
                          + "; ".join(report["warnings"]))
+
+
+def review(report: dict, grid_s: np.ndarray, rows: np.ndarray, tags: list[str],
+           train: slice | np.ndarray, strict: bool, picture: Path | None) -> None:
+    """What every training run does with its report, before any training: :func:`finish` it
+    on the training rows, print it, stop on a warning with ``strict``, draw it to
+    ``picture`` (when given)."""
+    finish(report, rows, tags, train)
+    print(table(report), flush=True)
+    check(report, strict)
+    if picture is not None:
+        from training import plots  # matplotlib only when drawing
+
+        plots.data_quality(report, grid_s, rows, tags, picture)

@@ -63,12 +63,9 @@ class SeriesData:
         grid = load_grid(config.data, config.window)
         splits = chronological_splits(len(grid.rows), config.window.length,
                                       config.split.train, config.split.val)
-        quality.finish(grid.quality, grid.rows, grid.tags, splits.train)
-        print(quality.table(grid.quality), flush=True)
-        quality.check(grid.quality, config.data.strict)
-        if run_dir is not None:
-            plots.data_quality(grid.quality, grid.grid_s, grid.rows, grid.tags,
-                               Path(run_dir) / "data_quality.png")
+        quality.review(grid.quality, grid.grid_s, grid.rows, grid.tags, splits.train,
+                       config.data.strict,
+                       None if run_dir is None else Path(run_dir) / "data_quality.png")
         scaler = StandardScaler.fit(grid.rows[splits.train])
         return cls(grid, splits, scaler, scaler.transform(grid.rows))
 

@@ -65,11 +65,8 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
     splits = split_labels(paired.ends, lab.stamps, lab.groups, config.split, L)
     check_no_leak(splits, paired.ends, L, grid.grid_s, lab.groups)  # before any training
     train_rows = covered_rows(paired.ends[splits.train], L, len(grid.rows))
-    quality.finish(grid.quality, grid.rows, grid.tags, train_rows)
-    print(quality.table(grid.quality), flush=True)
-    quality.check(grid.quality, config.data.strict)
-    plots.data_quality(grid.quality, grid.grid_s, grid.rows, grid.tags,
-                       run_dir / "data_quality.png")
+    quality.review(grid.quality, grid.grid_s, grid.rows, grid.tags, train_rows,
+                   config.data.strict, run_dir / "data_quality.png")
     scaler = StandardScaler.fit(grid.rows[train_rows])
     scaled = scaler.transform(grid.rows)
     classify = s.kind == "classification"  # labels are class indices: not scaled
