@@ -118,7 +118,8 @@ class Pinball(keras.losses.Loss):
 
 
 def _pick_channels(x, features: int, cols: list[int]):
-    """(N, H, F) → (N, H, T) by a fixed 0/1 matrix (identity when every channel is a target)."""
+    """(N, steps, F) → (N, steps, T) by a fixed 0/1 matrix (identity when every channel is a
+    target)."""
     if cols == list(range(features)):
         return x
     return layers.Dense(len(cols), use_bias=False, trainable=False, name="pick_targets",

@@ -44,7 +44,7 @@ import numpy as np
 from keras import layers
 
 from training.channels import WRAPPER_SUFFIX as CHANNEL_WRAPPER
-from training.forecasters import _head, _targets
+from training.forecasters import _head, _pick_channels, _targets, _time_linear
 from training.registry import register
 from training.tft_args import ATTENTION_HEADS, HEADS, HIDDEN, check_tft_args
 
@@ -185,7 +185,7 @@ def tft(window: int, features: int, horizon: int, targets: int,
     """Temporal Fusion Transformer: variable selection, LSTM encoder–decoder, interpretable
     multi-head attention, gated residual blocks; last-value skip + delta head (``flat`` or
     per-``step``), optional non-crossing ``quantiles``, calendar ``known_future`` inputs and
-    a static covariate. ``linear_skip``: a :func:`linear_skip` term added to the forecast."""
+    a static covariate. ``linear_skip``: a :func:`linear_skip_term` added to the forecast."""
     check_tft_args(hidden=hidden, heads=heads, head=head)
     cols = _targets(features, targets, target_columns)
     name = _Names()
@@ -233,17 +233,12 @@ def tft(window: int, features: int, horizon: int, targets: int,
 
 
 def linear_skip_term(raw, columns: int, horizon: int, cols: list[int]):
-    """(N, L, columns) past window → (N, H, T): one linear map over time from each target's
-    own L past values to its H future ones, shared by the targets (DLinear's
-    ``individual=False`` layer, without the trend split). Not in the paper: the global linear
-    residual of TiDE (Das et al., 2023), so the network learns what a linear forecast misses
-    rather than the whole trajectory. Starts at zero (the model starts as persistence, like
-    the delta head). TRANSPOSE + FULLY_CONNECTED: builtin."""
-    picked = raw if cols == list(range(columns)) else _columns(raw, columns, cols,
-                                                                 "linear_skip_pick")
-    over_time = layers.Permute((2, 1))(picked)  # (N, T, L)
-    mapped = layers.Dense(horizon, kernel_initializer="zeros", name="linear_skip")(over_time)
-    return layers.Permute((2, 1))(mapped)  # (N, H, T)
+    """(N, L, columns) past window → (N, H, T): the ``linear`` family's map over time, from
+    each target's own L past values to its H future ones, shared by the targets. Not in the
+    paper: the global linear residual of TiDE (Das et al., 2023), so the network learns what
+    a linear forecast misses rather than the whole trajectory. Starts at zero (the model
+    starts as persistence, like the delta head)."""
+    return _time_linear(_pick_channels(raw, columns, cols), horizon, "linear_skip", "zeros")
 
 
 # ------------------------------------------------------------------------ interpretability
