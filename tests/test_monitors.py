@@ -50,6 +50,25 @@ def test_rank_fusion_one_score_names_the_tag():
     np.testing.assert_allclose(contrib.sum(axis=1), fused)
 
 
+def test_rank_fusion_has_no_ceiling_past_the_reference():
+    """Without a tail every score beyond the largest reference scores −log(1/(n+1)) and a
+    limit above S·log(n+1) is never reached; with it the score goes on rising, and it joins
+    the empirical part without a jump."""
+    rng = np.random.default_rng(1)
+    ref = [rng.exponential(size=400), rng.normal(size=400)]
+    fusion = RankFusion.fit(ref)
+    ceiling = 2 * np.log(401)
+    top = [r.max() for r in fusion.references]
+    far = fusion.fuse([np.array([top[0] + 5.0, top[0] + 50.0]), np.array([top[1] + 5.0] * 2)])
+    assert far[0] > ceiling + 1 and far[1] > far[0] + 10
+    at_top = fusion.parts([np.array([top[0], top[0] + 1e-9]), np.array([0.0, 0.0])])[:, 0]
+    assert abs(at_top[1] - at_top[0]) < np.log(2) + 1e-6  # one rank's step, not a leap
+    # a constant reference (no spread in its tail) still gives finite, rising parts
+    flat = RankFusion.fit([np.ones(50)])
+    parts = flat.parts([np.array([1.0, 1.5, 2.0])])[:, 0]
+    assert np.all(np.isfinite(parts)) and parts[0] < parts[1] < parts[2]
+
+
 def test_grid_autoencoders_fit_fuse_and_run_in_litert(tmp_path):
     """conv (temporal convolution) and LSTM autoencoders of the grid, their fusion with
     dynamic PCA, and the same monitors with the models converted to int8 LiteRT."""

@@ -6,6 +6,13 @@ statistic's unit or scale matters, a statistic that is far out on its own raises
 score as much as several that are mildly out together, and one limit on the fused score
 replaces an OR of separate limits (whose false alarms add up).
 
+Beyond the largest reference score the empirical tail has nothing left to count, so
+p would stop at 1/(n + 1) and the fused score at S·log(n + 1): a limit above that (a high
+quantile times a margin) could never be reached and the monitor would never alarm. Past the
+largest reference score p therefore falls on an exponential tail fitted to the reference's
+largest scores (peaks over threshold with a generalised Pareto of shape 0, the usual first
+choice for score tails), anchored at 1/(n + 1) so it joins the empirical tail continuously.
+
 Per-tag contributions are kept: each monitor's per-tag shares, weighted by that monitor's
 part (−log p) of the fused score, so an alarm still names the tags that drove it.
 """
@@ -15,6 +22,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+TAIL_SHARE = 0.05  # share of the reference's largest scores the exponential tail is fitted to
+TAIL_MIN = 10  # … and at least this many
+
+
+def tail_scale(ref: np.ndarray) -> float:
+    """Mean excess of the largest scores of sorted ``ref`` over the score just below them:
+    the scale of an exponential tail (its maximum-likelihood fit); > 0 always."""
+    k = min(len(ref) - 1, max(TAIL_MIN, int(np.ceil(TAIL_SHARE * len(ref)))))
+    if k < 1:
+        return 1e-12
+    excess = float(np.mean(ref[-k:] - ref[-k - 1]))
+    return excess if excess > 0 else max(abs(float(ref[-1])) * 1e-9, 1e-12)
 
 
 @dataclass
@@ -38,6 +58,8 @@ class RankFusion:
             s = np.asarray(s, np.float64)
             above = len(ref) - np.searchsorted(ref, np.nan_to_num(s, nan=-np.inf), side="left")
             part = -np.log((1.0 + above) / (len(ref) + 1.0))
+            beyond = np.nan_to_num(s, nan=-np.inf) > ref[-1]
+            part[beyond] += (s[beyond] - ref[-1]) / tail_scale(ref)
             cols.append(np.where(np.isfinite(s), part, np.nan))
         return np.stack(cols, axis=1)
 
