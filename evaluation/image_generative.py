@@ -237,7 +237,8 @@ def main(argv: list[str]) -> None:
                         "to its training images' codes")
     p.add_argument("--cvae-texture", choices=CVAE_TEXTURES, default=CVAE_TEXTURES[0],
                    help="image_cvae's samples: the decoded means, or plus a texture field "
-                        "with the spectrum of what it misses on its training images")
+                        "with the spectrum of what it misses on its training images (the "
+                        "class's mean spectrum, or one training tile's)")
     p.add_argument("--classifier-epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-quality", action="store_true", help="only the study")

@@ -247,8 +247,36 @@ def test_residual_texture_draws_fields_with_each_class_spectrum(tmp_path):
                                   texture.sample([0, 1], np.random.default_rng(2)))
 
 
-def test_image_cvae_texture_is_fitted_saved_and_reloaded(tiles, tmp_path):
-    """``model.texture: spectrum``: the run holds the texture, `procedge generate`'s loader
+def test_exemplar_texture_keeps_the_variety_between_tiles(tmp_path):
+    """Half of a class's residuals faint, half strong: the class-mean spectrum gives every
+    field the same middling strength, exemplars give faint and strong fields as the tiles
+    had; at most ``per_class`` kept, a class without residuals draws from all; the run file
+    gives back the same fields."""
+    from training.images.texture import ResidualTexture
+
+    rng = np.random.default_rng(0)
+    n, side = 40, 16
+    scale = np.where(np.arange(n) % 2 == 0, 0.1, 1.0)[:, None, None, None]
+    residuals = scale * rng.standard_normal((n, side, side, 1))
+    classes = np.zeros(n, int)
+    mean = ResidualTexture.fit(residuals, classes, 2).sample(np.zeros(200, int), rng)
+    exemplars = ResidualTexture.fit_exemplars(residuals, classes, 2, per_class=10)
+    assert exemplars.amplitude.shape == (10, side, side, 1) and set(exemplars.owners) == {0}
+    fields = exemplars.sample(np.zeros(200, int), np.random.default_rng(1))
+    spread = fields.reshape(200, -1).std(axis=1)
+    assert np.all(np.abs(mean.reshape(200, -1).std(axis=1) - 0.71) < 0.15)
+    assert np.sum(spread < 0.2) > 50 and np.sum(spread > 0.8) > 50  # faint and strong ones
+    assert exemplars.sample(np.array([1, 1]), rng).shape == (2, side, side, 1)
+    exemplars.save(tmp_path)
+    again = ResidualTexture.load(tmp_path)
+    np.testing.assert_array_equal(again.sample(np.array([0, 0, 1]), np.random.default_rng(3)),
+                                  exemplars.sample(np.array([0, 0, 1]),
+                                                   np.random.default_rng(3)))
+
+
+@pytest.mark.parametrize("kind", ["spectrum", "exemplar"])
+def test_image_cvae_texture_is_fitted_saved_and_reloaded(tiles, tmp_path, kind):
+    """``model.texture: spectrum|exemplar``: the run holds the texture, `procedge generate`'s loader
     draws the same images as the fitted model, and they are the decoded means plus a field
     (the same weights without it give the bare means)."""
     from training.images.generative_task import fit_generator, load_images
@@ -257,10 +285,12 @@ def test_image_cvae_texture_is_fitted_saved_and_reloaded(tiles, tmp_path):
     from training.train import train
 
     cfg = config(tmp_path, "image_cvae", tiles)
-    cfg = cfg.model_copy(update={"model": {"filters": 4, "texture": "spectrum"}})
+    cfg = cfg.model_copy(update={"model": {"filters": 4, "texture": kind}})
     run = train(cfg)
     gen, meta = load_image_generator(run)
-    assert meta["texture"] == "texture.npz" and gen.texture.amplitude.shape == (3, 8, 8, 1)
+    assert meta["texture"] == "texture.npz" and gen.texture.amplitude.shape[1:] == (8, 8, 1)
+    kept = len(gen.texture.amplitude)  # one per class, or one per training tile (4 a class)
+    assert kept == 3 if kind == "spectrum" else kept > 3 and set(gen.texture.owners) == {0, 1, 2}
     (tx, tc), _, names, _ = load_images(tiles, 8, cfg.generative.classes, 0.2, 1)
     fitted = fit_generator(cfg, get_family("image_cvae", "generative"), tx, tc, len(names))
     classes = np.array([0, 1, 2, 2])

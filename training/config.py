@@ -196,7 +196,8 @@ def check_cvae_sampling(sampling: str) -> None:
                          f"not {sampling!r}")
 
 
-CVAE_TEXTURES = ("none", "spectrum")  # image_cvae's samples: bare, or + a texture field
+# image_cvae's samples: bare, or + a texture field (class-mean spectrum, or one tile's)
+CVAE_TEXTURES = ("none", "spectrum", "exemplar")
 
 
 def check_cvae_texture(texture: str) -> None:

@@ -245,8 +245,8 @@ class ImageCVAE(ImageGenerator):
     the decoded means (pixel noise of size s would add only grain, not texture) of z drawn
     from the prior N(0, I) (``sampling: prior``) or from :class:`ClassGaussians` fitted
     to the training images' codes after the fit (``sampling: posterior``); with ``texture:
-    spectrum`` plus a :class:`~training.images.texture.ResidualTexture` field fitted to
-    what the decoder misses on the training images."""
+    spectrum`` (or ``exemplar``) plus a :class:`~training.images.texture.ResidualTexture`
+    field fitted to what the decoder misses on the training images (per class, or per tile)."""
 
     def __init__(self, size: int, channels: int, n_classes: int, latent_dim: int = 32,
                  filters: int = 32, sampling: str = CVAE_SAMPLINGS[0],
@@ -274,10 +274,12 @@ class ImageCVAE(ImageGenerator):
         codes, classes = codes[:, :self.latent_dim], np.asarray(classes, int)
         if self.sampling == "posterior":
             self.latent_density = ClassGaussians.fit(codes, classes, self.n_classes)
-        if self.texture_kind == "spectrum":
+        if self.texture_kind != "none":
             decoded = self.generator.predict(np.concatenate([codes, onehot], axis=1),
                                              verbose=0, batch_size=64)
-            self.texture = ResidualTexture.fit(x - decoded, classes, self.n_classes)
+            fit = (ResidualTexture.fit if self.texture_kind == "spectrum"
+                   else ResidualTexture.fit_exemplars)
+            self.texture = fit(x - decoded, classes, self.n_classes)
         return self.history
 
     def interpolate(self, a: np.ndarray, b: np.ndarray, cls: int, steps: int = 7
