@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-decay", type=float,
                    help="multiply the learning rate by this after every epoch (fit.lr_decay; "
                         "0.5 = the Informer repository's schedule); default: on plateau")
+    p.add_argument("--median-loss", choices=["pinball", "mse"],
+                   help="quantile models: the 0.5 level's loss (fit.median_loss; mse: that "
+                        "head forecasts the mean); default pinball")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("artifacts/eval/ett"),
                    help="run directories and bundles go here")
@@ -269,7 +272,7 @@ def _fit_settings(family: str, args) -> dict:
                                                      "max_minutes": args.max_minutes}
     overrides = {"epochs": args.epochs, "batch_size": args.batch_size,
                  "learning_rate": args.lr, "patience": args.patience,
-                 "lr_decay": args.lr_decay}
+                 "lr_decay": args.lr_decay, "median_loss": args.median_loss}
     return fit | {k: v for k, v in overrides.items() if v is not None}
 
 

@@ -162,3 +162,10 @@ def test_pinball_loss_matches_numpy_and_the_head_cannot_cross():
     y = rng.standard_normal((64, 3, 2)).astype(np.float32)
     expected = forecast_metrics(y, pred, levels)["pinball"]
     assert float(Pinball(levels)(y, pred)) == pytest.approx(expected, rel=1e-5)
+    # fit.median_loss: mse — the 0.5 level's term becomes the squared error, the rest stay
+    error = y[..., None] - pred
+    terms = np.maximum(np.array(levels) * error, (np.array(levels) - 1) * error)
+    terms[..., 2] = error[..., 2] ** 2
+    assert float(Pinball(levels, "mse")(y, pred)) == pytest.approx(terms.mean(), rel=1e-5)
+    with pytest.raises(ValueError, match="fit.median_loss must be"):
+        Pinball(levels, "mean")

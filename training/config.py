@@ -262,6 +262,10 @@ class FitConfig(Strict):
         default=None, gt=0, le=1, description="Multiply the learning rate by this after "
         "every epoch, from epoch 2 on (0.5 is the Informer repository's `lradj type1`); "
         "null = the default, divide it by 10 when the validation loss stops improving.")
+    median_loss: Literal["pinball", "mse"] = Field(
+        default="pinball", description="Quantile forecasters (model.quantiles): the loss of "
+        "the 0.5 level. pinball: a median; mse: the squared error, so that head forecasts "
+        "the mean (what MSE scores); the other levels keep the pinball loss.")
 
 
 class ThresholdConfig(Strict):

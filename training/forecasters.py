@@ -101,20 +101,31 @@ def quantile_head(x, median, quantiles):
 
 
 class Pinball(keras.losses.Loss):
-    """Pinball (quantile) loss, mean over levels: y (N, H, T) against quantiles (N, H, T, Q)."""
+    """Pinball (quantile) loss, mean over levels: y (N, H, T) against quantiles (N, H, T, Q).
 
-    def __init__(self, quantiles, name: str = "pinball", **kwargs):
+    ``median="mse"``: the 0.5 level's term is the squared error instead, so that head learns
+    the conditional mean — the forecast that minimises MSE, the figure forecasts are scored
+    on — while the other levels stay quantiles (``fit.median_loss``)."""
+
+    def __init__(self, quantiles, median: str = "pinball", name: str = "pinball", **kwargs):
         super().__init__(name=name, **kwargs)
         self.quantiles = check_quantile_levels(list(quantiles))
+        if median not in ("pinball", "mse"):  # every level list holds 0.5 (checked above)
+            raise ValueError(f"fit.median_loss must be 'pinball' or 'mse', not {median!r}")
+        self.median = median
 
     def call(self, y_true, y_pred):
         levels = keras.ops.convert_to_tensor(self.quantiles, dtype=y_pred.dtype)
         error = keras.ops.expand_dims(keras.ops.cast(y_true, y_pred.dtype), -1) - y_pred
-        return keras.ops.mean(keras.ops.maximum(levels * error, (levels - 1.0) * error),
-                              axis=-1)
+        terms = keras.ops.maximum(levels * error, (levels - 1.0) * error)
+        if self.median == "mse":
+            is_median = keras.ops.convert_to_tensor([q == 0.5 for q in self.quantiles])
+            terms = keras.ops.where(is_median, keras.ops.square(error), terms)
+        return keras.ops.mean(terms, axis=-1)
 
     def get_config(self) -> dict:
-        return super().get_config() | {"quantiles": self.quantiles}
+        return super().get_config() | {"quantiles": self.quantiles, "median": self.median}
+
 
 
 def _pick_channels(x, features: int, cols: list[int]):

@@ -102,7 +102,7 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
                          "supported (no shared checkpoint; no loss scaling in its loop)")
     with precision(fit.mixed_precision), strategy.scope():
         model = build()
-        loss = loss or (Pinball(levels) if levels else "mse")
+        loss = loss or (Pinball(levels, fit.median_loss) if levels else "mse")
         compile_for_fit(model, keras.optimizers.Adam(fit.learning_rate,
                                                      clipnorm=fit.clip_norm), loss)
     stateful = [
