@@ -28,6 +28,10 @@ from training.progress import progress
 from training.registry import get_family
 
 LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastest and still win
+# … or this much slower in absolute terms: below it two modes differ by timer noise (tiny
+# models run in microseconds, and their order flips from run to run), and a few hundredths of
+# a millisecond mean nothing beside a sampling period of a second; so the smallest ships
+LATENCY_FLOOR_MS = 0.05
 
 
 @dataclass(frozen=True)
@@ -149,19 +153,22 @@ def _measure(info: dict, model, heldout, reference, record: RunRecord,
     } | {k: info[k] for k in ("int8_granularity", "int8_rel_error") if k in info}
 
 
-def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK) -> tuple[str | None, str]:
+def choose(rows: list[dict], latency_slack: float = LATENCY_SLACK,
+           floor_ms: float = LATENCY_FLOOR_MS) -> tuple[str | None, str]:
     """Among passing candidates: the smallest whose median latency is within ``latency_slack``
-    of the fastest — by measurement, since int8 is slower than float for some models."""
+    (or ``floor_ms``, whichever is more) of the fastest — by measurement, since int8 is slower
+    than float for some models; the floor keeps timer noise from choosing between tiny ones."""
     passing = [r for r in rows if r["passed"]]
     if not passing:
         return None, "no candidate stayed within the budget"
     fastest = min(r["edge_p50_ms"] for r in passing)
-    quick = [r for r in passing if r["edge_p50_ms"] <= fastest * (1 + latency_slack)]
+    allowed = max(fastest * (1 + latency_slack), fastest + floor_ms)
+    quick = [r for r in passing if r["edge_p50_ms"] <= allowed]
     best = min(quick, key=lambda r: (r["bytes"], r["edge_p50_ms"]))
     slower = [r["mode"] for r in passing if r not in quick]
     why = (f"{best['mode']}: {best['bytes']} bytes, {_ms(best['edge_p50_ms'])} ms/window; "
-           f"smallest of the passing modes within {latency_slack:.0%} of the fastest "
-           f"({_ms(fastest)} ms)")
+           f"smallest of the passing modes within {latency_slack:.0%} or {floor_ms:g} ms of "
+           f"the fastest ({_ms(fastest)} ms)")
     if slower:
         why += f"; passing but slower: {', '.join(slower)}"
     return best["mode"], why
