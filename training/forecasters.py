@@ -127,7 +127,6 @@ class Pinball(keras.losses.Loss):
         return super().get_config() | {"quantiles": self.quantiles, "median": self.median}
 
 
-
 def _pick_channels(x, features: int, cols: list[int]):
     """(N, steps, F) → (N, steps, T) by a fixed 0/1 matrix (identity when every channel is a
     target)."""
