@@ -127,3 +127,18 @@ def test_quantile_rows_score_p50_and_report_coverage():
                               "period_s": 3600, "split_rows": [1, 2, 3], "results": [row],
                               "train_seconds": {}, "protocol_check": "-"})
     assert "0.7500" in table and "P10–P90" in table
+
+
+def test_median_loss_flag_reaches_the_fit_and_the_run_record(tmp_path):
+    """``--median-loss mse`` trains the quantile model's 0.5 head on the squared error and the
+    run record says so; without it the record says plain pinball."""
+    csv = synthetic_ett(tmp_path / "ETTx.csv", 14400, "h")
+    for flag in ([], ["--median-loss", "mse"]):
+        out = tmp_path / ("mse" if flag else "pinball")
+        ett.main(["--csv", str(csv), "--input-len", "24", "--horizon", "6", "--model", "lstm",
+                  "--model-args", '{"units": [4], "quantiles": [0.1, 0.5, 0.9]}',
+                  "--epochs", "1", "--batch-size", "512", "--mode", "none",
+                  "--out", str(out), "--json", str(out / "r.json"), *flag])
+        record = json.loads(next(out.rglob("training.json")).read_text())
+        assert record["training"]["loss"] == (
+            "pinball, squared error at 0.5" if flag else "pinball")

@@ -129,6 +129,8 @@ def fit_model(build, config: TrainConfig, x, y, val_x, val_y, run_dir: Path,
             shuffle=False,  # the pipeline shuffles (seeded by epoch); Keras cannot shuffle it
         )
     info = training_info(checkpoint, progress, clock, fit.epochs, stateful)
+    if levels:
+        info.loss = "pinball" if fit.median_loss == "pinball" else "pinball, squared error at 0.5"
     score = config.threshold.score if config.task == "anomaly" else "reconstruction"
     shipped = edge_model(model, score)  # a VAE ships decoder(mean) (+ its KL term for elbo)
     if levels:  # saved uncompiled: the Pinball loss must not make model.keras need procedge
