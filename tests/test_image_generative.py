@@ -303,3 +303,19 @@ def test_image_cvae_texture_is_fitted_saved_and_reloaded(tiles, tmp_path, kind):
         image_cvae(8, 1, 2, latent_dim=4, filters=4, texture="perlin")
     with pytest.raises(ConfigError, match="model.texture must be one of"):
         check_train_config(cfg.model_copy(update={"model": {"texture": "perlin"}}), "t.yaml")
+
+
+def test_shipped_image_generator_configs_validate(tmp_path, monkeypatch):
+    """The tile generator configs load and pass the config checks (model keys included);
+    the 128-px one is the measured configuration of the image goal."""
+    from training.config import load_train_config
+
+    monkeypatch.setenv("PROCEDGE_DATA", str(tmp_path))
+    configs = Path(__file__).resolve().parent.parent / "configs" / "generative"
+    for name in ("tile_dcgan", "tile_image_cvae", "tile_image_cvae_128"):
+        config = load_train_config(configs / f"{name}.yaml")
+        check_train_config(config, f"{name}.yaml")
+        assert config.image.root == tmp_path / "magnetic_tile"
+    big = load_train_config(configs / "tile_image_cvae_128.yaml")
+    assert (big.image.size, big.model["sampling"], big.model["texture"]) == (
+        128, "posterior", "exemplar")
