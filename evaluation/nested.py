@@ -159,6 +159,24 @@ def add_protocol_args(p: argparse.ArgumentParser, unit: str, nested: str, aes: s
     p.add_argument("--nested-epochs", type=int, default=epochs, help="nested: training epochs")
 
 
+# what a nested run reads of the command line; every other setting it chooses itself
+NESTED_USES = frozenset({"help", "protocol", "root", "nested_aes", "nested_epochs", "seed",
+                         "edge_mode", "json", "plots", "exclude_tags"})
+
+
+def refuse_development_settings(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--protocol nested`` chooses the family, window, smoothing, level … itself: a
+    development setting given beside it would be silently ignored, so it is an error that
+    names the flag."""
+    given = [a.option_strings[0] for a in p._actions
+             if a.dest not in NESTED_USES and a.option_strings
+             and getattr(args, a.dest) != p.get_default(a.dest)]
+    if given:
+        p.error(f"{', '.join(given)}: development-protocol setting(s); --protocol nested "
+                f"chooses these on the choosing part itself (use --nested-aes, "
+                f"--nested-epochs, --seed, --edge-mode)")
+
+
 def autoencoders(text: str) -> tuple[tuple[str, int], ...]:
     """``conv_ae:10,lstm_ae:20`` → ``(("conv_ae", 10), ("lstm_ae", 20))``."""
     pairs = [a.split(":") for a in text.split(",") if a]

@@ -252,6 +252,8 @@ def main(argv: list[str]) -> None:
                              " (evaluation/skab_nested.py)", aes="dense_ae:30", epochs=20)
     common.add_settings_args(p, window=30, level=0.99, margin=2.0, ewma=0.05, epochs=40)
     args = p.parse_args(argv)
+    if args.protocol == "nested":
+        nested.refuse_development_settings(p, args)
     s = common.settings_from_args(args)
     exclude = tuple(t for t in args.exclude_tags.split(",") if t)
     files = load_skab(args.root, exclude)

@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 # pre-registered in bench/HISTORY.md (2026-12-02) before any nested figure was run
 ALARMS = alarm_grid(ewmas=(1.0, 0.2, 0.05), levels=(0.99, 0.999), margins=(1.0, 1.5, 2.0))
 CRITERION = Criterion("f1", far_max=13.0)
-LAGS, SEED = 2, 0  # autoencoders and epochs: skab.py's --nested-aes dense_ae:30, 20 epochs
+LAGS = 2  # autoencoders and epochs: skab.py's --nested-aes dense_ae:30, 20 epochs
 
 
 @dataclass
@@ -165,9 +165,9 @@ def main(files: list[skab.SkabFile], args: argparse.Namespace) -> None:
         raise ValueError(f"--protocol nested needs files in at least two folders (groups);"
                          f" found only {groups} under {args.root}")
     aes = args.nested_aes  # ((family, window), …), parsed by nested.autoencoders
-    classical = MonitorGrid(lags=LAGS, seed=SEED)
+    classical = MonitorGrid(lags=LAGS, seed=args.seed)
     fleet_grid = MonitorGrid(autoencoders=aes, lags=LAGS, epochs=args.nested_epochs,
-                             seed=SEED)
+                             seed=args.seed)
     start = time.time()
     by_file_scale = flag_files(files, classical, None)
     rows, held_out = [], {}
@@ -230,7 +230,7 @@ def report(rows: list[dict], files: list[skab.SkabFile], args, seconds: float,
             for name, m in r["per_file"].items():
                 print(f"| {name} | {m['f1']:.3f} | {m['far']:.2f} | {m['mar']:.2f} |")
     settings = {"selection": "nested (leave one group out)", "criterion": vars(CRITERION),
-                "alarms": [vars(a) for a in ALARMS], "lags": LAGS, "seed": SEED,
+                "alarms": [vars(a) for a in ALARMS], "lags": LAGS, "seed": args.seed,
                 "autoencoders": aes, "epochs": args.nested_epochs,
                 "edge_mode": args.edge_mode, "seconds": round(seconds, 1),
                 "files": [str(f.path) for f in files]}

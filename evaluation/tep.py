@@ -165,6 +165,8 @@ def main(argv: list[str]) -> None:
     common.add_settings_args(p, window=10, level=0.95)
     args = p.parse_args(argv)
     if args.protocol == "nested":
+        nested.refuse_development_settings(p, args)
+    if args.protocol == "nested":
         from evaluation import tep_nested
 
         tep_nested.main(args)

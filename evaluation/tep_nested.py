@@ -43,7 +43,7 @@ SPLITS = ((ODD, EVEN), (EVEN, ODD))  # (choose on, report on)
 ALARMS = alarm_grid(ewmas=(1.0, 0.3, 0.1, 0.03), levels=(0.95, 0.99), margins=(1.0,),
                     rule="coverage")
 CRITERION = Criterion("detection_rate", far_max=5.0)
-LAGS, SEED = 2, 0  # autoencoders, epochs: tep.py's --nested-aes conv_ae:10,conv_ae:40,lstm_ae:20
+LAGS = 2  # autoencoders, epochs: tep.py's --nested-aes conv_ae:10,conv_ae:40,lstm_ae:20
 PCA_MONITORS = ("pca_t2_spe", "pca_spe", "dpca_t2_spe", "dpca_spe")
 
 
@@ -105,7 +105,7 @@ def metrics(data: TepData, fl: Flagged, faults: tuple[int, ...]) -> dict:
 
 def main(args: argparse.Namespace) -> None:
     aes = args.nested_aes  # ((family, window), …), parsed by nested.autoencoders
-    grid = MonitorGrid(autoencoders=aes, lags=LAGS, epochs=args.nested_epochs, seed=SEED,
+    grid = MonitorGrid(autoencoders=aes, lags=LAGS, epochs=args.nested_epochs, seed=args.seed,
                        pca=PCA_MONITORS)
     window = max([w for _, w in aes] + [LAGS + 1])
     data = load_tep(args.root, window)
@@ -221,7 +221,7 @@ def report(rows: list[dict], data: TepData, args, seconds: float, aes: tuple) ->
                                              for k in keys) + " |")
     settings = {"selection": "nested (fault halves)", "protocol": data.protocol,
                 "splits": SPLITS, "criterion": vars(CRITERION),
-                "alarms": [vars(a) for a in ALARMS], "lags": LAGS, "seed": SEED,
+                "alarms": [vars(a) for a in ALARMS], "lags": LAGS, "seed": args.seed,
                 "autoencoders": aes, "epochs": args.nested_epochs,
                 "edge_mode": args.edge_mode, "seconds": round(seconds, 1)}
     common.write_json(args.json, rows, settings)

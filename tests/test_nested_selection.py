@@ -129,8 +129,10 @@ def test_eval_tep_nested_reports_held_apart_faults_with_plots(tmp_path, capsys):
         np.savetxt(tmp_path / f"d{k:02d}.dat", rows)
     out = tmp_path / "tep.json"
     main(["eval", "tep", "--root", str(tmp_path), "--protocol", "nested", "--nested-aes", "",
-          "--edge-mode", "none", "--json", str(out), "--plots", str(tmp_path / "plots")])
+          "--edge-mode", "none", "--json", str(out), "--plots", str(tmp_path / "plots"),
+          "--seed", "3"])
     assert "settings chosen on one half of the faults" in capsys.readouterr().out
+    assert json.loads(out.read_text())["settings"]["seed"] == 3  # --seed reaches the grid
     rows = json.loads(out.read_text())["results"]
     overall = [r for r in rows if r["pick"] == "overall"]
     assert [r["test_on"] for r in overall[:2]] == ["2,4,6,8,10,12,14,16,18,20",
@@ -197,3 +199,14 @@ def test_skab_commissioning_is_the_gateways_rule_and_refuses_a_flat_tag():
     rows[:, 1] = 4.0
     with pytest.raises(CalibrationRefused, match="Pressure"):
         skab.commission(rows, lambda x: None, [alarm], [], tags=["Flow", "Pressure", "Temp"])
+
+
+@pytest.mark.parametrize("command", ["skab", "tep"])
+def test_nested_refuses_development_settings_it_would_ignore(tmp_path, capsys, command):
+    """The nested protocol chooses smoothing, window, epochs … itself: given beside it they
+    would be silently ignored, so the command stops naming them before reading any data."""
+    with pytest.raises(SystemExit):
+        main(["eval", command, "--root", str(tmp_path / "none"), "--protocol", "nested",
+              "--ewma", "0.1", "--window", "20"])
+    err = capsys.readouterr().err
+    assert "--window, --ewma: development-protocol setting(s)" in err
