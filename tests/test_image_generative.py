@@ -267,6 +267,15 @@ def test_exemplar_texture_keeps_the_variety_between_tiles(tmp_path):
     assert np.all(np.abs(mean.reshape(200, -1).std(axis=1) - 0.71) < 0.15)
     assert np.sum(spread < 0.2) > 50 and np.sum(spread > 0.8) > 50  # faint and strong ones
     assert exemplars.sample(np.array([1, 1]), rng).shape == (2, side, side, 1)
+    import training.images.texture as texture_module
+
+    draw = lambda: exemplars.sample(np.zeros(20, int), np.random.default_rng(4))  # noqa: E731
+    whole = draw()
+    texture_module.SAMPLE_CHUNK, chunk = 7, texture_module.SAMPLE_CHUNK
+    try:  # drawn a few fields at a time (bounded memory), the fields are the same
+        np.testing.assert_array_equal(draw(), whole)
+    finally:
+        texture_module.SAMPLE_CHUNK = chunk
     exemplars.save(tmp_path)
     again = ResidualTexture.load(tmp_path)
     np.testing.assert_array_equal(again.sample(np.array([0, 0, 1]), np.random.default_rng(3)),

@@ -26,6 +26,7 @@ import numpy as np
 
 TEXTURE_FILE = "texture.npz"
 EXEMPLARS_PER_CLASS = 64  # at 128 px: 6 classes × 64 × 32 KiB (float16) ≈ 12 MiB in the run
+SAMPLE_CHUNK = 256  # fields drawn at a time (the noise stream is the same as in one draw)
 
 
 class ResidualTexture:
@@ -66,10 +67,14 @@ class ResidualTexture:
         has expected power size² at every frequency, so dividing by the side gives the
         fitted power exactly in expectation."""
         rows = self._rows(np.asarray(classes, int), rng)
-        white = rng.standard_normal((len(rows), *self.amplitude.shape[1:]))
         side = float(np.sqrt(self.amplitude.shape[1] * self.amplitude.shape[2]))
-        spectrum = np.fft.fft2(white, axes=(1, 2)) * self.amplitude[rows] / side
-        return np.fft.ifft2(spectrum, axes=(1, 2)).real.astype(np.float32)
+        out = np.empty((len(rows), *self.amplitude.shape[1:]), np.float32)
+        for start in range(0, len(rows), SAMPLE_CHUNK):  # bounded memory for any --n
+            part = rows[start:start + SAMPLE_CHUNK]
+            white = rng.standard_normal((len(part), *self.amplitude.shape[1:]))
+            spectrum = np.fft.fft2(white, axes=(1, 2)) * self.amplitude[part] / side
+            out[start:start + len(part)] = np.fft.ifft2(spectrum, axes=(1, 2)).real
+        return out
 
     def _rows(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The spectrum each sample takes: its class's own (one per class), or one of its
