@@ -247,7 +247,7 @@ def test_residual_texture_draws_fields_with_each_class_spectrum(tmp_path):
                                   texture.sample([0, 1], np.random.default_rng(2)))
 
 
-def test_exemplar_texture_keeps_the_variety_between_tiles(tmp_path):
+def test_exemplar_texture_keeps_the_variety_between_tiles(tmp_path, monkeypatch):
     """Half of a class's residuals faint, half strong: the class-mean spectrum gives every
     field the same middling strength, exemplars give faint and strong fields as the tiles
     had; at most ``per_class`` kept, a class without residuals draws from all; the run file
@@ -267,15 +267,10 @@ def test_exemplar_texture_keeps_the_variety_between_tiles(tmp_path):
     assert np.all(np.abs(mean.reshape(200, -1).std(axis=1) - 0.71) < 0.15)
     assert np.sum(spread < 0.2) > 50 and np.sum(spread > 0.8) > 50  # faint and strong ones
     assert exemplars.sample(np.array([1, 1]), rng).shape == (2, side, side, 1)
-    import training.images.texture as texture_module
-
     draw = lambda: exemplars.sample(np.zeros(20, int), np.random.default_rng(4))  # noqa: E731
     whole = draw()
-    texture_module.SAMPLE_CHUNK, chunk = 7, texture_module.SAMPLE_CHUNK
-    try:  # drawn a few fields at a time (bounded memory), the fields are the same
-        np.testing.assert_array_equal(draw(), whole)
-    finally:
-        texture_module.SAMPLE_CHUNK = chunk
+    monkeypatch.setattr("training.images.texture.SAMPLE_CHUNK", 7)
+    np.testing.assert_array_equal(draw(), whole)  # a few at a time: the same fields
     exemplars.save(tmp_path)
     again = ResidualTexture.load(tmp_path)
     np.testing.assert_array_equal(again.sample(np.array([0, 0, 1]), np.random.default_rng(3)),
