@@ -29,9 +29,10 @@ from training.registry import get_family
 
 LATENCY_SLACK = 0.10  # a smaller model may be up to 10 % slower than the fastest and still win
 # … or this much slower in absolute terms: below it two modes differ by timer noise (tiny
-# models run in microseconds, and their order flips from run to run), and a few hundredths of
-# a millisecond mean nothing beside a sampling period of a second; so the smallest ships
-LATENCY_FLOOR_MS = 0.05
+# models run in microseconds, and their order flips from run to run), so the smallest ships.
+# Kept small: a mode several times slower than the fastest should not win on it (a tiny
+# int8 BiLSTM at 0.05 ms beside float at 0.015 ms does not)
+LATENCY_FLOOR_MS = 0.01
 
 
 @dataclass(frozen=True)
