@@ -165,7 +165,12 @@ def test_killed_worker_restarts_and_loses_nothing(tmp_path: Path, broker, bundle
         assert 'procedge_worker_restarts_total{worker="w1"} 1.0' in metrics
         assert 'procedge_worker_restarts_total{worker="w0"} 0.0' in metrics
         assert 'procedge_worker_up{worker="w1"} 1.0' in metrics
-        assert f'procedge_messages_total{{worker="w0"}} {120.0 * tags}' in metrics
+        # counters reach /metrics in each worker's status, sent once a second: wait a few for
+        # the exact count (every input of w0, none lost, none twice), then say what was there
+        expected = f'procedge_messages_total{{worker="w0"}} {120.0 * tags}'
+        assert wait_for(lambda: expected in _get(port, "/metrics"), 5), [
+            line for line in _get(port, "/metrics").splitlines()
+            if line.startswith("procedge_messages_total")]
     finally:
         os.kill(supervisor.pid, signal.SIGCONT)
         supervisor.terminate()
