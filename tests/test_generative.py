@@ -76,6 +76,9 @@ def test_cvae_honours_the_condition_and_is_deterministic(cvae_run):
     record = RunRecord.load(run)
     assert record.task == "generative" and record.metrics["keras"]["mmd2"] < 0.1
     assert record.training.optimizer_steps == record.metrics["keras"]["steps"]
+    from training.budget import device
+
+    assert record.training.device == device()  # where it ran, e.g. "CPU (2 cores)"
     for name in ("generator.keras", "generative.json", "heldout.npz", "losses.png",
                  "samples.png", "pca.png", "interpolation.png"):
         assert (run / name).is_file(), name

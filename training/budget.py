@@ -234,6 +234,13 @@ def training_info(checkpoint: Checkpoint | EpochLog, progress: Progress, clock: 
                         seconds_per_epoch=round(pace, 3))
 
 
+def one_pass(seconds: float, **steps: int) -> TrainingInfo:
+    """The ``training`` section of a fit run in one pass of a fixed number of steps (an agent's
+    ``env_steps``, a generator's ``optimizer_steps``): epochs 1 of 1, on this machine's device."""
+    return TrainingInfo(epochs=1, epochs_budget=1, device=device(), seconds_per_epoch=seconds,
+                        **steps)
+
+
 def summary(name: str, info: TrainingInfo | None) -> str:
     """The line the CLI prints at the end of a fit."""
     return info.summary(name) if info is not None else f"{name}: no training record"

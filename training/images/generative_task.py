@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import ImageSpec, RunRecord, TrainingInfo
+from edge_runtime.bundle import ImageSpec, RunRecord
 from training import generative_plots as plots
+from training.budget import one_pass
 from training.config import TrainConfig
 from training.images import data as imdata
 from training.images.grids import image_grid
@@ -101,9 +102,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
                      class_names=names, ok_class=imdata.ok_class(names))
     return RunRecord(name=config.name, task="generative", family=config.family, image=spec,
                      training_data_sha256=fingerprint, metrics={"keras": metrics},
-                     training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                                           seconds_per_epoch=seconds,
-                                           optimizer_steps=g.steps))
+                     training=one_pass(seconds, optimizer_steps=g.steps))
 
 
 def _latent_pictures(config: TrainConfig, model, train: tuple, val: tuple, names: list[str],

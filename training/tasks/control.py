@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import OutputSpec, RunRecord, TrainingInfo
+from edge_runtime.bundle import OutputSpec, RunRecord
 from training.calibration import save_representative
 from training.config import TrainConfig
 from training.control.shielded import ShieldedEnv, control_spec
@@ -100,6 +100,8 @@ def rollout(config: TrainConfig, agent, seed: int) -> dict:
 
 
 def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
+    from training.budget import one_pass  # imports keras: only when training
+
     c = config.control
     env = make_shielded(config, config.fit.seed)
     agent = make_agent(config, env)
@@ -131,8 +133,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         name=config.name, task="control", family=config.family,
         input=spec.input_spec(c.max_gap_s), scaler=spec.scaler_spec(), output=OutputSpec(),
         control=spec, metrics={"keras": metrics},
-        training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                              seconds_per_epoch=seconds, env_steps=c.steps),
+        training=one_pass(seconds, env_steps=c.steps),
         training_data_sha256=_fingerprint(config, x))
 
 

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.bundle import RunRecord, TrainingInfo
+from edge_runtime.bundle import RunRecord
 from edge_runtime.windowing import sliding_windows
 from training import generative_plots as plots
+from training.budget import one_pass
 from training.config import TrainConfig, export_columns
 from training.generative_quality import class_coverage, mmd2
 from training.historian import align, import_export
@@ -71,9 +72,7 @@ def train(config: TrainConfig, family: Family, run_dir: Path) -> RunRecord:
         _tensorboard(history, run_dir / "logs")
     return RunRecord(name=config.name, task="generative", family=config.family,
                      metrics={"keras": metrics},
-                     training=TrainingInfo(epochs=1, epochs_budget=1, device="CPU",
-                                           seconds_per_epoch=seconds,
-                                           optimizer_steps=g.steps),
+                     training=one_pass(seconds, optimizer_steps=g.steps),
                      **data.record_fields(config))
 
 
