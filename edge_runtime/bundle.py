@@ -439,9 +439,9 @@ class TrainingInfo(Strict):
                               "(procedge train --resume); 0 for an uninterrupted fit.")
     device: str = Field(default="", description="Where it trained, e.g. 'GPU:0 (NVIDIA …)'.")
     seconds_per_epoch: float = Field(default=0.0, ge=0, description="Mean wall time.")
-    loss: str = Field(default="", description="The training loss where it is not the "
-                      "task's plain one, e.g. 'pinball, squared error at 0.5' "
-                      "(a quantile forecaster with fit.median_loss: mse); '' otherwise.")
+    loss: str = Field(default="", description="A quantile forecaster's loss: 'pinball', or "
+                      "'pinball, squared error at 0.5' (fit.median_loss: mse); '' for the "
+                      "other models (their task's one loss).")
     env_steps: int | None = Field(default=None, gt=0, description="An agent trained by "
                                   "interaction (task control): its budget in environment "
                                   "steps, run in one pass (epochs 1 of 1).")

@@ -41,6 +41,7 @@ from edge_runtime.contract import MODE_NAMES
 from edge_runtime.scaling import StandardScaler
 from edge_runtime.windowing import forecast_pairs
 from evaluation.results import write_results
+from training.config import MEDIAN_LOSSES
 from training.covariates import covariate_windows
 from training.metrics import forecast_metrics, regression_metrics
 from training.progress import progress
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-decay", type=float,
                    help="multiply the learning rate by this after every epoch (fit.lr_decay; "
                         "0.5 = the Informer repository's schedule); default: on plateau")
-    p.add_argument("--median-loss", choices=["pinball", "mse"],
+    p.add_argument("--median-loss", choices=MEDIAN_LOSSES,
                    help="quantile models: the 0.5 level's loss (fit.median_loss; mse: that "
                         "head forecasts the mean); default pinball")
     p.add_argument("--seed", type=int, default=0)

@@ -166,7 +166,6 @@ def main(argv: list[str]) -> None:
     args = p.parse_args(argv)
     if args.protocol == "nested":
         nested.refuse_development_settings(p, args)
-    if args.protocol == "nested":
         from evaluation import tep_nested
 
         tep_nested.main(args)

@@ -238,6 +238,9 @@ class GenerativeConfig(Strict):
         "image_cvae): the class folders to learn, e.g. only the defects; default: all.")
 
 
+MEDIAN_LOSSES = ("pinball", "mse")  # fit.median_loss: a quantile model's 0.5 level
+
+
 class FitConfig(Strict):
     epochs: int = Field(default=30, gt=0, description="Epoch budget: the same on any machine; "
                         "early stopping on the validation loss may end the fit sooner.")
@@ -262,7 +265,7 @@ class FitConfig(Strict):
         default=None, gt=0, le=1, description="Multiply the learning rate by this after "
         "every epoch, from epoch 2 on (0.5 is the Informer repository's `lradj type1`); "
         "null = the default, divide it by 10 when the validation loss stops improving.")
-    median_loss: Literal["pinball", "mse"] = Field(
+    median_loss: Literal[MEDIAN_LOSSES] = Field(
         default="pinball", description="Quantile forecasters (model.quantiles): the loss of "
         "the 0.5 level. pinball: a median; mse: the squared error, so that head forecasts "
         "the mean (what MSE scores); the other levels keep the pinball loss.")

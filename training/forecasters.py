@@ -22,6 +22,7 @@ import numpy as np
 from keras import layers
 
 from edge_runtime.bundle import check_quantile_levels
+from training.config import MEDIAN_LOSSES
 from training.registry import register
 
 
@@ -110,8 +111,9 @@ class Pinball(keras.losses.Loss):
     def __init__(self, quantiles, median: str = "pinball", name: str = "pinball", **kwargs):
         super().__init__(name=name, **kwargs)
         self.quantiles = check_quantile_levels(list(quantiles))
-        if median not in ("pinball", "mse"):  # every level list holds 0.5 (checked above)
-            raise ValueError(f"fit.median_loss must be 'pinball' or 'mse', not {median!r}")
+        if median not in MEDIAN_LOSSES:  # every level list holds 0.5 (checked above)
+            raise ValueError(f"fit.median_loss must be one of {list(MEDIAN_LOSSES)}, "
+                             f"not {median!r}")
         self.median = median
 
     def call(self, y_true, y_pred):

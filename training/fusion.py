@@ -56,9 +56,10 @@ class RankFusion:
         cols = []
         for ref, s in zip(self.references, stats, strict=True):
             s = np.asarray(s, np.float64)
-            above = len(ref) - np.searchsorted(ref, np.nan_to_num(s, nan=-np.inf), side="left")
+            filled = np.nan_to_num(s, nan=-np.inf)
+            above = len(ref) - np.searchsorted(ref, filled, side="left")
             part = -np.log((1.0 + above) / (len(ref) + 1.0))
-            beyond = np.nan_to_num(s, nan=-np.inf) > ref[-1]
+            beyond = filled > ref[-1]
             part[beyond] += (s[beyond] - ref[-1]) / tail_scale(ref)
             cols.append(np.where(np.isfinite(s), part, np.nan))
         return np.stack(cols, axis=1)

@@ -77,10 +77,9 @@ class ResidualTexture:
         return out
 
     def _rows(self, classes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """The spectrum each sample takes: its class's own (one per class), or one of its
-        class's exemplars drawn at random (any exemplar for a class that has none)."""
-        if np.array_equal(self.owners, np.arange(len(self.owners))):
-            return classes
+        """The spectrum each sample takes: one of its class's, drawn at random (any one for a
+        class that has none). A class-mean texture has one per class, and a draw from a
+        pool of one takes no random number, so its noise stream is as it always was."""
         rows = np.empty(len(classes), int)
         for k in np.unique(classes):
             pool = np.flatnonzero(self.owners == k)
@@ -89,9 +88,11 @@ class ResidualTexture:
         return rows
 
     def save(self, run_dir: Path) -> str:
-        exemplars = not np.array_equal(self.owners, np.arange(len(self.owners)))
+        """Exemplar spectra (more than one per class) at float16, the precision they were
+        fitted at; class means at float32."""
+        per_tile = len(self.owners) > len(np.unique(self.owners))
         np.savez_compressed(Path(run_dir) / TEXTURE_FILE, owners=self.owners,
-                            amplitude=self.amplitude.astype(np.float16 if exemplars
+                            amplitude=self.amplitude.astype(np.float16 if per_tile
                                                             else np.float32))
         return TEXTURE_FILE
 
